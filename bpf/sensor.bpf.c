@@ -1,0 +1,455 @@
+// SPDX-License-Identifier: GPL-2.0
+/* cagewatch kernel sensor: a per-cgroup syscall histogram and a ring buffer of
+ * security events for the syscalls the hard rules need. x86_64 only. */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "sensor.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* x86_64 syscall numbers of the events we capture. */
+#define NR_open 2
+#define NR_connect 42
+#define NR_clone 56
+#define NR_ptrace 101
+#define NR_capset 126
+#define NR_pivot_root 155
+#define NR_mount 165
+#define NR_umount2 166
+#define NR_init_module 175
+#define NR_delete_module 176
+#define NR_keyctl 250
+#define NR_openat 257
+#define NR_unshare 272
+#define NR_perf_event_open 298
+#define NR_open_by_handle_at 304
+#define NR_setns 308
+#define NR_finit_module 313
+#define NR_bpf 321
+#define NR_userfaultfd 323
+#define NR_io_uring_setup 425
+#define NR_open_tree 428
+#define NR_move_mount 429
+#define NR_fsopen 430
+#define NR_fsmount 432
+#define NR_clone3 435
+#define NR_openat2 437
+#define NR_mount_setattr 442
+
+#define AF_UNIX 1
+#define AF_INET 2
+#define AF_INET6 10
+
+/* CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET; CLONE_NEWTIME only in clone3. */
+#define CLONE_NEW_MASK 0x7E020000ULL
+#define CLONE_NEWTIME 0x80ULL
+
+/* Set by the loader before load. */
+const volatile __u32 agent_tgid = 0;
+
+/* Bit n set: syscall n produces an event (the loader fills it). */
+__u64 event_syscalls[HIST_SLOTS / 64] = {};
+
+struct hist zero_hist = {};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, __u64); /* cgroup v2 id */
+	__type(value, struct hist);
+} syscall_hist SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 22);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct event);
+} scratch SEC(".maps");
+
+/* Path prefixes whose opens (and unix socket connects) are reported. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, struct prefix_key);
+	__type(value, __u8);
+} watch_prefixes SEC(".maps");
+
+struct name_key {
+	__u64 words[NAME_LEN / 8]; /* a NUL-padded file name; words make zeroing cheap */
+};
+
+/* Final path components reported wherever they are (release_agent under any cgroupfs mount). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct name_key);
+	__type(value, __u8);
+} watch_names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct name_key);
+} name_scratch SEC(".maps");
+
+/* TCP/UDP destination ports whose connects are reported; key 0 means every port. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 256);
+	__type(key, __u16);
+	__type(value, __u8);
+} watch_ports SEC(".maps");
+
+static __always_inline void stat_inc(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void count_syscall(long id)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct hist *h = bpf_map_lookup_elem(&syscall_hist, &cgid);
+	if (!h) {
+		long err = bpf_map_update_elem(&syscall_hist, &cgid, &zero_hist, BPF_NOEXIST);
+		if (err && err != -17 /* EEXIST: another CPU won the race */) {
+			stat_inc(STAT_HIST_FULL);
+			return;
+		}
+		h = bpf_map_lookup_elem(&syscall_hist, &cgid);
+		if (!h)
+			return;
+	}
+	__u32 slot = HIST_SLOTS - 1;
+	if (id >= 0 && id < HIST_SLOTS - 1)
+		slot = (__u32)id;
+	__sync_fetch_and_add(&h->counts[slot & (HIST_SLOTS - 1)], 1); /* mask: for the verifier */
+}
+
+static __always_inline struct event *new_event(__u32 kind, __s32 nr)
+{
+	__u32 zero = 0;
+	struct event *e = bpf_map_lookup_elem(&scratch, &zero);
+	if (!e)
+		return NULL;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	e->ts_boot_ns = bpf_ktime_get_boot_ns();
+	e->cgroup_id = bpf_get_current_cgroup_id();
+	e->kind = kind;
+	e->nr = nr;
+	e->pid = (__u32)pid_tgid;
+	e->tgid = pid_tgid >> 32;
+	e->uid = (__u32)uid_gid;
+	e->gid = uid_gid >> 32;
+	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->cap_effective = BPF_CORE_READ(task, cred, cap_effective.val);
+	e->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
+	e->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
+	e->cgroup_ns = BPF_CORE_READ(task, nsproxy, cgroup_ns, ns.inum);
+	e->user_ns = BPF_CORE_READ(task, cred, user_ns, ns.inum);
+	unsigned int level = BPF_CORE_READ(task, thread_pid, level);
+	e->pid_ns = BPF_CORE_READ(task, thread_pid, numbers[level & 31].ns, ns.inum);
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+
+	__builtin_memset(e->args, 0, sizeof(e->args));
+	e->flags = 0;
+	e->cap_req_effective = 0;
+	e->cap_req_permitted = 0;
+	e->cap_req_inheritable = 0;
+	e->family = 0;
+	e->port = 0;
+	__builtin_memset(e->addr, 0, sizeof(e->addr));
+	e->fstype[0] = 0;
+	e->path_bits = 0;
+	e->path[0] = 0;
+	e->path2[0] = 0;
+	e->path2_len = 0;
+	return e;
+}
+
+static __always_inline void submit(struct event *e)
+{
+	if (bpf_ringbuf_output(&events, e, sizeof(*e), 0))
+		stat_inc(STAT_EVENTS_LOST);
+	else
+		stat_inc(STAT_EVENTS);
+}
+
+/* Reads a user string into e->path and sets path_bits for the trie lookup. */
+static __always_inline long read_user_path(struct event *e, const void *src)
+{
+	long n = bpf_probe_read_user_str(e->path, sizeof(e->path), src);
+	if (n <= 0) {
+		e->path[0] = 0;
+		e->path_bits = 0;
+		stat_inc(STAT_PATH_FAULT);
+		return 0;
+	}
+	e->path_bits = (n - 1) * 8;
+	return n;
+}
+
+/* Offset of the final path component. A global function: the verifier checks its
+ * loop once instead of at every call site. */
+__noinline int path_base(struct event *e, long n)
+{
+	if (!e)
+		return 0;
+	int base = 0;
+	for (int i = 0; i < PATH_LEN && i < n; i++) {
+		if (e->path[i] == '/')
+			base = i + 1;
+	}
+	return base;
+}
+
+static __always_inline int path_is_watched(struct event *e, long n)
+{
+	if (n <= 1)
+		return 0;
+	if (bpf_map_lookup_elem(&watch_prefixes, &e->path_bits))
+		return 1;
+	__u32 zero = 0;
+	struct name_key *name = bpf_map_lookup_elem(&name_scratch, &zero);
+	if (!name)
+		return 0;
+	__builtin_memset(name, 0, sizeof(*name));
+	int base = path_base(e, n) & (PATH_LEN - 1);
+	bpf_probe_read_kernel_str(name, sizeof(*name), e->path + base);
+	return bpf_map_lookup_elem(&watch_names, name) != NULL;
+}
+
+static __always_inline int fill_connect(struct event *e, const void *uaddr)
+{
+	__u16 family = 0;
+	if (bpf_probe_read_user(&family, sizeof(family), uaddr))
+		return 0;
+	e->family = family;
+	__u16 port_be = 0;
+	switch (family) {
+	case AF_INET:
+		bpf_probe_read_user(&port_be, 2, uaddr + 2);
+		bpf_probe_read_user(e->addr, 4, uaddr + 4);
+		break;
+	case AF_INET6:
+		bpf_probe_read_user(&port_be, 2, uaddr + 2);
+		bpf_probe_read_user(e->addr, 16, uaddr + 8);
+		break;
+	case AF_UNIX:
+		return -1; /* the caller checks the socket path like an opened path */
+	default:
+		return 0;
+	}
+	__u16 port = __builtin_bswap16(port_be);
+	e->port = port;
+	__u16 any = 0;
+	return bpf_map_lookup_elem(&watch_ports, &port) || bpf_map_lookup_elem(&watch_ports, &any);
+}
+
+static __always_inline void read_user_str2(struct event *e, const void *src)
+{
+	long n = bpf_probe_read_user_str(e->path2, sizeof(e->path2), src);
+	e->path2_len = n > 0 ? n : 0;
+}
+
+static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
+{
+	struct event *e = new_event(EVENT_SYSCALL, nr);
+	if (!e)
+		return 0;
+	__u64 a0 = BPF_CORE_READ(regs, di), a1 = BPF_CORE_READ(regs, si), a2 = BPF_CORE_READ(regs, dx);
+	__u64 a3 = BPF_CORE_READ(regs, r10), a4 = BPF_CORE_READ(regs, r8), a5 = BPF_CORE_READ(regs, r9);
+	e->args[0] = a0;
+	e->args[1] = a1;
+	e->args[2] = a2;
+	e->args[3] = a3;
+	e->args[4] = a4;
+	e->args[5] = a5;
+
+	const void *watched_path = NULL; /* reported only if it matches a watch list */
+	switch (nr) {
+	case NR_open:
+		e->flags = a1;
+		watched_path = (void *)a0;
+		break;
+	case NR_openat:
+		e->flags = a2;
+		watched_path = (void *)a1;
+		break;
+	case NR_openat2:
+		bpf_probe_read_user(&e->flags, sizeof(e->flags), (void *)a2); /* open_how.flags */
+		watched_path = (void *)a1;
+		break;
+	case NR_connect: {
+		int keep = fill_connect(e, (void *)a1);
+		if (!keep)
+			return 0;
+		if (keep < 0)
+			watched_path = (void *)a1 + 2; /* sockaddr_un.sun_path */
+		break;
+	}
+	case NR_clone:
+		e->flags = a0;
+		if (!(a0 & CLONE_NEW_MASK))
+			return 0;
+		break;
+	case NR_clone3:
+		bpf_probe_read_user(&e->flags, sizeof(e->flags), (void *)a0); /* clone_args.flags */
+		if (!(e->flags & (CLONE_NEW_MASK | CLONE_NEWTIME)))
+			return 0;
+		break;
+	case NR_unshare:
+		e->flags = a0;
+		break;
+	case NR_setns:
+		e->flags = a1;
+		break;
+	case NR_capset: {
+		__u32 data[6] = {}; /* two __user_cap_data_struct {effective, permitted, inheritable} */
+		bpf_probe_read_user(data, sizeof(data), (void *)a1);
+		e->cap_req_effective = data[0] | ((__u64)data[3] << 32);
+		e->cap_req_permitted = data[1] | ((__u64)data[4] << 32);
+		e->cap_req_inheritable = data[2] | ((__u64)data[5] << 32);
+		break;
+	}
+	case NR_mount:
+		read_user_path(e, (void *)a1);
+		read_user_str2(e, (void *)a0);
+		bpf_probe_read_user_str(e->fstype, sizeof(e->fstype), (void *)a2);
+		e->flags = a3;
+		break;
+	case NR_umount2:
+		read_user_path(e, (void *)a0);
+		e->flags = a1;
+		break;
+	case NR_pivot_root:
+		read_user_path(e, (void *)a0);
+		read_user_str2(e, (void *)a1);
+		break;
+	case NR_move_mount:
+		read_user_path(e, (void *)a3);
+		read_user_str2(e, (void *)a1);
+		e->flags = a4;
+		break;
+	case NR_fsopen:
+		bpf_probe_read_user_str(e->fstype, sizeof(e->fstype), (void *)a0);
+		e->flags = a1;
+		break;
+	case NR_fsmount:
+		e->flags = a1;
+		break;
+	case NR_open_tree:
+	case NR_mount_setattr:
+		read_user_path(e, (void *)a1);
+		e->flags = a2;
+		break;
+	case NR_ptrace:
+		e->flags = a0;
+		break;
+	case NR_init_module:
+		read_user_str2(e, (void *)a2);
+		break;
+	case NR_finit_module:
+		read_user_str2(e, (void *)a1);
+		e->flags = a2;
+		break;
+	case NR_delete_module:
+		read_user_path(e, (void *)a0);
+		e->flags = a1;
+		break;
+	case NR_bpf:
+	case NR_keyctl:
+		e->flags = a0;
+		break;
+	case NR_userfaultfd:
+		e->flags = a0;
+		break;
+	case NR_open_by_handle_at:
+		e->flags = a2;
+		break;
+	case NR_perf_event_open:
+		e->flags = a4;
+		break;
+	case NR_io_uring_setup:
+		break;
+	default:
+		return 0;
+	}
+	if (watched_path && !path_is_watched(e, read_user_path(e, watched_path)))
+		return 0;
+	submit(e);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
+{
+	count_syscall(id);
+
+	if (id < 0 || id >= HIST_SLOTS)
+		return 0;
+	__u32 slot = (__u32)id;
+	if (!(event_syscalls[slot / 64] & (1ULL << (slot % 64))))
+		return 0;
+	if (agent_tgid && (bpf_get_current_pid_tgid() >> 32) == agent_tgid)
+		return 0;
+	return capture_syscall(regs, (__s32)id);
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct event *e = new_event(EVENT_EXEC, -1);
+	if (!e)
+		return 0;
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
+	e->path_bits = n > 0 ? (n - 1) * 8 : 0;
+
+	unsigned long arg_start = BPF_CORE_READ(p, mm, arg_start);
+	unsigned long arg_end = BPF_CORE_READ(p, mm, arg_end);
+	unsigned long len = arg_end - arg_start;
+	if (len > PATH_LEN)
+		len = PATH_LEN;
+	if (len > 0 && !bpf_probe_read_user(e->path2, len, (void *)arg_start))
+		e->path2_len = len;
+	submit(e);
+	return 0;
+}
+
+/* Tells user space a cgroup v2 directory is gone, so it can take the final counts and
+ * delete the histogram entry instead of letting dead cgroups pile up. */
+SEC("tp_btf/cgroup_rmdir")
+int BPF_PROG(cgroup_rmdir, struct cgroup *cgrp, const char *path)
+{
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0) /* 0 is the v2 default hierarchy */
+		return 0;
+	struct event *e = new_event(EVENT_CGROUP_RMDIR, -1);
+	if (!e)
+		return 0;
+	e->cgroup_id = BPF_CORE_READ(cgrp, kn, id);
+	bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
+	submit(e);
+	return 0;
+}

@@ -1,0 +1,68 @@
+/* Structs shared by the sensor's BPF programs and its Go decoder (bpf2go -type). */
+#ifndef CAGEWATCH_SENSOR_H
+#define CAGEWATCH_SENSOR_H
+
+#define HIST_SLOTS 512 /* x86_64 syscall numbers end below 512; the last slot counts the rest */
+#define PATH_LEN 256   /* also the LPM trie's key data size (LPM_DATA_SIZE_MAX) */
+#define NAME_LEN 64
+#define COMM_LEN 16
+#define FSTYPE_LEN 16
+
+enum event_kind {
+	EVENT_SYSCALL = 1,
+	EVENT_EXEC = 2,
+	EVENT_CGROUP_RMDIR = 3,
+};
+
+/* Indexes of the per-CPU stats array; user space sums them. */
+enum stat_index {
+	STAT_EVENTS = 0,      /* events written to the ring buffer */
+	STAT_EVENTS_LOST = 1, /* ring buffer full: event dropped */
+	STAT_HIST_FULL = 2,   /* histogram map full: syscall not counted */
+	STAT_PATH_FAULT = 3,  /* user path unreadable at syscall entry */
+	STAT_MAX = 4,
+};
+
+struct hist {
+	__u64 counts[HIST_SLOTS];
+};
+
+struct prefix_key {
+	__u32 prefixlen; /* bits */
+	char data[PATH_LEN];
+};
+
+struct event {
+	__u64 ts_boot_ns;
+	__u64 cgroup_id;
+	__u64 cap_effective;
+	__u64 args[6];          /* raw syscall arguments */
+	__u64 flags;            /* decoded flags: clone/clone3/unshare/mount/openat2... */
+	__u64 cap_req_effective; /* capset: requested sets */
+	__u64 cap_req_permitted;
+	__u64 cap_req_inheritable;
+	__u32 kind;
+	__s32 nr;
+	__u32 pid;  /* thread id */
+	__u32 tgid; /* process id */
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 mnt_ns;
+	__u32 pid_ns;
+	__u32 net_ns;
+	__u32 user_ns;
+	__u32 cgroup_ns;
+	__u32 path2_len;
+	__u16 family;
+	__u16 port;
+	__u8 addr[16];
+	char comm[COMM_LEN];
+	char fstype[FSTYPE_LEN];
+	/* path_bits and path form a struct prefix_key, so the trie lookup needs no copy. */
+	__u32 path_bits;
+	char path[PATH_LEN];
+	char path2[PATH_LEN]; /* mount source, pivot_root put_old, exec argv (NUL separated) */
+};
+
+#endif

@@ -1,0 +1,58 @@
+package model
+
+import "strings"
+
+// Runtime names the container runtime that owns a cgroup.
+type Runtime string
+
+const (
+	RuntimeHost       Runtime = "host"
+	RuntimeDocker     Runtime = "docker"
+	RuntimeContainerd Runtime = "containerd"
+	RuntimeCRIO       Runtime = "cri-o"
+	RuntimePodman     Runtime = "podman"
+	RuntimeStatic     Runtime = "static"
+)
+
+// Container is what the resolver knows about the cgroup a process runs in.
+// Host processes have Runtime RuntimeHost and an empty ID.
+type Container struct {
+	ID         string  `json:"container_id,omitempty"`
+	Name       string  `json:"container_name,omitempty"`
+	Runtime    Runtime `json:"runtime"`
+	Image      string  `json:"image,omitempty"`     // repository, e.g. "docker.io/library/nginx"
+	ImageTag   string  `json:"image_tag,omitempty"` // tag, or "" when pinned by digest only
+	ImageID    string  `json:"image_id,omitempty"`  // content id or digest, e.g. "sha256:…"
+	CgroupPath string  `json:"cgroup_path"`
+	PodName    string  `json:"pod_name,omitempty"`
+	Namespace  string  `json:"pod_namespace,omitempty"`
+}
+
+// IsHost reports whether c is the host rather than a container.
+func (c Container) IsHost() bool { return c.Runtime == RuntimeHost || c.Runtime == "" }
+
+// ImageRef returns "repository:tag" (or the repository alone, or the image id when
+// the repository is unknown): the key baselines are learned under.
+func (c Container) ImageRef() string {
+	switch {
+	case c.Image != "" && c.ImageTag != "":
+		return c.Image + ":" + c.ImageTag
+	case c.Image != "":
+		return c.Image
+	default:
+		return c.ImageID
+	}
+}
+
+// SplitImageRef splits "registry:5000/repo/name:tag@sha256:…" into repository and tag.
+// A digest-only reference returns an empty tag.
+func SplitImageRef(ref string) (repository, tag string) {
+	if at := strings.IndexByte(ref, '@'); at >= 0 {
+		ref = ref[:at]
+	}
+	slash := strings.LastIndexByte(ref, '/')
+	if colon := strings.LastIndexByte(ref, ':'); colon > slash {
+		return ref[:colon], ref[colon+1:]
+	}
+	return ref, ""
+}

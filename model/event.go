@@ -1,0 +1,65 @@
+package model
+
+import (
+	"net/netip"
+	"time"
+)
+
+// EventKind separates syscall events from process and cgroup lifecycle events.
+type EventKind string
+
+const (
+	EventSyscall      EventKind = "syscall"
+	EventExec         EventKind = "exec"
+	EventCgroupRemove EventKind = "cgroup_rmdir"
+)
+
+// Namespaces are the inode numbers of a task's namespaces, as in /proc/PID/ns.
+type Namespaces struct {
+	Mnt    uint32 `json:"mnt"`
+	PID    uint32 `json:"pid"`
+	Net    uint32 `json:"net"`
+	User   uint32 `json:"user"`
+	Cgroup uint32 `json:"cgroup"`
+}
+
+// Event is one security-relevant action seen by the kernel sensor at syscall entry
+// (the attempt, whether or not it then succeeds), or an exec.
+type Event struct {
+	Time       time.Time  `json:"time"`
+	Kind       EventKind  `json:"kind"`
+	Syscall    string     `json:"syscall,omitempty"`
+	PID        uint32     `json:"pid"`  // thread group id, as ps shows it
+	TID        uint32     `json:"tid"`  // thread id
+	PPID       uint32     `json:"ppid"` // parent's thread group id
+	UID        uint32     `json:"uid"`
+	GID        uint32     `json:"gid"`
+	Comm       string     `json:"comm"`
+	CgroupID   uint64     `json:"cgroup_id"`
+	Namespaces Namespaces `json:"namespaces"`
+	CapEff     uint64     `json:"cap_effective"`
+
+	Args  [6]uint64 `json:"args"`
+	Flags uint64    `json:"flags"` // clone/unshare/setns/mount/open flags, ptrace request, bpf cmd…
+	// Path is the open/mount target/exec filename/unix socket path; Path2 the mount
+	// source, pivot_root put_old or module parameters.
+	Path   string   `json:"path,omitempty"`
+	Path2  string   `json:"path2,omitempty"`
+	Argv   []string `json:"argv,omitempty"`
+	FsType string   `json:"fstype,omitempty"`
+
+	Family string     `json:"family,omitempty"` // "inet", "inet6", "unix"
+	Addr   netip.Addr `json:"addr,omitzero"`
+	Port   uint16     `json:"port,omitempty"`
+
+	CapsRequested *CapSets `json:"caps_requested,omitempty"`
+
+	Container Container `json:"container"`
+}
+
+// CapSets are the capability sets a capset call asks for.
+type CapSets struct {
+	Effective   uint64 `json:"effective"`
+	Permitted   uint64 `json:"permitted"`
+	Inheritable uint64 `json:"inheritable"`
+}

@@ -1,0 +1,134 @@
+package sensor
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+	"unsafe"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// Values of sensorEvent.Kind, mirroring enum event_kind in bpf/sensor.h.
+const (
+	kindSyscall      = 1
+	kindExec         = 2
+	kindCgroupRemove = 3
+)
+
+// Address families the sensor reports, as in <sys/socket.h>.
+const (
+	afUnix  = 1
+	afInet  = 2
+	afInet6 = 10
+)
+
+// EventSize is the size of one ring-buffer record.
+const EventSize = int(unsafe.Sizeof(sensorEvent{}))
+
+// ErrShortRecord means a ring-buffer record is smaller than struct event.
+var ErrShortRecord = errors.New("short event record")
+
+// Decoder turns ring-buffer records into model events. It is pure: the only state is
+// the boot time used to turn CLOCK_BOOTTIME stamps into wall-clock time.
+type Decoder struct {
+	BootTime time.Time
+}
+
+// Decode decodes one record. Records longer than struct event are accepted (a newer
+// program may append fields); shorter ones are an error.
+func (d Decoder) Decode(raw []byte) (model.Event, error) {
+	if len(raw) < EventSize {
+		return model.Event{}, fmt.Errorf("%w: %d bytes, want %d", ErrShortRecord, len(raw), EventSize)
+	}
+	var e sensorEvent
+	if _, err := binary.Decode(raw[:EventSize], binary.LittleEndian, &e); err != nil {
+		return model.Event{}, fmt.Errorf("decoding event: %w", err)
+	}
+
+	ev := model.Event{
+		Time:     d.BootTime.Add(time.Duration(e.TsBootNs)),
+		PID:      e.Tgid,
+		TID:      e.Pid,
+		PPID:     e.Ppid,
+		UID:      e.Uid,
+		GID:      e.Gid,
+		Comm:     cString(e.Comm[:]),
+		CgroupID: e.CgroupId,
+		Namespaces: model.Namespaces{
+			Mnt: e.MntNs, PID: e.PidNs, Net: e.NetNs, User: e.UserNs, Cgroup: e.CgroupNs,
+		},
+		CapEff: e.CapEffective,
+		Args:   e.Args,
+		Flags:  e.Flags,
+		Path:   cString(e.Path[:]),
+		FsType: cString(e.Fstype[:]),
+	}
+
+	switch e.Kind {
+	case kindSyscall:
+		ev.Kind = model.EventSyscall
+		ev.Syscall = model.SyscallName(int(e.Nr))
+		ev.Path2 = cString(e.Path2[:])
+		decodeSyscallDetails(&e, &ev)
+	case kindExec:
+		ev.Kind = model.EventExec
+		ev.Syscall = "execve"
+		ev.Argv = splitArgv(e.Path2[:min(int(e.Path2Len), len(e.Path2))])
+	case kindCgroupRemove:
+		ev.Kind = model.EventCgroupRemove
+	default:
+		return model.Event{}, fmt.Errorf("unknown event kind %d", e.Kind)
+	}
+	return ev, nil
+}
+
+func decodeSyscallDetails(e *sensorEvent, ev *model.Event) {
+	switch ev.Syscall {
+	case "capset":
+		ev.CapsRequested = &model.CapSets{
+			Effective: e.CapReqEffective, Permitted: e.CapReqPermitted, Inheritable: e.CapReqInheritable,
+		}
+	case "connect":
+		switch e.Family {
+		case afInet:
+			ev.Family = "inet"
+			ev.Addr = netip.AddrFrom4([4]byte(e.Addr[:4]))
+			ev.Port = e.Port
+		case afInet6:
+			ev.Family = "inet6"
+			ev.Addr = netip.AddrFrom16(e.Addr)
+			ev.Port = e.Port
+		case afUnix:
+			ev.Family = "unix"
+		}
+	}
+}
+
+func cString[T int8 | uint8](b []T) string {
+	buf := make([]byte, 0, len(b))
+	for _, c := range b {
+		if c == 0 {
+			break
+		}
+		buf = append(buf, byte(c))
+	}
+	return string(buf)
+}
+
+// splitArgv splits the NUL-separated argument block of a new process image.
+func splitArgv(b []int8) []string {
+	raw := make([]byte, len(b))
+	for i, c := range b {
+		raw[i] = byte(c)
+	}
+	raw = bytes.TrimRight(raw, "\x00")
+	if len(raw) == 0 {
+		return nil
+	}
+	return strings.Split(string(raw), "\x00")
+}

@@ -1,0 +1,6 @@
+// Package sensor owns the kernel side of cagewatch: it loads and attaches the BPF
+// programs, samples the per-cgroup syscall histogram and decodes ring-buffer events.
+// It is the only package that imports cilium/ebpf.
+package sensor
+
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64 -type event -type hist -type prefix_key sensor ../../bpf/sensor.bpf.c -- -I../../bpf -I../../bpf/include

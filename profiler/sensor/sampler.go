@@ -1,0 +1,148 @@
+package sensor
+
+import (
+	"sync"
+	"time"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// HistogramSource is the part of the sensor the sampler needs; tests fake it.
+type HistogramSource interface {
+	ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error
+	DeleteHistograms(ids []uint64) error
+}
+
+// Delta is one cgroup's syscall counts over one window, indexed by syscall number.
+type Delta struct {
+	CgroupID uint64
+	Start    time.Time
+	Duration time.Duration
+	Counts   map[int]uint64
+}
+
+// Window converts d to a model window keyed by syscall name.
+func (d Delta) Window(c model.Container) model.Window {
+	counts := make(map[string]uint64, len(d.Counts))
+	for nr, n := range d.Counts {
+		if nr == HistSlots-1 {
+			counts["other"] += n
+			continue
+		}
+		counts[model.SyscallName(nr)] += n
+	}
+	return model.Window{CgroupID: d.CgroupID, Container: c, Start: d.Start, Duration: d.Duration, Counts: counts}
+}
+
+// Sampler turns the kernel's cumulative per-cgroup counts into per-window deltas and
+// deletes the entries of removed cgroups after taking their final counts.
+type Sampler struct {
+	src HistogramSource
+	// alive, when set, is asked about cgroups that were idle for a window, so entries
+	// whose removal event was lost are still reclaimed.
+	alive func(cgroupID uint64) bool
+
+	mu      sync.Mutex
+	removed map[uint64]struct{}
+
+	prev map[uint64]*Counts
+	last time.Time
+}
+
+// NewSampler starts counting windows at start (when the sensor was loaded).
+func NewSampler(src HistogramSource, start time.Time, alive func(uint64) bool) *Sampler {
+	return &Sampler{
+		src:     src,
+		alive:   alive,
+		removed: make(map[uint64]struct{}),
+		prev:    make(map[uint64]*Counts),
+		last:    start,
+	}
+}
+
+// CgroupRemoved marks a cgroup as gone; the next Sample reports its final counts and
+// frees its kernel entry. Safe to call from the event reader's goroutine.
+func (s *Sampler) CgroupRemoved(id uint64) {
+	s.mu.Lock()
+	s.removed[id] = struct{}{}
+	s.mu.Unlock()
+}
+
+// Tracked is the number of cgroups the sampler holds counts for.
+func (s *Sampler) Tracked() int { return len(s.prev) }
+
+// Sample reads the kernel map and returns the deltas since the previous call for
+// every cgroup that made syscalls.
+func (s *Sampler) Sample(now time.Time) ([]Delta, error) {
+	s.mu.Lock()
+	removed := s.removed
+	s.removed = make(map[uint64]struct{})
+	s.mu.Unlock()
+
+	var deltas []Delta
+	var idle []uint64
+	seen := make(map[uint64]struct{}, len(s.prev))
+	err := s.src.ReadHistograms(func(id uint64, cur *Counts) {
+		seen[id] = struct{}{}
+		prev := s.prev[id]
+		if prev == nil {
+			prev = new(Counts)
+			s.prev[id] = prev
+		}
+		var diff map[int]uint64
+		for nr, c := range cur {
+			p := prev[nr]
+			if c == p {
+				continue
+			}
+			if diff == nil {
+				diff = make(map[int]uint64)
+			}
+			if c < p { // entry was deleted and recreated: count from zero
+				diff[nr] = c
+			} else {
+				diff[nr] = c - p
+			}
+		}
+		*prev = *cur
+		if diff == nil {
+			idle = append(idle, id)
+			return
+		}
+		deltas = append(deltas, Delta{CgroupID: id, Start: s.last, Duration: now.Sub(s.last), Counts: diff})
+	})
+	if err != nil {
+		// Keep the removal marks for the next try.
+		for id := range removed {
+			s.CgroupRemoved(id)
+		}
+		return nil, err
+	}
+	s.last = now
+
+	var gone []uint64
+	for id := range removed {
+		gone = append(gone, id)
+	}
+	if s.alive != nil {
+		for _, id := range idle {
+			if _, ok := removed[id]; !ok && !s.alive(id) {
+				gone = append(gone, id)
+			}
+		}
+	}
+	for id := range s.prev {
+		if _, ok := seen[id]; !ok { // deleted behind our back
+			delete(s.prev, id)
+		}
+	}
+	for _, id := range gone {
+		delete(s.prev, id)
+	}
+	if len(gone) > 0 {
+		if err := s.src.DeleteHistograms(gone); err != nil {
+			return deltas, err
+		}
+	}
+	return deltas, nil
+}

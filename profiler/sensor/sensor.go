@@ -1,0 +1,197 @@
+package sensor
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// HistSlots is the number of syscall slots per cgroup; the last one counts numbers
+// beyond the table ("other").
+const HistSlots = len(sensorHist{}.Counts)
+
+// BTFPath is where the kernel exposes its own type information.
+const BTFPath = "/sys/kernel/btf/vmlinux"
+
+// ErrNoBTF means the kernel has no BTF, which CO-RE and tp_btf programs need.
+var ErrNoBTF = errors.New("kernel BTF not available at " + BTFPath + " (needs CONFIG_DEBUG_INFO_BTF=y)")
+
+// eventSyscalls are the syscalls the sys_enter program turns into events.
+var eventSyscalls = []string{
+	"open", "openat", "openat2", "connect", "clone", "clone3", "unshare", "setns", "capset",
+	"mount", "umount2", "pivot_root", "move_mount", "fsopen", "fsmount", "open_tree", "mount_setattr",
+	"ptrace", "init_module", "finit_module", "delete_module", "bpf", "keyctl", "userfaultfd",
+	"io_uring_setup", "open_by_handle_at", "perf_event_open",
+}
+
+// Options are the in-kernel filters the loader fills before attaching.
+type Options struct {
+	// WatchPrefixes are path prefixes whose opens and unix-socket connects become events.
+	WatchPrefixes []string
+	// WatchNames are final path components reported under any directory.
+	WatchNames []string
+	// WatchPorts are TCP/UDP destination ports whose connects become events; 0 means all.
+	WatchPorts []uint16
+	// IgnoreTGID is a process (the agent itself) whose syscalls never become events.
+	IgnoreTGID uint32
+}
+
+// Stats are the sensor's counters, summed over CPUs since load.
+type Stats struct {
+	Events      uint64 // written to the ring buffer
+	EventsLost  uint64 // dropped because the ring buffer was full
+	HistFull    uint64 // syscalls not counted because the histogram map was full
+	PathFaults  uint64 // user paths unreadable at syscall entry
+}
+
+// Sensor is the loaded and attached set of BPF programs.
+type Sensor struct {
+	objs  sensorObjects
+	links []link.Link
+	clock time.Time
+}
+
+// Load checks the kernel, loads the programs with opts' filters and attaches them.
+func Load(opts Options) (*Sensor, error) {
+	if _, err := os.Stat(BTFPath); err != nil {
+		return nil, ErrNoBTF
+	}
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return nil, fmt.Errorf("removing memlock limit: %w", err)
+	}
+	spec, err := loadSensor()
+	if err != nil {
+		return nil, err
+	}
+	var mask [HistSlots / 64]uint64
+	for _, name := range eventSyscalls {
+		nr, ok := model.SyscallNumber(name)
+		if !ok {
+			return nil, fmt.Errorf("no syscall number for %q", name)
+		}
+		mask[nr/64] |= 1 << (nr % 64)
+	}
+	if err := spec.Variables[sensorVarEventSyscalls].Set(mask); err != nil {
+		return nil, fmt.Errorf("setting event syscalls: %w", err)
+	}
+	if err := spec.Variables[sensorVarAgentTgid].Set(opts.IgnoreTGID); err != nil {
+		return nil, fmt.Errorf("setting agent tgid: %w", err)
+	}
+
+	s := &Sensor{clock: bootTime()}
+	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+		var verr *ebpf.VerifierError
+		if errors.As(err, &verr) {
+			return nil, fmt.Errorf("loading sensor programs: %w\n%+v", err, verr)
+		}
+		return nil, fmt.Errorf("loading sensor programs: %w", err)
+	}
+	if err := s.fillFilters(opts); err != nil {
+		s.Close()
+		return nil, err
+	}
+	for name, prog := range map[string]*ebpf.Program{
+		"sys_enter":          s.objs.SysEnter,
+		"sched_process_exec": s.objs.SchedProcessExec,
+		"cgroup_rmdir":       s.objs.CgroupRmdir,
+	} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("attaching tp_btf/%s: %w", name, err)
+		}
+		s.links = append(s.links, l)
+	}
+	return s, nil
+}
+
+func (s *Sensor) fillFilters(opts Options) error {
+	for _, p := range opts.WatchPrefixes {
+		if p == "" || len(p) >= len(sensorPrefixKey{}.Data) {
+			return fmt.Errorf("watch prefix %q: length must be 1..%d", p, len(sensorPrefixKey{}.Data)-1)
+		}
+		key := sensorPrefixKey{Prefixlen: uint32(len(p) * 8)}
+		for i := range len(p) {
+			key.Data[i] = int8(p[i])
+		}
+		if err := s.objs.WatchPrefixes.Put(key, uint8(1)); err != nil {
+			return fmt.Errorf("adding watch prefix %q: %w", p, err)
+		}
+	}
+	for _, n := range opts.WatchNames {
+		var key [nameLen]byte
+		if n == "" || len(n) >= nameLen || strings.ContainsRune(n, '/') {
+			return fmt.Errorf("watch name %q: must be 1..%d bytes without '/'", n, nameLen-1)
+		}
+		copy(key[:], n)
+		if err := s.objs.WatchNames.Put(key, uint8(1)); err != nil {
+			return fmt.Errorf("adding watch name %q: %w", n, err)
+		}
+	}
+	for _, port := range opts.WatchPorts {
+		if err := s.objs.WatchPorts.Put(port, uint8(1)); err != nil {
+			return fmt.Errorf("adding watch port %d: %w", port, err)
+		}
+	}
+	return nil
+}
+
+const nameLen = 64 // NAME_LEN in bpf/sensor.h
+
+// Close detaches the programs and frees the maps.
+func (s *Sensor) Close() error {
+	var errs []error
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	s.links = nil
+	errs = append(errs, s.objs.Close())
+	return errors.Join(errs...)
+}
+
+// Decoder returns a decoder whose timestamps match this sensor's clock.
+func (s *Sensor) Decoder() Decoder { return Decoder{BootTime: s.clock} }
+
+// OpenEvents opens a reader on the events ring buffer. Closing it unblocks Read.
+func (s *Sensor) OpenEvents() (*ringbuf.Reader, error) {
+	r, err := ringbuf.NewReader(s.objs.Events)
+	if err != nil {
+		return nil, fmt.Errorf("opening event ring buffer: %w", err)
+	}
+	return r, nil
+}
+
+// Stats sums the per-CPU counters.
+func (s *Sensor) Stats() (Stats, error) {
+	var st Stats
+	dst := []*uint64{&st.Events, &st.EventsLost, &st.HistFull, &st.PathFaults}
+	for i, p := range dst {
+		var perCPU []uint64
+		if err := s.objs.Stats.Lookup(uint32(i), &perCPU); err != nil {
+			return st, fmt.Errorf("reading stats[%d]: %w", i, err)
+		}
+		for _, v := range perCPU {
+			*p += v
+		}
+	}
+	return st, nil
+}
+
+// bootTime is the wall-clock time at which CLOCK_BOOTTIME was zero.
+func bootTime() time.Time {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts); err != nil {
+		return time.Unix(0, 0)
+	}
+	return time.Now().Add(-time.Duration(ts.Nano()))
+}
