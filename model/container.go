@@ -12,6 +12,9 @@ const (
 	RuntimeCRIO       Runtime = "cri-o"
 	RuntimePodman     Runtime = "podman"
 	RuntimeStatic     Runtime = "static"
+	// RuntimeUnknown is a cgroup that was gone before it could be resolved: neither
+	// host nor a known container, so nothing should learn from it.
+	RuntimeUnknown Runtime = "unknown"
 )
 
 // Container is what the resolver knows about the cgroup a process runs in.

@@ -72,17 +72,16 @@ func (s *Sampler) CgroupRemoved(id uint64) {
 func (s *Sampler) Tracked() int { return len(s.prev) }
 
 // Sample reads the kernel map and returns the deltas since the previous call for
-// every cgroup that made syscalls.
-func (s *Sampler) Sample(now time.Time) ([]Delta, error) {
+// every cgroup that made syscalls, and the cgroups whose entries it freed.
+func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err error) {
 	s.mu.Lock()
 	removed := s.removed
 	s.removed = make(map[uint64]struct{})
 	s.mu.Unlock()
 
-	var deltas []Delta
 	var idle []uint64
 	seen := make(map[uint64]struct{}, len(s.prev))
-	err := s.src.ReadHistograms(func(id uint64, cur *Counts) {
+	err = s.src.ReadHistograms(func(id uint64, cur *Counts) {
 		seen[id] = struct{}{}
 		prev := s.prev[id]
 		if prev == nil {
@@ -116,11 +115,10 @@ func (s *Sampler) Sample(now time.Time) ([]Delta, error) {
 		for id := range removed {
 			s.CgroupRemoved(id)
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	s.last = now
 
-	var gone []uint64
 	for id := range removed {
 		gone = append(gone, id)
 	}
@@ -141,8 +139,8 @@ func (s *Sampler) Sample(now time.Time) ([]Delta, error) {
 	}
 	if len(gone) > 0 {
 		if err := s.src.DeleteHistograms(gone); err != nil {
-			return deltas, err
+			return deltas, gone, err
 		}
 	}
-	return deltas, nil
+	return deltas, gone, nil
 }

@@ -137,14 +137,14 @@ func TestBPFHistogramCountsPerCgroup(t *testing.T) {
 	dirA, idA := testCgroup(t)
 	_, idB := testCgroup(t)
 	sampler := NewSampler(s, time.Now(), nil)
-	if _, err := sampler.Sample(time.Now()); err != nil {
+	if _, _, err := sampler.Sample(time.Now()); err != nil {
 		t.Fatal(err)
 	}
 
 	const calls = 1000
 	runInCgroup(t, dirA, "getppid", "CAGEWATCH_HELPER_N="+strconv.Itoa(calls))
 
-	deltas, err := sampler.Sample(time.Now())
+	deltas, _, err := sampler.Sample(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -173,7 +173,7 @@ func TestBPFHistogramCountsPerCgroup(t *testing.T) {
 	}
 
 	// The next window of an idle cgroup is empty: deltas, not totals.
-	deltas, err = sampler.Sample(time.Now())
+	deltas, _, err = sampler.Sample(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

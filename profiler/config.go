@@ -1,0 +1,54 @@
+// Package profiler is the running agent: it samples the kernel sensor into windows,
+// resolves cgroups to containers and hands windows and events on. Later stages
+// (learning, scoring, rules, outputs) hang off the same loop.
+package profiler
+
+import (
+	"time"
+
+	"github.com/cagewatch/cagewatch/profiler/container"
+)
+
+// Mode is what the agent does with windows.
+type Mode string
+
+const (
+	ModeLearn   Mode = "learn"
+	ModeDetect  Mode = "detect"
+	ModeEnforce Mode = "enforce"
+	ModeAuto    Mode = "auto"
+)
+
+// Modes lists the valid modes, in the order the docs give them.
+var Modes = []Mode{ModeLearn, ModeDetect, ModeEnforce, ModeAuto}
+
+// Config is the agent's validated configuration. cmd/cagewatch builds it from the
+// embedded defaults, the config file, the environment and flags.
+type Config struct {
+	Mode          Mode
+	Window        time.Duration
+	Store         string
+	MetricsListen string
+	AlertsFile    string
+	Rules         string
+
+	Containers ContainersConfig
+	Sensor     SensorConfig
+}
+
+// ContainersConfig says where to look for cgroups and runtimes.
+type ContainersConfig struct {
+	CgroupRoot       string
+	DockerSocket     string
+	PodmanSocket     string
+	ContainerdSocket string
+	CRIOSocket       string
+	Static           []container.StaticRule
+}
+
+// SensorConfig are the in-kernel event filters.
+type SensorConfig struct {
+	WatchPrefixes []string
+	WatchNames    []string
+	WatchPorts    []uint16
+}

@@ -1,0 +1,134 @@
+package container
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// ErrNoCgroup2 means no cgroup v2 hierarchy is mounted; without it every process
+// shares one cgroup id and containers cannot be told apart.
+var ErrNoCgroup2 = errors.New("no cgroup v2 (cgroup2) filesystem mounted: mount one (e.g. at /sys/fs/cgroup/unified) or boot with systemd.unified_cgroup_hierarchy")
+
+// ErrCgroupGone means the cgroup id no longer names a directory.
+var ErrCgroupGone = errors.New("cgroup removed")
+
+// fileIDKernfs is the file handle type of kernfs (cgroupfs) ids, FILEID_KERNFS.
+const fileIDKernfs = 0xfe
+
+// FindCgroup2Mount returns the first cgroup2 mount point in a mountinfo file.
+func FindCgroup2Mount(mountinfo io.Reader) (string, error) {
+	sc := bufio.NewScanner(mountinfo)
+	for sc.Scan() {
+		// "36 25 0:31 / /sys/fs/cgroup/unified rw,... shared:9 - cgroup2 cgroup2 rw"
+		pre, post, ok := strings.Cut(sc.Text(), " - ")
+		if !ok {
+			continue
+		}
+		if fields := strings.Fields(post); len(fields) > 0 && fields[0] == "cgroup2" {
+			pf := strings.Fields(pre)
+			if len(pf) >= 5 {
+				return unescapeMountPath(pf[4]), nil
+			}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return "", fmt.Errorf("reading mountinfo: %w", err)
+	}
+	return "", ErrNoCgroup2
+}
+
+// unescapeMountPath undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMountPath(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// CgroupFS turns cgroup v2 ids into paths with open_by_handle_at, one syscall per
+// lookup, instead of walking the whole tree.
+type CgroupFS struct {
+	Mount   string
+	mountFD int
+}
+
+// OpenCgroupFS opens the cgroup v2 mount at mount, or finds it when mount is "".
+func OpenCgroupFS(mount string) (*CgroupFS, error) {
+	if mount == "" {
+		f, err := os.Open("/proc/self/mountinfo")
+		if err != nil {
+			return nil, fmt.Errorf("finding cgroup v2 mount: %w", err)
+		}
+		defer f.Close()
+		if mount, err = FindCgroup2Mount(f); err != nil {
+			return nil, err
+		}
+	}
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(mount, &sfs); err != nil {
+		return nil, fmt.Errorf("cgroup v2 mount %s: %w", mount, err)
+	}
+	if sfs.Type != unix.CGROUP2_SUPER_MAGIC {
+		return nil, fmt.Errorf("%s is not a cgroup2 filesystem: %w", mount, ErrNoCgroup2)
+	}
+	fd, err := unix.Open(mount, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("opening cgroup v2 mount %s: %w", mount, err)
+	}
+	return &CgroupFS{Mount: strings.TrimSuffix(mount, "/"), mountFD: fd}, nil
+}
+
+// Close releases the mount's file descriptor.
+func (c *CgroupFS) Close() error { return unix.Close(c.mountFD) }
+
+// PathOf returns the cgroup's path relative to the mount ("/" for the root).
+func (c *CgroupFS) PathOf(id uint64) (string, error) {
+	var raw [8]byte
+	binary.NativeEndian.PutUint64(raw[:], id)
+	h := unix.NewFileHandle(fileIDKernfs, raw[:])
+	fd, err := unix.OpenByHandleAt(c.mountFD, h, unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+			return "", fmt.Errorf("cgroup id %d: %w", id, ErrCgroupGone)
+		}
+		return "", fmt.Errorf("resolving cgroup id %d: %w", id, err)
+	}
+	defer unix.Close(fd)
+	target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
+	if err != nil {
+		return "", fmt.Errorf("resolving cgroup id %d: %w", id, err)
+	}
+	rel, ok := strings.CutPrefix(target, c.Mount)
+	if !ok {
+		return "", fmt.Errorf("cgroup id %d resolved outside %s: %s", id, c.Mount, target)
+	}
+	if rel == "" {
+		rel = "/"
+	}
+	return rel, nil
+}
+
+// Alive reports whether the cgroup id still names a directory.
+func (c *CgroupFS) Alive(id uint64) bool {
+	_, err := c.PathOf(id)
+	return !errors.Is(err, ErrCgroupGone)
+}
