@@ -1,0 +1,225 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/cagewatch/cagewatch/configs"
+	"github.com/cagewatch/cagewatch/profiler"
+)
+
+// Config keys: one name for the YAML file, the CAGEWATCH_* environment and flags.
+const (
+	keyMode             = "mode"
+	keyWindow           = "window"
+	keyStore            = "store"
+	keyMetricsListen    = "metrics.listen"
+	keyAlertsFile       = "alerts.file"
+	keyRules            = "rules"
+	keyCgroupRoot       = "containers.cgroup_root"
+	keyDockerSocket     = "containers.docker_socket"
+	keyPodmanSocket     = "containers.podman_socket"
+	keyContainerdSocket = "containers.containerd_socket"
+	keyCRIOSocket       = "containers.crio_socket"
+	keyStatic           = "containers.static"
+	keyWatchPrefixes    = "sensor.watch_prefixes"
+	keyWatchNames       = "sensor.watch_names"
+	keyWatchPorts       = "sensor.watch_ports"
+)
+
+// knownKeys are the keys a config file may set; anything else is a typo we report.
+// learning.* and scoring.* are reserved for the learning and scoring stages.
+var knownKeys = []string{
+	keyMode, keyWindow, keyStore, keyMetricsListen, keyAlertsFile, keyRules,
+	keyCgroupRoot, keyDockerSocket, keyPodmanSocket, keyContainerdSocket, keyCRIOSocket, keyStatic,
+	keyWatchPrefixes, keyWatchNames, keyWatchPorts,
+}
+
+var reservedPrefixes = []string{"learning.", "scoring."}
+
+// newViper layers the embedded defaults, the optional config file and the
+// CAGEWATCH_* environment. Flags are bound by the caller.
+func newViper(configFile string) (*viper.Viper, error) {
+	v := viper.New()
+	v.SetConfigType("yaml")
+	if err := v.ReadConfig(bytes.NewReader(configs.DefaultYAML)); err != nil {
+		return nil, fmt.Errorf("embedded defaults: %w", err)
+	}
+	if configFile != "" {
+		raw, err := os.ReadFile(configFile)
+		if err != nil {
+			return nil, fmt.Errorf("config file: %w", err)
+		}
+		file := viper.New()
+		file.SetConfigType("yaml")
+		if err := file.ReadConfig(bytes.NewReader(raw)); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", configFile, err)
+		}
+		if err := checkKeys(file.AllKeys()); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", configFile, err)
+		}
+		if err := v.MergeConfigMap(file.AllSettings()); err != nil {
+			return nil, fmt.Errorf("config file %s: %w", configFile, err)
+		}
+	}
+	v.SetEnvPrefix("CAGEWATCH")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_", "-", "_"))
+	v.AutomaticEnv()
+	return v, nil
+}
+
+func checkKeys(keys []string) error {
+	var unknown []string
+	for _, k := range keys {
+		if slices.Contains(knownKeys, k) {
+			continue
+		}
+		if slices.ContainsFunc(reservedPrefixes, func(p string) bool { return strings.HasPrefix(k, p) }) {
+			continue
+		}
+		unknown = append(unknown, k)
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("unknown key %s", strings.Join(quoteAll(unknown), ", "))
+	}
+	return nil
+}
+
+func quoteAll(s []string) []string {
+	out := make([]string, len(s))
+	for i, x := range s {
+		out[i] = strconv.Quote(x)
+	}
+	return out
+}
+
+// keyError names the key a bad value came from.
+type keyError struct {
+	key string
+	err error
+}
+
+func (e *keyError) Error() string { return fmt.Sprintf("config key %s: %v", e.key, e.err) }
+func (e *keyError) Unwrap() error { return e.err }
+
+// loadConfig validates every key and returns the agent's config.
+func loadConfig(v *viper.Viper) (profiler.Config, error) {
+	var errs []error
+	bad := func(key string, err error) { errs = append(errs, &keyError{key, err}) }
+
+	cfg := profiler.Config{
+		Mode:          profiler.Mode(v.GetString(keyMode)),
+		Store:         v.GetString(keyStore),
+		MetricsListen: v.GetString(keyMetricsListen),
+		AlertsFile:    v.GetString(keyAlertsFile),
+		Rules:         v.GetString(keyRules),
+		Containers: profiler.ContainersConfig{
+			CgroupRoot:       v.GetString(keyCgroupRoot),
+			DockerSocket:     v.GetString(keyDockerSocket),
+			PodmanSocket:     v.GetString(keyPodmanSocket),
+			ContainerdSocket: v.GetString(keyContainerdSocket),
+			CRIOSocket:       v.GetString(keyCRIOSocket),
+		},
+	}
+	if !slices.Contains(profiler.Modes, cfg.Mode) {
+		bad(keyMode, fmt.Errorf("unknown mode %q (want one of %s)", cfg.Mode, modeList()))
+	}
+	window, err := parseDuration(v.Get(keyWindow))
+	switch {
+	case err != nil:
+		bad(keyWindow, err)
+	case window < 100*time.Millisecond || window > time.Hour:
+		bad(keyWindow, fmt.Errorf("%v out of range (100ms..1h)", window))
+	}
+	cfg.Window = window
+	if cfg.Store == "" {
+		bad(keyStore, errors.New("empty path"))
+	}
+
+	if err := decodeStrict(v.Get(keyStatic), &cfg.Containers.Static); err != nil {
+		bad(keyStatic, err)
+	}
+	for i, r := range cfg.Containers.Static {
+		if _, err := path.Match(r.Cgroup, "/"); err != nil || !strings.HasPrefix(r.Cgroup, "/") {
+			bad(fmt.Sprintf("%s[%d].cgroup", keyStatic, i), fmt.Errorf("%q is not an absolute glob", r.Cgroup))
+		}
+		if r.Image == "" {
+			bad(fmt.Sprintf("%s[%d].image", keyStatic, i), errors.New("empty image"))
+		}
+	}
+
+	cfg.Sensor.WatchPrefixes = v.GetStringSlice(keyWatchPrefixes)
+	cfg.Sensor.WatchNames = v.GetStringSlice(keyWatchNames)
+	for i, p := range cfg.Sensor.WatchPrefixes {
+		if !strings.HasPrefix(p, "/") || len(p) > 255 {
+			bad(fmt.Sprintf("%s[%d]", keyWatchPrefixes, i), fmt.Errorf("%q must be an absolute path of at most 255 bytes", p))
+		}
+	}
+	for i, n := range cfg.Sensor.WatchNames {
+		if n == "" || strings.Contains(n, "/") || len(n) > 63 {
+			bad(fmt.Sprintf("%s[%d]", keyWatchNames, i), fmt.Errorf("%q must be a file name of 1..63 bytes", n))
+		}
+	}
+	var ports []int
+	if err := decodeStrict(v.Get(keyWatchPorts), &ports); err != nil {
+		bad(keyWatchPorts, err)
+	}
+	for i, p := range ports {
+		if p < 0 || p > 65535 {
+			bad(fmt.Sprintf("%s[%d]", keyWatchPorts, i), fmt.Errorf("port %d out of range 0..65535", p))
+			continue
+		}
+		cfg.Sensor.WatchPorts = append(cfg.Sensor.WatchPorts, uint16(p))
+	}
+	return cfg, errors.Join(errs...)
+}
+
+func modeList() string {
+	s := make([]string, len(profiler.Modes))
+	for i, m := range profiler.Modes {
+		s[i] = string(m)
+	}
+	return strings.Join(s, ", ")
+}
+
+// parseDuration accepts Go durations ("10s", "1m30s"); a bare number is refused
+// because its unit would be a guess.
+func parseDuration(raw any) (time.Duration, error) {
+	switch x := raw.(type) {
+	case time.Duration:
+		return x, nil
+	case string:
+		d, err := time.ParseDuration(strings.TrimSpace(x))
+		if err != nil {
+			return 0, fmt.Errorf("invalid duration %q (use a unit, e.g. 10s)", x)
+		}
+		return d, nil
+	default:
+		return 0, fmt.Errorf("invalid duration %v (use a unit, e.g. 10s)", raw)
+	}
+}
+
+func decodeStrict(in any, out any) error {
+	if in == nil {
+		return nil
+	}
+	dec, err := mapstructure.NewDecoder(&mapstructure.DecoderConfig{
+		Result: out, ErrorUnused: true, WeaklyTypedInput: true,
+	})
+	if err != nil {
+		return err
+	}
+	return dec.Decode(in)
+}
