@@ -6,6 +6,7 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "sensor.h"
+#include "histogram.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -52,27 +53,10 @@ const volatile __u32 agent_tgid = 0;
 /* Bit n set: syscall n produces an event (the loader fills it). */
 __u64 event_syscalls[HIST_SLOTS / 64] = {};
 
-struct hist zero_hist = {};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__uint(max_entries, 16384);
-	__type(key, __u64); /* cgroup v2 id */
-	__type(value, struct hist);
-} syscall_hist SEC(".maps");
-
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, 1 << 22);
 } events SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, STAT_MAX);
-	__type(key, __u32);
-	__type(value, __u64);
-} stats SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -116,33 +100,6 @@ struct {
 	__type(key, __u16);
 	__type(value, __u8);
 } watch_ports SEC(".maps");
-
-static __always_inline void stat_inc(__u32 idx)
-{
-	__u64 *v = bpf_map_lookup_elem(&stats, &idx);
-	if (v)
-		*v += 1;
-}
-
-static __always_inline void count_syscall(long id)
-{
-	__u64 cgid = bpf_get_current_cgroup_id();
-	struct hist *h = bpf_map_lookup_elem(&syscall_hist, &cgid);
-	if (!h) {
-		long err = bpf_map_update_elem(&syscall_hist, &cgid, &zero_hist, BPF_NOEXIST);
-		if (err && err != -17 /* EEXIST: another CPU won the race */) {
-			stat_inc(STAT_HIST_FULL);
-			return;
-		}
-		h = bpf_map_lookup_elem(&syscall_hist, &cgid);
-		if (!h)
-			return;
-	}
-	__u32 slot = HIST_SLOTS - 1;
-	if (id >= 0 && id < HIST_SLOTS - 1)
-		slot = (__u32)id;
-	__sync_fetch_and_add(&h->counts[slot & (HIST_SLOTS - 1)], 1); /* mask: for the verifier */
-}
 
 static __always_inline struct event *new_event(__u32 kind, __s32 nr)
 {

@@ -61,28 +61,34 @@ func runHelper(action string) int {
 	return 0
 }
 
-// loadSensor loads the sensor or, when the kernel really lacks a feature and CI has
-// not asked for BPF, skips naming that feature.
-func loadTestSensor(t *testing.T, opts Options) *Sensor {
-	t.Helper()
+// loadTestSensor loads the sensor or, when the kernel really lacks a feature and CI
+// has not asked for BPF, skips naming that feature.
+func loadTestSensor(tb testing.TB, opts Options) *Sensor {
+	tb.Helper()
 	s, err := Load(opts)
 	if err != nil {
-		required := os.Getenv("CAGEWATCH_REQUIRE_BPF") != ""
-		switch {
-		case required:
-			t.Fatalf("loading sensor (CAGEWATCH_REQUIRE_BPF is set): %v", err)
-		case errors.Is(err, ErrNoBTF):
-			t.Skipf("kernel feature missing: BTF (%v)", err)
-		case errors.Is(err, ebpf.ErrNotSupported):
-			t.Skipf("kernel feature missing: tp_btf programs or ring buffers (%v)", err)
-		case errors.Is(err, unix.EPERM):
-			t.Skipf("BPF not permitted (needs root/CAP_BPF): %v", err)
-		default:
-			t.Fatalf("loading sensor: %v", err)
-		}
+		failOrSkipLoad(tb, err)
 	}
-	t.Cleanup(func() { s.Close() })
+	tb.Cleanup(func() { s.Close() })
 	return s
+}
+
+// failOrSkipLoad fails on a load error, except that without CAGEWATCH_REQUIRE_BPF a
+// missing kernel feature is a skip that names the feature.
+func failOrSkipLoad(tb testing.TB, err error) {
+	tb.Helper()
+	switch {
+	case os.Getenv("CAGEWATCH_REQUIRE_BPF") != "":
+		tb.Fatalf("loading BPF programs (CAGEWATCH_REQUIRE_BPF is set): %v", err)
+	case errors.Is(err, ErrNoBTF):
+		tb.Skipf("kernel feature missing: BTF (%v)", err)
+	case errors.Is(err, ebpf.ErrNotSupported):
+		tb.Skipf("kernel feature missing: tp_btf/raw_tp programs or ring buffers (%v)", err)
+	case errors.Is(err, unix.EPERM):
+		tb.Skipf("BPF not permitted (needs root or CAP_BPF): %v", err)
+	default:
+		tb.Fatalf("loading BPF programs: %v", err)
+	}
 }
 
 // testCgroup creates a cgroup v2 directory for one test and returns its path and id.
