@@ -24,6 +24,8 @@ type Ref struct {
 	ID      string
 	// PodUID is set for kubepods paths.
 	PodUID string
+	// Guessed means the path held a bare id, so Runtime is only the likeliest owner.
+	Guessed bool
 }
 
 var (
@@ -42,13 +44,14 @@ var scopeRuntime = map[string]model.Runtime{
 	"libpod":         model.RuntimePodman,
 }
 
-// ClassifyPath reads the runtime and container id off a cgroup v2 path. The deepest
-// element that names a container wins, so a container's own sub-cgroups (systemd or
-// a nested runtime inside it) still resolve to it. ok is false for host cgroups.
+// ClassifyPath reads the runtime and container id off a cgroup v2 path. The
+// outermost element that names a container wins: that is the container the host's
+// runtime knows, and everything below it (systemd in the container, a nested
+// runtime's containers) belongs to it. ok is false for host cgroups.
 func ClassifyPath(cgroupPath string) (ref Ref, ok bool) {
 	elems := strings.Split(strings.Trim(cgroupPath, "/"), "/")
 	inKubepods := len(elems) > 0 && strings.HasPrefix(elems[0], "kubepods")
-	for i := len(elems) - 1; i >= 0; i-- {
+	for i := range elems {
 		el := elems[i]
 		var runtime model.Runtime
 		var id string
@@ -59,15 +62,16 @@ func ClassifyPath(cgroupPath string) (ref Ref, ok bool) {
 		} else if hexID.MatchString(el) {
 			// A bare id: Docker's cgroupfs driver (/docker/<id>, or any --cgroup-parent),
 			// or a kubelet cgroupfs pod (/kubepods/burstable/pod<uid>/<id>), where the
-			// runtime is not in the path; the resolver asks the runtimes it can reach.
+			// runtime is not in the path: a guess the resolver checks with the others.
 			runtime, id = model.RuntimeDocker, el
 			if inKubepods {
 				runtime = model.RuntimeContainerd
 			}
+			ref.Guessed = true
 		} else {
 			continue
 		}
-		ref = Ref{Runtime: runtime, ID: id}
+		ref.Runtime, ref.ID = runtime, id
 		if inKubepods && i > 0 {
 			if m := kubePod.FindStringSubmatch(elems[i-1]); m != nil {
 				ref.PodUID = strings.ReplaceAll(m[1], "_", "-")
@@ -88,7 +92,15 @@ func MatchStatic(rules []StaticRule, cgroupPath string) (StaticRule, bool) {
 	return StaticRule{}, false
 }
 
-// isImageID reports whether an image reference is a content id rather than a name.
-func isImageID(ref string) bool {
-	return strings.HasPrefix(ref, "sha256:") || hexID.MatchString(ref)
+var hexPrefix = regexp.MustCompile(`^[0-9a-f]{6,64}$`)
+
+// isImageID reports whether an image reference is a content id rather than a name:
+// "sha256:<hex>", a full 64-hex id, or a short hex prefix of imageID ("0bc65199d50d",
+// as `docker run 0bc65199d50d` records it).
+func isImageID(ref, imageID string) bool {
+	if strings.HasPrefix(ref, "sha256:") || hexID.MatchString(ref) {
+		return true
+	}
+	full := strings.TrimPrefix(imageID, "sha256:")
+	return hexPrefix.MatchString(ref) && strings.HasPrefix(full, ref)
 }

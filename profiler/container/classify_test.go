@@ -44,37 +44,43 @@ func TestClassifyPath(t *testing.T) {
 		{
 			name:   "docker cgroupfs driver",
 			path:   "/docker/" + ctrID,
-			want:   Ref{Runtime: model.RuntimeDocker, ID: ctrID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeDocker, ID: ctrID},
 			wantOK: true,
 		},
 		{
 			name:   "docker cgroupfs driver trailing slash",
 			path:   "/docker/" + ctrID + "/",
-			want:   Ref{Runtime: model.RuntimeDocker, ID: ctrID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeDocker, ID: ctrID},
 			wantOK: true,
 		},
 		{
 			name:   "docker custom cgroup-parent cgroupfs",
 			path:   "/cwparent/" + ctrID,
-			want:   Ref{Runtime: model.RuntimeDocker, ID: ctrID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeDocker, ID: ctrID},
+			wantOK: true,
+		},
+		{
+			name:   "docker in docker resolves to the outer container",
+			path:   "/docker/" + ctrID + "/docker/" + ctrID2,
+			want:   Ref{Guessed: true, Runtime: model.RuntimeDocker, ID: ctrID},
 			wantOK: true,
 		},
 		{
 			name:   "docker nested sub-cgroup inside container",
 			path:   "/docker/" + ctrID + "/init.scope",
-			want:   Ref{Runtime: model.RuntimeDocker, ID: ctrID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeDocker, ID: ctrID},
 			wantOK: true,
 		},
 		{
 			name:   "docker deeply nested sub-cgroup inside container",
 			path:   "/docker/" + ctrID + "/system.slice/cron.service",
-			want:   Ref{Runtime: model.RuntimeDocker, ID: ctrID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeDocker, ID: ctrID},
 			wantOK: true,
 		},
 		{
 			name:   "docker bare id outside kubepods has no pod uid",
 			path:   "/cwparent/pod" + podUID + "/" + ctrID,
-			want:   Ref{Runtime: model.RuntimeDocker, ID: ctrID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeDocker, ID: ctrID},
 			wantOK: true,
 		},
 		// Docker, systemd driver.
@@ -125,19 +131,19 @@ func TestClassifyPath(t *testing.T) {
 		{
 			name:   "kubelet cgroupfs burstable",
 			path:   "/kubepods/burstable/pod" + podUID + "/" + ctrID,
-			want:   Ref{Runtime: model.RuntimeContainerd, ID: ctrID, PodUID: podUID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeContainerd, ID: ctrID, PodUID: podUID},
 			wantOK: true,
 		},
 		{
 			name:   "kubelet cgroupfs besteffort",
 			path:   "/kubepods/besteffort/pod" + podUID + "/" + ctrID2,
-			want:   Ref{Runtime: model.RuntimeContainerd, ID: ctrID2, PodUID: podUID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeContainerd, ID: ctrID2, PodUID: podUID},
 			wantOK: true,
 		},
 		{
 			name:   "kubelet cgroupfs guaranteed",
 			path:   "/kubepods/pod" + podUID + "/" + ctrID,
-			want:   Ref{Runtime: model.RuntimeContainerd, ID: ctrID, PodUID: podUID},
+			want:   Ref{Guessed: true, Runtime: model.RuntimeContainerd, ID: ctrID, PodUID: podUID},
 			wantOK: true,
 		},
 		// CRI-O.
@@ -310,10 +316,13 @@ func TestIsImageID(t *testing.T) {
 		{name: "digest reference", ref: "busybox@sha256:" + digest, want: false},
 		{name: "empty", ref: "", want: false},
 		{name: "upper-case hex", ref: strings.ToUpper(imageID), want: false},
+		{name: "short id of this image", ref: imageID[:12], want: true},
+		{name: "short hex that is not this image", ref: "abcdef123456", want: imageID[:12] == "abcdef123456"},
+		{name: "hex-looking name too short", ref: "beef", want: false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := isImageID(tt.ref); got != tt.want {
+			if got := isImageID(tt.ref, "sha256:"+imageID); got != tt.want {
 				t.Errorf("isImageID(%q) = %v, want %v", tt.ref, got, tt.want)
 			}
 		})

@@ -1,6 +1,7 @@
 package container
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"time"
@@ -41,7 +42,7 @@ func (c *CRIClient) Inspect(ctx context.Context, id string) (Metadata, error) {
 	resp, err := c.rt.ContainerStatus(ctx, &cri.ContainerStatusRequest{ContainerId: id})
 	if err != nil {
 		if status.Code(err) == codes.NotFound {
-			return Metadata{}, ErrNotFound
+			return Metadata{}, fmt.Errorf("CRI container %s at %s: %w", id, c.socket, ErrNotFound)
 		}
 		return Metadata{}, fmt.Errorf("CRI ContainerStatus %s at %s: %w", id, c.socket, err)
 	}
@@ -56,15 +57,16 @@ func (c *CRIClient) Inspect(ctx context.Context, id string) (Metadata, error) {
 		md.Name = st.GetMetadata().GetName()
 	}
 	ref := st.GetImage().GetImage()
-	if ref == "" || isImageID(ref) {
+	if ref == "" || isImageID(ref, st.GetImageRef()) {
 		// Some runtimes report the image id here; the image service knows its tags.
-		if is, err := c.img.ImageStatus(ctx, &cri.ImageStatusRequest{Image: &cri.ImageSpec{Image: ref}}); err == nil {
+		query := cmp.Or(ref, st.GetImageRef())
+		if is, err := c.img.ImageStatus(ctx, &cri.ImageStatusRequest{Image: &cri.ImageSpec{Image: query}}); err == nil {
 			if tags := is.GetImage().GetRepoTags(); len(tags) > 0 {
 				ref = tags[0]
 			}
 		}
 	}
-	if isImageID(ref) {
+	if isImageID(ref, st.GetImageRef()) {
 		ref = "" // untagged: the image id (md.ImageID) names it
 	}
 	md.Image, md.ImageTag = model.SplitImageRef(ref)

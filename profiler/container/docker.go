@@ -73,7 +73,7 @@ func (c *DockerClient) get(ctx context.Context, path string, out any) error {
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusNotFound:
-		return ErrNotFound
+		return fmt.Errorf("docker API %s: %w", path, ErrNotFound)
 	case resp.StatusCode != http.StatusOK:
 		return fmt.Errorf("docker API %s: %s", path, resp.Status)
 	}
@@ -91,7 +91,7 @@ func (c *DockerClient) Inspect(ctx context.Context, id string) (Metadata, error)
 	}
 	md := Metadata{Name: strings.TrimPrefix(ct.Name, "/"), ImageID: ct.Image}
 	ref := ct.Config.Image
-	if ref == "" || isImageID(ref) {
+	if ref == "" || isImageID(ref, ct.Image) {
 		// Started by image id: name it by the image's first tag, if any.
 		var img dockerImage
 		if err := c.get(ctx, "/images/"+url.PathEscape(ct.Image)+"/json", &img); err == nil {
@@ -103,7 +103,7 @@ func (c *DockerClient) Inspect(ctx context.Context, id string) (Metadata, error)
 			}
 		}
 	}
-	if isImageID(ref) {
+	if isImageID(ref, ct.Image) {
 		ref = "" // untagged: the image id (md.ImageID) names it
 	}
 	md.Image, md.ImageTag = model.SplitImageRef(ref)

@@ -96,11 +96,31 @@ func (r *Resolver) identify(ctx context.Context, cgPath string) (c model.Contain
 		return model.Container{Runtime: model.RuntimeHost, CgroupPath: cgPath}, true
 	}
 	c = model.Container{ID: ref.ID, Runtime: ref.Runtime, CgroupPath: cgPath}
-	ins := r.inspectors[ref.Runtime]
-	if ins == nil {
+	candidates := []model.Runtime{ref.Runtime}
+	if ref.Guessed { // a bare id: any runtime may own it, the likeliest first
+		for _, rt := range []model.Runtime{model.RuntimeDocker, model.RuntimeContainerd, model.RuntimeCRIO, model.RuntimePodman} {
+			if rt != ref.Runtime {
+				candidates = append(candidates, rt)
+			}
+		}
+	}
+	asked := 0
+	var md Metadata
+	var err error
+	for _, rt := range candidates {
+		ins := r.inspectors[rt]
+		if ins == nil {
+			continue
+		}
+		asked++
+		if md, err = ins.Inspect(ctx, ref.ID); err == nil {
+			c.Runtime = rt
+			break
+		}
+	}
+	if asked == 0 {
 		return c, true // nothing to ask: the id is all we will know
 	}
-	md, err := ins.Inspect(ctx, ref.ID)
 	if err != nil {
 		r.log.Warn("inspecting container", "runtime", ref.Runtime, "container_id", ref.ID, "err", err)
 		return c, false

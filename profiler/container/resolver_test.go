@@ -234,6 +234,31 @@ func TestResolverResolve(t *testing.T) {
 			want:       model.Container{ID: ctrID, Runtime: model.RuntimePodman, CgroupPath: podmanPath},
 			wantCached: 1,
 		},
+		{
+			name:       "bare id unknown to docker is asked of containerd",
+			paths:      map[uint64]string{12: "/kubepods/besteffort/pod" + podUID + "/" + ctrID},
+			docker:     &fakeInspector{md: map[string]Metadata{}},
+			containerd: &fakeInspector{md: map[string]Metadata{}},
+			id:         12,
+			want: model.Container{
+				ID: ctrID, Runtime: model.RuntimeContainerd, CgroupPath: "/kubepods/besteffort/pod" + podUID + "/" + ctrID,
+			},
+			wantCached: 1,
+			wantDocker: []string{ctrID},
+		},
+		{
+			name:       "bare id under kubepods owned by docker (cri-dockerd)",
+			paths:      map[uint64]string{13: "/kubepods/besteffort/pod" + podUID + "/" + ctrID},
+			docker:     &fakeInspector{md: map[string]Metadata{ctrID: busyboxMD}},
+			containerd: &fakeInspector{md: map[string]Metadata{}},
+			id:         13,
+			want: model.Container{
+				ID: ctrID, Name: busyboxMD.Name, Runtime: model.RuntimeDocker, Image: busyboxMD.Image, ImageTag: busyboxMD.ImageTag,
+				ImageID: busyboxMD.ImageID, CgroupPath: "/kubepods/besteffort/pod" + podUID + "/" + ctrID,
+			},
+			wantCached: 1,
+			wantDocker: []string{ctrID},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

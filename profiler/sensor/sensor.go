@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -24,7 +25,7 @@ const HistSlots = len(sensorHist{}.Counts)
 const BTFPath = "/sys/kernel/btf/vmlinux"
 
 // ErrNoBTF means the kernel has no BTF, which CO-RE and tp_btf programs need.
-var ErrNoBTF = errors.New("kernel BTF not available at " + BTFPath + " (needs CONFIG_DEBUG_INFO_BTF=y)")
+var ErrNoBTF = errors.New("kernel BTF not available (build the kernel with CONFIG_DEBUG_INFO_BTF=y or set sensor.kernel_btf)")
 
 // eventSyscalls are the syscalls the sys_enter program turns into events.
 var eventSyscalls = []string{
@@ -44,14 +45,17 @@ type Options struct {
 	WatchPorts []uint16
 	// IgnoreTGID is a process (the agent itself) whose syscalls never become events.
 	IgnoreTGID uint32
+	// KernelBTF is the kernel's BTF file; empty means BTFPath. Kernels without
+	// built-in BTF can be given an external one (e.g. from BTFHub).
+	KernelBTF string
 }
 
 // Stats are the sensor's counters, summed over CPUs since load.
 type Stats struct {
-	Events      uint64 // written to the ring buffer
-	EventsLost  uint64 // dropped because the ring buffer was full
-	HistFull    uint64 // syscalls not counted because the histogram map was full
-	PathFaults  uint64 // user paths unreadable at syscall entry
+	Events     uint64 // written to the ring buffer
+	EventsLost uint64 // dropped because the ring buffer was full
+	HistFull   uint64 // syscalls not counted because the histogram map was full
+	PathFaults uint64 // user paths unreadable at syscall entry
 }
 
 // Sensor is the loaded and attached set of BPF programs.
@@ -63,8 +67,17 @@ type Sensor struct {
 
 // Load checks the kernel, loads the programs with opts' filters and attaches them.
 func Load(opts Options) (*Sensor, error) {
-	if _, err := os.Stat(BTFPath); err != nil {
-		return nil, ErrNoBTF
+	var loadOpts ebpf.CollectionOptions
+	if opts.KernelBTF == "" {
+		if _, err := os.Stat(BTFPath); err != nil {
+			return nil, fmt.Errorf("%s: %w", BTFPath, ErrNoBTF)
+		}
+	} else {
+		kernelTypes, err := btf.LoadSpec(opts.KernelBTF)
+		if err != nil {
+			return nil, fmt.Errorf("kernel BTF %s: %w: %w", opts.KernelBTF, ErrNoBTF, err)
+		}
+		loadOpts.Programs.KernelTypes = kernelTypes
 	}
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("removing memlock limit: %w", err)
@@ -89,7 +102,7 @@ func Load(opts Options) (*Sensor, error) {
 	}
 
 	s := &Sensor{clock: bootTime()}
-	if err := spec.LoadAndAssign(&s.objs, nil); err != nil {
+	if err := spec.LoadAndAssign(&s.objs, &loadOpts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
 			return nil, fmt.Errorf("loading sensor programs: %w\n%+v", err, verr)
