@@ -78,6 +78,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		WatchNames:    cfg.Sensor.WatchNames,
 		WatchPorts:    cfg.Sensor.WatchPorts,
 		IgnoreTGID:    uint32(os.Getpid()),
+		KernelBTF:     cfg.Sensor.KernelBTF,
 	})
 	if err != nil {
 		a.Close()

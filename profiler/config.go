@@ -51,4 +51,6 @@ type SensorConfig struct {
 	WatchPrefixes []string
 	WatchNames    []string
 	WatchPorts    []uint16
+	// KernelBTF is an external BTF file for kernels without /sys/kernel/btf/vmlinux.
+	KernelBTF string
 }

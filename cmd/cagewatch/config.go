@@ -36,6 +36,7 @@ const (
 	keyWatchPrefixes    = "sensor.watch_prefixes"
 	keyWatchNames       = "sensor.watch_names"
 	keyWatchPorts       = "sensor.watch_ports"
+	keyKernelBTF        = "sensor.kernel_btf"
 )
 
 // knownKeys are the keys a config file may set; anything else is a typo we report.
@@ -43,7 +44,7 @@ const (
 var knownKeys = []string{
 	keyMode, keyWindow, keyStore, keyMetricsListen, keyAlertsFile, keyRules,
 	keyCgroupRoot, keyDockerSocket, keyPodmanSocket, keyContainerdSocket, keyCRIOSocket, keyStatic,
-	keyWatchPrefixes, keyWatchNames, keyWatchPorts,
+	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF,
 }
 
 var reservedPrefixes = []string{"learning.", "scoring."}
@@ -160,6 +161,7 @@ func loadConfig(v *viper.Viper) (profiler.Config, error) {
 		}
 	}
 
+	cfg.Sensor.KernelBTF = v.GetString(keyKernelBTF)
 	cfg.Sensor.WatchPrefixes = v.GetStringSlice(keyWatchPrefixes)
 	cfg.Sensor.WatchNames = v.GetStringSlice(keyWatchNames)
 	for i, p := range cfg.Sensor.WatchPrefixes {

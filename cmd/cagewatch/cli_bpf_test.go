@@ -1,0 +1,292 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+const cgroup2Root = "/sys/fs/cgroup/unified"
+
+// TestMain doubles the test binary as a busy helper process for the CLI tests.
+func TestMain(m *testing.M) {
+	if os.Getenv("CAGEWATCH_CLI_HELPER") == "getppid-loop" {
+		for {
+			for range 1000 {
+				unix.Getppid()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	os.Exit(m.Run())
+}
+
+// runCLI runs the cagewatch command tree in-process.
+func runCLI(ctx context.Context, args ...string) (stdout, stderr string, err error) {
+	var out, errOut syncBuffer
+	root := newRootCommand(&out, &errOut)
+	root.SetArgs(args)
+	err = root.ExecuteContext(ctx)
+	return out.String(), errOut.String(), err
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
+			t.Fatal("CAGEWATCH_REQUIRE_BPF is set but the tests do not run as root")
+		}
+		t.Skip("kernel feature missing for non-root: BPF and cgroup creation need root")
+	}
+	if _, err := os.Stat(filepath.Join(cgroup2Root, "cgroup.procs")); err != nil {
+		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
+			t.Fatalf("cgroup v2 not mounted at %s", cgroup2Root)
+		}
+		t.Skipf("kernel feature missing: cgroup v2 at %s", cgroup2Root)
+	}
+}
+
+// busyCgroup starts a getppid loop in a new cgroup parent/name and returns the
+// cgroup's path relative to the cgroup2 mount.
+func busyCgroup(t *testing.T, parent, name string) string {
+	t.Helper()
+	dir := filepath.Join(cgroup2Root, parent, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), "CAGEWATCH_CLI_HELPER=getppid-loop")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		for _, d := range []string{dir, filepath.Join(cgroup2Root, parent)} {
+			for range 50 {
+				if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	return "/" + parent + "/" + name
+}
+
+func TestBPFTopOnceJSONStaticContainer(t *testing.T) {
+	requireRoot(t)
+	parent := fmt.Sprintf("cagewatch-e2e-%d", os.Getpid())
+	cgPath := busyCgroup(t, parent, "app1")
+	cfg := writeConfig(t, fmt.Sprintf("containers:\n  static:\n    - {cgroup: \"/%s/*\", image: \"e2e/app:1\"}\n", parent))
+
+	out, stderr, err := runCLI(context.Background(), "--config", cfg, "--log-level", "warn", "top", "--once", "--json", "--window", "500ms")
+	if err != nil {
+		t.Fatalf("top: %v\n%s", err, stderr)
+	}
+	var rows []struct {
+		CgroupID      uint64            `json:"cgroup_id"`
+		CgroupPath    string            `json:"cgroup_path"`
+		ContainerID   string            `json:"container_id"`
+		ContainerName string            `json:"container_name"`
+		Image         string            `json:"image"`
+		Runtime       string            `json:"runtime"`
+		Syscalls      map[string]uint64 `json:"syscalls"`
+	}
+	if err := json.Unmarshal([]byte(out), &rows); err != nil {
+		t.Fatalf("top --once --json is not a JSON array: %v\n%s", err, out)
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(filepath.Join(cgroup2Root, cgPath), &st); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, r := range rows {
+		if r.CgroupID != st.Ino {
+			continue
+		}
+		found = true
+		if r.CgroupPath != cgPath || r.ContainerName != "app1" || r.Image != "e2e/app:1" || r.Runtime != "static" {
+			t.Errorf("row %+v, want path %s name app1 image e2e/app:1 runtime static", r, cgPath)
+		}
+		if r.Syscalls["getppid"] < 1000 {
+			t.Errorf("getppid = %d over 500ms of a busy loop", r.Syscalls["getppid"])
+		}
+	}
+	if !found {
+		t.Fatalf("no row for cgroup %s (id %d) in %d rows", cgPath, st.Ino, len(rows))
+	}
+	for _, r := range rows {
+		if r.Runtime == "host" && r.ContainerID != "" {
+			t.Errorf("host row with a container id: %+v", r)
+		}
+	}
+}
+
+// dockerAvailable skips (or fails under CAGEWATCH_REQUIRE_DOCKER) without a daemon.
+func dockerAvailable(t *testing.T) {
+	t.Helper()
+	if err := exec.Command("docker", "info").Run(); err != nil {
+		if os.Getenv("CAGEWATCH_REQUIRE_DOCKER") != "" {
+			t.Fatalf("CAGEWATCH_REQUIRE_DOCKER is set but docker info fails: %v", err)
+		}
+		t.Skip("docker daemon not running (.ci/dockerd.sh start)")
+	}
+}
+
+func TestBPFDockerContainerInTopAndEvents(t *testing.T) {
+	requireRoot(t)
+	dockerAvailable(t)
+	name := fmt.Sprintf("cagewatch-test-%d", os.Getpid())
+	run := exec.Command("docker", "run", "-d", "--name", name, "cagewatch/busybox:1",
+		"sh", "-c", "while true; do cat /etc/shadow >/dev/null; sleep 0.1; done")
+	out, err := run.CombinedOutput()
+	if err != nil {
+		t.Fatalf("docker run: %v\n%s", err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	t.Cleanup(func() { _ = exec.Command("docker", "rm", "-f", name).Run() })
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	var events syncBuffer
+	done := make(chan error, 1)
+	go func() {
+		root := newRootCommand(&events, &bytes.Buffer{})
+		root.SetArgs([]string{"events", "--json", "--containers-only", "--log-level", "warn"})
+		done <- root.ExecuteContext(ctx)
+	}()
+
+	topOut, stderr, err := runCLI(ctx, "--log-level", "warn", "top", "--once", "--json", "--window", "1s")
+	if err != nil {
+		t.Fatalf("top: %v\n%s", err, stderr)
+	}
+	var rows []topRow
+	if err := json.Unmarshal([]byte(topOut), &rows); err != nil {
+		t.Fatal(err)
+	}
+	var row *topRow
+	for i := range rows {
+		if rows[i].ContainerID == id {
+			row = &rows[i]
+		}
+	}
+	if row == nil {
+		t.Fatalf("container %s not in top output:\n%s", id, topOut)
+	}
+	if row.ContainerName != name || row.Image != "cagewatch/busybox:1" || row.Runtime != model.RuntimeDocker || row.CgroupPath != "/docker/"+id {
+		t.Errorf("top row %+v", *row)
+	}
+
+	// The events command sees the container's /etc/shadow reads with its identity.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if ev, ok := findEvent(events.String(), func(e model.Event) bool {
+			return e.Container.ID == id && e.Syscall == "openat" && e.Path == "/etc/shadow"
+		}); ok {
+			if ev.Container.Name != name || ev.Container.Image != "cagewatch/busybox" || ev.Container.ImageTag != "1" || !strings.HasPrefix(ev.Container.ImageID, "sha256:") {
+				t.Errorf("event container %+v", ev.Container)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no /etc/shadow event from the container; events output:\n%.2000s", events.String())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("events: %v", err)
+	}
+}
+
+func findEvent(jsonLines string, match func(model.Event) bool) (model.Event, bool) {
+	sc := bufio.NewScanner(strings.NewReader(jsonLines))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var e model.Event
+		if json.Unmarshal(sc.Bytes(), &e) == nil && match(e) {
+			return e, true
+		}
+	}
+	return model.Event{}, false
+}
+
+// TestCLIErrorsAreOneLine builds the binary and checks a user's view of bad input:
+// non-zero exit, one line on stderr naming the key, before any BPF is loaded.
+func TestCLIErrorsAreOneLine(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "cagewatch")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	tests := []struct {
+		name string
+		args []string
+		yaml string
+		want string
+	}{
+		{name: "unknown mode", args: []string{"run"}, yaml: "mode: watch\n", want: "config key mode"},
+		{name: "malformed window", args: []string{"run"}, yaml: "window: 5q\n", want: "config key window"},
+		{name: "mode flag", args: []string{"run", "--mode", "nope"}, want: "config key mode"},
+		{name: "unknown flag", args: []string{"run", "--windwo", "1s"}, want: "unknown flag"},
+		{name: "unknown command", args: []string{"runn"}, want: "unknown command"},
+		{name: "no cgroup v2 at the configured root", args: []string{"top", "--once"}, yaml: "containers:\n  cgroup_root: /tmp\n", want: "not a cgroup2 filesystem"},
+		{name: "missing BTF", args: []string{"top", "--once"}, yaml: "sensor:\n  kernel_btf: /nonexistent/vmlinux\n", want: "kernel BTF not available"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			args := tt.args
+			if tt.yaml != "" {
+				args = append([]string{"--config", writeConfig(t, tt.yaml)}, args...)
+			}
+			cmd := exec.Command(bin, args...)
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			err := cmd.Run()
+			if code := cmd.ProcessState.ExitCode(); err == nil || code == 0 {
+				t.Fatalf("exit code %d, want non-zero", code)
+			}
+			msg := strings.TrimSpace(stderr.String())
+			if strings.Count(msg, "\n") != 0 || !strings.HasPrefix(msg, "cagewatch: ") || !strings.Contains(msg, tt.want) {
+				t.Errorf("stderr %q, want one line starting \"cagewatch: \" containing %q", msg, tt.want)
+			}
+		})
+	}
+}
