@@ -26,8 +26,8 @@ test:
 	$(MAKE) fuzz
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./profiler/sensor/
-	$(GO) test -run '^$$' -fuzz '^FuzzClassifyPath$$' -fuzztime $(FUZZTIME) ./profiler/container/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./profiler/sensor/
+	$(GO) test -run '^$$' -fuzz '^FuzzClassifyPath$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./profiler/container/
 
 # Benchmarks print their own figures (ns per syscall, sampling time per 1,000 cgroups…).
 bench:

@@ -39,7 +39,7 @@ func NamespaceFlags(flags uint64, withTime bool) string {
 func (e Event) Describe() string {
 	switch e.Kind {
 	case EventExec:
-		return fmt.Sprintf("exec %s %s", e.Path, strings.Join(e.Argv, " "))
+		return strings.TrimSpace(fmt.Sprintf("exec %s %s", e.Path, strings.Join(e.Argv, " ")))
 	case EventCgroupRemove:
 		return "cgroup removed"
 	}

@@ -28,8 +28,10 @@ func SyscallNumber(name string) (int, bool) {
 		return nr, true
 	}
 	if rest, ok := strings.CutPrefix(name, "sys_"); ok {
-		nr, err := strconv.Atoi(rest)
-		return nr, err == nil && nr >= 0
+		// Only the spelling SyscallName produces: "sys_999", not "sys_+5" or "sys_257".
+		if nr, err := strconv.Atoi(rest); err == nil && nr >= 0 && SyscallName(nr) == name {
+			return nr, true
+		}
 	}
 	return 0, false
 }

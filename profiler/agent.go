@@ -34,7 +34,8 @@ type Agent struct {
 	sampler  *sensor.Sampler
 	closers  []func() error
 
-	undecodable atomic.Uint64
+	undecodable  atomic.Uint64
+	sampleErrors atomic.Uint64
 }
 
 // New checks the host (cgroup v2, BTF), loads the sensor and connects the resolver.
@@ -104,6 +105,7 @@ func (a *Agent) Close() error {
 type Stats struct {
 	sensor.Stats
 	Undecodable       uint64
+	SampleErrors      uint64
 	TrackedCgroups    int
 	ResolvedCgroups   int
 	LastSampleSeconds float64
@@ -115,6 +117,7 @@ func (a *Agent) Stats() (Stats, error) {
 	return Stats{
 		Stats:           ss,
 		Undecodable:     a.undecodable.Load(),
+		SampleErrors:    a.sampleErrors.Load(),
 		TrackedCgroups:  a.sampler.Tracked(),
 		ResolvedCgroups: a.resolver.Cached(),
 	}, err
@@ -143,10 +146,11 @@ func (a *Agent) Run(ctx context.Context, h Handlers) error {
 				return nil
 			case now := <-t.C:
 				windows, err := a.Sample(ctx, now)
-				if err != nil {
-					return err
+				if err != nil { // the sampler keeps its state consistent: log and carry on
+					a.sampleErrors.Add(1)
+					a.log.Warn("sampling syscall histograms", "err", err)
 				}
-				if h.Windows != nil {
+				if h.Windows != nil && len(windows) > 0 {
 					h.Windows(windows)
 				}
 			}
@@ -166,11 +170,12 @@ func (a *Agent) handleEvent(ctx context.Context, e model.Event, h Handlers) {
 	}
 }
 
-// Sample takes one window now and resolves each cgroup to its container.
+// Sample takes one window now and resolves each cgroup to its container. Windows
+// may come with an error when only freeing dead cgroups' entries failed.
 func (a *Agent) Sample(ctx context.Context, now time.Time) ([]model.Window, error) {
 	deltas, removed, err := a.sampler.Sample(now)
 	if err != nil {
-		return nil, fmt.Errorf("sampling: %w", err)
+		err = fmt.Errorf("sampling: %w", err)
 	}
 	windows := make([]model.Window, 0, len(deltas))
 	for _, d := range deltas {
@@ -179,5 +184,5 @@ func (a *Agent) Sample(ctx context.Context, now time.Time) ([]model.Window, erro
 	for _, id := range removed {
 		a.resolver.Forget(id)
 	}
-	return windows, nil
+	return windows, err
 }

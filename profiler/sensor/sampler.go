@@ -2,6 +2,7 @@ package sensor
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cagewatch/cagewatch/model"
@@ -45,8 +46,9 @@ type Sampler struct {
 	mu      sync.Mutex
 	removed map[uint64]struct{}
 
-	prev map[uint64]*Counts
-	last time.Time
+	prev    map[uint64]*Counts
+	tracked atomic.Int64
+	last    time.Time
 }
 
 // NewSampler starts counting windows at start (when the sensor was loaded).
@@ -68,60 +70,68 @@ func (s *Sampler) CgroupRemoved(id uint64) {
 	s.mu.Unlock()
 }
 
-// Tracked is the number of cgroups the sampler holds counts for.
-func (s *Sampler) Tracked() int { return len(s.prev) }
+// Tracked is the number of cgroups the sampler holds counts for. Safe to call
+// from any goroutine.
+func (s *Sampler) Tracked() int { return int(s.tracked.Load()) }
 
 // Sample reads the kernel map and returns the deltas since the previous call for
-// every cgroup that made syscalls, and the cgroups whose entries it freed.
+// every cgroup that made syscalls, and the cgroups whose entries it freed. On a
+// read error nothing changes, so the next Sample covers both intervals. On a delete
+// error the deltas are still valid and are returned with the error; the delete is
+// retried next time.
 func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err error) {
 	s.mu.Lock()
 	removed := s.removed
 	s.removed = make(map[uint64]struct{})
 	s.mu.Unlock()
+	remark := func(ids []uint64) {
+		for _, id := range ids {
+			s.CgroupRemoved(id)
+		}
+	}
 
+	// Counts of changed cgroups, applied to s.prev only once the whole read succeeded.
+	changed := make(map[uint64]*Counts)
 	var idle []uint64
 	seen := make(map[uint64]struct{}, len(s.prev))
 	err = s.src.ReadHistograms(func(id uint64, cur *Counts) {
 		seen[id] = struct{}{}
 		prev := s.prev[id]
-		if prev == nil {
-			prev = new(Counts)
-			s.prev[id] = prev
-		}
-		var diff map[int]uint64
-		for nr, c := range cur {
-			p := prev[nr]
-			if c == p {
-				continue
-			}
-			if diff == nil {
-				diff = make(map[int]uint64)
-			}
-			if c < p { // entry was deleted and recreated: count from zero
-				diff[nr] = c
-			} else {
-				diff[nr] = c - p
-			}
-		}
-		*prev = *cur
-		if diff == nil {
+		if prev != nil && *prev == *cur {
 			idle = append(idle, id)
 			return
 		}
-		deltas = append(deltas, Delta{CgroupID: id, Start: s.last, Duration: now.Sub(s.last), Counts: diff})
+		base := prev
+		if base == nil || recreated(base, cur) {
+			base = new(Counts) // new entry, or deleted and recreated: count from zero
+		}
+		diff := make(map[int]uint64)
+		for nr, c := range cur {
+			if c != base[nr] {
+				diff[nr] = c - base[nr]
+			}
+		}
+		snapshot := *cur
+		changed[id] = &snapshot
+		if len(diff) > 0 {
+			deltas = append(deltas, Delta{CgroupID: id, Start: s.last, Duration: now.Sub(s.last), Counts: diff})
+		}
 	})
 	if err != nil {
-		// Keep the removal marks for the next try.
-		for id := range removed {
-			s.CgroupRemoved(id)
-		}
+		remark(mapKeys(removed))
 		return nil, nil, err
 	}
 	s.last = now
-
-	for id := range removed {
-		gone = append(gone, id)
+	for id, c := range changed {
+		s.prev[id] = c
 	}
+	for id := range s.prev {
+		if _, ok := seen[id]; !ok { // deleted behind our back
+			delete(s.prev, id)
+		}
+	}
+
+	gone = mapKeys(removed)
 	if s.alive != nil {
 		for _, id := range idle {
 			if _, ok := removed[id]; !ok && !s.alive(id) {
@@ -129,18 +139,35 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 			}
 		}
 	}
-	for id := range s.prev {
-		if _, ok := seen[id]; !ok { // deleted behind our back
+	if len(gone) > 0 {
+		if err := s.src.DeleteHistograms(gone); err != nil {
+			remark(gone) // keep prev too, so a surviving entry is not counted twice
+			s.tracked.Store(int64(len(s.prev)))
+			return deltas, nil, err
+		}
+		for _, id := range gone {
 			delete(s.prev, id)
 		}
 	}
-	for _, id := range gone {
-		delete(s.prev, id)
-	}
-	if len(gone) > 0 {
-		if err := s.src.DeleteHistograms(gone); err != nil {
-			return deltas, gone, err
+	s.tracked.Store(int64(len(s.prev)))
+	return deltas, gone, nil
+}
+
+// recreated reports whether any counter went backwards: the kernel entry was
+// deleted and created again since prev was read.
+func recreated(prev, cur *Counts) bool {
+	for nr, c := range cur {
+		if c < prev[nr] {
+			return true
 		}
 	}
-	return deltas, gone, nil
+	return false
+}
+
+func mapKeys(m map[uint64]struct{}) []uint64 {
+	keys := make([]uint64, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	return keys
 }
