@@ -36,3 +36,42 @@ int hist_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 	count_syscall((long)ctx->args[1]);
 	return 0;
 }
+
+/* Cost breakdown of count_syscall. */
+__u64 sink;
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(cgid_tp_btf, struct pt_regs *regs, long id)
+{
+	sink = bpf_get_current_cgroup_id();
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(lookup_tp_btf, struct pt_regs *regs, long id)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct hist *h = bpf_map_lookup_elem(&syscall_hist, &cgid);
+	if (!h) {
+		bpf_map_update_elem(&syscall_hist, &cgid, &zero_hist, BPF_NOEXIST);
+		return 0;
+	}
+	sink = h->counts[0];
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(plainadd_tp_btf, struct pt_regs *regs, long id)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct hist *h = bpf_map_lookup_elem(&syscall_hist, &cgid);
+	if (!h) {
+		bpf_map_update_elem(&syscall_hist, &cgid, &zero_hist, BPF_NOEXIST);
+		return 0;
+	}
+	__u32 slot = HIST_SLOTS - 1;
+	if (id >= 0 && id < HIST_SLOTS - 1)
+		slot = (__u32)id;
+	h->counts[slot & (HIST_SLOTS - 1)] += 1;
+	return 0;
+}

@@ -290,3 +290,22 @@ func TestCLIErrorsAreOneLine(t *testing.T) {
 		})
 	}
 }
+
+// TestBPFRunSamplesAndStopsCleanly runs the agent for a few windows and stops it as
+// SIGINT would (context cancel): it must log windows and return no error.
+func TestBPFRunSamplesAndStopsCleanly(t *testing.T) {
+	requireRoot(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 1600*time.Millisecond)
+	defer cancel()
+	store := filepath.Join(t.TempDir(), "cagewatch.db")
+	_, stderr, err := runCLI(ctx, "run", "--window", "500ms", "--mode", "learn", "--store", store)
+	if err != nil {
+		t.Fatalf("run: %v\n%s", err, stderr)
+	}
+	if n := strings.Count(stderr, "msg=window"); n < 2 {
+		t.Errorf("%d window log lines in 1.6s at 500ms windows:\n%s", n, stderr)
+	}
+	if !strings.Contains(stderr, "mode=learn") || !strings.Contains(stderr, "msg=stopped") {
+		t.Errorf("log lacks the mode flag or the clean stop:\n%s", stderr)
+	}
+}

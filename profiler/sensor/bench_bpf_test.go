@@ -66,6 +66,9 @@ func BenchmarkSysEnterOverhead(b *testing.B) {
 		{"empty_raw_tp", raw(objs.EmptyRawTp)},
 		{"hist_raw_tp", raw(objs.HistRawTp)},
 		{"sensor_tp_btf", tracing(s.objs.SysEnter)},
+		{"cgid_tp_btf", tracing(objs.CgidTpBtf)},
+		{"lookup_tp_btf", tracing(objs.LookupTpBtf)},
+		{"plainadd_tp_btf", tracing(objs.PlainaddTpBtf)},
 	}
 	const calls = 200_000
 	best := make(map[string]float64)

@@ -22,13 +22,17 @@ type benchHist struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	benchMapStats       = "stats"
-	benchMapSyscallHist = "syscall_hist"
-	benchProgEmptyRawTp = "empty_raw_tp"
-	benchProgEmptyTpBtf = "empty_tp_btf"
-	benchProgHistRawTp  = "hist_raw_tp"
-	benchProgHistTpBtf  = "hist_tp_btf"
-	benchVarZeroHist    = "zero_hist"
+	benchMapStats          = "stats"
+	benchMapSyscallHist    = "syscall_hist"
+	benchProgCgidTpBtf     = "cgid_tp_btf"
+	benchProgEmptyRawTp    = "empty_raw_tp"
+	benchProgEmptyTpBtf    = "empty_tp_btf"
+	benchProgHistRawTp     = "hist_raw_tp"
+	benchProgHistTpBtf     = "hist_tp_btf"
+	benchProgLookupTpBtf   = "lookup_tp_btf"
+	benchProgPlainaddTpBtf = "plainadd_tp_btf"
+	benchVarSink           = "sink"
+	benchVarZeroHist       = "zero_hist"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -73,10 +77,13 @@ type benchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchProgramSpecs struct {
-	EmptyRawTp *ebpf.ProgramSpec `ebpf:"empty_raw_tp"`
-	EmptyTpBtf *ebpf.ProgramSpec `ebpf:"empty_tp_btf"`
-	HistRawTp  *ebpf.ProgramSpec `ebpf:"hist_raw_tp"`
-	HistTpBtf  *ebpf.ProgramSpec `ebpf:"hist_tp_btf"`
+	CgidTpBtf     *ebpf.ProgramSpec `ebpf:"cgid_tp_btf"`
+	EmptyRawTp    *ebpf.ProgramSpec `ebpf:"empty_raw_tp"`
+	EmptyTpBtf    *ebpf.ProgramSpec `ebpf:"empty_tp_btf"`
+	HistRawTp     *ebpf.ProgramSpec `ebpf:"hist_raw_tp"`
+	HistTpBtf     *ebpf.ProgramSpec `ebpf:"hist_tp_btf"`
+	LookupTpBtf   *ebpf.ProgramSpec `ebpf:"lookup_tp_btf"`
+	PlainaddTpBtf *ebpf.ProgramSpec `ebpf:"plainadd_tp_btf"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
@@ -91,6 +98,7 @@ type benchMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
+	Sink     *ebpf.VariableSpec `ebpf:"sink"`
 	ZeroHist *ebpf.VariableSpec `ebpf:"zero_hist"`
 }
 
@@ -129,6 +137,7 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
+	Sink     *ebpf.Variable `ebpf:"sink"`
 	ZeroHist *ebpf.Variable `ebpf:"zero_hist"`
 }
 
@@ -136,18 +145,24 @@ type benchVariables struct {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchPrograms struct {
-	EmptyRawTp *ebpf.Program `ebpf:"empty_raw_tp"`
-	EmptyTpBtf *ebpf.Program `ebpf:"empty_tp_btf"`
-	HistRawTp  *ebpf.Program `ebpf:"hist_raw_tp"`
-	HistTpBtf  *ebpf.Program `ebpf:"hist_tp_btf"`
+	CgidTpBtf     *ebpf.Program `ebpf:"cgid_tp_btf"`
+	EmptyRawTp    *ebpf.Program `ebpf:"empty_raw_tp"`
+	EmptyTpBtf    *ebpf.Program `ebpf:"empty_tp_btf"`
+	HistRawTp     *ebpf.Program `ebpf:"hist_raw_tp"`
+	HistTpBtf     *ebpf.Program `ebpf:"hist_tp_btf"`
+	LookupTpBtf   *ebpf.Program `ebpf:"lookup_tp_btf"`
+	PlainaddTpBtf *ebpf.Program `ebpf:"plainadd_tp_btf"`
 }
 
 func (p *benchPrograms) Close() error {
 	return _BenchClose(
+		p.CgidTpBtf,
 		p.EmptyRawTp,
 		p.EmptyTpBtf,
 		p.HistRawTp,
 		p.HistTpBtf,
+		p.LookupTpBtf,
+		p.PlainaddTpBtf,
 	)
 }
 
