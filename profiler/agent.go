@@ -22,6 +22,8 @@ type Handlers struct {
 	Windows func([]model.Window)
 	// Event gets each security event, resolved to its container.
 	Event func(model.Event)
+	// Removed is told about each cgroup whose final window has been delivered.
+	Removed func(cgroupID uint64)
 }
 
 // Agent owns the loaded sensor, the sampler and the container resolver.
@@ -145,13 +147,18 @@ func (a *Agent) Run(ctx context.Context, h Handlers) error {
 			case <-ctx.Done():
 				return nil
 			case now := <-t.C:
-				windows, err := a.Sample(ctx, now)
+				windows, removed, err := a.Sample(ctx, now)
 				if err != nil { // the sampler keeps its state consistent: log and carry on
 					a.sampleErrors.Add(1)
 					a.log.Warn("sampling syscall histograms", "err", err)
 				}
 				if h.Windows != nil && len(windows) > 0 {
 					h.Windows(windows)
+				}
+				if h.Removed != nil {
+					for _, id := range removed {
+						h.Removed(id)
+					}
 				}
 			}
 		}
@@ -170,19 +177,20 @@ func (a *Agent) handleEvent(ctx context.Context, e model.Event, h Handlers) {
 	}
 }
 
-// Sample takes one window now and resolves each cgroup to its container. Windows
-// may come with an error when only freeing dead cgroups' entries failed.
-func (a *Agent) Sample(ctx context.Context, now time.Time) ([]model.Window, error) {
+// Sample takes one window now and resolves each cgroup to its container; removed
+// lists the cgroups whose final window this was. Windows may come with an error
+// when only freeing dead cgroups' entries failed.
+func (a *Agent) Sample(ctx context.Context, now time.Time) (windows []model.Window, removed []uint64, err error) {
 	deltas, removed, err := a.sampler.Sample(now)
 	if err != nil {
 		err = fmt.Errorf("sampling: %w", err)
 	}
-	windows := make([]model.Window, 0, len(deltas))
+	windows = make([]model.Window, 0, len(deltas))
 	for _, d := range deltas {
 		windows = append(windows, d.Window(a.resolver.Resolve(ctx, d.CgroupID)))
 	}
 	for _, id := range removed {
 		a.resolver.Forget(id)
 	}
-	return windows, err
+	return windows, removed, err
 }

@@ -34,6 +34,7 @@ type Config struct {
 
 	Containers ContainersConfig
 	Sensor     SensorConfig
+	Learning   LearnerConfig
 }
 
 // ContainersConfig says where to look for cgroups and runtimes.

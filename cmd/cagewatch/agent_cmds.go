@@ -13,9 +13,12 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler"
+	"github.com/cagewatch/cagewatch/profiler/control"
+	"github.com/cagewatch/cagewatch/store"
 )
 
 // startAgent loads the validated config and the sensor.
@@ -46,27 +49,10 @@ func (g *globalOptions) startAgent(cmd *cobra.Command, bind map[string]string, w
 func newRunCommand(g *globalOptions) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "run",
-		Short: "Run the agent: sample syscall windows per container and read security events",
+		Short: "Run the agent: sample syscall windows per container, learn baselines, read security events",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			a, log, err := g.startAgent(cmd, map[string]string{"mode": keyMode, "window": keyWindow, "store": keyStore}, 0)
-			if err != nil {
-				return err
-			}
-			defer a.Close()
-			err = a.Run(cmd.Context(), profiler.Handlers{
-				Windows: func(ws []model.Window) { logWindows(log, a, ws) },
-				Event: func(e model.Event) {
-					level := slog.LevelInfo
-					if e.Container.IsHost() {
-						level = slog.LevelDebug
-					}
-					log.Log(cmd.Context(), level, "event", "syscall", e.Syscall, "detail", e.Describe(),
-						"container", containerLabel(e.Container), "image", e.Container.ImageRef(), "comm", e.Comm, "pid", e.PID)
-				},
-			})
-			log.Info("stopped")
-			return err
+			return g.runAgent(cmd)
 		},
 	}
 	cmd.Flags().String("mode", "", "learn, detect, enforce or auto (config key mode)")
@@ -75,7 +61,69 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-func logWindows(log *slog.Logger, a *profiler.Agent, ws []model.Window) {
+// runAgent wires the sensor, the learner and the control socket for `run`.
+func (g *globalOptions) runAgent(cmd *cobra.Command) error {
+	log, err := g.logger()
+	if err != nil {
+		return err
+	}
+	v, err := g.viper(cmd.Flags(), map[string]string{"mode": keyMode, "window": keyWindow, "store": keyStore})
+	if err != nil {
+		return err
+	}
+	cfg, err := loadConfig(v)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(cfg.Store, time.Second)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	lib, err := profiler.NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, true)
+	if err != nil {
+		return err
+	}
+	trip := profiler.NewTripLog() // filled by the hard rules
+	learner := profiler.NewLearner(lib, cfg.Mode, cfg.Learning, trip, log)
+	a, err := profiler.New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store)
+
+	g2, ctx := errgroup.WithContext(cmd.Context())
+	g2.Go(func() error { return control.Serve(ctx, control.SocketPath(cfg.Store), lib, log) })
+	g2.Go(func() error {
+		return a.Run(ctx, profiler.Handlers{
+			Windows: func(ws []model.Window) {
+				res, err := learner.LearnWindows(ws)
+				if err != nil {
+					log.Error("persisting baselines", "store", cfg.Store, "err", err)
+				}
+				logWindows(log, a, ws, res)
+			},
+			Event: func(e model.Event) {
+				if e.Kind == model.EventExec {
+					learner.ObserveExec(e)
+				}
+				level := slog.LevelInfo
+				if e.Container.IsHost() || e.Kind == model.EventExec {
+					level = slog.LevelDebug
+				}
+				log.Log(ctx, level, "event", "syscall", e.Syscall, "detail", e.Describe(),
+					"container", containerLabel(e.Container), "image", e.Container.ImageRef(), "comm", e.Comm, "pid", e.PID)
+			},
+			Removed: func(id uint64) { trip.Forget(id); learner.Forget(id) },
+		})
+	})
+	err = g2.Wait()
+	log.Info("stopped")
+	return err
+}
+
+func logWindows(log *slog.Logger, a *profiler.Agent, ws []model.Window, res profiler.LearnResult) {
 	containers := 0
 	for _, w := range ws {
 		if !w.Container.IsHost() {
@@ -86,8 +134,9 @@ func logWindows(log *slog.Logger, a *profiler.Agent, ws []model.Window) {
 	if err != nil {
 		log.Warn("reading sensor stats", "err", err)
 	}
-	log.Info("window", "cgroups", len(ws), "containers", containers, "events", st.Events,
-		"events_lost", st.EventsLost, "hist_full", st.HistFull, "tracked_cgroups", st.TrackedCgroups)
+	log.Info("window", "cgroups", len(ws), "containers", containers, "learned", res.Learned, "startup", res.Startup,
+		"poisoned", res.Poisoned, "events", st.Events, "events_lost", st.EventsLost, "hist_full", st.HistFull,
+		"tracked_cgroups", st.TrackedCgroups)
 }
 
 func containerLabel(c model.Container) string {
@@ -162,7 +211,7 @@ func newTopCommand(g *globalOptions) *cobra.Command {
 					return nil
 				case <-time.After(window):
 				}
-				ws, err := a.Sample(cmd.Context(), time.Now())
+				ws, _, err := a.Sample(cmd.Context(), time.Now())
 				if err != nil {
 					return err
 				}

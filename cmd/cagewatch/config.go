@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"math"
 	"bytes"
 	"errors"
 	"fmt"
@@ -13,6 +15,7 @@ import (
 	"time"
 
 	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/cast"
 	"github.com/spf13/viper"
 
 	"github.com/cagewatch/cagewatch/configs"
@@ -37,6 +40,13 @@ const (
 	keyWatchNames       = "sensor.watch_names"
 	keyWatchPorts       = "sensor.watch_ports"
 	keyKernelBTF        = "sensor.kernel_btf"
+
+	keyIgnoreFirst   = "learning.ignore_first"
+	keyMinWindows    = "learning.min_windows"
+	keyMinContainers = "learning.min_containers"
+	keyStableWindows = "learning.stable_windows"
+	keyMaxDrift      = "learning.max_drift"
+	keySampleSize    = "learning.sample_size"
 )
 
 // knownKeys are the keys a config file may set; anything else is a typo we report.
@@ -45,9 +55,11 @@ var knownKeys = []string{
 	keyMode, keyWindow, keyStore, keyMetricsListen, keyAlertsFile, keyRules,
 	keyCgroupRoot, keyDockerSocket, keyPodmanSocket, keyContainerdSocket, keyCRIOSocket, keyStatic,
 	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF,
+	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize,
 }
 
-var reservedPrefixes = []string{"learning.", "scoring."}
+// reservedPrefixes are sections later stages read; their keys are not checked here.
+var reservedPrefixes = []string{"scoring."}
 
 // newViper layers the embedded defaults, the optional config file and the
 // CAGEWATCH_* environment. Flags are bound by the caller.
@@ -161,6 +173,8 @@ func loadConfig(v *viper.Viper) (profiler.Config, error) {
 		}
 	}
 
+	cfg.Learning = loadLearning(v, bad)
+
 	cfg.Sensor.KernelBTF = v.GetString(keyKernelBTF)
 	cfg.Sensor.WatchPrefixes = v.GetStringSlice(keyWatchPrefixes)
 	cfg.Sensor.WatchNames = v.GetStringSlice(keyWatchNames)
@@ -224,4 +238,30 @@ func decodeStrict(in any, out any) error {
 		return err
 	}
 	return dec.Decode(in)
+}
+
+func loadLearning(v *viper.Viper, bad func(string, error)) profiler.LearnerConfig {
+	var lc profiler.LearnerConfig
+	ignore, err := parseDuration(v.Get(keyIgnoreFirst))
+	if err != nil || ignore < 0 {
+		bad(keyIgnoreFirst, cmp.Or(err, fmt.Errorf("negative duration %v", ignore)))
+	}
+	lc.IgnoreFirst = ignore
+	positive := func(key string, lowest int) int {
+		n, err := cast.ToIntE(v.Get(key))
+		if err != nil || n < lowest {
+			bad(key, fmt.Errorf("%v is not an integer >= %d", v.Get(key), lowest))
+		}
+		return n
+	}
+	lc.MinWindows = uint64(max(positive(keyMinWindows, 1), 0))
+	lc.MinContainers = positive(keyMinContainers, 1)
+	lc.StableWindows = uint64(max(positive(keyStableWindows, 1), 0))
+	lc.SampleSize = positive(keySampleSize, 1)
+	drift, err := cast.ToFloat64E(v.Get(keyMaxDrift))
+	if err != nil || drift <= 0 || math.IsNaN(drift) || math.IsInf(drift, 0) {
+		bad(keyMaxDrift, fmt.Errorf("%v is not a positive number", v.Get(keyMaxDrift)))
+	}
+	lc.MaxDrift = drift
+	return lc
 }

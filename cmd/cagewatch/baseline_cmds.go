@@ -1,0 +1,426 @@
+package main
+
+import (
+	"cmp"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler"
+	"github.com/cagewatch/cagewatch/profiler/control"
+	"github.com/cagewatch/cagewatch/store"
+)
+
+// baselineService talks to the running agent when there is one, and otherwise
+// opens the store file itself (bbolt allows one process at a time).
+func (g *globalOptions) baselineService(cmd *cobra.Command) (profiler.BaselineService, func(), error) {
+	v, err := g.viper(cmd.Flags(), map[string]string{"store": keyStore})
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg, err := loadConfig(v)
+	if err != nil {
+		return nil, nil, err
+	}
+	socket := control.SocketPath(cfg.Store)
+	if c, err := control.Dial(socket); err == nil {
+		return c, func() {}, nil
+	}
+	st, err := store.Open(cfg.Store, 500*time.Millisecond)
+	if err != nil {
+		if errors.Is(err, store.ErrLocked) {
+			return nil, nil, fmt.Errorf("%w, but its control socket %s does not answer", err, socket)
+		}
+		return nil, nil, err
+	}
+	lib, err := profiler.NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, false)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return lib, func() { st.Close() }, nil
+}
+
+// withService runs fn with a baseline service and closes it afterwards.
+func (g *globalOptions) withService(fn func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		svc, done, err := g.baselineService(cmd)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return fn(cmd, args, svc)
+	}
+}
+
+func addStoreFlag(cmd *cobra.Command) {
+	cmd.Flags().String("store", "", "bbolt file for baselines (config key store)")
+}
+
+func newBaselineCommand(g *globalOptions) *cobra.Command {
+	cmd := &cobra.Command{Use: "baseline", Short: "List, show, export, import, merge, diff, promote and reset per-image baselines"}
+	var asJSON bool
+	list := &cobra.Command{
+		Use: "list", Short: "List baselines", Args: cobra.NoArgs,
+		RunE: g.withService(func(cmd *cobra.Command, _ []string, svc profiler.BaselineService) error {
+			bs, err := svc.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(g.stdout, summaries(bs))
+			}
+			tw := tabwriter.NewWriter(g.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "IMAGE\tSTATE\tWINDOWS\tCONTAINERS\tSYSCALLS\tBINARIES\tUPDATED")
+			for _, s := range summaries(bs) {
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%d\t%d\t%s\n", s.Image, s.State, s.Windows, s.Containers, s.Syscalls, s.Binaries, s.Updated.Format(time.RFC3339))
+			}
+			return tw.Flush()
+		}),
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	var top int
+	show := &cobra.Command{
+		Use: "show IMAGE", Short: "Show a baseline's syscalls with mean rate and spread", Args: cobra.ExactArgs(1),
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+			b, err := svc.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(g.stdout, b)
+			}
+			return printBaseline(g.stdout, b, top)
+		}),
+	}
+	show.Flags().BoolVar(&asJSON, "json", false, "print the whole baseline as JSON")
+	show.Flags().IntVar(&top, "top", 25, "syscalls to list")
+
+	var output string
+	export := &cobra.Command{
+		Use: "export [IMAGE...]", Short: "Export baselines (all when no image is named) to the versioned JSON format",
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+			var bs []*model.Baseline
+			if len(args) == 0 {
+				all, err := svc.List(cmd.Context())
+				if err != nil {
+					return err
+				}
+				bs = all
+			}
+			for _, key := range args {
+				b, err := svc.Get(cmd.Context(), key)
+				if err != nil {
+					return err
+				}
+				bs = append(bs, b)
+			}
+			return writeOutput(output, g.stdout, func(w io.Writer) error { return store.Export(w, bs, time.Now()) })
+		}),
+	}
+	export.Flags().StringVarP(&output, "output", "o", "-", "file to write (- for stdout)")
+
+	var merge bool
+	imp := &cobra.Command{
+		Use: "import FILE", Short: "Import baselines: all or nothing; --merge folds them into existing ones", Args: cobra.ExactArgs(1),
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+			bs, err := readBaselineFile(args[0])
+			if err != nil {
+				return err
+			}
+			if err := svc.Import(cmd.Context(), bs, merge); err != nil {
+				return fmt.Errorf("importing %s: %w", args[0], err)
+			}
+			fmt.Fprintf(g.stdout, "imported %d baselines from %s\n", len(bs), args[0])
+			return nil
+		}),
+	}
+	imp.Flags().BoolVar(&merge, "merge", false, "merge into existing baselines instead of replacing them")
+
+	mergeCmd := &cobra.Command{
+		Use: "merge FILE FILE... -o OUT", Short: "Merge baseline files offline (e.g. from many nodes)", Args: cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			merged, err := mergeFiles(args)
+			if err != nil {
+				return err
+			}
+			return writeOutput(output, g.stdout, func(w io.Writer) error { return store.Export(w, merged, time.Now()) })
+		},
+	}
+	mergeCmd.Flags().StringVarP(&output, "output", "o", "-", "file to write (- for stdout)")
+
+	diff := &cobra.Command{
+		Use: "diff A.json B.json", Short: "What changed between two baselines: syscalls, binaries, rates", Args: cobra.ExactArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			diffs, err := diffFiles(args[0], args[1], top)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(g.stdout, diffs)
+			}
+			for _, d := range diffs {
+				printDiff(g.stdout, d)
+			}
+			return nil
+		},
+	}
+	diff.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	diff.Flags().IntVar(&top, "top", 10, "rate changes to list")
+
+	promote := &cobra.Command{
+		Use: "promote IMAGE", Short: "Mark a baseline stable now", Args: cobra.ExactArgs(1),
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+			if err := svc.Promote(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s is stable\n", args[0])
+			return nil
+		}),
+	}
+	reset := &cobra.Command{
+		Use: "reset IMAGE", Short: "Forget a baseline: the image learns again from nothing", Args: cobra.ExactArgs(1),
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+			if err := svc.Reset(cmd.Context(), args[0]); err != nil {
+				return err
+			}
+			fmt.Fprintf(g.stdout, "%s reset\n", args[0])
+			return nil
+		}),
+	}
+	for _, c := range []*cobra.Command{list, show, export, imp, promote, reset} {
+		addStoreFlag(c)
+	}
+	cmd.AddCommand(list, show, export, imp, mergeCmd, diff, promote, reset)
+	return cmd
+}
+
+func newSeccompCommand(g *globalOptions) *cobra.Command {
+	var output string
+	cmd := &cobra.Command{
+		Use: "seccomp IMAGE", Short: "Write an OCI seccomp profile allowing only the image's learned syscalls", Args: cobra.ExactArgs(1),
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+			b, err := svc.Get(cmd.Context(), args[0])
+			if err != nil {
+				return err
+			}
+			return writeOutput(output, g.stdout, func(w io.Writer) error { return writeJSON(w, b.Seccomp()) })
+		}),
+	}
+	cmd.Flags().StringVarP(&output, "output", "o", "-", "file to write (- for stdout)")
+	addStoreFlag(cmd)
+	return cmd
+}
+
+func newStatusCommand(g *globalOptions) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use: "status", Short: "Learning state and progress of every image", Args: cobra.NoArgs,
+		RunE: g.withService(func(cmd *cobra.Command, _ []string, svc profiler.BaselineService) error {
+			st, err := svc.Status(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(g.stdout, st)
+			}
+			if st.AgentRunning {
+				fmt.Fprintf(g.stdout, "agent: running, mode %s\n", st.Mode)
+			} else {
+				fmt.Fprintln(g.stdout, "agent: not running (read from the store)")
+			}
+			if len(st.Images) == 0 {
+				fmt.Fprintln(g.stdout, "no baselines yet")
+			}
+			for _, im := range st.Images {
+				fmt.Fprintf(g.stdout, "%s: %s", im.Image, im.State)
+				if im.State == model.StateLearning {
+					fmt.Fprintf(g.stdout, " — %s", im.Progress)
+				} else {
+					fmt.Fprintf(g.stdout, " — %d windows from %d containers", im.Progress.Windows, im.Progress.Containers)
+				}
+				fmt.Fprintln(g.stdout)
+			}
+			return nil
+		}),
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	addStoreFlag(cmd)
+	return cmd
+}
+
+// baselineSummary is one row of `baseline list`.
+type baselineSummary struct {
+	Image      string              `json:"image"`
+	State      model.BaselineState `json:"state"`
+	Windows    uint64              `json:"windows"`
+	Containers int                 `json:"containers"`
+	Syscalls   int                 `json:"syscalls"`
+	Binaries   int                 `json:"binaries"`
+	Updated    time.Time           `json:"updated"`
+}
+
+func summaries(bs []*model.Baseline) []baselineSummary {
+	out := make([]baselineSummary, 0, len(bs))
+	for _, b := range bs {
+		out = append(out, baselineSummary{Image: b.Key(), State: b.State, Windows: b.Windows, Containers: len(b.Containers),
+			Syscalls: len(b.Syscalls), Binaries: len(b.Binaries), Updated: b.Updated})
+	}
+	return out
+}
+
+func printBaseline(w io.Writer, b *model.Baseline, top int) error {
+	fmt.Fprintf(w, "image:      %s\nstate:      %s\nwindows:    %d (%.0f s) from %d containers\nseen:       %s .. %s\nbinaries:   %s\n\n",
+		b.Key(), b.State, b.Windows, b.Seconds, len(b.Containers), b.FirstSeen.Format(time.RFC3339), b.LastSeen.Format(time.RFC3339),
+		strings.Join(sortedKeys(b.Binaries), " "))
+	names := sortedKeys(b.Syscalls)
+	slices.SortFunc(names, func(x, y string) int {
+		mx, _ := b.SyscallStats(x)
+		my, _ := b.SyscallStats(y)
+		return cmp.Or(cmp.Compare(my, mx), strings.Compare(x, y))
+	})
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "SYSCALL\tMEAN/s\tSTDDEV\tMAX/s\tIN WINDOWS\t")
+	for _, name := range names[:min(top, len(names))] {
+		mean, std := b.SyscallStats(name)
+		m := b.Syscalls[name]
+		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f%%\t\n", name, mean, std, m.Max, 100*float64(m.N)/float64(max(b.Windows, 1)))
+	}
+	return tw.Flush()
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func readBaselineFile(path string) ([]*model.Baseline, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	bs, err := store.Import(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return bs, nil
+}
+
+// mergeFiles merges every file's baselines by image.
+func mergeFiles(paths []string) ([]*model.Baseline, error) {
+	byKey := map[string]*model.Baseline{}
+	var order []string
+	for _, p := range paths {
+		bs, err := readBaselineFile(p)
+		if err != nil {
+			return nil, err
+		}
+		for _, b := range bs {
+			if prev, ok := byKey[b.Key()]; ok {
+				if err := prev.Merge(b, 0); err != nil {
+					return nil, fmt.Errorf("%s: %w", p, err)
+				}
+				continue
+			}
+			byKey[b.Key()] = b
+			order = append(order, b.Key())
+		}
+	}
+	out := make([]*model.Baseline, 0, len(order))
+	for _, k := range order {
+		out = append(out, byKey[k])
+	}
+	return out, nil
+}
+
+// diffFiles pairs baselines by image; two single-baseline files are compared
+// whatever their images (two tags of one image, the common case).
+func diffFiles(pathA, pathB string, top int) ([]model.BaselineDiff, error) {
+	as, err := readBaselineFile(pathA)
+	if err != nil {
+		return nil, err
+	}
+	bs, err := readBaselineFile(pathB)
+	if err != nil {
+		return nil, err
+	}
+	if len(as) == 1 && len(bs) == 1 {
+		return []model.BaselineDiff{model.Diff(as[0], bs[0], top)}, nil
+	}
+	byKey := map[string]*model.Baseline{}
+	for _, b := range bs {
+		byKey[b.Key()] = b
+	}
+	var out []model.BaselineDiff
+	for _, a := range as {
+		if b, ok := byKey[a.Key()]; ok {
+			out = append(out, model.Diff(a, b, top))
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s and %s have no image in common", pathA, pathB)
+	}
+	return out, nil
+}
+
+func printDiff(w io.Writer, d model.BaselineDiff) {
+	fmt.Fprintf(w, "%s -> %s\n", d.A, d.B)
+	line := func(label string, items []string) {
+		if len(items) > 0 {
+			fmt.Fprintf(w, "  %-18s %s\n", label, strings.Join(items, " "))
+		}
+	}
+	line("syscalls added:", d.SyscallsAdded)
+	line("syscalls removed:", d.SyscallsRemoved)
+	line("binaries added:", d.BinariesAdded)
+	line("binaries removed:", d.BinariesRemoved)
+	if len(d.RateChanges) > 0 {
+		fmt.Fprintln(w, "  rates that moved most (mean/s):")
+		for _, r := range d.RateChanges {
+			fmt.Fprintf(w, "    %-20s %10.2f -> %-10.2f (%.1f sd)\n", r.Syscall, r.MeanA, r.MeanB, r.Shift)
+		}
+	}
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// writeOutput writes to stdout for "-", else to a temporary file renamed into
+// place, so a failed write never leaves half a file behind.
+func writeOutput(path string, stdout io.Writer, write func(io.Writer) error) error {
+	if path == "-" || path == "" {
+		return write(stdout)
+	}
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := write(tmp); err != nil {
+		tmp.Close()
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	return os.Rename(tmp.Name(), path)
+}

@@ -1,0 +1,78 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"math"
+)
+
+// Validate checks a baseline read from outside (an import file, the store) for
+// values no learning could have produced. The error names the image and field.
+func (b *Baseline) Validate() error {
+	key := b.Key()
+	if key == "" {
+		return errors.New("baseline without image, tag or image_id")
+	}
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("baseline %q: %s", key, fmt.Sprintf(format, args...))
+	}
+	if b.State != StateLearning && b.State != StateStable {
+		return bad("state %q is not %q or %q", b.State, StateLearning, StateStable)
+	}
+	if !finiteNonNeg(b.Seconds) {
+		return bad("seconds %v is not a finite non-negative number", b.Seconds)
+	}
+	if err := b.Total.validate(b.Windows); err != nil {
+		return bad("total: %v", err)
+	}
+	if b.Total.N != b.Windows {
+		return bad("total.n %d differs from windows %d", b.Total.N, b.Windows)
+	}
+	for name, m := range b.Syscalls {
+		if name == "" {
+			return bad("syscall with an empty name")
+		}
+		if err := m.validate(b.Windows); err != nil {
+			return bad("syscalls[%q]: %v", name, err)
+		}
+	}
+	var containerWindows uint64
+	for id, n := range b.Containers {
+		if n == 0 {
+			return bad("containers[%q] contributed 0 windows", id)
+		}
+		containerWindows += n
+	}
+	if containerWindows != b.Windows {
+		return bad("containers contributed %d windows in all, but windows is %d", containerWindows, b.Windows)
+	}
+	for i, s := range b.Sample {
+		if !finiteNonNeg(s.Seconds) {
+			return bad("sample[%d].seconds %v is not a finite non-negative number", i, s.Seconds)
+		}
+		if i > 0 && s.Priority < b.Sample[i-1].Priority {
+			return bad("sample is not sorted by priority at %d", i)
+		}
+	}
+	if uint64(len(b.Sample)) > b.Windows {
+		return bad("sample holds %d windows, more than the %d learned", len(b.Sample), b.Windows)
+	}
+	if !finiteNonNeg(b.Convergence.Drift) {
+		return bad("convergence.drift %v is not a finite non-negative number", b.Convergence.Drift)
+	}
+	return nil
+}
+
+func (m Moments) validate(windows uint64) error {
+	switch {
+	case m.N > windows:
+		return fmt.Errorf("n %d exceeds windows %d", m.N, windows)
+	case !finiteNonNeg(m.Mean) || !finiteNonNeg(m.M2) || !finiteNonNeg(m.Max):
+		return fmt.Errorf("mean %v, m2 %v, max %v must be finite and non-negative", m.Mean, m.M2, m.Max)
+	case m.N > 0 && m.Max < m.Mean*(1-1e-9):
+		return fmt.Errorf("max %v below mean %v", m.Max, m.Mean)
+	}
+	return nil
+}
+
+func finiteNonNeg(x float64) bool { return x >= 0 && !math.IsInf(x, 0) && !math.IsNaN(x) }

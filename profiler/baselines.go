@@ -1,0 +1,208 @@
+package profiler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/store"
+)
+
+// BaselineService is what the CLI needs from baselines, whether it talks to a
+// running agent over its control socket or opens the store itself.
+type BaselineService interface {
+	List(ctx context.Context) ([]*model.Baseline, error)
+	Get(ctx context.Context, key string) (*model.Baseline, error)
+	// Import writes all baselines or none; merge folds each into the existing one.
+	Import(ctx context.Context, bs []*model.Baseline, merge bool) error
+	Promote(ctx context.Context, key string) error
+	Reset(ctx context.Context, key string) error
+	Status(ctx context.Context) (Status, error)
+}
+
+// Status is what `cagewatch status` prints.
+type Status struct {
+	AgentRunning bool          `json:"agent_running"`
+	Mode         Mode          `json:"mode,omitempty"`
+	Images       []ImageStatus `json:"images"`
+}
+
+// ImageStatus is one baseline's learning state and progress.
+type ImageStatus struct {
+	Image    string              `json:"image"`
+	State    model.BaselineState `json:"state"`
+	Progress model.Progress      `json:"progress"`
+	Updated  time.Time           `json:"updated"`
+}
+
+// Library is the agent's view of the baselines: an in-memory copy of the store
+// that learning changes and Flush persists, one transaction per batch.
+type Library struct {
+	store store.Store
+	cfg   model.LearnConfig
+	mode  Mode
+	// running is true inside the agent, so Status says whether it is live.
+	running bool
+
+	mu    sync.Mutex
+	cache map[string]*model.Baseline
+	dirty map[string]bool
+}
+
+// NewLibrary loads every baseline from st.
+func NewLibrary(st store.Store, cfg model.LearnConfig, mode Mode, running bool) (*Library, error) {
+	all, err := st.Baselines()
+	if err != nil {
+		return nil, err
+	}
+	l := &Library{store: st, cfg: cfg, mode: mode, running: running,
+		cache: make(map[string]*model.Baseline, len(all)), dirty: map[string]bool{}}
+	for _, b := range all {
+		l.cache[b.Key()] = b
+	}
+	return l, nil
+}
+
+// List returns copies of all baselines, sorted by image.
+func (l *Library) List(context.Context) ([]*model.Baseline, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]*model.Baseline, 0, len(l.cache))
+	for _, b := range l.cache {
+		out = append(out, b.Clone())
+	}
+	slices.SortFunc(out, func(a, b *model.Baseline) int { return strings.Compare(a.Key(), b.Key()) })
+	return out, nil
+}
+
+// Get returns a copy of one baseline.
+func (l *Library) Get(_ context.Context, key string) (*model.Baseline, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.cache[key]
+	if !ok {
+		return nil, fmt.Errorf("%w: %q", store.ErrNotFound, key)
+	}
+	return b.Clone(), nil
+}
+
+// Import writes the baselines in one transaction, replacing or merging.
+func (l *Library) Import(_ context.Context, bs []*model.Baseline, merge bool) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	next := make([]*model.Baseline, 0, len(bs))
+	for _, in := range bs {
+		b := in.Clone()
+		if old, ok := l.cache[b.Key()]; ok && merge {
+			merged := old.Clone()
+			if err := merged.Merge(b, l.cfg.SampleSize); err != nil {
+				return err
+			}
+			b = merged
+		}
+		next = append(next, b)
+	}
+	if err := l.store.PutBaselines(next...); err != nil {
+		return err
+	}
+	for _, b := range next {
+		l.cache[b.Key()] = b
+		delete(l.dirty, b.Key())
+	}
+	return nil
+}
+
+// Promote marks a baseline stable now.
+func (l *Library) Promote(_ context.Context, key string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.cache[key]
+	if !ok {
+		return fmt.Errorf("%w: %q", store.ErrNotFound, key)
+	}
+	promoted := b.Clone()
+	promoted.Promote()
+	if err := l.store.PutBaselines(promoted); err != nil {
+		return err
+	}
+	l.cache[key] = promoted
+	delete(l.dirty, key)
+	return nil
+}
+
+// Reset forgets a baseline: the image starts learning from nothing.
+func (l *Library) Reset(_ context.Context, key string) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.store.DeleteBaseline(key); err != nil && !(errors.Is(err, store.ErrNotFound) && l.cache[key] != nil) {
+		return err
+	}
+	delete(l.cache, key)
+	delete(l.dirty, key)
+	return nil
+}
+
+// Status reports each image's state and progress.
+func (l *Library) Status(context.Context) (Status, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	st := Status{AgentRunning: l.running, Images: []ImageStatus{}}
+	if l.running {
+		st.Mode = l.mode
+	}
+	for _, b := range l.cache {
+		st.Images = append(st.Images, ImageStatus{Image: b.Key(), State: b.State, Progress: b.Progress(l.cfg), Updated: b.Updated})
+	}
+	slices.SortFunc(st.Images, func(a, b ImageStatus) int { return strings.Compare(a.Image, b.Image) })
+	return st, nil
+}
+
+// update runs fn on the named baseline (created empty if missing) under the lock
+// and marks it for the next Flush when fn reports a change.
+func (l *Library) update(c model.Container, fn func(b *model.Baseline) bool) {
+	key := c.ImageRef()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.cache[key]
+	if !ok {
+		b = model.NewBaseline(c.Image, c.ImageTag, c.ImageID)
+	}
+	if fn(b) {
+		l.cache[key] = b
+		l.dirty[key] = true
+	}
+}
+
+// state returns the state of an image's baseline, and whether there is one.
+func (l *Library) state(key string) (model.BaselineState, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b, ok := l.cache[key]
+	if !ok {
+		return "", false
+	}
+	return b.State, true
+}
+
+// Flush writes every changed baseline in one transaction.
+func (l *Library) Flush() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.dirty) == 0 {
+		return nil
+	}
+	batch := make([]*model.Baseline, 0, len(l.dirty))
+	for key := range l.dirty {
+		batch = append(batch, l.cache[key])
+	}
+	if err := l.store.PutBaselines(batch...); err != nil {
+		return err
+	}
+	clear(l.dirty)
+	return nil
+}

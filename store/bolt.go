@@ -1,0 +1,198 @@
+// Package store persists baselines in an embedded bbolt file and owns the
+// baseline export format. The Store interface is small so that a distributed
+// backend can sit beside bbolt later.
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// Store keeps baselines by image key.
+type Store interface {
+	Baselines() ([]*model.Baseline, error)
+	Baseline(key string) (*model.Baseline, error)
+	// PutBaselines writes all of them in one transaction: all or nothing.
+	PutBaselines(bs ...*model.Baseline) error
+	DeleteBaseline(key string) error
+	Close() error
+}
+
+// SchemaVersion is the layout this build writes.
+const SchemaVersion = 1
+
+var (
+	bucketMeta      = []byte("meta")
+	bucketBaselines = []byte("baselines")
+	keySchema       = []byte("schema_version")
+	// buckets is the fixed bucket table; Open creates any that are missing.
+	buckets = [][]byte{bucketMeta, bucketBaselines}
+)
+
+// migrations[v] upgrades a store from schema v to v+1, inside Open's transaction.
+// Version 0 is a new file. Add an entry here, and bump SchemaVersion, whenever the
+// layout or the value encoding changes.
+var migrations = map[int]func(tx *bolt.Tx) error{
+	0: func(*bolt.Tx) error { return nil }, // the buckets are created by Open
+}
+
+var (
+	ErrNotFound     = errors.New("baseline not found")
+	ErrLocked       = errors.New("store is locked by another process (is a cagewatch agent running?)")
+	ErrNewerSchema  = errors.New("store was written by a newer cagewatch")
+	ErrCorruptValue = errors.New("corrupt baseline in store")
+)
+
+// Bolt is the embedded bbolt store.
+type Bolt struct {
+	db   *bolt.DB
+	path string
+}
+
+// Open opens or creates the store at path, creating its directory (0700) and
+// migrating an older schema. It waits at most lockWait for another process's lock.
+func Open(path string, lockWait time.Duration) (*Bolt, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: lockWait})
+	if err != nil {
+		if errors.Is(err, bolterrors.ErrTimeout) {
+			return nil, fmt.Errorf("store %s: %w", path, ErrLocked)
+		}
+		return nil, fmt.Errorf("opening store %s: %w", path, err)
+	}
+	s := &Bolt{db: db, path: path}
+	if err := db.Update(s.migrate); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("store %s: %w", path, err)
+	}
+	return s, nil
+}
+
+func (s *Bolt) migrate(tx *bolt.Tx) error {
+	for _, name := range buckets {
+		if _, err := tx.CreateBucketIfNotExists(name); err != nil {
+			return fmt.Errorf("creating bucket %s: %w", name, err)
+		}
+	}
+	meta := tx.Bucket(bucketMeta)
+	version := 0
+	if raw := meta.Get(keySchema); raw != nil {
+		v, err := strconv.Atoi(string(raw))
+		if err != nil {
+			return fmt.Errorf("schema version %q: %w", raw, err)
+		}
+		version = v
+	}
+	if version > SchemaVersion {
+		return fmt.Errorf("%w: schema %d, this build knows up to %d", ErrNewerSchema, version, SchemaVersion)
+	}
+	for ; version < SchemaVersion; version++ {
+		step, ok := migrations[version]
+		if !ok {
+			return fmt.Errorf("no migration from schema %d", version)
+		}
+		if err := step(tx); err != nil {
+			return fmt.Errorf("migrating schema %d to %d: %w", version, version+1, err)
+		}
+	}
+	return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
+}
+
+// Path is the file the store lives in.
+func (s *Bolt) Path() string { return s.path }
+
+// Close closes the file.
+func (s *Bolt) Close() error { return s.db.Close() }
+
+// Baselines returns every baseline, sorted by key.
+func (s *Bolt) Baselines() ([]*model.Baseline, error) {
+	var out []*model.Baseline
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketBaselines).ForEach(func(k, v []byte) error {
+			b, err := decodeBaseline(k, v)
+			if err != nil {
+				return err
+			}
+			out = append(out, b)
+			return nil
+		})
+	})
+	slices.SortFunc(out, func(a, b *model.Baseline) int { return strings.Compare(a.Key(), b.Key()) })
+	return out, err
+}
+
+// Baseline returns one baseline, or ErrNotFound.
+func (s *Bolt) Baseline(key string) (*model.Baseline, error) {
+	var b *model.Baseline
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketBaselines).Get([]byte(key))
+		if v == nil {
+			return fmt.Errorf("%w: %q", ErrNotFound, key)
+		}
+		var err error
+		b, err = decodeBaseline([]byte(key), v) // decodes a copy: v is only valid in the tx
+		return err
+	})
+	return b, err
+}
+
+// PutBaselines writes the baselines in one transaction.
+func (s *Bolt) PutBaselines(bs ...*model.Baseline) error {
+	if len(bs) == 0 {
+		return nil
+	}
+	encoded := make([][]byte, len(bs))
+	for i, b := range bs {
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return fmt.Errorf("encoding baseline %q: %w", b.Key(), err)
+		}
+		encoded[i] = raw
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		bucket := tx.Bucket(bucketBaselines)
+		for i, b := range bs {
+			if err := bucket.Put([]byte(b.Key()), encoded[i]); err != nil {
+				return fmt.Errorf("writing baseline %q: %w", b.Key(), err)
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteBaseline removes one baseline; ErrNotFound if there was none.
+func (s *Bolt) DeleteBaseline(key string) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		bucket := tx.Bucket(bucketBaselines)
+		if bucket.Get([]byte(key)) == nil {
+			return fmt.Errorf("%w: %q", ErrNotFound, key)
+		}
+		return bucket.Delete([]byte(key))
+	})
+}
+
+func decodeBaseline(key, raw []byte) (*model.Baseline, error) {
+	var b model.Baseline
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return nil, fmt.Errorf("%w %q: %v", ErrCorruptValue, key, err)
+	}
+	fillEmpty(&b)
+	if err := b.Validate(); err != nil {
+		return nil, fmt.Errorf("%w %q: %v", ErrCorruptValue, key, err)
+	}
+	return &b, nil
+}

@@ -1,0 +1,117 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// The export format: see docs/baseline-format.md.
+const (
+	FormatName    = "cagewatch-baseline"
+	FormatVersion = 1
+)
+
+// ErrBadImport is wrapped by every import validation error.
+var ErrBadImport = errors.New("invalid baseline file")
+
+type exportFile struct {
+	Format    string            `json:"format"`
+	Version   int               `json:"version"`
+	Exported  time.Time         `json:"exported"`
+	Baselines []*model.Baseline `json:"baselines"`
+}
+
+// Export writes baselines in the versioned export format.
+func Export(w io.Writer, baselines []*model.Baseline, now time.Time) error {
+	if baselines == nil {
+		baselines = []*model.Baseline{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(exportFile{Format: FormatName, Version: FormatVersion, Exported: now.UTC(), Baselines: baselines})
+}
+
+// Import reads and fully validates an export file. It returns nothing unless
+// every baseline in it is valid, so a caller can write all or nothing.
+func Import(r io.Reader) ([]*model.Baseline, error) {
+	raw, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("%w: reading: %v", ErrBadImport, err)
+	}
+	var header struct {
+		Format  string `json:"format"`
+		Version int    `json:"version"`
+	}
+	if err := json.Unmarshal(raw, &header); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrBadImport, describeJSONError(raw, err))
+	}
+	if header.Format != FormatName {
+		return nil, fmt.Errorf("%w: format %q, want %q", ErrBadImport, header.Format, FormatName)
+	}
+	if header.Version != FormatVersion {
+		return nil, fmt.Errorf("%w: unsupported version %d (this build reads version %d)", ErrBadImport, header.Version, FormatVersion)
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	var f exportFile
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("%w: %s", ErrBadImport, describeJSONError(raw, err))
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("%w: trailing data after the JSON document", ErrBadImport)
+	}
+	seen := make(map[string]bool, len(f.Baselines))
+	for i, b := range f.Baselines {
+		if b == nil {
+			return nil, fmt.Errorf("%w: baselines[%d] is null", ErrBadImport, i)
+		}
+		fillEmpty(b)
+		if err := b.Validate(); err != nil {
+			return nil, fmt.Errorf("%w: baselines[%d]: %v", ErrBadImport, i, err)
+		}
+		if seen[b.Key()] {
+			return nil, fmt.Errorf("%w: baselines[%d]: image %q appears twice", ErrBadImport, i, b.Key())
+		}
+		seen[b.Key()] = true
+	}
+	return f.Baselines, nil
+}
+
+// fillEmpty turns absent maps into empty ones so learning can continue on them.
+func fillEmpty(b *model.Baseline) {
+	if b.Containers == nil {
+		b.Containers = map[string]uint64{}
+	}
+	if b.Syscalls == nil {
+		b.Syscalls = map[string]model.Moments{}
+	}
+	if b.Startup == nil {
+		b.Startup = map[string]uint64{}
+	}
+	if b.Binaries == nil {
+		b.Binaries = map[string]uint64{}
+	}
+}
+
+// describeJSONError adds where in the file a decode error happened.
+func describeJSONError(raw []byte, err error) string {
+	var syntax *json.SyntaxError
+	var typ *json.UnmarshalTypeError
+	switch {
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return fmt.Sprintf("truncated JSON (file ends after %d bytes)", len(raw))
+	case errors.As(err, &syntax) && syntax.Offset >= int64(len(bytes.TrimRight(raw, " \t\r\n"))):
+		return fmt.Sprintf("truncated JSON (file ends after %d bytes)", len(raw))
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, err)
+	case errors.As(err, &typ):
+		return fmt.Sprintf("field %q: %s is not a valid %s (at byte %d)", typ.Field, typ.Value, typ.Type, typ.Offset)
+	}
+	return err.Error()
+}
