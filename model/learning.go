@@ -7,14 +7,14 @@ import (
 
 // Progress says how far a learning baseline is from stable.
 type Progress struct {
-	Windows          uint64  `json:"windows"`
-	MinWindows       uint64  `json:"min_windows"`
-	Containers       int     `json:"containers"`
-	MinContainers    int     `json:"min_containers"`
-	QuietWindows     uint64  `json:"quiet_windows"` // windows since the last new syscall or binary
-	StableWindows    uint64  `json:"stable_windows"`
-	Drift            float64 `json:"drift"` // at the last checkpoint, in standard deviations
-	MaxDrift         float64 `json:"max_drift"`
+	Windows       uint64  `json:"windows"`
+	MinWindows    uint64  `json:"min_windows"`
+	Containers    int     `json:"containers"`
+	MinContainers int     `json:"min_containers"`
+	QuietWindows  uint64  `json:"quiet_windows"` // windows since the last new syscall or binary
+	StableWindows uint64  `json:"stable_windows"`
+	Drift         float64 `json:"drift"` // at the last checkpoint, in standard deviations
+	MaxDrift      float64 `json:"max_drift"`
 }
 
 // String is the one-line summary `cagewatch status` prints.

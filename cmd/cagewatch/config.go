@@ -1,11 +1,11 @@
 package main
 
 import (
-	"cmp"
-	"math"
 	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path"
 	"slices"

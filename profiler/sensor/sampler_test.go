@@ -22,8 +22,8 @@ type fakeHistograms struct {
 	// failAfter is returned by the next ReadHistograms after it has passed every
 	// entry to fn, as a batch read that fails on its last batch does; then cleared.
 	failAfter  error
-	failDelete error // returned by the next DeleteHistograms, which deletes nothing
-	scratch  Counts     // like the real sensor, fn's counts are only valid during the call
+	failDelete error  // returned by the next DeleteHistograms, which deletes nothing
+	scratch    Counts // like the real sensor, fn's counts are only valid during the call
 }
 
 func newFakeHistograms() *fakeHistograms {
