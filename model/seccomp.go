@@ -18,17 +18,22 @@ type SeccompSyscall struct {
 	Action string   `json:"action"`
 }
 
-// runtimeSyscalls are needed between the moment runc installs the filter and the
-// moment the entrypoint runs, and by the dynamic loader at its start: they happen
-// in a container's first seconds, which learning skips.
+// runtimeSyscalls are what runc's init process (a Go program) makes between
+// installing the filter and exec'ing the entrypoint (closing inherited fds via
+// /proc/self/fd, looking the binary up with faccessat2, Go runtime threads and
+// signals), plus the dynamic loader's start: all in a container's first moments,
+// which learning may not have seen.
 var runtimeSyscalls = []string{
 	"execve", "execveat", "exit", "exit_group", "futex", "rt_sigaction", "rt_sigprocmask",
-	"rt_sigreturn", "sigaltstack", "close", "close_range", "fcntl", "fstat", "newfstatat", "getpid",
-	"gettid", "brk", "mmap", "mprotect", "munmap", "arch_prctl", "set_tid_address",
+	"rt_sigreturn", "sigaltstack", "close", "close_range", "fcntl", "fstat", "newfstatat", "statx",
+	"fstatfs", "statfs", "faccessat", "faccessat2", "getdents64", "readlinkat", "getpid",
+	"gettid", "brk", "mmap", "mprotect", "munmap", "madvise", "mincore", "arch_prctl", "set_tid_address",
 	"set_robust_list", "rseq", "prlimit64", "getrandom", "read", "write", "openat", "pread64",
 	"access", "capget", "capset", "prctl", "setgroups", "setgid", "setuid", "setresuid", "setresgid",
 	"getuid", "geteuid", "getgid", "getegid", "getppid", "nanosleep", "clock_nanosleep", "sched_yield",
-	"wait4", "kill", "tgkill", "restart_syscall",
+	"sched_getaffinity", "clone", "clone3", "epoll_create1", "epoll_ctl", "epoll_pwait", "pipe2", "dup3",
+	"chdir", "fchdir", "getcwd", "uname", "setsid", "umask", "ioctl", "wait4", "kill", "tgkill",
+	"restart_syscall",
 }
 
 // Seccomp builds an allow-list profile from a baseline: every syscall the image

@@ -37,10 +37,16 @@ func (g *globalOptions) baselineService(cmd *cobra.Command) (profiler.BaselineSe
 		return c, func() {}, nil
 	}
 	st, err := store.Open(cfg.Store, 500*time.Millisecond)
-	if err != nil {
-		if errors.Is(err, store.ErrLocked) {
-			return nil, nil, fmt.Errorf("%w, but its control socket %s does not answer", err, socket)
+	if errors.Is(err, store.ErrLocked) {
+		// An agent holds the file; it may be starting and not serving yet.
+		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+			if c, err := control.Dial(socket); err == nil {
+				return c, func() {}, nil
+			}
 		}
+		return nil, nil, fmt.Errorf("%w, but its control socket %s does not answer", err, socket)
+	}
+	if err != nil {
 		return nil, nil, err
 	}
 	lib, err := profiler.NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, false)

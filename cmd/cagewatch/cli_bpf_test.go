@@ -32,7 +32,38 @@ func TestMain(m *testing.M) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
-	os.Exit(m.Run())
+	code := m.Run()
+	if builtDir != "" {
+		os.RemoveAll(builtDir)
+	}
+	os.Exit(code)
+}
+
+var (
+	buildOnce sync.Once
+	builtDir  string
+	builtBin  string
+	buildErr  error
+)
+
+// cagewatchBinary builds the command once per test run, for tests that need a
+// real process (exit codes, SIGKILL).
+func cagewatchBinary(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if builtDir, buildErr = os.MkdirTemp("", "cagewatch-bin-"); buildErr != nil {
+			return
+		}
+		builtBin = filepath.Join(builtDir, "cagewatch")
+		out, err := exec.Command("go", "build", "-o", builtBin, ".").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return builtBin
 }
 
 // runCLI runs the cagewatch command tree in-process.
@@ -252,10 +283,7 @@ func findEvent(jsonLines string, match func(model.Event) bool) (model.Event, boo
 // TestCLIErrorsAreOneLine builds the binary and checks a user's view of bad input:
 // non-zero exit, one line on stderr naming the key, before any BPF is loaded.
 func TestCLIErrorsAreOneLine(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "cagewatch")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := cagewatchBinary(t)
 	tests := []struct {
 		name string
 		args []string
