@@ -7,3 +7,8 @@ import _ "embed"
 //
 //go:embed cagewatch.yaml
 var DefaultYAML []byte
+
+// DefaultRulesYAML is configs/rules.yaml.
+//
+//go:embed rules.yaml
+var DefaultRulesYAML []byte

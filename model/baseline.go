@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
@@ -66,13 +67,22 @@ type SampledWindow struct {
 	Counts    map[string]uint64 `json:"syscalls"`
 }
 
-// Convergence tracks what the learning state machine needs: the means at the last
-// checkpoint and when something new (syscall or binary) was last seen.
+// Convergence tracks what the learning state machine needs: per-syscall sums of
+// rates and squared rates at the last two checkpoints, so the two most recent
+// blocks of windows can be compared, and when something new last appeared.
 type Convergence struct {
-	CheckpointWindows uint64             `json:"checkpoint_windows"`
-	CheckpointMeans   map[string]float64 `json:"checkpoint_means"`
-	LastNovelty       uint64             `json:"last_novelty"` // Windows when a new syscall or binary appeared
-	Drift             float64            `json:"drift"`        // at the last checkpoint
+	CheckpointWindows uint64              `json:"checkpoint_windows"`
+	CheckpointSums    map[string]RateSums `json:"checkpoint_sums"`
+	PreviousWindows   uint64              `json:"previous_windows"`
+	PreviousSums      map[string]RateSums `json:"previous_sums"`
+	LastNovelty       uint64              `json:"last_novelty"` // Windows when a new syscall or binary appeared
+	Drift             float64             `json:"drift"`        // at the last checkpoint, in standard errors
+}
+
+// RateSums are a syscall's sum of rates and of squared rates over windows.
+type RateSums struct {
+	Sum   float64 `json:"sum"`
+	SumSq float64 `json:"sum_sq"`
 }
 
 // LearnConfig decides when a baseline has converged.
@@ -80,13 +90,13 @@ type LearnConfig struct {
 	MinWindows    uint64  // at least this many learned windows
 	MinContainers int     // from at least this many containers
 	StableWindows uint64  // nothing new and no drift over this many windows
-	MaxDrift      float64 // largest mean change, in standard deviations, that counts as no drift
+	MaxDrift      float64 // largest block-mean change, in standard errors, that counts as no drift
 	SampleSize    int     // windows kept for calibration
 }
 
 // DefaultLearnConfig is what the embedded config uses.
 func DefaultLearnConfig() LearnConfig {
-	return LearnConfig{MinWindows: 60, MinContainers: 1, StableWindows: 20, MaxDrift: 0.25, SampleSize: DefaultSampleSize}
+	return LearnConfig{MinWindows: 60, MinContainers: 1, StableWindows: 20, MaxDrift: 3, SampleSize: DefaultSampleSize}
 }
 
 // NewBaseline starts an empty baseline for an image.
@@ -271,7 +281,7 @@ func (b *Baseline) Merge(o *Baseline, sampleSize int) error {
 	if b.State != StateStable || o.State != StateStable {
 		b.State = StateLearning
 	}
-	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointMeans: b.means(), LastNovelty: b.Windows}
+	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.rateSums(), LastNovelty: b.Windows}
 	return nil
 }
 
@@ -290,17 +300,7 @@ func (b *Baseline) Clone() *Baseline {
 		s.Counts = cloneCounts(s.Counts)
 		c.Sample[i] = s
 	}
-	c.Convergence.CheckpointMeans = make(map[string]float64, len(b.Convergence.CheckpointMeans))
-	for k, v := range b.Convergence.CheckpointMeans {
-		c.Convergence.CheckpointMeans[k] = v
-	}
+	c.Convergence.CheckpointSums = maps.Clone(b.Convergence.CheckpointSums)
+	c.Convergence.PreviousSums = maps.Clone(b.Convergence.PreviousSums)
 	return &c
-}
-
-func (b *Baseline) means() map[string]float64 {
-	out := make(map[string]float64, len(b.Syscalls))
-	for name := range b.Syscalls {
-		out[name], _ = b.SyscallStats(name)
-	}
-	return out
 }

@@ -48,6 +48,7 @@ func Diff(a, b *Baseline, topRates int) BaselineDiff {
 	slices.SortFunc(d.RateChanges, func(x, y RateChange) int {
 		return cmp.Or(cmp.Compare(y.Shift, x.Shift), cmp.Compare(x.Syscall, y.Syscall))
 	})
+	topRates = max(topRates, 0)
 	if len(d.RateChanges) > topRates {
 		d.RateChanges = d.RateChanges[:topRates]
 	}

@@ -35,10 +35,12 @@ func (b *Baseline) Progress(cfg LearnConfig) Progress {
 
 // UpdateState advances the learning state machine after new windows and reports
 // whether the baseline became stable. It is driven by the data, not a clock: every
-// StableWindows windows the means are compared with the previous checkpoint, and
-// the baseline is stable once it has enough windows and containers and, over the
-// last StableWindows windows, nothing new appeared and no mean moved by more than
-// MaxDrift standard deviations.
+// StableWindows windows it compares each syscall's mean rate over the newest block
+// of StableWindows windows with the block before (Welch's t on the two blocks'
+// means and variances). The baseline is stable once it has enough windows and
+// containers, nothing new appeared during the newest block, and no syscall's
+// block means differ by more than MaxDrift standard errors. Comparing cumulative
+// means instead would hide a slow ramp: they move less as windows pile up.
 func (b *Baseline) UpdateState(cfg LearnConfig) (becameStable bool) {
 	if b.State == StateStable {
 		return false
@@ -48,12 +50,17 @@ func (b *Baseline) UpdateState(cfg LearnConfig) (becameStable bool) {
 	if b.Windows < conv.CheckpointWindows+stableWindows {
 		return false
 	}
-	means := b.means()
-	conv.Drift = b.drift(conv.CheckpointMeans, means)
+	sums := b.rateSums()
+	// The empty baseline is checkpoint zero, so the first comparison comes after
+	// two blocks.
+	compared := conv.CheckpointWindows > 0
+	if conv.CheckpointWindows > 0 {
+		conv.Drift = b.blockDrift(conv.PreviousSums, conv.PreviousWindows, conv.CheckpointSums, conv.CheckpointWindows, sums)
+	}
 	quiet := b.Windows-min(conv.LastNovelty, b.Windows) >= stableWindows
-	hadCheckpoint := conv.CheckpointMeans != nil
-	conv.CheckpointWindows, conv.CheckpointMeans = b.Windows, means
-	if hadCheckpoint && quiet && conv.Drift <= cfg.MaxDrift &&
+	conv.PreviousWindows, conv.PreviousSums = conv.CheckpointWindows, conv.CheckpointSums
+	conv.CheckpointWindows, conv.CheckpointSums = b.Windows, sums
+	if compared && quiet && conv.Drift <= cfg.MaxDrift &&
 		b.Windows >= cfg.MinWindows && len(b.Containers) >= cfg.MinContainers {
 		b.State = StateStable
 		return true
@@ -61,20 +68,52 @@ func (b *Baseline) UpdateState(cfg LearnConfig) (becameStable bool) {
 	return false
 }
 
-// drift is the largest change of a syscall's mean rate between two checkpoints,
-// in units of its current standard deviation (at least 5% of the mean, so a
-// perfectly steady syscall does not make every tiny change infinite).
-func (b *Baseline) drift(then, now map[string]float64) float64 {
+// driftFloor is the smallest within-block standard deviation assumed, relative to
+// the mean: perfectly regular rates would otherwise make any change infinite.
+const driftFloor = 0.01
+
+// blockDrift compares each syscall's rates in block A (windows prevW..midW) with
+// block B (midW..now): the larger of Welch's t for the means and the log ratio of
+// the variances over its standard error (a jump inside block B shows as variance
+// before it moves the mean). The largest over all syscalls is returned.
+func (b *Baseline) blockDrift(prev map[string]RateSums, prevW uint64, mid map[string]RateSums, midW uint64, now map[string]RateSums) float64 {
+	nA, nB := float64(midW-prevW), float64(b.Windows-midW)
+	if nA < 2 || nB < 2 {
+		return 0
+	}
 	var worst float64
-	for name, mNow := range now {
-		_, std := b.SyscallStats(name)
-		scale := math.Max(std, 0.05*math.Abs(mNow))
-		if scale == 0 {
+	for name, s := range now {
+		a := blockStats(prev[name], mid[name], nA)
+		bb := blockStats(mid[name], s, nB)
+		floor := driftFloor * math.Max(a.mean, bb.mean)
+		varA, varB := math.Max(a.variance, floor*floor), math.Max(bb.variance, floor*floor)
+		if varA == 0 || varB == 0 {
 			continue
 		}
-		worst = math.Max(worst, math.Abs(mNow-then[name])/scale)
+		meanT := math.Abs(bb.mean-a.mean) / math.Sqrt(varA/nA+varB/nB)
+		varZ := math.Abs(math.Log(varB/varA)) / math.Sqrt(2/(nA-1)+2/(nB-1))
+		worst = math.Max(worst, math.Max(meanT, varZ))
 	}
 	return worst
+}
+
+type meanVar struct{ mean, variance float64 }
+
+// blockStats are the mean and sample variance of the n windows between two sums.
+func blockStats(from, to RateSums, n float64) meanVar {
+	sum, sq := to.Sum-from.Sum, to.SumSq-from.SumSq
+	mean := sum / n
+	return meanVar{mean: mean, variance: math.Max((sq-n*mean*mean)/(n-1), 0)}
+}
+
+// rateSums are each syscall's sums of rates and squared rates over all windows.
+func (b *Baseline) rateSums() map[string]RateSums {
+	out := make(map[string]RateSums, len(b.Syscalls))
+	for name, m := range b.Syscalls {
+		n := float64(m.N)
+		out[name] = RateSums{Sum: m.Mean * n, SumSq: m.M2 + n*m.Mean*m.Mean}
+	}
+	return out
 }
 
 // Promote marks the baseline stable by hand.

@@ -106,7 +106,7 @@ func describeJSONError(raw []byte, err error) string {
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return fmt.Sprintf("truncated JSON (file ends after %d bytes)", len(raw))
-	case errors.As(err, &syntax) && syntax.Offset >= int64(len(bytes.TrimRight(raw, " \t\r\n"))):
+	case errors.As(err, &syntax) && syntax.Error() == "unexpected end of JSON input":
 		return fmt.Sprintf("truncated JSON (file ends after %d bytes)", len(raw))
 	case errors.As(err, &syntax):
 		return fmt.Sprintf("malformed JSON at byte %d: %v", syntax.Offset, err)

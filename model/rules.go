@@ -1,0 +1,335 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Priority is a Falco priority, spelled as Falco writes it in JSON output.
+type Priority string
+
+// Priorities, most severe first.
+var Priorities = []Priority{"Emergency", "Alert", "Critical", "Error", "Warning", "Notice", "Informational", "Debug"}
+
+// Action is what enforce mode does when a rule fires.
+type Action string
+
+const (
+	ActionAlert  Action = "alert"
+	ActionKill   Action = "kill"   // SIGKILL from the BPF program at syscall entry
+	ActionFreeze Action = "freeze" // freeze the container's cgroup
+)
+
+// Statistical rule ids: fired by scoring, not by events.
+const (
+	RuleSyscallNovel   = "syscall_novel"
+	RuleSyscallAnomaly = "syscall_anomaly"
+	RuleExecDrift      = "exec_drift"
+)
+
+// RuleSpec is one rule as written in the rules file.
+type RuleSpec struct {
+	ID          string    `yaml:"id" json:"id"`
+	Description string    `yaml:"description" json:"description"`
+	Priority    string    `yaml:"priority" json:"priority"`
+	Action      string    `yaml:"action" json:"action"`
+	Enabled     *bool     `yaml:"enabled" json:"enabled,omitempty"`
+	Tags        []string  `yaml:"tags" json:"tags,omitempty"`
+	Match       MatchSpec `yaml:"match" json:"match"`
+	// AnyOf are further conditions, each enough on its own. With action kill, only
+	// match is enforced in the kernel; any_of conditions alert.
+	AnyOf []MatchSpec `yaml:"any_of" json:"any_of,omitempty"`
+}
+
+// MatchSpec says which events a rule fires on. All given criteria must hold.
+type MatchSpec struct {
+	// Events are "syscall" (default) or "exec"; statistical rules use "novel" or "anomaly".
+	Event    string   `yaml:"event" json:"event,omitempty"`
+	Syscalls []string `yaml:"syscalls" json:"syscalls,omitempty"`
+	// FlagsAny: at least one of these flags (CLONE_NEW* names or numbers) is set.
+	FlagsAny []string `yaml:"flags_any" json:"flags_any,omitempty"`
+	// PathPrefixes / PathNames: the path starts with a prefix / its last element is a name.
+	PathPrefixes []string `yaml:"path_prefixes" json:"path_prefixes,omitempty"`
+	PathNames    []string `yaml:"path_names" json:"path_names,omitempty"`
+	// OpenWrite: only opens that can write (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC).
+	OpenWrite bool     `yaml:"open_write" json:"open_write,omitempty"`
+	FsTypes   []string `yaml:"fstypes" json:"fstypes,omitempty"`
+	Families  []string `yaml:"families" json:"families,omitempty"`
+	Ports     []int    `yaml:"ports" json:"ports,omitempty"`
+	// CapsAdded: capset asks for a capability the process does not have.
+	CapsAdded bool `yaml:"caps_added" json:"caps_added,omitempty"`
+	// NotInBaseline: the executed binary is not in the image's baseline (exec_drift).
+	NotInBaseline bool `yaml:"not_in_baseline" json:"not_in_baseline,omitempty"`
+}
+
+// Rule is a compiled, validated rule.
+type Rule struct {
+	ID          string
+	Description string
+	Priority    Priority
+	Action      Action
+	Tags        []string
+	// Matchers are match followed by any_of; Matchers[0] is what kill enforces.
+	Matchers []*Matcher
+}
+
+// Matcher is one compiled condition.
+type Matcher struct {
+	Spec     MatchSpec
+	syscalls map[string]bool
+	flags    uint64
+	ports    map[uint16]bool
+}
+
+// RuleSet is an immutable set of compiled rules.
+type RuleSet struct {
+	Rules []*Rule
+	byID  map[string]*Rule
+}
+
+// ErrBadRule is wrapped by every rule validation error.
+var ErrBadRule = errors.New("invalid rule")
+
+const (
+	oWronly = 0o1
+	oRdwr   = 0o2
+	oCreat  = 0o100
+	oTrunc  = 0o1000
+)
+
+// namespaceFlagValues maps flag names usable in flags_any to their bits.
+var namespaceFlagValues = func() map[string]uint64 {
+	m := map[string]uint64{}
+	for _, f := range cloneFlagNames {
+		m[f.name] = f.bit
+	}
+	return m
+}()
+
+// kernelDecidable are the syscalls whose rules the BPF program can enforce itself.
+var kernelDecidable = []string{"unshare", "setns", "clone", "clone3", "init_module", "finit_module", "delete_module", "open", "openat", "openat2"}
+
+// CompileRules validates specs and builds a rule set. Errors name the rule (by id,
+// or by position when it has none) and the field.
+func CompileRules(specs []RuleSpec) (*RuleSet, error) {
+	rs := &RuleSet{byID: map[string]*Rule{}}
+	var errs []error
+	for i, s := range specs {
+		where := fmt.Sprintf("rules[%d]", i)
+		if s.ID != "" {
+			where = fmt.Sprintf("rule %q", s.ID)
+		}
+		r, err := compileRule(s)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%w: %s: %v", ErrBadRule, where, err))
+			continue
+		}
+		if _, dup := rs.byID[r.ID]; dup {
+			errs = append(errs, fmt.Errorf("%w: %s: id: defined twice", ErrBadRule, where))
+			continue
+		}
+		if s.Enabled != nil && !*s.Enabled {
+			continue
+		}
+		rs.byID[r.ID] = r
+		rs.Rules = append(rs.Rules, r)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return rs, nil
+}
+
+func compileRule(s RuleSpec) (*Rule, error) {
+	if s.ID == "" || strings.ContainsAny(s.ID, " \t\n") {
+		return nil, fmt.Errorf("id: %q must be a non-empty word", s.ID)
+	}
+	r := &Rule{ID: s.ID, Description: s.Description, Tags: s.Tags, Action: ActionAlert}
+	pi := slices.IndexFunc(Priorities, func(p Priority) bool { return strings.EqualFold(string(p), s.Priority) })
+	if pi < 0 {
+		return nil, fmt.Errorf("priority: %q is not one of %v", s.Priority, Priorities)
+	}
+	r.Priority = Priorities[pi]
+	switch Action(s.Action) {
+	case "", ActionAlert:
+	case ActionKill, ActionFreeze:
+		r.Action = Action(s.Action)
+	default:
+		return nil, fmt.Errorf("action: %q is not alert, kill or freeze", s.Action)
+	}
+	specs := append([]MatchSpec{s.Match}, s.AnyOf...)
+	for i, spec := range specs {
+		field := "match"
+		if i > 0 {
+			field = fmt.Sprintf("any_of[%d]", i-1)
+		}
+		m, err := compileMatch(spec)
+		if err != nil {
+			return nil, fmt.Errorf("%s.%v", field, err)
+		}
+		r.Matchers = append(r.Matchers, m)
+	}
+	if r.Action == ActionKill && !r.Matchers[0].kernelDecidable() {
+		return nil, fmt.Errorf("action: kill needs a match the kernel can decide at syscall entry (syscalls among %v, no port, family, fstype, capability or baseline condition); use freeze or alert", kernelDecidable)
+	}
+	return r, nil
+}
+
+func compileMatch(m MatchSpec) (*Matcher, error) {
+	c := &Matcher{Spec: m, syscalls: map[string]bool{}, ports: map[uint16]bool{}}
+	switch m.Event {
+	case "", "syscall", "exec", "novel", "anomaly":
+	default:
+		return nil, fmt.Errorf("event: %q is not syscall, exec, novel or anomaly", m.Event)
+	}
+	for _, name := range m.Syscalls {
+		if _, ok := SyscallNumber(name); !ok {
+			return nil, fmt.Errorf("syscalls: unknown syscall %q", name)
+		}
+		c.syscalls[name] = true
+	}
+	for _, f := range m.FlagsAny {
+		if v, ok := namespaceFlagValues[f]; ok {
+			c.flags |= v
+			continue
+		}
+		v, err := strconv.ParseUint(f, 0, 64)
+		if err != nil {
+			return nil, fmt.Errorf("flags_any: %q is neither a CLONE_NEW* name nor a number", f)
+		}
+		c.flags |= v
+	}
+	for _, p := range m.PathPrefixes {
+		if !strings.HasPrefix(p, "/") {
+			return nil, fmt.Errorf("path_prefixes: %q is not absolute", p)
+		}
+	}
+	for _, n := range m.PathNames {
+		if n == "" || strings.Contains(n, "/") {
+			return nil, fmt.Errorf("path_names: %q is not a file name", n)
+		}
+	}
+	for _, f := range m.Families {
+		if f != "inet" && f != "inet6" && f != "unix" {
+			return nil, fmt.Errorf("families: %q is not inet, inet6 or unix", f)
+		}
+	}
+	for _, p := range m.Ports {
+		if p < 1 || p > 65535 {
+			return nil, fmt.Errorf("ports: %d is not a port", p)
+		}
+		c.ports[uint16(p)] = true
+	}
+	statistical := m.Event == "novel" || m.Event == "anomaly"
+	if !statistical && m.Event != "exec" && len(m.Syscalls) == 0 {
+		return nil, errors.New("syscalls: a syscall condition needs at least one syscall")
+	}
+	return c, nil
+}
+
+func (m *Matcher) kernelDecidable() bool {
+	s := m.Spec
+	if s.Event != "" && s.Event != "syscall" || len(s.Ports) > 0 || len(s.Families) > 0 || s.CapsAdded || s.NotInBaseline || len(s.FsTypes) > 0 {
+		return false
+	}
+	for name := range m.syscalls {
+		if !slices.Contains(kernelDecidable, name) {
+			return false
+		}
+	}
+	return true
+}
+
+// Syscalls are the syscalls the condition names.
+func (m *Matcher) Syscalls() []string {
+	out := make([]string, 0, len(m.syscalls))
+	for name := range m.syscalls {
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Flags is the compiled flags_any mask.
+func (m *Matcher) Flags() uint64 { return m.flags }
+
+// Statistical reports whether the rule is fired by scoring (novel, anomaly).
+func (r *Rule) Statistical() bool {
+	e := r.Matchers[0].Spec.Event
+	return e == "novel" || e == "anomaly"
+}
+
+// Rule returns a rule by id, or nil.
+func (rs *RuleSet) Rule(id string) *Rule {
+	if rs == nil {
+		return nil
+	}
+	return rs.byID[id]
+}
+
+// Match returns the rules an event fires. baseline is the image's baseline (nil
+// when there is none): exec_drift needs it.
+func (rs *RuleSet) Match(e Event, baseline *Baseline) []*Rule {
+	if rs == nil || e.Container.IsHost() || e.Container.Runtime == RuntimeUnknown {
+		return nil
+	}
+	var fired []*Rule
+	for _, r := range rs.Rules {
+		if r.matches(e, baseline) {
+			fired = append(fired, r)
+		}
+	}
+	return fired
+}
+
+func (r *Rule) matches(e Event, b *Baseline) bool {
+	return slices.ContainsFunc(r.Matchers, func(m *Matcher) bool { return m.matches(e, b) })
+}
+
+func (c *Matcher) matches(e Event, b *Baseline) bool {
+	m := c.Spec
+	switch m.Event {
+	case "novel", "anomaly":
+		return false
+	case "exec":
+		if e.Kind != EventExec {
+			return false
+		}
+		if m.NotInBaseline && (b == nil || b.State != StateStable || b.Binaries[e.Path] > 0) {
+			return false
+		}
+	default:
+		if e.Kind != EventSyscall || !c.syscalls[e.Syscall] {
+			return false
+		}
+	}
+	if c.flags != 0 && e.Flags&c.flags == 0 {
+		return false
+	}
+	if len(m.PathPrefixes) > 0 || len(m.PathNames) > 0 {
+		if !slices.ContainsFunc(m.PathPrefixes, func(p string) bool { return strings.HasPrefix(e.Path, p) }) &&
+			!slices.Contains(m.PathNames, path.Base(e.Path)) {
+			return false
+		}
+	}
+	if m.OpenWrite && e.Flags&(oWronly|oRdwr|oCreat|oTrunc) == 0 {
+		return false
+	}
+	if len(m.FsTypes) > 0 && !slices.Contains(m.FsTypes, e.FsType) {
+		return false
+	}
+	if len(m.Families) > 0 && !slices.Contains(m.Families, e.Family) {
+		return false
+	}
+	if len(c.ports) > 0 && !c.ports[e.Port] {
+		return false
+	}
+	if m.CapsAdded && (e.CapsRequested == nil || e.CapsRequested.Effective&^e.CapEff == 0) {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,142 @@
+package model
+
+import (
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+)
+
+// learnedBaseline is a small but complete learned baseline: two containers,
+// startup syscalls, binaries, a cut sample and a checkpoint.
+func learnedBaseline(t *testing.T) *Baseline {
+	t.Helper()
+	cfg := LearnConfig{MinWindows: 10, MinContainers: 1, StableWindows: 5, MaxDrift: defaultMaxDrift, SampleSize: 8}
+	b := NewBaseline(testImage, testTag, "sha256:feed")
+	wl := newWorkload(99)
+	b.AddStartup(Window{Counts: map[string]uint64{"execve": 1, "arch_prctl": 2}})
+	b.AddExec("/usr/bin/api")
+	feed(t, b, wl, cfg, "c1", 12)
+	feed(t, b, wl, cfg, "c2", 8)
+	if err := b.Validate(); err != nil {
+		t.Fatalf("learned baseline does not validate: %v", err)
+	}
+	return b
+}
+
+func TestValidateLearned(t *testing.T) {
+	for seed := uint64(0); seed < 50; seed++ {
+		b := learn(randomEvents(rand.New(rand.NewPCG(seed, 1))), 8)
+		if err := b.Validate(); err != nil {
+			t.Errorf("seed %d: learned baseline does not validate: %v", seed, err)
+		}
+	}
+	if err := NewBaseline(testImage, "", "").Validate(); err != nil {
+		t.Errorf("empty baseline does not validate: %v", err)
+	}
+	b := learnedBaseline(t)
+	b.Promote()
+	if err := b.Validate(); err != nil {
+		t.Errorf("promoted baseline does not validate: %v", err)
+	}
+}
+
+func TestValidateRejects(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	tests := []struct {
+		name   string
+		mutate func(b *Baseline)
+		want   []string // substrings of the error, besides the image key
+	}{
+		{"empty key", func(b *Baseline) { b.Image, b.Tag, b.ImageID = "", "", "" }, []string{"image"}},
+		{"tag without image or id", func(b *Baseline) { b.Image, b.ImageID = "", "" }, []string{"image"}},
+		{"bad state", func(b *Baseline) { b.State = "learnt" }, []string{"state", `"learnt"`}},
+		{"empty state", func(b *Baseline) { b.State = "" }, []string{"state"}},
+		{"negative seconds", func(b *Baseline) { b.Seconds = -1 }, []string{"seconds", "-1"}},
+		{"NaN seconds", func(b *Baseline) { b.Seconds = nan }, []string{"seconds", "NaN"}},
+		{"infinite seconds", func(b *Baseline) { b.Seconds = inf }, []string{"seconds", "Inf"}},
+		{"total.n differs from windows", func(b *Baseline) { b.Total.N-- }, []string{"total.n", "windows"}},
+		{"total.n above windows", func(b *Baseline) { b.Total.N++ }, []string{"total"}},
+		{"total mean NaN", func(b *Baseline) { b.Total.Mean = nan }, []string{"total", "mean"}},
+		{"syscall n above windows", func(b *Baseline) { m := b.Syscalls["read"]; m.N = b.Windows + 1; b.Syscalls["read"] = m }, []string{`syscalls["read"]`, "n "}},
+		{"syscall negative mean", func(b *Baseline) { m := b.Syscalls["write"]; m.Mean = -3; b.Syscalls["write"] = m }, []string{`syscalls["write"]`, "mean -3"}},
+		{"syscall m2 NaN", func(b *Baseline) { m := b.Syscalls["futex"]; m.M2 = nan; b.Syscalls["futex"] = m }, []string{`syscalls["futex"]`, "m2 NaN"}},
+		{"syscall m2 negative", func(b *Baseline) { m := b.Syscalls["futex"]; m.M2 = -1; b.Syscalls["futex"] = m }, []string{`syscalls["futex"]`, "m2 -1"}},
+		{"syscall max infinite", func(b *Baseline) { m := b.Syscalls["close"]; m.Max = inf; b.Syscalls["close"] = m }, []string{`syscalls["close"]`, "max +Inf"}},
+		{"syscall max below mean", func(b *Baseline) { m := b.Syscalls["read"]; m.Max = m.Mean / 2; b.Syscalls["read"] = m }, []string{`syscalls["read"]`, "max", "below mean"}},
+		{"syscall with empty name", func(b *Baseline) { b.Syscalls[""] = Moments{N: 1, Mean: 1, Max: 1} }, []string{"empty name"}},
+		{"containers sum below windows", func(b *Baseline) { b.Containers["c1"]-- }, []string{"containers", "windows"}},
+		{"containers sum above windows", func(b *Baseline) { b.Containers["c3"] = 4 }, []string{"containers", "windows"}},
+		{"container with 0 windows", func(b *Baseline) { b.Containers["ghost"] = 0 }, []string{`containers["ghost"]`, "0 windows"}},
+		{"unsorted sample", func(b *Baseline) { b.Sample[2], b.Sample[5] = b.Sample[5], b.Sample[2] }, []string{"sample", "sorted"}},
+		{"sample larger than windows", func(b *Baseline) {
+			for len(b.Sample) <= int(b.Windows) {
+				b.Sample = append(b.Sample, SampledWindow{Priority: math.MaxUint64})
+			}
+		}, []string{"sample", "more than"}},
+		{"sample seconds negative", func(b *Baseline) { b.Sample[1].Seconds = -1 }, []string{"sample[1].seconds"}},
+		{"sample seconds NaN", func(b *Baseline) { b.Sample[0].Seconds = nan }, []string{"sample[0].seconds"}},
+		{"drift NaN", func(b *Baseline) { b.Convergence.Drift = nan }, []string{"convergence.drift", "NaN"}},
+		{"drift negative", func(b *Baseline) { b.Convergence.Drift = -0.5 }, []string{"convergence.drift"}},
+		{"drift infinite", func(b *Baseline) { b.Convergence.Drift = inf }, []string{"convergence.drift"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := learnedBaseline(t)
+			if len(b.Sample) < 6 {
+				t.Fatalf("test baseline has a sample of %d, want at least 6", len(b.Sample))
+			}
+			tc.mutate(b)
+			err := b.Validate()
+			if err == nil {
+				t.Fatalf("Validate accepted a baseline with %s", tc.name)
+			}
+			msg := err.Error()
+			if key := b.Key(); key != "" && !strings.Contains(msg, key) {
+				t.Errorf("error %q does not name the image %q", msg, key)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateAccepts(t *testing.T) {
+	// Values learning can produce, at the edges of what Validate checks.
+	tests := []struct {
+		name   string
+		mutate func(b *Baseline)
+	}{
+		{"image id only", func(b *Baseline) { b.Image, b.Tag = "", "" }},
+		{"no tag", func(b *Baseline) { b.Tag = "" }},
+		{"stable", func(b *Baseline) { b.State = StateStable }},
+		{"zero seconds (recorded trace)", func(b *Baseline) {
+			b.Seconds = 0
+			for i := range b.Sample {
+				b.Sample[i].Seconds = 0
+			}
+		}},
+		{"max a rounding error below mean", func(b *Baseline) {
+			b.Syscalls["solo"] = Moments{N: 1, Mean: 0.1 + 0.2, Max: 0.3}
+		}},
+		{"syscall present in no window of the total (startup only)", func(b *Baseline) { b.Startup["mount"] = 1 }},
+		{"equal priorities in the sample", func(b *Baseline) { b.Sample[1].Priority = b.Sample[0].Priority }},
+		{"empty sample", func(b *Baseline) { b.Sample = nil }},
+		{"nil maps", func(b *Baseline) {
+			*b = Baseline{Image: "x", State: StateLearning, FirstSeen: time.Time{}}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := learnedBaseline(t)
+			tc.mutate(b)
+			if err := b.Validate(); err != nil {
+				t.Errorf("Validate = %v, want nil", err)
+			}
+		})
+	}
+}

@@ -1,0 +1,528 @@
+package store
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+var testT0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// testBaseline learns a small baseline for image:tag: windows from two
+// containers, startup syscalls, a binary and a sample cut to 4.
+func testBaseline(t testing.TB, image, tag string, windows int) *model.Baseline {
+	t.Helper()
+	b := model.NewBaseline(image, tag, "sha256:"+strings.Repeat("ab", 8))
+	b.AddStartup(model.Window{Counts: map[string]uint64{"execve": 1, "arch_prctl": 1}})
+	b.AddExec("/usr/bin/app")
+	for i := 0; i < windows; i++ {
+		id := fmt.Sprintf("c%d", i%2)
+		b.AddWindow(model.Window{
+			CgroupID:  uint64(100 + i%2),
+			Container: model.Container{ID: id, Image: image, ImageTag: tag},
+			Start:     testT0.Add(time.Duration(i) * time.Second),
+			Duration:  time.Second,
+			Counts:    map[string]uint64{"read": uint64(100 + i*7%13), "write": uint64(40 + i%5), "futex": uint64(i % 3)},
+		}, 4)
+		b.UpdateState(model.LearnConfig{MinWindows: 4, MinContainers: 1, StableWindows: 2, MaxDrift: 0.25, SampleSize: 4})
+	}
+	if err := b.Validate(); err != nil {
+		t.Fatalf("test baseline %s does not validate: %v", b.Key(), err)
+	}
+	return b
+}
+
+// sameJSON compares baselines by their JSON encoding, which is what the store
+// keeps: equal encodings mean equal stored values.
+func sameJSON(t *testing.T, what string, got, want any) {
+	t.Helper()
+	g, err := json.Marshal(got)
+	if err != nil {
+		t.Fatalf("%s: encoding got: %v", what, err)
+	}
+	w, err := json.Marshal(want)
+	if err != nil {
+		t.Fatalf("%s: encoding want: %v", what, err)
+	}
+	if string(g) != string(w) {
+		t.Errorf("%s differs:\n got %s\nwant %s", what, g, w)
+	}
+}
+
+func openTest(t *testing.T, path string) *Bolt {
+	t.Helper()
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatalf("Open(%s): %v", path, err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func keys(bs []*model.Baseline) []string {
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = b.Key()
+	}
+	return out
+}
+
+func TestOpenCreatesFileAndDirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "var", "lib", "cagewatch", "cagewatch.db")
+	s := openTest(t, path)
+	if s.Path() != path {
+		t.Errorf("Path() = %q, want %q", s.Path(), path)
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatalf("store file: %v", err)
+	}
+	if perm := fi.Mode().Perm(); perm != 0o600 {
+		t.Errorf("store file mode = %v, want 0600", perm)
+	}
+	di, err := os.Stat(filepath.Dir(path))
+	if err != nil {
+		t.Fatalf("store directory: %v", err)
+	}
+	if perm := di.Mode().Perm(); perm != 0o700 {
+		t.Errorf("store directory mode = %v, want 0700", perm)
+	}
+	if bs, err := s.Baselines(); err != nil || len(bs) != 0 {
+		t.Errorf("new store: Baselines() = %d baselines, %v; want none", len(bs), err)
+	}
+}
+
+func TestOpenUnusablePath(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "plain-file")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		path string
+	}{
+		{"directory is a file", filepath.Join(file, "cagewatch.db")},
+		{"path is a directory", dir},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Open(tc.path, 100*time.Millisecond)
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open(%s) succeeded", tc.path)
+			}
+			if !strings.Contains(err.Error(), tc.path) {
+				t.Errorf("error %q does not name the path %s", err, tc.path)
+			}
+		})
+	}
+}
+
+func TestPutGetListDelete(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"))
+	nginx := testBaseline(t, "docker.io/library/nginx", "1.27", 9)
+	redis := testBaseline(t, "docker.io/library/redis", "7", 5)
+	api := testBaseline(t, "registry.example/api", "", 3)
+	byID := testBaseline(t, "", "", 2)
+	if err := s.PutBaselines(redis, byID); err != nil {
+		t.Fatalf("PutBaselines: %v", err)
+	}
+	if err := s.PutBaselines(nginx, api); err != nil {
+		t.Fatalf("PutBaselines: %v", err)
+	}
+
+	t.Run("get", func(t *testing.T) {
+		for _, want := range []*model.Baseline{nginx, redis, api, byID} {
+			got, err := s.Baseline(want.Key())
+			if err != nil {
+				t.Fatalf("Baseline(%q): %v", want.Key(), err)
+			}
+			sameJSON(t, want.Key(), got, want)
+			if got == want {
+				t.Error("Baseline returned the caller's pointer, not a copy")
+			}
+		}
+	})
+	t.Run("list is sorted by key", func(t *testing.T) {
+		all, err := s.Baselines()
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []string{byID.Key(), nginx.Key(), redis.Key(), api.Key()}
+		slices.Sort(want)
+		if got := keys(all); !slices.Equal(got, want) {
+			t.Errorf("Baselines() keys = %q, want %q", got, want)
+		}
+	})
+	t.Run("put replaces", func(t *testing.T) {
+		more := testBaseline(t, "docker.io/library/nginx", "1.27", 20)
+		if err := s.PutBaselines(more); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Baseline(nginx.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got.Windows != 20 {
+			t.Errorf("Windows after replacing = %d, want 20", got.Windows)
+		}
+	})
+	t.Run("returned values are independent of the store", func(t *testing.T) {
+		got, _ := s.Baseline(redis.Key())
+		got.Syscalls["ptrace"] = model.Moments{N: 1, Mean: 1, Max: 1}
+		again, _ := s.Baseline(redis.Key())
+		if _, ok := again.Syscalls["ptrace"]; ok {
+			t.Error("changing a returned baseline changed the store")
+		}
+	})
+	t.Run("delete", func(t *testing.T) {
+		if err := s.DeleteBaseline(redis.Key()); err != nil {
+			t.Fatalf("DeleteBaseline: %v", err)
+		}
+		if _, err := s.Baseline(redis.Key()); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Baseline after delete: %v, want ErrNotFound", err)
+		}
+		err := s.DeleteBaseline(redis.Key())
+		if !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), redis.Key()) {
+			t.Errorf("second DeleteBaseline: %v, want ErrNotFound naming %q", err, redis.Key())
+		}
+		all, _ := s.Baselines()
+		if len(all) != 3 {
+			t.Errorf("%d baselines after delete, want 3", len(all))
+		}
+	})
+	t.Run("put nothing", func(t *testing.T) {
+		if err := s.PutBaselines(); err != nil {
+			t.Errorf("PutBaselines() = %v", err)
+		}
+	})
+}
+
+func TestGetMissing(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"))
+	if err := s.PutBaselines(testBaseline(t, "nginx", "1", 2)); err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{"nginx:2", "nginx", "", "redis:1"} {
+		t.Run(key, func(t *testing.T) {
+			b, err := s.Baseline(key)
+			if !errors.Is(err, ErrNotFound) {
+				t.Fatalf("Baseline(%q) = %v, %v; want ErrNotFound", key, b, err)
+			}
+			if !strings.Contains(err.Error(), fmt.Sprintf("%q", key)) {
+				t.Errorf("error %q does not name the key %q", err, key)
+			}
+		})
+	}
+}
+
+func TestPutBaselinesIsOneTransaction(t *testing.T) {
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"))
+	old := testBaseline(t, "nginx", "1", 3)
+	if err := s.PutBaselines(old); err != nil {
+		t.Fatal(err)
+	}
+	newer := testBaseline(t, "nginx", "1", 8)
+	extra := testBaseline(t, "redis", "7", 4)
+	bad := testBaseline(t, "postgres", "16", 4)
+	bad.Seconds = math.NaN() // cannot be encoded as JSON
+
+	err := s.PutBaselines(newer, extra, bad)
+	if err == nil {
+		t.Fatal("PutBaselines with an unencodable baseline succeeded")
+	}
+	if !strings.Contains(err.Error(), bad.Key()) {
+		t.Errorf("error %q does not name %q", err, bad.Key())
+	}
+	// Nothing of the batch was written: the old value stays, the others are absent.
+	got, err := s.Baseline(old.Key())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, "nginx:1 after a failed batch", got, old)
+	for _, key := range []string{extra.Key(), bad.Key()} {
+		if _, err := s.Baseline(key); !errors.Is(err, ErrNotFound) {
+			t.Errorf("Baseline(%q) after a failed batch: %v, want ErrNotFound", key, err)
+		}
+	}
+
+	// The same batch without the bad one is written whole.
+	if err := s.PutBaselines(newer, extra); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Baselines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(all); !slices.Equal(got, []string{"nginx:1", "redis:7"}) {
+		t.Errorf("keys = %q", got)
+	}
+	sameJSON(t, "nginx:1", all[0], newer)
+}
+
+func TestPutBaselinesIsOneCommit(t *testing.T) {
+	// One bbolt transaction is one commit: the transaction counter moves by one
+	// however many baselines are written.
+	s := openTest(t, filepath.Join(t.TempDir(), "s.db"))
+	var batch []*model.Baseline
+	for i := 0; i < 25; i++ {
+		batch = append(batch, testBaseline(t, fmt.Sprintf("image-%02d", i), "1", 3))
+	}
+	txID := func() (id int) {
+		s.db.View(func(tx *bolt.Tx) error { id = tx.ID(); return nil }) // the last committed transaction
+		return id
+	}
+	before := txID()
+	if err := s.PutBaselines(batch...); err != nil {
+		t.Fatal(err)
+	}
+	if commits := txID() - before; commits != 1 {
+		t.Errorf("writing %d baselines took %d commits, want 1", len(batch), commits)
+	}
+	all, err := s.Baselines()
+	if err != nil || len(all) != len(batch) {
+		t.Fatalf("Baselines() = %d, %v; want %d", len(all), err, len(batch))
+	}
+}
+
+func TestReopenKeepsData(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []*model.Baseline{testBaseline(t, "a", "1", 7), testBaseline(t, "b", "2", 3)}
+	if err := s.PutBaselines(want...); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	s = openTest(t, path)
+	got, err := s.Baselines()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, "baselines after reopening", got, want)
+	// Learning resumes where it stopped: the reopened baseline learns on.
+	b := got[0]
+	b.AddWindow(model.Window{Container: model.Container{ID: "c0"}, Start: testT0.Add(time.Hour), Duration: time.Second,
+		Counts: map[string]uint64{"read": 1}}, 4)
+	if b.Windows != 8 {
+		t.Errorf("Windows after learning on = %d, want 8", b.Windows)
+	}
+}
+
+func readMeta(t *testing.T, path string) map[string]string {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("opening %s with bbolt: %v", path, err)
+	}
+	defer db.Close()
+	out := map[string]string{}
+	err = db.View(func(tx *bolt.Tx) error {
+		for _, name := range []string{"meta", "baselines"} {
+			if tx.Bucket([]byte(name)) == nil {
+				return fmt.Errorf("bucket %q missing", name)
+			}
+		}
+		return tx.Bucket([]byte("meta")).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func writeRaw(t *testing.T, path, bucket, key, value string) {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("opening %s with bbolt: %v", path, err)
+	}
+	defer db.Close()
+	err = db.Update(func(tx *bolt.Tx) error {
+		b, err := tx.CreateBucketIfNotExists([]byte(bucket))
+		if err != nil {
+			return err
+		}
+		return b.Put([]byte(key), []byte(value))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestSchemaVersionIsWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if got, want := readMeta(t, path)["schema_version"], fmt.Sprint(SchemaVersion); got != want {
+		t.Errorf("schema_version = %q, want %q", got, want)
+	}
+}
+
+func TestOpenSchemaVersions(t *testing.T) {
+	tests := []struct {
+		name    string
+		version string // "" writes none (a file from before the schema key)
+		wantErr error
+		wantMsg []string
+	}{
+		{"none: migrated", "", nil, nil},
+		{"current", fmt.Sprint(SchemaVersion), nil, nil},
+		{"older: migrated", "0", nil, nil},
+		{"newer", fmt.Sprint(SchemaVersion + 1), ErrNewerSchema, []string{fmt.Sprint(SchemaVersion + 1)}},
+		{"much newer", "99", ErrNewerSchema, []string{"99"}},
+		{"not a number", "one", nil, []string{"schema version", `"one"`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "s.db")
+			writeRaw(t, path, "baselines", "kept", "{}")
+			if tc.version != "" {
+				writeRaw(t, path, "meta", "schema_version", tc.version)
+			}
+			s, err := Open(path, time.Second)
+			if tc.wantErr == nil && tc.wantMsg == nil {
+				if err != nil {
+					t.Fatalf("Open: %v", err)
+				}
+				s.Close()
+				if got := readMeta(t, path)["schema_version"]; got != fmt.Sprint(SchemaVersion) {
+					t.Errorf("schema_version after Open = %q, want %d", got, SchemaVersion)
+				}
+				return
+			}
+			if err == nil {
+				s.Close()
+				t.Fatalf("Open of a store with schema_version %q succeeded", tc.version)
+			}
+			if tc.wantErr != nil && !errors.Is(err, tc.wantErr) {
+				t.Errorf("Open = %v, want %v", err, tc.wantErr)
+			}
+			for _, w := range append(tc.wantMsg, path) {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %q", err, w)
+				}
+			}
+			// The refused file is left as it was, and unlocked.
+			if got := readMeta(t, path)["schema_version"]; got != tc.version {
+				t.Errorf("schema_version after refused Open = %q, want %q unchanged", got, tc.version)
+			}
+		})
+	}
+}
+
+func TestOpenLocked(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "s.db")
+	first := openTest(t, path)
+	const wait = 200 * time.Millisecond
+	start := time.Now()
+	s, err := Open(path, wait)
+	took := time.Since(start)
+	if err == nil {
+		s.Close()
+		t.Fatal("second Open while the first holds the lock succeeded")
+	}
+	if !errors.Is(err, ErrLocked) {
+		t.Errorf("second Open = %v, want ErrLocked", err)
+	}
+	if !strings.Contains(err.Error(), path) {
+		t.Errorf("error %q does not name the file", err)
+	}
+	// bbolt gives up one lock retry (50ms) early.
+	if took < wait/2 || took > wait+5*time.Second {
+		t.Errorf("second Open gave up after %v, want about %v", took, wait)
+	}
+	// Once the first closes, the file opens.
+	first.Close()
+	openTest(t, path)
+}
+
+func TestCorruptValue(t *testing.T) {
+	valid, err := json.Marshal(testBaseline(t, "nginx", "1", 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	invalid := testBaseline(t, "nginx", "2", 3)
+	invalid.Total.N = 99 // decodes, but fails Validate
+	invalidRaw, _ := json.Marshal(invalid)
+	tests := []struct {
+		name  string
+		value string
+		msg   string
+	}{
+		{"garbage", "\x00\x01not json", "invalid character"},
+		{"truncated", string(valid[:len(valid)/2]), "unexpected end"},
+		{"wrong type", `{"image":"nginx","windows":"many"}`, "windows"},
+		{"fails validation", string(invalidRaw), "total"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "s.db")
+			s, err := Open(path, time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			good := testBaseline(t, "redis", "7", 3)
+			if err := s.PutBaselines(good); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			const key = "broken:1"
+			writeRaw(t, path, "baselines", key, tc.value)
+			s = openTest(t, path)
+
+			_, err = s.Baseline(key)
+			if !errors.Is(err, ErrCorruptValue) {
+				t.Fatalf("Baseline(%q) = %v, want ErrCorruptValue", key, err)
+			}
+			for _, w := range []string{fmt.Sprintf("%q", key), tc.msg} {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %s", err, w)
+				}
+			}
+			if _, err := s.Baselines(); !errors.Is(err, ErrCorruptValue) || !strings.Contains(err.Error(), key) {
+				t.Errorf("Baselines() = %v, want ErrCorruptValue naming %q", err, key)
+			}
+			// The other baseline still reads, and the broken one can be deleted.
+			if _, err := s.Baseline(good.Key()); err != nil {
+				t.Errorf("Baseline(%q) next to a corrupt value: %v", good.Key(), err)
+			}
+			if err := s.DeleteBaseline(key); err != nil {
+				t.Errorf("DeleteBaseline(%q) of a corrupt value: %v", key, err)
+			}
+			if all, err := s.Baselines(); err != nil || len(all) != 1 {
+				t.Errorf("Baselines() after deleting the corrupt value = %d, %v", len(all), err)
+			}
+		})
+	}
+}
+
+// TestStoreInterface keeps Bolt usable where a Store is expected.
+func TestStoreInterface(t *testing.T) {
+	var s Store = openTest(t, filepath.Join(t.TempDir(), "s.db"))
+	if _, err := s.Baselines(); err != nil {
+		t.Fatal(err)
+	}
+}

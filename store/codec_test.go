@@ -1,0 +1,315 @@
+package store
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+var exportTime = time.Date(2025, 3, 2, 8, 30, 0, 0, time.FixedZone("CET", 3600))
+
+// exportBaselines are what the codec tests export: learned baselines of
+// different shapes, a stable one, one keyed by image id and an empty one.
+func exportBaselines(t testing.TB) []*model.Baseline {
+	t.Helper()
+	stable := testBaseline(t, "docker.io/library/nginx", "1.27", 12)
+	stable.Promote()
+	byID := testBaseline(t, "", "", 3)
+	return []*model.Baseline{
+		stable,
+		testBaseline(t, "registry.example/shop/api", "", 7),
+		byID,
+		model.NewBaseline("docker.io/library/busybox", "latest", ""),
+	}
+}
+
+func export(t testing.TB, bs []*model.Baseline) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if err := Export(&buf, bs, exportTime); err != nil {
+		t.Fatalf("Export: %v", err)
+	}
+	return buf.Bytes()
+}
+
+func TestExportImportRoundTrip(t *testing.T) {
+	want := exportBaselines(t)
+	raw := export(t, want)
+	got, err := Import(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("Import of an export: %v", err)
+	}
+	sameJSON(t, "imported baselines", got, want)
+
+	t.Run("export import export is byte-identical", func(t *testing.T) {
+		again := export(t, got)
+		if !bytes.Equal(again, raw) {
+			t.Errorf("second export differs from the first:\n%s\n---\n%s", raw, again)
+		}
+	})
+	reimport := func(t *testing.T) []*model.Baseline {
+		bs, err := Import(bytes.NewReader(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bs
+	}
+	t.Run("imported baselines learn on", func(t *testing.T) {
+		for _, b := range reimport(t) {
+			b.AddWindow(model.Window{Container: model.Container{ID: "new"}, Start: testT0.Add(24 * time.Hour), Duration: time.Second,
+				Counts: map[string]uint64{"read": 5}}, 4)
+			b.AddStartup(model.Window{Counts: map[string]uint64{"brk": 1}})
+			b.AddExec("/bin/true")
+			if err := b.Validate(); err != nil {
+				t.Errorf("%s after learning on: %v", b.Key(), err)
+			}
+		}
+	})
+	t.Run("imported baselines merge like the originals", func(t *testing.T) {
+		for i, b := range reimport(t) {
+			m1, m2 := want[i].Clone(), b.Clone()
+			if err := m1.Merge(want[i], 4); err != nil {
+				t.Fatal(err)
+			}
+			if err := m2.Merge(b, 4); err != nil {
+				t.Fatal(err)
+			}
+			sameJSON(t, b.Key()+" merged with itself", m2, m1)
+		}
+	})
+}
+
+func TestExportHeader(t *testing.T) {
+	raw := export(t, nil)
+	var doc map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		t.Fatalf("export is not JSON: %v\n%s", err, raw)
+	}
+	want := map[string]string{
+		"format":    `"cagewatch-baseline"`,
+		"version":   "1",
+		"exported":  `"2025-03-02T07:30:00Z"`, // in UTC
+		"baselines": "[]",                     // an empty list, never null
+	}
+	for key, w := range want {
+		if got := string(doc[key]); got != w {
+			t.Errorf("%s = %s, want %s", key, got, w)
+		}
+	}
+	if len(doc) != len(want) {
+		t.Errorf("header has %d fields, want %d: %s", len(doc), len(want), raw)
+	}
+	bs, err := Import(bytes.NewReader(raw))
+	if err != nil || len(bs) != 0 {
+		t.Errorf("Import of an empty export = %d baselines, %v; want none, nil", len(bs), err)
+	}
+	if !bytes.HasSuffix(raw, []byte("}\n")) {
+		t.Error("export does not end with a newline")
+	}
+}
+
+func TestImportFillsAbsentMaps(t *testing.T) {
+	// A hand-written file may leave out maps; learning must be able to continue.
+	in := `{"format":"cagewatch-baseline","version":1,"baselines":[{"image":"nginx","state":"learning"}]}`
+	bs, err := Import(strings.NewReader(in))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bs[0]
+	if b.Containers == nil || b.Syscalls == nil || b.Startup == nil || b.Binaries == nil {
+		t.Fatalf("maps left nil: %+v", b)
+	}
+	b.AddWindow(model.Window{Container: model.Container{ID: "c"}, Start: testT0, Duration: time.Second, Counts: map[string]uint64{"read": 1}}, 4)
+	b.AddStartup(model.Window{Counts: map[string]uint64{"brk": 1}})
+	b.AddExec("/bin/sh")
+}
+
+// replace returns s with old replaced by new once, failing if old is absent, so
+// that a bad-input case cannot silently test the valid file.
+func replace(t testing.TB, s, old, new string) string {
+	t.Helper()
+	if !strings.Contains(s, old) {
+		t.Fatalf("test input lacks %q", old)
+	}
+	return strings.Replace(s, old, new, 1)
+}
+
+// miniExport is a minimal valid export file, written by hand.
+const miniExport = `{"format":"cagewatch-baseline","version":1,"baselines":[{"image":"nginx","state":"learning","windows":1,` +
+	`"containers":{"c":1},"syscalls":{"read":{"n":1,"mean":5,"m2":0,"max":5}},"total":{"n":1,"mean":5,"m2":0,"max":5}}]}`
+
+func TestImportMinimal(t *testing.T) {
+	bs, err := Import(strings.NewReader(miniExport))
+	if err != nil {
+		t.Fatalf("Import of a minimal hand-written file: %v", err)
+	}
+	if len(bs) != 1 || bs[0].Key() != "nginx" || bs[0].Windows != 1 || bs[0].Syscalls["read"].Mean != 5 {
+		t.Errorf("Import = %+v", bs)
+	}
+}
+
+type badImport struct {
+	name  string
+	input string
+	want  []string // substrings of the error message
+}
+
+// badImports are invalid export files, each derived from a valid one.
+func badImports(t testing.TB) []badImport {
+	bs := exportBaselines(t)
+	valid := string(export(t, bs))
+	one := string(export(t, bs[:1]))
+	dup := string(export(t, []*model.Baseline{bs[1], bs[1]}))
+	withNull := replace(t, valid, "\n    },\n    {", "\n    },\n    null,\n    {")
+	return []badImport{
+		{"unknown version", replace(t, valid, `"version": 1`, `"version": 2`), []string{"version 2"}},
+		{"version 0", replace(t, valid, `"version": 1`, `"version": 0`), []string{"version 0"}},
+		{"no version", replace(t, valid, `"version": 1,`, ``), []string{"version 0"}},
+		{"wrong format name", replace(t, valid, `"cagewatch-baseline"`, `"falco-rules"`), []string{"format", `"falco-rules"`}},
+		{"no format", replace(t, valid, `"format": "cagewatch-baseline",`, ``), []string{"format", `""`}},
+		{"not an export at all", `{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}`, []string{"format"}},
+		{"version is a string", replace(t, valid, `"version": 1`, `"version": "1"`), []string{`"version"`, "string"}},
+		{"version is fractional", replace(t, valid, `"version": 1`, `"version": 1.5`), []string{`"version"`, "1.5"}},
+		{"windows is a string", replace(t, one, `"windows": 12`, `"windows": "12"`), []string{`"baselines.windows"`, "string"}},
+		{"mean is a string", replace(t, miniExport, `"mean":5,`, `"mean":"5",`), []string{`"baselines.syscalls.mean"`, "string"}},
+		{"syscalls is a list", replace(t, one, `"syscalls": {`, `"syscalls": [], "y": {`), []string{`"baselines.syscalls"`, "array"}},
+		{"baselines is an object", `{"format":"cagewatch-baseline","version":1,"baselines":{}}`, []string{`"baselines"`, "object"}},
+		{"top level is an array", `[{"format":"cagewatch-baseline","version":1}]`, []string{"array"}},
+		{"negative windows", replace(t, one, `"windows": 12`, `"windows": -1`), []string{`"baselines.windows"`, "-1"}},
+		{"negative syscall count", replace(t, one, `"n": 12`, `"n": -1`), []string{"baselines.syscalls.n", "-1"}},
+		{"negative container windows", replace(t, one, `"c0": 6`, `"c0": -6`), []string{"baselines.containers", "-6"}},
+		{"negative seconds", replace(t, one, `"seconds": 12`, `"seconds": -12`), []string{"baselines[0]", "seconds -12"}},
+		{"negative mean", replace(t, miniExport, `"mean":5,`, `"mean":-5,`), []string{"baselines[0]", `syscalls["read"]`, "mean -5"}},
+		{"max below mean", replace(t, miniExport, `"max":5}},`, `"max":4}},`), []string{"baselines[0]", `syscalls["read"]`, "max 4 below mean 5"}},
+		{"sample larger than windows", replace(t, miniExport, `"total"`, `"sample":[{"priority":1},{"priority":2}],"total"`), []string{"baselines[0]", "sample holds 2"}},
+		{"windows without total", replace(t, miniExport, `"windows":1,`, `"windows":2,`), []string{"baselines[0]", "total.n 1 differs from windows 2"}},
+		{"sample not sorted", replace(t, replace(t, replace(t, miniExport, `"windows":1,`, `"windows":2,`), `"c":1`, `"c":2`),
+			`"total":{"n":1,"mean":5,"m2":0,"max":5}`, `"total":{"n":2,"mean":5,"m2":0,"max":5},"sample":[{"priority":9},{"priority":3}]`),
+			[]string{"baselines[0]", "sample is not sorted"}},
+		{"overflowing float", replace(t, one, `"seconds": 12`, `"seconds": 1e999`), []string{"baselines.seconds", "1e999"}},
+		{"overflowing count", replace(t, one, `"windows": 12`, `"windows": 1e999`), []string{"baselines.windows", "1e999"}},
+		{"count beyond uint64", replace(t, one, `"windows": 12`, `"windows": 18446744073709551616`), []string{"baselines.windows", "18446744073709551616"}},
+		{"NaN literal", replace(t, one, `"seconds": 12`, `"seconds": NaN`), []string{"malformed JSON", "'N'"}},
+		{"Infinity literal", replace(t, one, `"seconds": 12`, `"seconds": Infinity`), []string{"malformed JSON", "'I'"}},
+		{"truncated in half", valid[:len(valid)/2], []string{"truncated"}},
+		{"truncated at the last brace", strings.TrimSuffix(valid, "}\n"), []string{"truncated"}},
+		{"truncated inside a string", valid[:strings.Index(valid, "nginx")+2], []string{"truncated"}},
+		{"empty file", "", []string{"truncated"}},
+		{"only whitespace", " \n\t", []string{"truncated"}},
+		{"trailing garbage", valid + "garbage", []string{"after top-level value"}},
+		{"trailing brace", valid + "}", []string{"after top-level value"}},
+		{"two documents", valid + valid, []string{"after top-level value"}},
+		{"unknown top-level field", replace(t, valid, `"version": 1,`, `"version": 1, "comment": "hi",`), []string{`unknown field "comment"`}},
+		{"unknown baseline field", replace(t, one, `"windows": 12`, `"windows": 12, "windowz": 12`), []string{`unknown field "windowz"`}},
+		{"null baseline", withNull, []string{"baselines[1] is null"}},
+		{"duplicate image", dup, []string{"baselines[1]", `"registry.example/shop/api"`, "twice"}},
+		{"total.n differs from windows", replace(t, one, `"n": 12,
+        "mean": `, `"n": 11,
+        "mean": `), []string{"baselines[0]", "docker.io/library/nginx:1.27", "total.n 11"}},
+		{"bad state", replace(t, one, `"state": "stable"`, `"state": "enforcing"`), []string{"baselines[0]", `"enforcing"`}},
+		{"syscall in more windows than learned", replace(t, one, `"n": 12`, `"n": 13`), []string{"baselines[0]", "syscalls[", "n 13 exceeds windows 12"}},
+		{"containers do not add up", replace(t, one, `"c0": 6`, `"c0": 7`), []string{"baselines[0]", "containers"}},
+		{"bad time", replace(t, one, `"first_seen": "2025`, `"first_seen": "yesterday`), []string{"parsing time", "yesterday"}},
+	}
+}
+
+func TestImportRejects(t *testing.T) {
+	for _, tc := range badImports(t) {
+		t.Run(tc.name, func(t *testing.T) {
+			bs, err := Import(strings.NewReader(tc.input))
+			if err == nil {
+				t.Fatalf("Import accepted it (%d baselines)", len(bs))
+			}
+			if !errors.Is(err, ErrBadImport) {
+				t.Errorf("error %v is not ErrBadImport", err)
+			}
+			if bs != nil {
+				t.Errorf("Import returned %d baselines with the error; want none, so nothing can be written", len(bs))
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not mention %s", err, w)
+				}
+			}
+		})
+	}
+}
+
+type failingReader struct{}
+
+func (failingReader) Read([]byte) (int, error) { return 0, errors.New("disk on fire") }
+
+func TestImportReadError(t *testing.T) {
+	_, err := Import(failingReader{})
+	if !errors.Is(err, ErrBadImport) || !strings.Contains(err.Error(), "disk on fire") {
+		t.Errorf("Import = %v, want ErrBadImport with the reader's error", err)
+	}
+}
+
+func FuzzImport(f *testing.F) {
+	f.Add(export(f, exportBaselines(f)))
+	f.Add(export(f, nil))
+	for _, tc := range badImports(f) {
+		f.Add([]byte(tc.input))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		bs, err := Import(bytes.NewReader(data))
+		if err != nil {
+			if !errors.Is(err, ErrBadImport) {
+				t.Fatalf("error %v is not ErrBadImport", err)
+			}
+			if bs != nil {
+				t.Fatalf("Import returned %d baselines with an error", len(bs))
+			}
+			return
+		}
+		seen := map[string]bool{}
+		for i, b := range bs {
+			if err := b.Validate(); err != nil {
+				t.Fatalf("imported baselines[%d] does not validate: %v", i, err)
+			}
+			if seen[b.Key()] {
+				t.Fatalf("imported %q twice", b.Key())
+			}
+			seen[b.Key()] = true
+		}
+		var first bytes.Buffer
+		if err := Export(&first, bs, exportTime); err != nil {
+			t.Fatalf("Export of imported baselines: %v", err)
+		}
+		again, err := Import(bytes.NewReader(first.Bytes()))
+		if err != nil {
+			t.Fatalf("Import of a re-export: %v\n%s", err, first.Bytes())
+		}
+		if len(bs) == 0 && len(again) == 0 {
+			return // a file without baselines may import as nil; the export writes []
+		}
+		g, _ := json.Marshal(again)
+		w, _ := json.Marshal(bs)
+		if !bytes.Equal(g, w) {
+			t.Fatalf("re-imported baselines differ:\n got %s\nwant %s", g, w)
+		}
+		var second bytes.Buffer
+		if err := Export(&second, again, exportTime); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(first.Bytes(), second.Bytes()) {
+			t.Fatalf("export is not stable:\n%s\n---\n%s", first.Bytes(), second.Bytes())
+		}
+	})
+}
+
+func TestBadImportNamesField(t *testing.T) {
+	// The message a user sees for a type error must point into the file.
+	in := fmt.Sprintf(`{"format":%q,"version":1,"baselines":[{"image":"x","state":"learning","windows":"3"}]}`, FormatName)
+	_, err := Import(strings.NewReader(in))
+	if err == nil || !strings.Contains(err.Error(), "at byte") {
+		t.Errorf("Import = %v, want an error with the byte offset", err)
+	}
+}
