@@ -73,7 +73,9 @@ func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts 
 		novel = append(novel, name)
 		contribs = append(contribs, Contribution{Syscall: name, Observed: x, Spread: minRate, Score: s, Novel: true})
 	}
-	slices.SortFunc(contribs, func(a, b Contribution) int { return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Syscall, b.Syscall)) })
+	slices.SortFunc(contribs, func(a, b Contribution) int {
+		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Syscall, b.Syscall))
+	})
 	slices.Sort(novel)
 	if len(contribs) > topContributed {
 		contribs = contribs[:topContributed]

@@ -456,7 +456,7 @@ func TestImportRejectsBadFiles(t *testing.T) {
 
 func TestClientImportInvalid(t *testing.T) {
 	tests := []struct {
-		name  string
+		name   string
 		break_ func(b *model.Baseline)
 	}{
 		{"bad state", func(b *model.Baseline) { b.State = "trusted" }},
