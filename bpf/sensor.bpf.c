@@ -101,6 +101,21 @@ struct {
 	__type(value, __u8);
 } watch_ports SEC(".maps");
 
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct enforce_policy);
+} enforce SEC(".maps");
+
+/* Container cgroups under enforcement (user space adds them once resolved). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u8);
+} enforced_cgroups SEC(".maps");
+
 static __always_inline struct event *new_event(__u32 kind, __s32 nr)
 {
 	__u32 zero = 0;
@@ -142,6 +157,7 @@ static __always_inline struct event *new_event(__u32 kind, __s32 nr)
 	e->path[0] = 0;
 	e->path2[0] = 0;
 	e->path2_len = 0;
+	e->killed = 0;
 	return e;
 }
 
@@ -181,20 +197,69 @@ __noinline int path_base(struct event *e, long n)
 	return base;
 }
 
-static __always_inline int path_is_watched(struct event *e, long n)
+/* Returns the watch flags of a path: the prefix entry's and the file name entry's. */
+static __always_inline __u8 path_watch_flags(struct event *e, long n)
 {
 	if (n <= 1)
 		return 0;
-	if (bpf_map_lookup_elem(&watch_prefixes, &e->path_bits))
-		return 1;
+	__u8 flags = 0;
+	__u8 *v = bpf_map_lookup_elem(&watch_prefixes, &e->path_bits);
+	if (v)
+		flags |= *v;
 	__u32 zero = 0;
 	struct name_key *name = bpf_map_lookup_elem(&name_scratch, &zero);
 	if (!name)
-		return 0;
+		return flags;
 	__builtin_memset(name, 0, sizeof(*name));
 	int base = path_base(e, n) & (PATH_LEN - 1);
 	bpf_probe_read_kernel_str(name, sizeof(*name), e->path + base);
-	return bpf_map_lookup_elem(&watch_names, name) != NULL;
+	v = bpf_map_lookup_elem(&watch_names, name);
+	if (v)
+		flags |= *v;
+	return flags;
+}
+
+/* runc's init process ("runc:[2:INIT]") sets up a new container, or enters one
+ * for docker exec, before the workload starts: that is not the workload. */
+static __always_inline int is_runtime_init(struct event *e)
+{
+	return e->comm[0] == 'r' && e->comm[1] == 'u' && e->comm[2] == 'n' && e->comm[3] == 'c' && e->comm[4] == ':' &&
+	       e->comm[5] == '[';
+}
+
+/* In enforce mode, SIGKILL the caller if policy says so. The signal is delivered
+ * on return to user space: the process never runs another instruction. */
+static __always_inline void enforce_kill(struct event *e, int kill)
+{
+	if (!kill)
+		return;
+	__u32 zero = 0;
+	struct enforce_policy *p = bpf_map_lookup_elem(&enforce, &zero);
+	if (!p || !p->enabled || is_runtime_init(e))
+		return;
+	if (!bpf_map_lookup_elem(&enforced_cgroups, &e->cgroup_id))
+		return;
+	if (bpf_send_signal(9) == 0) {
+		e->killed = 1;
+		stat_inc(STAT_KILLED);
+	}
+}
+
+static __always_inline int syscall_kills(__s32 nr)
+{
+	__u32 zero = 0;
+	struct enforce_policy *p = bpf_map_lookup_elem(&enforce, &zero);
+	if (!p || nr < 0 || nr >= HIST_SLOTS)
+		return 0;
+	__u32 slot = (__u32)nr;
+	return (p->kill_syscalls[(slot / 64) & (HIST_SLOTS / 64 - 1)] >> (slot % 64)) & 1;
+}
+
+static __always_inline int clone_kills(__u64 flags)
+{
+	__u32 zero = 0;
+	struct enforce_policy *p = bpf_map_lookup_elem(&enforce, &zero);
+	return p && (flags & p->kill_clone_flags);
 }
 
 static __always_inline int fill_connect(struct event *e, const void *uaddr)
@@ -245,18 +310,23 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 	e->args[5] = a5;
 
 	const void *watched_path = NULL; /* reported only if it matches a watch list */
+	int open_flags_known = 0;        /* opens: kill decisions may depend on write intent */
+	int kill = syscall_kills(nr);
 	switch (nr) {
 	case NR_open:
 		e->flags = a1;
 		watched_path = (void *)a0;
+		open_flags_known = 1;
 		break;
 	case NR_openat:
 		e->flags = a2;
 		watched_path = (void *)a1;
+		open_flags_known = 1;
 		break;
 	case NR_openat2:
 		bpf_probe_read_user(&e->flags, sizeof(e->flags), (void *)a2); /* open_how.flags */
 		watched_path = (void *)a1;
+		open_flags_known = 1;
 		break;
 	case NR_connect: {
 		int keep = fill_connect(e, (void *)a1);
@@ -270,11 +340,13 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 		e->flags = a0;
 		if (!(a0 & CLONE_NEW_MASK))
 			return 0;
+		kill = clone_kills(a0 & CLONE_NEW_MASK);
 		break;
 	case NR_clone3:
 		bpf_probe_read_user(&e->flags, sizeof(e->flags), (void *)a0); /* clone_args.flags */
 		if (!(e->flags & (CLONE_NEW_MASK | CLONE_NEWTIME)))
 			return 0;
+		kill = clone_kills(e->flags);
 		break;
 	case NR_unshare:
 		e->flags = a0;
@@ -353,8 +425,15 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 	default:
 		return 0;
 	}
-	if (watched_path && !path_is_watched(e, read_user_path(e, watched_path)))
-		return 0;
+	if (watched_path) {
+		__u8 wf = path_watch_flags(e, read_user_path(e, watched_path));
+		if (!wf)
+			return 0;
+		/* O_WRONLY | O_RDWR | O_CREAT | O_TRUNC */
+		int writes = open_flags_known && (e->flags & (01 | 02 | 0100 | 01000));
+		kill = open_flags_known && ((wf & WATCH_KILL_ANY) || ((wf & WATCH_KILL_WRITE) && writes));
+	}
+	enforce_kill(e, kill);
 	submit(e);
 	return 0;
 }

@@ -20,7 +20,23 @@ enum stat_index {
 	STAT_EVENTS_LOST = 1, /* ring buffer full: event dropped */
 	STAT_HIST_FULL = 2,   /* histogram map full: syscall not counted */
 	STAT_PATH_FAULT = 3,  /* user path unreadable at syscall entry */
-	STAT_MAX = 4,
+	STAT_KILLED = 4,      /* processes sent SIGKILL in enforce mode */
+	STAT_MAX = 5,
+};
+
+/* Values in the watch maps: report the open, and in enforce mode kill the caller. */
+enum watch_flag {
+	WATCH_REPORT = 1,
+	WATCH_KILL_WRITE = 2, /* kill when opened for writing */
+	WATCH_KILL_ANY = 4,   /* kill on any open */
+};
+
+/* Enforce-mode policy, one entry, filled by user space from the rules with action kill. */
+struct enforce_policy {
+	__u64 kill_syscalls[HIST_SLOTS / 64]; /* bit n: syscall n kills */
+	__u64 kill_clone_flags;               /* clone/clone3 with any of these flags kill */
+	__u32 enabled;
+	__u32 _pad;
 };
 
 struct hist {
@@ -54,6 +70,7 @@ struct event {
 	__u32 user_ns;
 	__u32 cgroup_ns;
 	__u32 path2_len;
+	__u32 killed; /* the sensor sent SIGKILL for this event (enforce mode) */
 	__u16 family;
 	__u16 port;
 	__u8 addr[16];

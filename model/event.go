@@ -53,6 +53,8 @@ type Event struct {
 	Port   uint16     `json:"port,omitempty"`
 
 	CapsRequested *CapSets `json:"caps_requested,omitempty"`
+	// Killed: the sensor sent SIGKILL at syscall entry (enforce mode).
+	Killed bool `json:"killed,omitempty"`
 
 	Container Container `json:"container"`
 }

@@ -67,6 +67,7 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 		Flags:  e.Flags,
 		Path:   cString(e.Path[:]),
 		FsType: cString(e.Fstype[:]),
+		Killed: e.Killed != 0,
 	}
 
 	switch e.Kind {

@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -56,6 +56,7 @@ type Stats struct {
 	EventsLost uint64 // dropped because the ring buffer was full
 	HistFull   uint64 // syscalls not counted because the histogram map was full
 	PathFaults uint64 // user paths unreadable at syscall entry
+	Killed     uint64 // processes killed in enforce mode
 }
 
 // Sensor is the loaded and attached set of BPF programs.
@@ -63,6 +64,12 @@ type Sensor struct {
 	objs  sensorObjects
 	links []link.Link
 	clock time.Time
+	opts  Options // the report-only watch lists, restored when enforcement changes
+
+	enforceMu     sync.Mutex
+	killPrefixes  []string // entries the last policy changed
+	killNames     []string
+	enforcedCount int
 }
 
 // Load checks the kernel, loads the programs with opts' filters and attaches them.
@@ -101,7 +108,7 @@ func Load(opts Options) (*Sensor, error) {
 		return nil, fmt.Errorf("setting agent tgid: %w", err)
 	}
 
-	s := &Sensor{clock: bootTime()}
+	s := &Sensor{clock: bootTime(), opts: opts}
 	if err := spec.LoadAndAssign(&s.objs, &loadOpts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -130,25 +137,13 @@ func Load(opts Options) (*Sensor, error) {
 
 func (s *Sensor) fillFilters(opts Options) error {
 	for _, p := range opts.WatchPrefixes {
-		if p == "" || len(p) >= len(sensorPrefixKey{}.Data) {
-			return fmt.Errorf("watch prefix %q: length must be 1..%d", p, len(sensorPrefixKey{}.Data)-1)
-		}
-		key := sensorPrefixKey{Prefixlen: uint32(len(p) * 8)}
-		for i := range len(p) {
-			key.Data[i] = int8(p[i])
-		}
-		if err := s.objs.WatchPrefixes.Put(key, uint8(1)); err != nil {
-			return fmt.Errorf("adding watch prefix %q: %w", p, err)
+		if err := s.setPrefix(p, watchReport, false); err != nil {
+			return err
 		}
 	}
 	for _, n := range opts.WatchNames {
-		var key [nameLen]byte
-		if n == "" || len(n) >= nameLen || strings.ContainsRune(n, '/') {
-			return fmt.Errorf("watch name %q: must be 1..%d bytes without '/'", n, nameLen-1)
-		}
-		copy(key[:], n)
-		if err := s.objs.WatchNames.Put(key, uint8(1)); err != nil {
-			return fmt.Errorf("adding watch name %q: %w", n, err)
+		if err := s.setName(n, watchReport, false); err != nil {
+			return err
 		}
 	}
 	for _, port := range opts.WatchPorts {
@@ -187,7 +182,7 @@ func (s *Sensor) OpenEvents() (*ringbuf.Reader, error) {
 // Stats sums the per-CPU counters.
 func (s *Sensor) Stats() (Stats, error) {
 	var st Stats
-	dst := []*uint64{&st.Events, &st.EventsLost, &st.HistFull, &st.PathFaults}
+	dst := []*uint64{&st.Events, &st.EventsLost, &st.HistFull, &st.PathFaults, &st.Killed}
 	for i, p := range dst {
 		var perCPU []uint64
 		if err := s.objs.Stats.Lookup(uint32(i), &perCPU); err != nil {

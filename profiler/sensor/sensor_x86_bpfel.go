@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sensorEnforcePolicy struct {
+	_              structs.HostLayout
+	KillSyscalls   [8]uint64
+	KillCloneFlags uint64
+	Enabled        uint32
+	Pad            uint32
+}
+
 type sensorEvent struct {
 	_                 structs.HostLayout
 	TsBootNs          uint64
@@ -36,6 +44,7 @@ type sensorEvent struct {
 	UserNs            uint32
 	CgroupNs          uint32
 	Path2Len          uint32
+	Killed            uint32
 	Family            uint16
 	Port              uint16
 	Addr              [16]uint8
@@ -44,7 +53,6 @@ type sensorEvent struct {
 	PathBits          uint32
 	Path              [256]int8
 	Path2             [256]int8
-	_                 [4]byte
 }
 
 type sensorHist struct {
@@ -67,6 +75,8 @@ type sensorPrefixKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sensorMapEnforce           = "enforce"
+	sensorMapEnforcedCgroups   = "enforced_cgroups"
 	sensorMapEvents            = "events"
 	sensorMapNameScratch       = "name_scratch"
 	sensorMapScratch           = "scratch"
@@ -134,14 +144,16 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	NameScratch   *ebpf.MapSpec `ebpf:"name_scratch"`
-	Scratch       *ebpf.MapSpec `ebpf:"scratch"`
-	Stats         *ebpf.MapSpec `ebpf:"stats"`
-	SyscallHist   *ebpf.MapSpec `ebpf:"syscall_hist"`
-	WatchNames    *ebpf.MapSpec `ebpf:"watch_names"`
-	WatchPorts    *ebpf.MapSpec `ebpf:"watch_ports"`
-	WatchPrefixes *ebpf.MapSpec `ebpf:"watch_prefixes"`
+	Enforce         *ebpf.MapSpec `ebpf:"enforce"`
+	EnforcedCgroups *ebpf.MapSpec `ebpf:"enforced_cgroups"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	NameScratch     *ebpf.MapSpec `ebpf:"name_scratch"`
+	Scratch         *ebpf.MapSpec `ebpf:"scratch"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	SyscallHist     *ebpf.MapSpec `ebpf:"syscall_hist"`
+	WatchNames      *ebpf.MapSpec `ebpf:"watch_names"`
+	WatchPorts      *ebpf.MapSpec `ebpf:"watch_ports"`
+	WatchPrefixes   *ebpf.MapSpec `ebpf:"watch_prefixes"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -173,18 +185,22 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
-	Events        *ebpf.Map `ebpf:"events"`
-	NameScratch   *ebpf.Map `ebpf:"name_scratch"`
-	Scratch       *ebpf.Map `ebpf:"scratch"`
-	Stats         *ebpf.Map `ebpf:"stats"`
-	SyscallHist   *ebpf.Map `ebpf:"syscall_hist"`
-	WatchNames    *ebpf.Map `ebpf:"watch_names"`
-	WatchPorts    *ebpf.Map `ebpf:"watch_ports"`
-	WatchPrefixes *ebpf.Map `ebpf:"watch_prefixes"`
+	Enforce         *ebpf.Map `ebpf:"enforce"`
+	EnforcedCgroups *ebpf.Map `ebpf:"enforced_cgroups"`
+	Events          *ebpf.Map `ebpf:"events"`
+	NameScratch     *ebpf.Map `ebpf:"name_scratch"`
+	Scratch         *ebpf.Map `ebpf:"scratch"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	SyscallHist     *ebpf.Map `ebpf:"syscall_hist"`
+	WatchNames      *ebpf.Map `ebpf:"watch_names"`
+	WatchPorts      *ebpf.Map `ebpf:"watch_ports"`
+	WatchPrefixes   *ebpf.Map `ebpf:"watch_prefixes"`
 }
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
+		m.Enforce,
+		m.EnforcedCgroups,
 		m.Events,
 		m.NameScratch,
 		m.Scratch,

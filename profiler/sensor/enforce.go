@@ -1,0 +1,152 @@
+package sensor
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// Watch-map values, mirroring enum watch_flag in bpf/sensor.h.
+const (
+	watchReport    = 1
+	watchKillWrite = 2
+	watchKillAny   = 4
+)
+
+// KillOpen says when opening a watched path kills the caller.
+type KillOpen int
+
+const (
+	KillOnWrite KillOpen = watchKillWrite // opened with O_WRONLY, O_RDWR, O_CREAT or O_TRUNC
+	KillOnAny   KillOpen = watchKillAny
+)
+
+// EnforcePolicy is what the BPF program kills at syscall entry in enforce mode,
+// for processes of the cgroups passed to EnforceCgroup.
+type EnforcePolicy struct {
+	Enabled        bool
+	KillSyscalls   []string // any call kills (unshare, setns, init_module…)
+	KillCloneFlags uint64   // clone/clone3 with any of these flags kills
+	KillPrefixes   map[string]KillOpen
+	KillNames      map[string]KillOpen
+}
+
+// SetEnforcement replaces the kill policy; it can be called again (rules reload).
+func (s *Sensor) SetEnforcement(p EnforcePolicy) error {
+	s.enforceMu.Lock()
+	defer s.enforceMu.Unlock()
+	var kp sensorEnforcePolicy
+	for _, name := range p.KillSyscalls {
+		nr, ok := model.SyscallNumber(name)
+		if !ok || nr >= HistSlots-1 {
+			return fmt.Errorf("kill syscall %q: unknown", name)
+		}
+		kp.KillSyscalls[nr/64] |= 1 << (nr % 64)
+	}
+	kp.KillCloneFlags = p.KillCloneFlags
+	if p.Enabled {
+		kp.Enabled = 1
+	}
+	// Restore the previous policy's path entries to report-only (or remove those
+	// that were only there to kill), then add this policy's.
+	for _, prefix := range s.killPrefixes {
+		if err := s.setPrefix(prefix, watchReport, !slices.Contains(s.opts.WatchPrefixes, prefix)); err != nil {
+			return err
+		}
+	}
+	for _, name := range s.killNames {
+		if err := s.setName(name, watchReport, !slices.Contains(s.opts.WatchNames, name)); err != nil {
+			return err
+		}
+	}
+	s.killPrefixes, s.killNames = nil, nil
+	for prefix, mode := range p.KillPrefixes {
+		if err := s.setPrefix(prefix, watchReport|uint8(mode), false); err != nil {
+			return err
+		}
+		s.killPrefixes = append(s.killPrefixes, prefix)
+	}
+	for name, mode := range p.KillNames {
+		if err := s.setName(name, watchReport|uint8(mode), false); err != nil {
+			return err
+		}
+		s.killNames = append(s.killNames, name)
+	}
+	if err := s.objs.Enforce.Put(uint32(0), kp); err != nil {
+		return fmt.Errorf("writing enforce policy: %w", err)
+	}
+	return nil
+}
+
+func prefixKey(p string) (sensorPrefixKey, error) {
+	key := sensorPrefixKey{Prefixlen: uint32(len(p) * 8)}
+	if p == "" || len(p) >= len(key.Data) {
+		return key, fmt.Errorf("watch prefix %q: length must be 1..%d", p, len(key.Data)-1)
+	}
+	for i := range len(p) {
+		key.Data[i] = int8(p[i])
+	}
+	return key, nil
+}
+
+func nameKey(n string) ([nameLen]byte, error) {
+	var key [nameLen]byte
+	if n == "" || len(n) >= nameLen || strings.ContainsRune(n, '/') {
+		return key, fmt.Errorf("watch name %q: must be 1..%d bytes without '/'", n, nameLen-1)
+	}
+	copy(key[:], n)
+	return key, nil
+}
+
+func (s *Sensor) setPrefix(p string, flags uint8, remove bool) error {
+	key, err := prefixKey(p)
+	if err != nil {
+		return err
+	}
+	if remove {
+		if err := s.objs.WatchPrefixes.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing watch prefix %q: %w", p, err)
+		}
+		return nil
+	}
+	if err := s.objs.WatchPrefixes.Put(key, flags); err != nil {
+		return fmt.Errorf("setting watch prefix %q: %w", p, err)
+	}
+	return nil
+}
+
+func (s *Sensor) setName(n string, flags uint8, remove bool) error {
+	key, err := nameKey(n)
+	if err != nil {
+		return err
+	}
+	if remove {
+		if err := s.objs.WatchNames.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing watch name %q: %w", n, err)
+		}
+		return nil
+	}
+	if err := s.objs.WatchNames.Put(key, flags); err != nil {
+		return fmt.Errorf("setting watch name %q: %w", n, err)
+	}
+	return nil
+}
+
+// EnforceCgroup puts a container's cgroup under (or out of) the kill policy.
+func (s *Sensor) EnforceCgroup(cgroupID uint64, on bool) error {
+	if on {
+		if err := s.objs.EnforcedCgroups.Put(cgroupID, uint8(1)); err != nil {
+			return fmt.Errorf("enforcing cgroup %d: %w", cgroupID, err)
+		}
+		return nil
+	}
+	if err := s.objs.EnforcedCgroups.Delete(cgroupID); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+		return fmt.Errorf("releasing cgroup %d: %w", cgroupID, err)
+	}
+	return nil
+}
