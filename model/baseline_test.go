@@ -586,28 +586,64 @@ func TestBaselineCloneIsDeep(t *testing.T) {
 	}
 }
 
-func TestBaselineCloneLearnsLikeOriginal(t *testing.T) {
-	// A clone is used in place of the original (import, promote, merge); learning
-	// the same windows must then lead to the same state at the same window.
-	// (UpdateState takes a non-nil Convergence.CheckpointSums to mean "a first
-	// checkpoint was taken"; Clone must not turn nil into an empty map.)
-	cfg := LearnConfig{MinWindows: 20, MinContainers: 1, StableWindows: 20, MaxDrift: defaultMaxDrift, SampleSize: 8}
-	orig := NewBaseline(testImage, testTag, "")
-	// read was seen at startup, so its burst in the first learned window is not new.
-	orig.AddStartup(Window{Container: Container{ID: "c"}, Start: testT0.Add(-10 * time.Second), Counts: map[string]uint64{"read": 5}})
-	clone := orig.Clone()
-	for i := 0; i < 100; i++ {
-		// A bursty syscall: 100 calls in the first window, none afterwards.
-		counts := map[string]uint64{}
-		if i == 0 {
-			counts["read"] = 100
-		}
-		w := Window{Container: Container{ID: "c"}, Start: testT0.Add(time.Duration(i) * time.Second), Duration: time.Second, Counts: counts}
-		orig.AddWindow(w, cfg.SampleSize)
-		clone.AddWindow(w, cfg.SampleSize)
-		so, sc := orig.UpdateState(cfg), clone.UpdateState(cfg)
-		if so != sc || orig.State != clone.State {
-			t.Fatalf("after window %d: original state %q (became stable %v), clone %q (%v)", i+1, orig.State, so, clone.State, sc)
+func TestBaselineCopiesLearnLikeOriginal(t *testing.T) {
+	// A clone, or a baseline read back from its JSON encoding (store, export), is
+	// used in place of the original (import, promote, restart): learning the same
+	// windows must then lead to the same state at the same window.
+	copies := []struct {
+		name string
+		copy func(t *testing.T, b *Baseline) *Baseline
+	}{
+		{"clone", func(t *testing.T, b *Baseline) *Baseline { return b.Clone() }},
+		{"JSON round trip", func(t *testing.T, b *Baseline) *Baseline {
+			raw, err := json.Marshal(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var c Baseline
+			if err := json.Unmarshal(raw, &c); err != nil {
+				t.Fatal(err)
+			}
+			return &c
+		}},
+	}
+	cfg := LearnConfig{MinWindows: 20, MinContainers: 1, StableWindows: 10, MaxDrift: defaultMaxDrift, SampleSize: 8}
+	for _, cp := range copies {
+		for _, at := range []int{0, 5, 10, 25} { // fresh, within the first block, at a checkpoint, between
+			t.Run(fmt.Sprintf("%s after %d windows", cp.name, at), func(t *testing.T) {
+				orig := NewBaseline(testImage, testTag, "")
+				// read was seen at startup, so its burst in the first window is not new.
+				orig.AddStartup(Window{Container: Container{ID: "c"}, Start: testT0.Add(-10 * time.Second), Counts: map[string]uint64{"read": 5}})
+				wl := newWorkload(41)
+				window := func(i int) Window {
+					w := wl.window("c")
+					if i == 0 {
+						w.Counts["read"] += 5000 // a burst
+					}
+					return w
+				}
+				var dup *Baseline
+				for i := 0; i < 120; i++ {
+					if i == at {
+						dup = cp.copy(t, orig)
+					}
+					w := window(i)
+					orig.AddWindow(w, cfg.SampleSize)
+					so := orig.UpdateState(cfg)
+					if dup == nil {
+						continue
+					}
+					dup.AddWindow(w, cfg.SampleSize)
+					sd := dup.UpdateState(cfg)
+					if so != sd || orig.State != dup.State || orig.Convergence.Drift != dup.Convergence.Drift {
+						t.Fatalf("after window %d: original %q (became stable %v, drift %v), copy %q (%v, drift %v)",
+							i+1, orig.State, so, orig.Convergence.Drift, dup.State, sd, dup.Convergence.Drift)
+					}
+				}
+				if orig.State != StateStable {
+					t.Errorf("the workload never became stable: %s", orig.Progress(cfg))
+				}
+			})
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package model
 
 import (
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"strings"
@@ -80,6 +81,18 @@ func TestValidateRejects(t *testing.T) {
 		{"drift NaN", func(b *Baseline) { b.Convergence.Drift = nan }, []string{"convergence.drift", "NaN"}},
 		{"drift negative", func(b *Baseline) { b.Convergence.Drift = -0.5 }, []string{"convergence.drift"}},
 		{"drift infinite", func(b *Baseline) { b.Convergence.Drift = inf }, []string{"convergence.drift"}},
+		// No learning produces a checkpoint ahead of the windows learned; with one,
+		// UpdateState would wait for windows that never come (or wrap around).
+		{"checkpoint beyond windows", func(b *Baseline) { b.Convergence.CheckpointWindows = b.Windows + 1 }, []string{"checkpoint_windows"}},
+		{"previous checkpoint after the last", func(b *Baseline) {
+			b.Convergence.PreviousWindows = b.Convergence.CheckpointWindows + 1
+		}, []string{"previous_windows"}},
+		{"checkpoint sum negative", func(b *Baseline) {
+			b.Convergence.CheckpointSums["read"] = RateSums{Sum: -1, SumSq: 1}
+		}, []string{"checkpoint_sums", "read"}},
+		{"previous sum not finite", func(b *Baseline) {
+			b.Convergence.PreviousSums = map[string]RateSums{"read": {Sum: 1, SumSq: inf}}
+		}, []string{"previous_sums", "read"}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -136,6 +149,59 @@ func TestValidateAccepts(t *testing.T) {
 			tc.mutate(b)
 			if err := b.Validate(); err != nil {
 				t.Errorf("Validate = %v, want nil", err)
+			}
+		})
+	}
+}
+
+func TestValidatedBaselineStaysEncodable(t *testing.T) {
+	// A baseline that passes Validate (e.g. from an import file) must stay valid
+	// and encodable while learning goes on: the store cannot write NaN or Inf,
+	// and one baseline that fails to encode fails the whole batch it is flushed in.
+	tests := []struct {
+		name string
+		conv func(b *Baseline) Convergence
+	}{
+		{"sums far beyond the learned rates", func(b *Baseline) Convergence {
+			return Convergence{CheckpointWindows: 40, PreviousWindows: 20,
+				PreviousSums:   map[string]RateSums{"read": {Sum: 1e300, SumSq: 1.7e308}},
+				CheckpointSums: map[string]RateSums{"read": {Sum: 1.7e308, SumSq: 1.7e308}}}
+		}},
+		{"sums of opposite sign", func(b *Baseline) Convergence {
+			return Convergence{CheckpointWindows: 40, PreviousWindows: 20,
+				PreviousSums:   map[string]RateSums{"read": {Sum: -1.7e308, SumSq: 1.7e308}},
+				CheckpointSums: map[string]RateSums{"read": {Sum: 1.7e308, SumSq: 1.7e308}}}
+		}},
+		{"checkpoint far beyond windows", func(b *Baseline) Convergence {
+			return Convergence{CheckpointWindows: 1 << 63}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := DefaultLearnConfig()
+			b := NewBaseline(testImage, testTag, "")
+			wl := newWorkload(3)
+			for range 40 {
+				b.AddWindow(wl.window("c1"), 8)
+			}
+			b.Convergence = tc.conv(b)
+			if err := b.Validate(); err != nil {
+				return // refused at the door: fine
+			}
+			// The agent persists after every window batch: check after each one.
+			for range 5 * cfg.StableWindows {
+				b.AddWindow(wl.window("c1"), 8)
+				b.UpdateState(cfg)
+				if err := b.Validate(); err != nil {
+					t.Fatalf("accepted baseline no longer validates at window %d: %v", b.Windows, err)
+				}
+				if _, err := json.Marshal(b); err != nil {
+					t.Fatalf("accepted baseline can no longer be encoded at window %d: %v (drift %v)", b.Windows, err, b.Convergence.Drift)
+				}
+			}
+			// And the steady workload still converges.
+			if b.State != StateStable {
+				t.Errorf("steady workload not stable after %d windows: %s", b.Windows, b.Progress(cfg))
 			}
 		})
 	}

@@ -206,3 +206,11 @@ func (l *Library) Flush() error {
 	clear(l.dirty)
 	return nil
 }
+
+// view runs fn on an image's baseline (nil when there is none) under the lock,
+// without copying it; fn must not keep b.
+func (l *Library) view(key string, fn func(b *model.Baseline)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	fn(l.cache[key])
+}

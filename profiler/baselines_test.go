@@ -238,16 +238,26 @@ func TestNewLibraryLoadsStore(t *testing.T) {
 
 func TestLibraryListSortedDeepCopies(t *testing.T) {
 	st, _ := openStore(t)
-	stored := []*model.Baseline{
-		learned("registry:5000/z", "1", "z1", 3, 0, steady),
-		learned("a/img", "10", "a1", 3, 0, steady),
-		learned("a/img", "2", "a2", 3, 0, steady),
-		learned("a/img", "", "a3", 3, 0, steady),
-	}
-	for _, b := range stored {
+	// Learned through two checkpoints, so every map of the convergence state is
+	// filled in and a shallow copy would share it.
+	cfg := testLearnConfig()
+	cfg.MinContainers = 2 // still learning
+	var stored []*model.Baseline
+	for _, c := range []model.Container{
+		appContainer("z1", "registry:5000/z", "1"), appContainer("a1", "a/img", "10"),
+		appContainer("a2", "a/img", "2"), appContainer("a3", "a/img", ""),
+	} {
+		b := model.NewBaseline(c.Image, c.ImageTag, "")
+		for i := range 12 {
+			b.AddWindow(win(c, 1, i, steady(i)), 16)
+			b.UpdateState(cfg)
+		}
 		b.AddExec("/usr/bin/app")
-		b.AddStartup(win(app1, 1, 0, map[string]uint64{"execve": 1}))
-		b.UpdateState(testLearnConfig())
+		b.AddStartup(win(c, 1, 0, map[string]uint64{"execve": 1}))
+		if b.Convergence.CheckpointSums == nil || b.Convergence.PreviousSums == nil {
+			t.Fatalf("%s: convergence state not filled in: %+v", b.Key(), b.Convergence)
+		}
+		stored = append(stored, b)
 	}
 	if err := st.PutBaselines(stored...); err != nil {
 		t.Fatal(err)
@@ -271,12 +281,8 @@ func TestLibraryListSortedDeepCopies(t *testing.T) {
 		{"startup map", func(b *model.Baseline) { b.Startup["mount"] = 1 }},
 		{"sample counts", func(b *model.Baseline) { b.Sample[0].Counts["read"] = 12345 }},
 		{"sample slice", func(b *model.Baseline) { b.Sample[0].Container = "intruder" }},
-		{"checkpoint sums", func(b *model.Baseline) {
-			if b.Convergence.CheckpointSums == nil {
-				b.Convergence.CheckpointSums = map[string]model.RateSums{}
-			}
-			b.Convergence.CheckpointSums["read"] = model.RateSums{Sum: -1}
-		}},
+		{"checkpoint sums", func(b *model.Baseline) { b.Convergence.CheckpointSums["read"] = model.RateSums{Sum: -1} }},
+		{"previous sums", func(b *model.Baseline) { b.Convergence.PreviousSums["write"] = model.RateSums{Sum: -1} }},
 	}
 	for _, m := range mutations {
 		t.Run("mutating "+m.name+" of a listed baseline", func(t *testing.T) {

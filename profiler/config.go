@@ -29,8 +29,9 @@ type Config struct {
 	Window        time.Duration
 	Store         string
 	MetricsListen string
-	AlertsFile    string
 	Rules         string
+	Budget        float64 // scoring.false_positive_budget
+	Alerts        AlertsConfig
 
 	Containers ContainersConfig
 	Sensor     SensorConfig
@@ -54,4 +55,14 @@ type SensorConfig struct {
 	WatchPorts    []uint16
 	// KernelBTF is an external BTF file for kernels without /sys/kernel/btf/vmlinux.
 	KernelBTF string
+}
+
+// AlertsConfig are the alert outputs (alerts.*).
+type AlertsConfig struct {
+	File            string
+	DedupInterval   time.Duration
+	WebhookURL      string
+	WebhookQueue    int
+	WebhookAttempts int
+	WebhookBackoff  time.Duration
 }

@@ -384,6 +384,16 @@ func TestLearnerReachesStable(t *testing.T) {
 			}(),
 		},
 		{
+			name: "a slow ramp never stabilises", mode: ModeLearn,
+			ws: func() []model.Window {
+				var ws []model.Window
+				for i := range 80 {
+					ws = append(ws, win(app1, 1, i, map[string]uint64{"read": 1000 + 20*uint64(i) + uint64(i%3), "futex": 10}))
+				}
+				return ws
+			}(),
+		},
+		{
 			// Steady, it would be stable at 10 windows (see above); a rate that
 			// jumps a hundredfold at window 8 is drift at the checkpoints after it.
 			name: "a rate that jumps delays stable", mode: ModeLearn,

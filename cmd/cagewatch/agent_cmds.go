@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
+	"os/signal"
 	"slices"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -17,6 +20,7 @@ import (
 
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler"
+	"github.com/cagewatch/cagewatch/profiler/alerts"
 	"github.com/cagewatch/cagewatch/profiler/control"
 	"github.com/cagewatch/cagewatch/store"
 )
@@ -61,7 +65,8 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// runAgent wires the sensor, the learner and the control socket for `run`.
+// runAgent wires the sensor, the learner, the detector, the alert sinks and the
+// control socket for `run`.
 func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	log, err := g.logger()
 	if err != nil {
@@ -75,6 +80,15 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	rules, err := profiler.LoadRules(cfg.Rules)
+	if err != nil {
+		return err
+	}
+	out, err := newDispatcher(cfg.Alerts, g.stdout, log)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
 	st, err := store.Open(cfg.Store, time.Second)
 	if err != nil {
 		return err
@@ -84,20 +98,29 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	trip := profiler.NewTripLog() // filled by the hard rules
+	trip := profiler.NewTripLog()
 	learner := profiler.NewLearner(lib, cfg.Mode, cfg.Learning, trip, log)
 	a, err := profiler.New(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
-	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store)
+	hostname, _ := os.Hostname()
+	det, err := profiler.NewDetector(profiler.DetectorConfig{Mode: cfg.Mode, Budget: cfg.Budget, Window: cfg.Window, Hostname: hostname},
+		rules, lib, trip, out, a.Sensor(), a.Cgroups(), log)
+	if err != nil {
+		return err
+	}
+	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store, "rules", len(rules.Rules))
 
 	g2, ctx := errgroup.WithContext(cmd.Context())
 	g2.Go(func() error { return control.Serve(ctx, control.SocketPath(cfg.Store), lib, log) })
+	g2.Go(func() error { return reloadRulesOnHUP(ctx, cfg.Rules, det, log) })
 	g2.Go(func() error {
 		return a.Run(ctx, profiler.Handlers{
 			Windows: func(ws []model.Window) {
+				det.EnforceWindows(ws)
+				det.OnWindows(ws)
 				res, err := learner.LearnWindows(ws)
 				if err != nil {
 					log.Error("persisting baselines", "store", cfg.Store, "err", err)
@@ -105,22 +128,67 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 				logWindows(log, a, ws, res)
 			},
 			Event: func(e model.Event) {
+				det.OnEvent(e)
 				if e.Kind == model.EventExec {
 					learner.ObserveExec(e)
 				}
-				level := slog.LevelInfo
-				if e.Container.IsHost() || e.Kind == model.EventExec {
-					level = slog.LevelDebug
+				if !e.Container.IsHost() && e.Kind != model.EventExec {
+					log.Debug("event", "syscall", e.Syscall, "detail", e.Describe(),
+						"container", containerLabel(e.Container), "image", e.Container.ImageRef(), "comm", e.Comm, "pid", e.PID)
 				}
-				log.Log(ctx, level, "event", "syscall", e.Syscall, "detail", e.Describe(),
-					"container", containerLabel(e.Container), "image", e.Container.ImageRef(), "comm", e.Comm, "pid", e.PID)
 			},
-			Removed: func(id uint64) { trip.Forget(id); learner.Forget(id) },
+			Removed: func(id uint64) {
+				trip.Forget(id)
+				learner.Forget(id)
+				det.Forget(id)
+			},
 		})
 	})
 	err = g2.Wait()
-	log.Info("stopped")
+	log.Info("stopped", "alerts_sent", out.Sent(), "alerts_suppressed", out.Suppressed())
 	return err
+}
+
+// newDispatcher builds the alert outputs: stdout always, a file and a webhook
+// when configured.
+func newDispatcher(cfg profiler.AlertsConfig, stdout io.Writer, log *slog.Logger) (*alerts.Dispatcher, error) {
+	sinks := []alerts.Sink{alerts.NewWriter("stdout", stdout)}
+	if cfg.File != "" {
+		f, err := alerts.OpenFile(cfg.File)
+		if err != nil {
+			return nil, err
+		}
+		sinks = append(sinks, f)
+	}
+	if cfg.WebhookURL != "" {
+		sinks = append(sinks, alerts.NewWebhook(alerts.WebhookConfig{URL: cfg.WebhookURL, QueueSize: cfg.WebhookQueue,
+			MaxAttempts: cfg.WebhookAttempts, Backoff: cfg.WebhookBackoff}, log))
+	}
+	return alerts.NewDispatcher(cfg.DedupInterval, nil, sinks...), nil
+}
+
+// reloadRulesOnHUP reloads the rules file on SIGHUP; a broken file is refused and
+// the rules in force stay.
+func reloadRulesOnHUP(ctx context.Context, path string, det *profiler.Detector, log *slog.Logger) error {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-hup:
+			rs, err := profiler.LoadRules(path)
+			if err == nil {
+				err = det.SetRules(rs)
+			}
+			if err != nil {
+				log.Error("rules reload refused; the previous rules stay active", "err", err)
+				continue
+			}
+			log.Info("rules reloaded", "rules", len(rs.Rules))
+		}
+	}
 }
 
 func logWindows(log *slog.Logger, a *profiler.Agent, ws []model.Window, res profiler.LearnResult) {

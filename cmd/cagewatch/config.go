@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/url"
 	"bytes"
 	"cmp"
 	"errors"
@@ -47,6 +48,13 @@ const (
 	keyStableWindows = "learning.stable_windows"
 	keyMaxDrift      = "learning.max_drift"
 	keySampleSize    = "learning.sample_size"
+
+	keyBudget          = "scoring.false_positive_budget"
+	keyDedup           = "alerts.dedup_interval"
+	keyWebhookURL      = "alerts.webhook.url"
+	keyWebhookQueue    = "alerts.webhook.queue_size"
+	keyWebhookAttempts = "alerts.webhook.max_attempts"
+	keyWebhookBackoff  = "alerts.webhook.backoff"
 )
 
 // knownKeys are the keys a config file may set; anything else is a typo we report.
@@ -56,10 +64,11 @@ var knownKeys = []string{
 	keyCgroupRoot, keyDockerSocket, keyPodmanSocket, keyContainerdSocket, keyCRIOSocket, keyStatic,
 	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF,
 	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize,
+	keyBudget, keyDedup, keyWebhookURL, keyWebhookQueue, keyWebhookAttempts, keyWebhookBackoff,
 }
 
 // reservedPrefixes are sections later stages read; their keys are not checked here.
-var reservedPrefixes = []string{"scoring."}
+var reservedPrefixes = []string{}
 
 // newViper layers the embedded defaults, the optional config file and the
 // CAGEWATCH_* environment. Flags are bound by the caller.
@@ -136,7 +145,6 @@ func loadConfig(v *viper.Viper) (profiler.Config, error) {
 		Mode:          profiler.Mode(v.GetString(keyMode)),
 		Store:         v.GetString(keyStore),
 		MetricsListen: v.GetString(keyMetricsListen),
-		AlertsFile:    v.GetString(keyAlertsFile),
 		Rules:         v.GetString(keyRules),
 		Containers: profiler.ContainersConfig{
 			CgroupRoot:       v.GetString(keyCgroupRoot),
@@ -174,6 +182,12 @@ func loadConfig(v *viper.Viper) (profiler.Config, error) {
 	}
 
 	cfg.Learning = loadLearning(v, bad)
+	cfg.Alerts = loadAlerts(v, bad)
+	budget, err := cast.ToFloat64E(v.Get(keyBudget))
+	if err != nil || !(budget > 0) || math.IsInf(budget, 0) {
+		bad(keyBudget, fmt.Errorf("%v is not a positive number of false alerts per container-day", v.Get(keyBudget)))
+	}
+	cfg.Budget = budget
 
 	cfg.Sensor.KernelBTF = v.GetString(keyKernelBTF)
 	cfg.Sensor.WatchPrefixes = v.GetStringSlice(keyWatchPrefixes)
@@ -264,4 +278,27 @@ func loadLearning(v *viper.Viper, bad func(string, error)) profiler.LearnerConfi
 	}
 	lc.MaxDrift = drift
 	return lc
+}
+
+func loadAlerts(v *viper.Viper, bad func(string, error)) profiler.AlertsConfig {
+	ac := profiler.AlertsConfig{File: v.GetString(keyAlertsFile), WebhookURL: v.GetString(keyWebhookURL)}
+	var err error
+	if ac.DedupInterval, err = parseDuration(v.Get(keyDedup)); err != nil || ac.DedupInterval < 0 {
+		bad(keyDedup, cmp.Or(err, fmt.Errorf("negative duration %v", ac.DedupInterval)))
+	}
+	if ac.WebhookBackoff, err = parseDuration(v.Get(keyWebhookBackoff)); err != nil || ac.WebhookBackoff <= 0 {
+		bad(keyWebhookBackoff, cmp.Or(err, fmt.Errorf("%v is not positive", ac.WebhookBackoff)))
+	}
+	if ac.WebhookQueue, err = cast.ToIntE(v.Get(keyWebhookQueue)); err != nil || ac.WebhookQueue < 1 {
+		bad(keyWebhookQueue, fmt.Errorf("%v is not an integer >= 1", v.Get(keyWebhookQueue)))
+	}
+	if ac.WebhookAttempts, err = cast.ToIntE(v.Get(keyWebhookAttempts)); err != nil || ac.WebhookAttempts < 1 {
+		bad(keyWebhookAttempts, fmt.Errorf("%v is not an integer >= 1", v.Get(keyWebhookAttempts)))
+	}
+	if ac.WebhookURL != "" {
+		if u, err := url.Parse(ac.WebhookURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad(keyWebhookURL, fmt.Errorf("%q is not an http(s) URL", ac.WebhookURL))
+		}
+	}
+	return ac
 }

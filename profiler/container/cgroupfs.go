@@ -132,3 +132,16 @@ func (c *CgroupFS) Alive(id uint64) bool {
 	_, err := c.PathOf(id)
 	return !errors.Is(err, ErrCgroupGone)
 }
+
+// Freeze stops every process of a cgroup (cgroup v2 cgroup.freeze), the
+// enforcement for alerts a single syscall cannot be blamed for.
+func (c *CgroupFS) Freeze(cgroupPath string) error {
+	if cgroupPath == "" || cgroupPath == "/" || strings.Contains(cgroupPath, "..") {
+		return fmt.Errorf("refusing to freeze cgroup %q", cgroupPath)
+	}
+	p := c.Mount + cgroupPath + "/cgroup.freeze"
+	if err := os.WriteFile(p, []byte("1"), 0); err != nil {
+		return fmt.Errorf("freezing cgroup %s: %w", cgroupPath, err)
+	}
+	return nil
+}

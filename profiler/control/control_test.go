@@ -30,7 +30,7 @@ var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func learnCfg() model.LearnConfig {
-	return model.LearnConfig{MinWindows: 10, MinContainers: 1, StableWindows: 5, MaxDrift: 0.25, SampleSize: 16}
+	return model.LearnConfig{MinWindows: 10, MinContainers: 1, StableWindows: 5, MaxDrift: 3, SampleSize: 16}
 }
 
 // baseline learns n 1s windows of container id of image:tag, from t0+start.
@@ -456,8 +456,8 @@ func TestImportRejectsBadFiles(t *testing.T) {
 
 func TestClientImportInvalid(t *testing.T) {
 	tests := []struct {
-		name   string
-		break_ func(b *model.Baseline)
+		name    string
+		corrupt func(b *model.Baseline)
 	}{
 		{"bad state", func(b *model.Baseline) { b.State = "trusted" }},
 		{"windows disagree with the statistics", func(b *model.Baseline) { b.Windows = 99 }},
@@ -476,7 +476,7 @@ func TestClientImportInvalid(t *testing.T) {
 				a := startAgent(t, true)
 				before := snapshot(t, a.st)
 				bad := baseline("e2e/app", "1", "app9", 3, 100)
-				tt.break_(bad)
+				tt.corrupt(bad)
 				in := []*model.Baseline{baseline("e2e/new", "1", "n1", 5, 0), bad}
 				err := a.client(t).Import(context.Background(), in, merge)
 				if !errors.Is(err, store.ErrBadImport) {

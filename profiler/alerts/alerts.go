@@ -1,0 +1,275 @@
+// Package alerts delivers alerts in Falco's JSON format to stdout, a file and an
+// HTTP webhook, deduplicating repeats and counting what it drops.
+package alerts
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// Sink takes alerts; Send must not block the caller for long.
+type Sink interface {
+	Name() string
+	Send(a model.Alert)
+	Close() error
+}
+
+// Writer writes one JSON object per line to w (stdout, a file).
+type Writer struct {
+	name string
+	mu   sync.Mutex
+	w    io.Writer
+	c    io.Closer
+	enc  *json.Encoder
+	errs atomic.Uint64
+}
+
+// NewWriter writes to w; name labels it in logs and metrics.
+func NewWriter(name string, w io.Writer) *Writer {
+	return &Writer{name: name, w: w, enc: json.NewEncoder(w)}
+}
+
+// OpenFile appends alerts to path (created 0600).
+func OpenFile(path string) (*Writer, error) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("alerts file: %w", err)
+	}
+	w := NewWriter("file", f)
+	w.c = f
+	return w, nil
+}
+
+func (w *Writer) Name() string { return w.name }
+
+// Send encodes one alert line; a failed write is counted (Errors).
+func (w *Writer) Send(a model.Alert) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if err := w.enc.Encode(a); err != nil {
+		w.errs.Add(1)
+	}
+}
+
+// Errors is the number of failed writes.
+func (w *Writer) Errors() uint64 { return w.errs.Load() }
+
+func (w *Writer) Close() error {
+	if w.c == nil {
+		return nil
+	}
+	return w.c.Close()
+}
+
+// WebhookConfig configures the HTTP sink.
+type WebhookConfig struct {
+	URL         string
+	QueueSize   int           // alerts waiting; beyond it new alerts are dropped and counted
+	MaxAttempts int           // per alert, including the first
+	Backoff     time.Duration // first retry delay, doubled each time (with jitter)
+	Timeout     time.Duration // per request
+}
+
+// Webhook POSTs each alert as JSON from a bounded queue, retrying with backoff.
+// Alerts it cannot deliver are dropped and counted, never block the agent.
+type Webhook struct {
+	cfg     WebhookConfig
+	client  *http.Client
+	queue   chan model.Alert
+	log     *slog.Logger
+	dropped atomic.Uint64
+	sent    atomic.Uint64
+	done    chan struct{}
+	cancel  context.CancelFunc
+}
+
+// NewWebhook starts the delivery goroutine.
+func NewWebhook(cfg WebhookConfig, log *slog.Logger) *Webhook {
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 1024
+	}
+	if cfg.MaxAttempts <= 0 {
+		cfg.MaxAttempts = 5
+	}
+	if cfg.Backoff <= 0 {
+		cfg.Backoff = 500 * time.Millisecond
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 5 * time.Second
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	w := &Webhook{cfg: cfg, client: &http.Client{Timeout: cfg.Timeout}, queue: make(chan model.Alert, cfg.QueueSize),
+		log: log, done: make(chan struct{}), cancel: cancel}
+	go w.run(ctx)
+	return w
+}
+
+func (w *Webhook) Name() string { return "webhook" }
+
+// Send queues an alert, or drops and counts it when the queue is full.
+func (w *Webhook) Send(a model.Alert) {
+	select {
+	case w.queue <- a:
+	default:
+		w.dropped.Add(1)
+	}
+}
+
+// Dropped is the number of alerts given up on (queue full or retries exhausted).
+func (w *Webhook) Dropped() uint64 { return w.dropped.Load() }
+
+// Sent is the number of alerts delivered.
+func (w *Webhook) Sent() uint64 { return w.sent.Load() }
+
+func (w *Webhook) run(ctx context.Context) {
+	defer close(w.done)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case a := <-w.queue:
+			if err := w.deliver(ctx, a); err != nil {
+				w.dropped.Add(1)
+				w.log.Warn("alert webhook: dropped alert", "url", w.cfg.URL, "rule", a.Rule, "err", err)
+			} else {
+				w.sent.Add(1)
+			}
+		}
+	}
+}
+
+func (w *Webhook) deliver(ctx context.Context, a model.Alert) error {
+	body, err := json.Marshal(a)
+	if err != nil {
+		return err
+	}
+	delay := w.cfg.Backoff
+	var last error
+	for attempt := 1; attempt <= w.cfg.MaxAttempts; attempt++ {
+		if last = w.post(ctx, body); last == nil {
+			return nil
+		}
+		if attempt == w.cfg.MaxAttempts {
+			break
+		}
+		jitter := time.Duration(rand.Int64N(int64(delay)/2 + 1))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay + jitter):
+		}
+		delay *= 2
+	}
+	return fmt.Errorf("%d attempts: %w", w.cfg.MaxAttempts, last)
+}
+
+func (w *Webhook) post(ctx context.Context, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.cfg.URL, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := w.client.Do(req)
+	if err != nil {
+		return err
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		return fmt.Errorf("%s", resp.Status)
+	}
+	return nil
+}
+
+// Close stops delivery; alerts still queued are counted as dropped.
+func (w *Webhook) Close() error {
+	w.cancel()
+	<-w.done
+	w.dropped.Add(uint64(len(w.queue)))
+	return nil
+}
+
+// Dispatcher deduplicates alerts and fans them out to sinks.
+type Dispatcher struct {
+	sinks    []Sink
+	interval time.Duration
+	now      func() time.Time
+
+	mu         sync.Mutex
+	last       map[string]time.Time // dedup key → when last sent
+	suppressed map[string]uint64
+	total      atomic.Uint64
+	dups       atomic.Uint64
+	onSend     func(model.Alert)
+}
+
+// NewDispatcher sends to sinks; identical alerts from one container within
+// interval are counted instead of sent, and the next one sent carries the count
+// (output_fields["cagewatch.suppressed"]). onSend (may be nil) sees each sent alert.
+func NewDispatcher(interval time.Duration, onSend func(model.Alert), sinks ...Sink) *Dispatcher {
+	return &Dispatcher{sinks: sinks, interval: interval, now: time.Now, last: map[string]time.Time{},
+		suppressed: map[string]uint64{}, onSend: onSend}
+}
+
+// Send dispatches one alert and reports whether it was sent (not deduplicated).
+func (d *Dispatcher) Send(a model.Alert) bool {
+	key := a.DedupKey()
+	now := d.now()
+	d.mu.Lock()
+	if t, ok := d.last[key]; ok && d.interval > 0 && now.Sub(t) < d.interval {
+		d.suppressed[key]++
+		d.mu.Unlock()
+		d.dups.Add(1)
+		return false
+	}
+	d.last[key] = now
+	if n := d.suppressed[key]; n > 0 {
+		a.OutputFields["cagewatch.suppressed"] = n
+		delete(d.suppressed, key)
+	}
+	if len(d.last) > 100000 { // bound memory: forget keys older than the interval
+		for k, t := range d.last {
+			if now.Sub(t) >= d.interval && d.suppressed[k] == 0 {
+				delete(d.last, k)
+			}
+		}
+	}
+	d.mu.Unlock()
+	d.total.Add(1)
+	for _, s := range d.sinks {
+		s.Send(a)
+	}
+	if d.onSend != nil {
+		d.onSend(a)
+	}
+	return true
+}
+
+// Suppressed is the number of duplicates counted instead of sent.
+func (d *Dispatcher) Suppressed() uint64 { return d.dups.Load() }
+
+// Sent is the number of alerts sent.
+func (d *Dispatcher) Sent() uint64 { return d.total.Load() }
+
+// Close closes every sink.
+func (d *Dispatcher) Close() error {
+	var first error
+	for _, s := range d.sinks {
+		if err := s.Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}

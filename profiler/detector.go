@@ -1,0 +1,300 @@
+package profiler
+
+import (
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/sensor"
+)
+
+// AlertSender takes alerts (the alerts.Dispatcher).
+type AlertSender interface {
+	Send(a model.Alert) bool
+}
+
+// Enforcer is the sensor's kill side.
+type Enforcer interface {
+	SetEnforcement(p sensor.EnforcePolicy) error
+	EnforceCgroup(cgroupID uint64, on bool) error
+}
+
+// Freezer freezes a container's cgroup.
+type Freezer interface {
+	Freeze(cgroupPath string) error
+}
+
+// DetectorConfig are the scoring and alerting settings.
+type DetectorConfig struct {
+	Mode     Mode
+	Budget   float64       // scoring.false_positive_budget: false alerts per container-day
+	Window   time.Duration // sampling interval, to turn the budget into a probability
+	Hostname string
+}
+
+// Detector applies the hard rules to events and scores windows against stable
+// baselines, sending alerts and, in enforce mode, killing or freezing.
+type Detector struct {
+	cfg      DetectorConfig
+	rules    atomic.Pointer[model.RuleSet]
+	lib      *Library
+	trip     *TripLog
+	out      AlertSender
+	enforcer Enforcer
+	freezer  Freezer
+	log      *slog.Logger
+
+	mu         sync.Mutex
+	thresholds map[string]cachedThreshold
+	enforced   map[uint64]bool
+	frozen     map[uint64]bool
+	cmdlines   map[uint32]string // pid → command line, from exec events
+
+	// Scored is called with every scored window (metrics); may be nil.
+	Scored func(w model.Window, s model.WindowScore, t model.Threshold)
+}
+
+type cachedThreshold struct {
+	windows uint64
+	t       model.Threshold
+}
+
+const maxCmdlines = 1 << 16
+
+// NewDetector builds a detector; enforcer and freezer may be nil outside enforce mode.
+func NewDetector(cfg DetectorConfig, rules *model.RuleSet, lib *Library, trip *TripLog, out AlertSender,
+	enforcer Enforcer, freezer Freezer, log *slog.Logger) (*Detector, error) {
+	d := &Detector{cfg: cfg, lib: lib, trip: trip, out: out, enforcer: enforcer, freezer: freezer, log: log,
+		thresholds: map[string]cachedThreshold{}, enforced: map[uint64]bool{}, frozen: map[uint64]bool{}, cmdlines: map[uint32]string{}}
+	return d, d.SetRules(rules)
+}
+
+// SetRules swaps the rule set (SIGHUP reload) and, in enforce mode, the kernel's
+// kill policy.
+func (d *Detector) SetRules(rs *model.RuleSet) error {
+	if d.cfg.Mode == ModeEnforce && d.enforcer != nil {
+		if err := d.enforcer.SetEnforcement(KillPolicy(rs)); err != nil {
+			return err
+		}
+	}
+	d.rules.Store(rs)
+	return nil
+}
+
+// Rules is the active rule set.
+func (d *Detector) Rules() *model.RuleSet { return d.rules.Load() }
+
+// KillPolicy is what the BPF program enforces for the rules with action kill: the
+// first match block of each (the part the kernel can decide).
+func KillPolicy(rs *model.RuleSet) sensor.EnforcePolicy {
+	p := sensor.EnforcePolicy{Enabled: true, KillPrefixes: map[string]sensor.KillOpen{}, KillNames: map[string]sensor.KillOpen{}}
+	for _, r := range rs.Rules {
+		if r.Action != model.ActionKill {
+			continue
+		}
+		m := r.Matchers[0]
+		spec := m.Spec
+		mode := sensor.KillOnAny
+		if spec.OpenWrite {
+			mode = sensor.KillOnWrite
+		}
+		for _, name := range m.Syscalls() {
+			switch {
+			case strings.HasPrefix(name, "open"):
+				for _, prefix := range spec.PathPrefixes {
+					p.KillPrefixes[prefix] = mode
+				}
+				for _, n := range spec.PathNames {
+					p.KillNames[n] = mode
+				}
+			case name == "clone" || name == "clone3":
+				p.KillCloneFlags |= m.Flags()
+			default:
+				p.KillSyscalls = append(p.KillSyscalls, name)
+			}
+		}
+	}
+	return p
+}
+
+func isRuntimeInit(comm string) bool { return strings.HasPrefix(comm, "runc:[") }
+
+// OnEvent applies the hard rules to one event.
+func (d *Detector) OnEvent(e model.Event) {
+	if e.Kind == model.EventExec {
+		d.rememberCmdline(e)
+	}
+	c := e.Container
+	if c.IsHost() || c.Runtime == model.RuntimeUnknown {
+		return
+	}
+	if d.cfg.Mode == ModeEnforce {
+		d.enforce(e.CgroupID)
+	}
+	if isRuntimeInit(e.Comm) {
+		return // runc setting up (or entering) the container
+	}
+	rs := d.rules.Load()
+	var fired []*model.Rule
+	d.lib.view(c.ImageRef(), func(b *model.Baseline) { fired = rs.Match(e, b) })
+	for _, r := range fired {
+		if r.ID == model.RuleExecDrift && d.cfg.Mode == ModeLearn {
+			continue // learn mode alerts on hard rules only
+		}
+		d.trip.Mark(e.CgroupID, e.Time)
+		a := model.EventAlert(r, e, d.cmdline(e.PID), d.cfg.Hostname)
+		if e.Killed {
+			a.OutputFields["cagewatch.action"] = "killed"
+		}
+		d.out.Send(a)
+		if r.Action == model.ActionFreeze {
+			d.freeze(a)
+		}
+	}
+}
+
+// OnWindows scores container windows against stable baselines.
+func (d *Detector) OnWindows(ws []model.Window) {
+	if d.cfg.Mode == ModeLearn {
+		return
+	}
+	rs := d.rules.Load()
+	novelRule, anomalyRule := rs.Rule(model.RuleSyscallNovel), rs.Rule(model.RuleSyscallAnomaly)
+	for _, w := range ws {
+		c := w.Container
+		if c.IsHost() || c.Runtime == model.RuntimeUnknown || c.ImageRef() == "" {
+			continue
+		}
+		var score model.WindowScore
+		var threshold model.Threshold
+		scored := false
+		d.lib.view(c.ImageRef(), func(b *model.Baseline) {
+			if b == nil || b.State != model.StateStable {
+				return
+			}
+			threshold = d.threshold(b)
+			score = model.Score(b, w.Counts, w.Duration.Seconds())
+			scored = true
+		})
+		if !scored {
+			continue
+		}
+		if d.Scored != nil {
+			d.Scored(w, score, threshold)
+		}
+		if len(score.Novel) > 0 && novelRule != nil {
+			d.sendWindowAlert(novelRule, w, score, threshold)
+		}
+		if score.Value > threshold.Value && anomalyRule != nil {
+			d.sendWindowAlert(anomalyRule, w, score, threshold)
+		}
+	}
+}
+
+func (d *Detector) sendWindowAlert(r *model.Rule, w model.Window, s model.WindowScore, t model.Threshold) {
+	a := model.WindowAlert(r, w, s, t, d.cfg.Hostname)
+	d.out.Send(a)
+	if r.Action == model.ActionFreeze {
+		d.freeze(a)
+	}
+}
+
+// threshold calibrates (and caches per baseline version) the alert threshold.
+func (d *Detector) threshold(b *model.Baseline) model.Threshold {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	key := b.Key()
+	if c, ok := d.thresholds[key]; ok && c.windows == b.Windows {
+		return c.t
+	}
+	t := b.Calibrate(d.cfg.Budget, d.cfg.Window.Seconds())
+	d.thresholds[key] = cachedThreshold{windows: b.Windows, t: t}
+	return t
+}
+
+// Threshold returns the current threshold of an image, if it is stable.
+func (d *Detector) Threshold(key string) (model.Threshold, bool) {
+	var t model.Threshold
+	ok := false
+	d.lib.view(key, func(b *model.Baseline) {
+		if b != nil && b.State == model.StateStable {
+			t, ok = d.threshold(b), true
+		}
+	})
+	return t, ok
+}
+
+func (d *Detector) enforce(cgroupID uint64) {
+	if d.enforcer == nil {
+		return
+	}
+	d.mu.Lock()
+	done := d.enforced[cgroupID]
+	d.enforced[cgroupID] = true
+	d.mu.Unlock()
+	if !done {
+		if err := d.enforcer.EnforceCgroup(cgroupID, true); err != nil {
+			d.log.Warn("enforcing container cgroup", "cgroup_id", cgroupID, "err", err)
+		}
+	}
+}
+
+// EnforceWindows puts every container cgroup seen in windows under enforcement,
+// so containers that make no security event yet are covered too.
+func (d *Detector) EnforceWindows(ws []model.Window) {
+	if d.cfg.Mode != ModeEnforce {
+		return
+	}
+	for _, w := range ws {
+		if !w.Container.IsHost() && w.Container.Runtime != model.RuntimeUnknown {
+			d.enforce(w.CgroupID)
+		}
+	}
+}
+
+func (d *Detector) freeze(a model.Alert) {
+	if d.cfg.Mode != ModeEnforce || d.freezer == nil {
+		return
+	}
+	d.mu.Lock()
+	done := d.frozen[a.CgroupID]
+	d.frozen[a.CgroupID] = true
+	d.mu.Unlock()
+	if done {
+		return
+	}
+	if err := d.freezer.Freeze(a.Container.CgroupPath); err != nil {
+		d.log.Error("freezing container", "container", a.Container.ID, "cgroup", a.Container.CgroupPath, "err", err)
+		return
+	}
+	d.log.Warn("container frozen", "rule", a.Rule, "container", a.Container.ID, "cgroup", a.Container.CgroupPath)
+}
+
+// Forget drops a removed cgroup's state.
+func (d *Detector) Forget(cgroupID uint64) {
+	d.mu.Lock()
+	delete(d.enforced, cgroupID)
+	delete(d.frozen, cgroupID)
+	d.mu.Unlock()
+	if d.enforcer != nil && d.cfg.Mode == ModeEnforce {
+		_ = d.enforcer.EnforceCgroup(cgroupID, false)
+	}
+}
+
+func (d *Detector) rememberCmdline(e model.Event) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.cmdlines) >= maxCmdlines {
+		clear(d.cmdlines) // crude bound; command lines are a convenience
+	}
+	d.cmdlines[e.PID] = strings.Join(e.Argv, " ")
+}
+
+func (d *Detector) cmdline(pid uint32) string {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.cmdlines[pid]
+}
