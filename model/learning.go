@@ -72,6 +72,9 @@ func (b *Baseline) UpdateState(cfg LearnConfig) (becameStable bool) {
 // the mean: perfectly regular rates would otherwise make any change infinite.
 const driftFloor = 0.01
 
+// maxDrift caps the drift so it stays a finite, encodable number.
+const maxDrift = 1e9
+
 // blockDrift compares each syscall's rates in block A (windows prevW..midW) with
 // block B (midW..now): the larger of Welch's t for the means and the log ratio of
 // the variances over its standard error (a jump inside block B shows as variance
@@ -93,6 +96,9 @@ func (b *Baseline) blockDrift(prev map[string]RateSums, prevW uint64, mid map[st
 		meanT := math.Abs(bb.mean-a.mean) / math.Sqrt(varA/nA+varB/nB)
 		varZ := math.Abs(math.Log(varB/varA)) / math.Sqrt(2/(nA-1)+2/(nB-1))
 		worst = math.Max(worst, math.Max(meanT, varZ))
+	}
+	if math.IsNaN(worst) || worst > maxDrift {
+		return maxDrift // inconsistent sums (an edited import): drift, but encodable
 	}
 	return worst
 }

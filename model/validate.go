@@ -57,6 +57,21 @@ func (b *Baseline) Validate() error {
 	if uint64(len(b.Sample)) > b.Windows {
 		return bad("sample holds %d windows, more than the %d learned", len(b.Sample), b.Windows)
 	}
+	if c := b.Convergence; c.CheckpointWindows > b.Windows {
+		return bad("convergence.checkpoint_windows %d exceeds windows %d", c.CheckpointWindows, b.Windows)
+	} else if c.PreviousWindows > c.CheckpointWindows {
+		return bad("convergence.previous_windows %d exceeds checkpoint_windows %d", c.PreviousWindows, c.CheckpointWindows)
+	}
+	for name, rs := range b.Convergence.CheckpointSums {
+		if !finiteNonNeg(rs.Sum) || !finiteNonNeg(rs.SumSq) {
+			return bad("convergence.checkpoint_sums[%q] is not finite and non-negative", name)
+		}
+	}
+	for name, rs := range b.Convergence.PreviousSums {
+		if !finiteNonNeg(rs.Sum) || !finiteNonNeg(rs.SumSq) {
+			return bad("convergence.previous_sums[%q] is not finite and non-negative", name)
+		}
+	}
 	if !finiteNonNeg(b.Convergence.Drift) {
 		return bad("convergence.drift %v is not a finite non-negative number", b.Convergence.Drift)
 	}
