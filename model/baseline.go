@@ -36,7 +36,7 @@ type Baseline struct {
 	Seconds   float64   `json:"seconds"` // learned time
 	FirstSeen time.Time `json:"first_seen"`
 	LastSeen  time.Time `json:"last_seen"` // end of the newest learned window
-	Updated   time.Time `json:"updated"`   // last change of any kind
+	Updated   time.Time `json:"updated"`   // end of the newest learned or merged window
 
 	// Containers maps container id to the windows it contributed.
 	Containers map[string]uint64 `json:"containers"`
@@ -125,7 +125,7 @@ func Rate(count uint64, seconds float64) float64 {
 
 // AddWindow learns one window and returns the syscalls it saw for the first time.
 func (b *Baseline) AddWindow(w Window, sampleSize int) (novel []string) {
-	secs := w.Duration.Seconds()
+	secs := max(w.Duration.Seconds(), 0)
 	for name, c := range w.Counts {
 		if c == 0 {
 			continue

@@ -13,7 +13,7 @@ type Progress struct {
 	MinContainers int     `json:"min_containers"`
 	QuietWindows  uint64  `json:"quiet_windows"` // windows since the last new syscall or binary
 	StableWindows uint64  `json:"stable_windows"`
-	Drift         float64 `json:"drift"` // at the last checkpoint, in standard deviations
+	Drift         float64 `json:"drift"` // at the last checkpoint, in standard errors
 	MaxDrift      float64 `json:"max_drift"`
 }
 

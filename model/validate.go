@@ -62,14 +62,15 @@ func (b *Baseline) Validate() error {
 	} else if c.PreviousWindows > c.CheckpointWindows {
 		return bad("convergence.previous_windows %d exceeds checkpoint_windows %d", c.PreviousWindows, c.CheckpointWindows)
 	}
-	for name, rs := range b.Convergence.CheckpointSums {
-		if !finiteNonNeg(rs.Sum) || !finiteNonNeg(rs.SumSq) {
-			return bad("convergence.checkpoint_sums[%q] is not finite and non-negative", name)
-		}
-	}
-	for name, rs := range b.Convergence.PreviousSums {
-		if !finiteNonNeg(rs.Sum) || !finiteNonNeg(rs.SumSq) {
-			return bad("convergence.previous_sums[%q] is not finite and non-negative", name)
+	learned := b.rateSums()
+	for field, sums := range map[string]map[string]RateSums{
+		"checkpoint_sums": b.Convergence.CheckpointSums, "previous_sums": b.Convergence.PreviousSums,
+	} {
+		for name, rs := range sums {
+			now := learned[name]
+			if !finiteNonNeg(rs.Sum) || !finiteNonNeg(rs.SumSq) || rs.Sum > now.Sum*(1+1e-9)+1e-9 || rs.SumSq > now.SumSq*(1+1e-9)+1e-9 {
+				return bad("convergence.%s[%q] must be finite, non-negative and within the learned sums", field, name)
+			}
 		}
 	}
 	if !finiteNonNeg(b.Convergence.Drift) {

@@ -270,7 +270,7 @@ func loadLearning(v *viper.Viper, bad func(string, error)) profiler.LearnerConfi
 	}
 	lc.MinWindows = uint64(max(positive(keyMinWindows, 1), 0))
 	lc.MinContainers = positive(keyMinContainers, 1)
-	lc.StableWindows = uint64(max(positive(keyStableWindows, 1), 0))
+	lc.StableWindows = uint64(max(positive(keyStableWindows, 2), 0)) // a block of one has no variance
 	lc.SampleSize = positive(keySampleSize, 1)
 	drift, err := cast.ToFloat64E(v.Get(keyMaxDrift))
 	if err != nil || drift <= 0 || math.IsNaN(drift) || math.IsInf(drift, 0) {
