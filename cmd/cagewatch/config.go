@@ -1,12 +1,12 @@
 package main
 
 import (
-	"net/url"
 	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
 	"math"
+	"net/url"
 	"os"
 	"path"
 	"slices"
