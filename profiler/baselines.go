@@ -105,6 +105,9 @@ func (l *Library) Import(_ context.Context, bs []*model.Baseline, merge bool) er
 			}
 			b = merged
 		}
+		if err := b.Validate(); err != nil { // never store what the store would refuse to read
+			return fmt.Errorf("%w: %v", store.ErrBadImport, err)
+		}
 		next = append(next, b)
 	}
 	if err := l.store.PutBaselines(next...); err != nil {

@@ -24,11 +24,22 @@ type TripLog struct {
 // NewTripLog returns an empty log.
 func NewTripLog() *TripLog { return &TripLog{times: map[uint64][]time.Time{}} }
 
+// tripMemory is how long a mark is kept: longer than any window (at most 1h), so
+// modes that do not learn (and so never ask) cannot pile marks up.
+const tripMemory = 2 * time.Hour
+
 // Mark records that a rule fired in cgroupID at t.
 func (l *TripLog) Mark(cgroupID uint64, t time.Time) {
 	l.mu.Lock()
-	l.times[cgroupID] = append(l.times[cgroupID], t)
-	l.mu.Unlock()
+	defer l.mu.Unlock()
+	marks := l.times[cgroupID]
+	keep := marks[:0]
+	for _, m := range marks {
+		if t.Sub(m) < tripMemory {
+			keep = append(keep, m)
+		}
+	}
+	l.times[cgroupID] = append(keep, t)
 }
 
 // Tripped reports whether a rule fired in cgroupID during [from, to], and drops

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -44,14 +45,19 @@ func Serve(ctx context.Context, socket string, svc profiler.BaselineService, log
 		return fmt.Errorf("control socket %s: %w", socket, err)
 	}
 	srv := &http.Server{Handler: handler(svc, log), ReadHeaderTimeout: 5 * time.Second}
+	shutdownDone := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
+		defer close(shutdownDone)
 		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(shutdown)
 	})
-	defer stop()
 	defer os.Remove(socket)
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	err = srv.Serve(ln)
+	if !stop() {
+		<-shutdownDone // requests in flight finish before the caller closes the store
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("control socket %s: %w", socket, err)
 	}
 	return nil
@@ -60,8 +66,12 @@ func Serve(ctx context.Context, socket string, svc profiler.BaselineService, log
 // removeStaleSocket deletes a socket file left by an agent that died, but refuses
 // to steal the socket of one that still answers.
 func removeStaleSocket(socket string) error {
-	if _, err := os.Stat(socket); err != nil {
+	fi, err := os.Lstat(socket)
+	if err != nil {
 		return nil
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("control socket %s: exists and is not a socket", socket)
 	}
 	if c, err := net.DialTimeout("unix", socket, time.Second); err == nil {
 		c.Close()
@@ -200,7 +210,7 @@ func (c *Client) Get(ctx context.Context, key string) (*model.Baseline, error) {
 func (c *Client) Import(ctx context.Context, bs []*model.Baseline, merge bool) error {
 	var buf bytes.Buffer
 	if err := store.Export(&buf, bs, time.Now()); err != nil {
-		return err
+		return fmt.Errorf("%w: %v", store.ErrBadImport, err)
 	}
 	q := url.Values{}
 	if merge {
