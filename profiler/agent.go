@@ -24,6 +24,8 @@ type Handlers struct {
 	Event func(model.Event)
 	// Removed is told about each cgroup whose final window has been delivered.
 	Removed func(cgroupID uint64)
+	// Sampled gets how long each sampling round took.
+	Sampled func(time.Duration)
 }
 
 // Agent owns the loaded sensor, the sampler and the container resolver.
@@ -147,7 +149,11 @@ func (a *Agent) Run(ctx context.Context, h Handlers) error {
 			case <-ctx.Done():
 				return nil
 			case now := <-t.C:
+				began := time.Now()
 				windows, removed, err := a.Sample(ctx, now)
+				if h.Sampled != nil {
+					h.Sampled(time.Since(began))
+				}
 				if err != nil { // the sampler keeps its state consistent: log and carry on
 					a.sampleErrors.Add(1)
 					a.log.Warn("sampling syscall histograms", "err", err)

@@ -217,3 +217,26 @@ func (l *Library) view(key string, fn func(b *model.Baseline)) {
 	defer l.mu.Unlock()
 	fn(l.cache[key])
 }
+
+// Summary is a baseline's headline numbers.
+type Summary struct {
+	Image    string
+	State    model.BaselineState
+	Windows  uint64
+	Syscalls int
+}
+
+// Summaries lists every baseline's headline numbers without copying them.
+func (l *Library) Summaries() []Summary {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := make([]Summary, 0, len(l.cache))
+	for key, b := range l.cache {
+		out = append(out, Summary{Image: key, State: b.State, Windows: b.Windows, Syscalls: len(b.Syscalls)})
+	}
+	slices.SortFunc(out, func(a, b Summary) int { return strings.Compare(a.Image, b.Image) })
+	return out
+}
+
+// State returns the state of an image's baseline, if there is one.
+func (l *Library) State(key string) (model.BaselineState, bool) { return l.state(key) }

@@ -22,6 +22,7 @@ import (
 	"github.com/cagewatch/cagewatch/profiler"
 	"github.com/cagewatch/cagewatch/profiler/alerts"
 	"github.com/cagewatch/cagewatch/profiler/control"
+	"github.com/cagewatch/cagewatch/profiler/metrics"
 	"github.com/cagewatch/cagewatch/store"
 )
 
@@ -111,15 +112,22 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	m := metrics.New(&metricsSource{lib: lib, agent: a, out: out}, version)
+	det.Scored = m.ObserveScore
+	out.OnSend(m.ObserveAlert)
 	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store, "rules", len(rules.Rules))
 
 	g2, ctx := errgroup.WithContext(cmd.Context())
+	if cfg.MetricsListen != "" {
+		g2.Go(func() error { return metrics.Serve(ctx, cfg.MetricsListen, m.Registry(), log) })
+	}
 	g2.Go(func() error { return control.Serve(ctx, control.SocketPath(cfg.Store), lib, log) })
 	g2.Go(func() error { return reloadRulesOnHUP(ctx, cfg.Rules, det, log) })
 	g2.Go(func() error {
 		return a.Run(ctx, profiler.Handlers{
 			Windows: func(ws []model.Window) {
 				det.EnforceWindows(ws)
+				m.ObserveWindows(ws, lib.State)
 				det.OnWindows(ws)
 				res, err := learner.LearnWindows(ws)
 				if err != nil {
@@ -137,10 +145,12 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 						"container", containerLabel(e.Container), "image", e.Container.ImageRef(), "comm", e.Comm, "pid", e.PID)
 				}
 			},
+			Sampled: m.ObserveSample,
 			Removed: func(id uint64) {
 				trip.Forget(id)
 				learner.Forget(id)
 				det.Forget(id)
+				m.ForgetCgroup(id)
 			},
 		})
 	})
@@ -148,6 +158,29 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	log.Info("stopped", "alerts_sent", out.Sent(), "alerts_suppressed", out.Suppressed())
 	return err
 }
+
+// metricsSource feeds the values Prometheus reads at scrape time.
+type metricsSource struct {
+	lib   *profiler.Library
+	agent *profiler.Agent
+	out   *alerts.Dispatcher
+}
+
+func (s *metricsSource) Baselines() []metrics.BaselineInfo {
+	var out []metrics.BaselineInfo
+	for _, b := range s.lib.Summaries() {
+		out = append(out, metrics.BaselineInfo{Image: b.Image, State: b.State, Windows: b.Windows, Syscalls: b.Syscalls})
+	}
+	return out
+}
+
+func (s *metricsSource) Sensor() metrics.SensorInfo {
+	st, _ := s.agent.Stats()
+	return metrics.SensorInfo{Events: st.Events, EventsLost: st.EventsLost, Killed: st.Killed, Undecodable: st.Undecodable,
+		HistFull: st.HistFull, AlertsSuppressed: s.out.Suppressed()}
+}
+
+func (s *metricsSource) SinkDrops() map[string]uint64 { return s.out.Drops() }
 
 // newDispatcher builds the alert outputs: stdout always, a file and a webhook
 // when configured.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"bytes"
 	"cmp"
 	"errors"
@@ -165,6 +166,11 @@ func loadConfig(v *viper.Viper) (profiler.Config, error) {
 		bad(keyWindow, fmt.Errorf("%v out of range (100ms..1h)", window))
 	}
 	cfg.Window = window
+	if cfg.MetricsListen != "" {
+		if _, _, err := net.SplitHostPort(cfg.MetricsListen); err != nil {
+			bad(keyMetricsListen, fmt.Errorf("%q is not host:port", cfg.MetricsListen))
+		}
+	}
 	if cfg.Store == "" {
 		bad(keyStore, errors.New("empty path"))
 	}

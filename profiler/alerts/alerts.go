@@ -246,15 +246,37 @@ func (d *Dispatcher) Send(a model.Alert) bool {
 			}
 		}
 	}
+	onSend := d.onSend
 	d.mu.Unlock()
 	d.total.Add(1)
 	for _, s := range d.sinks {
 		s.Send(a)
 	}
-	if d.onSend != nil {
-		d.onSend(a)
+	if onSend != nil {
+		onSend(a)
 	}
 	return true
+}
+
+// OnSend sets the function that sees each sent alert (metrics).
+func (d *Dispatcher) OnSend(fn func(model.Alert)) {
+	d.mu.Lock()
+	d.onSend = fn
+	d.mu.Unlock()
+}
+
+// Drops reports, per sink, the alerts it gave up on (webhook drops, failed writes).
+func (d *Dispatcher) Drops() map[string]uint64 {
+	out := map[string]uint64{}
+	for _, s := range d.sinks {
+		switch s := s.(type) {
+		case *Webhook:
+			out[s.Name()] = s.Dropped()
+		case *Writer:
+			out[s.Name()] = s.Errors()
+		}
+	}
+	return out
 }
 
 // Suppressed is the number of duplicates counted instead of sent.

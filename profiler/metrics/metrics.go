@@ -1,0 +1,280 @@
+// Package metrics exposes cagewatch's Prometheus metrics from its own registry.
+package metrics
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"runtime/debug"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// TopDeviating is how many syscalls of the last anomaly alert per image are
+// exported: enough to explain it, bounded to keep cardinality flat.
+const TopDeviating = 5
+
+// Metrics are the agent's instruments. Gauges and counters fed by the pipeline
+// live here; values read at scrape time come from the Source.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	anomalyScore     *prometheus.GaugeVec
+	anomalyThreshold *prometheus.GaugeVec
+	alerts           *prometheus.CounterVec
+	containerCalls   *prometheus.CounterVec
+	containers       *prometheus.GaugeVec
+	sampleDuration   prometheus.Histogram
+	deviation        *prometheus.GaugeVec
+	lastDeviating    map[string][]string // image → syscalls exported in deviation
+	scoreLabels      map[uint64][2]string // cgroup → its anomaly_score labels, to delete on removal
+	mu               sync.Mutex
+}
+
+// Source is read at every scrape.
+type Source interface {
+	// Baselines are the current baselines (state, windows, syscalls).
+	Baselines() []BaselineInfo
+	// Sensor are cumulative sensor and agent counters.
+	Sensor() SensorInfo
+	// SinkDrops are alerts each sink gave up on.
+	SinkDrops() map[string]uint64
+}
+
+// BaselineInfo is one image's baseline as the metrics see it.
+type BaselineInfo struct {
+	Image    string
+	State    model.BaselineState
+	Windows  uint64
+	Syscalls int
+}
+
+// SensorInfo are the sensor's counters.
+type SensorInfo struct {
+	Events, EventsLost, Killed, Undecodable, HistFull uint64
+	AlertsSuppressed                                  uint64
+}
+
+// New registers every collector on a fresh registry.
+func New(src Source, version string) *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		anomalyScore: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cagewatch_anomaly_score", Help: "Anomaly score of the container's last scored window.",
+		}, []string{"image", "container"}),
+		anomalyThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cagewatch_anomaly_threshold", Help: "Calibrated anomaly threshold of the image's baseline.",
+		}, []string{"image"}),
+		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cagewatch_alerts_total", Help: "Alerts sent, by rule, priority and image.",
+		}, []string{"rule", "priority", "image"}),
+		containerCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "cagewatch_container_syscalls_total", Help: "Syscalls made by containers, by image.",
+		}, []string{"image"}),
+		containers: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cagewatch_containers", Help: "Containers seen in the last window, by their image's baseline state.",
+		}, []string{"state"}),
+		sampleDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "cagewatch_sample_duration_seconds", Help: "Time to sample the kernel histogram and resolve containers.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
+		}),
+		deviation: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cagewatch_last_alert_syscall_rate",
+			Help: "Observed and expected rates (calls/s) of the top deviating syscalls of the image's last statistical alert.",
+		}, []string{"image", "syscall", "kind"}),
+		lastDeviating: map[string][]string{},
+		scoreLabels:   map[uint64][2]string{},
+	}
+	for _, s := range []string{string(model.StateLearning), string(model.StateStable), "none"} {
+		m.containers.WithLabelValues(s)
+	}
+	revision, goVersion := "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "cagewatch_build_info", Help: "Build information; always 1.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
+	})
+	buildInfo.Set(1)
+	m.reg.MustRegister(m.anomalyScore, m.anomalyThreshold, m.alerts, m.containerCalls, m.containers,
+		m.sampleDuration, m.deviation, buildInfo, &scrapeCollector{src: src},
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// Registry is the registry the handler serves (tests gather from it).
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// ObserveScore records a scored window.
+func (m *Metrics) ObserveScore(w model.Window, s model.WindowScore, t model.Threshold) {
+	image := w.Container.ImageRef()
+	name := containerName(w.Container)
+	m.anomalyScore.WithLabelValues(image, name).Set(s.Value)
+	m.anomalyThreshold.WithLabelValues(image).Set(t.Value)
+	m.mu.Lock()
+	m.scoreLabels[w.CgroupID] = [2]string{image, name}
+	m.mu.Unlock()
+}
+
+// ForgetCgroup drops a removed container's score series, so container churn does
+// not grow the series count.
+func (m *Metrics) ForgetCgroup(cgroupID uint64) {
+	m.mu.Lock()
+	labels, ok := m.scoreLabels[cgroupID]
+	delete(m.scoreLabels, cgroupID)
+	m.mu.Unlock()
+	if ok {
+		m.anomalyScore.DeleteLabelValues(labels[0], labels[1])
+	}
+}
+
+// ObserveWindows counts container syscalls and containers by state.
+func (m *Metrics) ObserveWindows(ws []model.Window, state func(image string) (model.BaselineState, bool)) {
+	counts := map[string]int{string(model.StateLearning): 0, string(model.StateStable): 0, "none": 0}
+	for _, w := range ws {
+		c := w.Container
+		if c.IsHost() || c.Runtime == model.RuntimeUnknown {
+			continue
+		}
+		m.containerCalls.WithLabelValues(c.ImageRef()).Add(float64(w.Total()))
+		if st, ok := state(c.ImageRef()); ok {
+			counts[string(st)]++
+		} else {
+			counts["none"]++
+		}
+	}
+	for s, n := range counts {
+		m.containers.WithLabelValues(s).Set(float64(n))
+	}
+}
+
+// ObserveSample records how long a sampling round took.
+func (m *Metrics) ObserveSample(d time.Duration) { m.sampleDuration.Observe(d.Seconds()) }
+
+// ObserveAlert counts a sent alert and, for statistical ones, exports its top
+// deviating syscalls (replacing the image's previous set).
+func (m *Metrics) ObserveAlert(a model.Alert) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	image := a.Container.ImageRef()
+	m.alerts.WithLabelValues(a.Rule, string(a.Priority), image).Inc()
+	top, ok := a.OutputFields["cagewatch.top"].([]map[string]any)
+	if !ok {
+		return
+	}
+	for _, name := range m.lastDeviating[image] {
+		m.deviation.DeleteLabelValues(image, name, "observed")
+		m.deviation.DeleteLabelValues(image, name, "expected")
+	}
+	var names []string
+	for i, c := range top {
+		if i == TopDeviating {
+			break
+		}
+		name, _ := c["syscall"].(string)
+		obs, _ := c["observed"].(float64)
+		exp, _ := c["expected"].(float64)
+		m.deviation.WithLabelValues(image, name, "observed").Set(obs)
+		m.deviation.WithLabelValues(image, name, "expected").Set(exp)
+		names = append(names, name)
+	}
+	m.lastDeviating[image] = names
+}
+
+func containerName(c model.Container) string {
+	if c.Name != "" {
+		return c.Name
+	}
+	return c.ID
+}
+
+// scrapeCollector reads baselines and counters at scrape time.
+type scrapeCollector struct{ src Source }
+
+var (
+	descBaselineState    = prometheus.NewDesc("cagewatch_baseline_state", "1 for the image baseline's current state.", []string{"image", "state"}, nil)
+	descBaselineWindows  = prometheus.NewDesc("cagewatch_baseline_windows", "Windows learned into the image's baseline.", []string{"image"}, nil)
+	descBaselineSyscalls = prometheus.NewDesc("cagewatch_baseline_syscalls", "Distinct syscalls in the image's baseline.", []string{"image"}, nil)
+	descEvents           = prometheus.NewDesc("cagewatch_events_total", "Security events read from the kernel.", nil, nil)
+	descEventsLost       = prometheus.NewDesc("cagewatch_events_lost_total", "Security events lost because the ring buffer was full.", nil, nil)
+	descUndecodable      = prometheus.NewDesc("cagewatch_events_undecodable_total", "Ring-buffer records that did not decode.", nil, nil)
+	descHistFull         = prometheus.NewDesc("cagewatch_syscalls_uncounted_total", "Syscalls not counted because the histogram map was full.", nil, nil)
+	descKilled           = prometheus.NewDesc("cagewatch_enforce_kills_total", "Processes killed in enforce mode.", nil, nil)
+	descSuppressed       = prometheus.NewDesc("cagewatch_alerts_suppressed_total", "Duplicate alerts counted instead of sent.", nil, nil)
+	descSinkDropped      = prometheus.NewDesc("cagewatch_alert_sink_dropped_total", "Alerts a sink gave up on.", []string{"sink"}, nil)
+)
+
+func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{descBaselineState, descBaselineWindows, descBaselineSyscalls, descEvents,
+		descEventsLost, descUndecodable, descHistFull, descKilled, descSuppressed, descSinkDropped} {
+		ch <- d
+	}
+}
+
+func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, b := range c.src.Baselines() {
+		for _, st := range []model.BaselineState{model.StateLearning, model.StateStable} {
+			v := 0.0
+			if b.State == st {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(descBaselineState, prometheus.GaugeValue, v, b.Image, string(st))
+		}
+		ch <- prometheus.MustNewConstMetric(descBaselineWindows, prometheus.GaugeValue, float64(b.Windows), b.Image)
+		ch <- prometheus.MustNewConstMetric(descBaselineSyscalls, prometheus.GaugeValue, float64(b.Syscalls), b.Image)
+	}
+	s := c.src.Sensor()
+	ch <- prometheus.MustNewConstMetric(descEvents, prometheus.CounterValue, float64(s.Events))
+	ch <- prometheus.MustNewConstMetric(descEventsLost, prometheus.CounterValue, float64(s.EventsLost))
+	ch <- prometheus.MustNewConstMetric(descUndecodable, prometheus.CounterValue, float64(s.Undecodable))
+	ch <- prometheus.MustNewConstMetric(descHistFull, prometheus.CounterValue, float64(s.HistFull))
+	ch <- prometheus.MustNewConstMetric(descKilled, prometheus.CounterValue, float64(s.Killed))
+	ch <- prometheus.MustNewConstMetric(descSuppressed, prometheus.CounterValue, float64(s.AlertsSuppressed))
+	drops := c.src.SinkDrops()
+	names := make([]string, 0, len(drops))
+	for n := range drops {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	for _, n := range names {
+		ch <- prometheus.MustNewConstMetric(descSinkDropped, prometheus.CounterValue, float64(drops[n]), n)
+	}
+}
+
+// Serve serves /metrics on listen until ctx is done.
+func Serve(ctx context.Context, listen string, reg *prometheus.Registry, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("metrics.listen %s: %w", listen, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	stop := context.AfterFunc(ctx, func() {
+		shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(shutdown)
+	})
+	defer stop()
+	log.Info("metrics listening", "addr", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("metrics.listen %s: %w", listen, err)
+	}
+	return nil
+}
