@@ -1,0 +1,217 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+func requirePrometheus(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		if os.Getenv("CAGEWATCH_REQUIRE_PROMETHEUS") != "" {
+			t.Fatal("CAGEWATCH_REQUIRE_PROMETHEUS is set but prometheus is not installed")
+		}
+		t.Skip("prometheus not installed (apt-get install prometheus)")
+	}
+}
+
+func TestPrometheusRulesFileChecks(t *testing.T) {
+	if _, err := exec.LookPath("promtool"); err != nil {
+		if os.Getenv("CAGEWATCH_REQUIRE_PROMETHEUS") != "" {
+			t.Fatal("CAGEWATCH_REQUIRE_PROMETHEUS is set but promtool is not installed")
+		}
+		t.Skip("promtool not installed (apt-get install prometheus)")
+	}
+	out, err := exec.Command("promtool", "check", "rules", "../../configs/prometheus-rules.yml").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "SUCCESS") {
+		t.Fatalf("promtool check rules: %v\n%s", err, out)
+	}
+}
+
+type dashboard struct {
+	Panels []struct {
+		Title   string `json:"title"`
+		Targets []struct {
+			Expr string `json:"expr"`
+		} `json:"targets"`
+	} `json:"panels"`
+	Templating struct {
+		List []struct {
+			Name  string `json:"name"`
+			Query any    `json:"query"`
+		} `json:"list"`
+	} `json:"templating"`
+}
+
+// TestBPFDashboardQueriesAgainstPrometheus runs the agent on a workload that
+// learns, trips a hard rule and a statistical rule, has a real Prometheus scrape
+// it, and runs every dashboard panel's query through Prometheus's HTTP API: each
+// must parse and return data.
+func TestBPFDashboardQueriesAgainstPrometheus(t *testing.T) {
+	requireRoot(t)
+	requirePrometheus(t)
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed: the paced workloads need it")
+	}
+	bin := cagewatchBinary(t)
+	parent := fmt.Sprintf("cagewatch-prom-%d", os.Getpid())
+	dir := filepath.Join(cgroup2Root, parent, "web1")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{dir, filepath.Dir(dir)} {
+			for range 50 {
+				if os.Remove(d) == nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	tmp := t.TempDir()
+	metricsPort, promPort := freePort(t), freePort(t)
+	config := writeConfig(t, fmt.Sprintf(`
+mode: auto
+window: 1s
+store: %s/cagewatch.db
+metrics: {listen: "127.0.0.1:%d"}
+learning: {ignore_first: 1s, min_windows: 8, stable_windows: 3}
+containers:
+  static: [{cgroup: "/%s/*", image: "e2e/prom:1"}]
+`, tmp, metricsPort, parent))
+	startInCgroup(t, dir, pacedSteady)
+	log := &syncBuffer{}
+	agent := exec.Command(bin, "--config", config, "run")
+	agent.Stdout, agent.Stderr = &syncBuffer{}, log
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = agent.Process.Kill()
+		_ = agent.Wait()
+		if t.Failed() {
+			t.Logf("agent log (tail):\n%s", tail(log.String(), 30))
+		}
+	})
+
+	promCfg := filepath.Join(tmp, "prometheus.yml")
+	if err := os.WriteFile(promCfg, []byte(fmt.Sprintf(
+		"global: {scrape_interval: 1s, evaluation_interval: 1s}\nscrape_configs:\n  - job_name: cagewatch\n    static_configs: [{targets: ['127.0.0.1:%d']}]\n",
+		metricsPort)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	promLog := &syncBuffer{}
+	prom := exec.Command("prometheus", "--config.file="+promCfg, "--storage.tsdb.path="+filepath.Join(tmp, "tsdb"),
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", promPort))
+	prom.Stdout, prom.Stderr = promLog, promLog
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = prom.Process.Kill()
+		_ = prom.Wait()
+		if t.Failed() {
+			t.Logf("prometheus log (tail):\n%s", tail(promLog.String(), 20))
+		}
+	})
+
+	waitFor(t, 60*time.Second, "the baseline to become stable", func() bool {
+		return strings.Contains(log.String(), `msg="baseline stable" image=e2e/prom:1`)
+	})
+	// A hard rule and a statistical alert, so every panel has something to show.
+	startInCgroup(t, dir, `import time
+open("/etc/shadow").close()
+time.sleep(3600)`)
+	startInCgroup(t, dir, pacedDifferent)
+
+	var dash dashboard
+	raw, err := os.ReadFile("../../configs/grafana/cagewatch.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(raw, &dash); err != nil {
+		t.Fatalf("dashboard JSON: %v", err)
+	}
+	vars := map[string]bool{}
+	for _, v := range dash.Templating.List {
+		vars[v.Name] = true
+	}
+	for _, want := range []string{"datasource", "image", "container"} {
+		if !vars[want] {
+			t.Errorf("dashboard lacks the %q variable", want)
+		}
+	}
+	substitute := strings.NewReplacer("$__rate_interval", "15s", "$__range", "10m", "$image", ".*", "$container", ".*")
+	promURL := fmt.Sprintf("http://127.0.0.1:%d", promPort)
+	queries := 0
+	for _, p := range dash.Panels {
+		for _, target := range p.Targets {
+			expr := substitute.Replace(target.Expr)
+			queries++
+			var last string
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				n, err := promQuery(promURL, expr)
+				if err == nil && n > 0 {
+					break
+				}
+				last = fmt.Sprintf("%d series, err %v", n, err)
+				if err != nil && strings.Contains(err.Error(), "bad_data") {
+					t.Fatalf("panel %q: query %q does not parse: %v", p.Title, expr, err)
+				}
+				if time.Now().After(deadline) {
+					t.Errorf("panel %q: query %q returned no data: %s", p.Title, expr, last)
+					break
+				}
+				time.Sleep(time.Second)
+			}
+		}
+	}
+	if queries < 10 {
+		t.Errorf("only %d panel queries in the dashboard", queries)
+	}
+}
+
+// promQuery runs an instant query and returns the number of series in the result.
+func promQuery(base, expr string) (int, error) {
+	resp, err := http.Get(base + "/api/v1/query?query=" + url.QueryEscape(expr))
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	var body struct {
+		Status    string `json:"status"`
+		ErrorType string `json:"errorType"`
+		Error     string `json:"error"`
+		Data      struct {
+			Result []json.RawMessage `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+		return 0, err
+	}
+	if body.Status != "success" {
+		return 0, fmt.Errorf("%s: %s", body.ErrorType, body.Error)
+	}
+	return len(body.Data.Result), nil
+}
