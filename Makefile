@@ -7,7 +7,7 @@ GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 FUZZTIME      ?= 10s
 STORE         ?= ./var/cagewatch.db
 
-.PHONY: all generate build test fuzz bench lint run clean
+.PHONY: all generate build test fuzz bench lint run demo clean
 
 all: build
 
@@ -43,6 +43,11 @@ lint:
 run: build
 	mkdir -p $(dir $(STORE))
 	./$(BIN) run --store $(STORE)
+
+# A two-minute tour: learns a workload in its own cgroup, catches an escape attempt
+# and a behaviour change, cleans up. Needs root, no Docker.
+demo: build
+	./$(BIN) demo --log-level warn
 
 clean:
 	rm -rf bin var

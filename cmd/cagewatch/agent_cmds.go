@@ -81,11 +81,17 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
+	return runPipeline(cmd.Context(), cfg, log, g.stdout, nil)
+}
+
+// runPipeline runs the whole agent until ctx is done. Alerts go to alertOut as
+// JSON lines; ready, when set, gets the baseline library once everything runs.
+func runPipeline(ctx context.Context, cfg profiler.Config, log *slog.Logger, alertOut io.Writer, ready func(*profiler.Library)) error {
 	rules, err := profiler.LoadRules(cfg.Rules)
 	if err != nil {
 		return err
 	}
-	out, err := newDispatcher(cfg.Alerts, g.stdout, log)
+	out, err := newDispatcher(cfg.Alerts, alertOut, log)
 	if err != nil {
 		return err
 	}
@@ -117,7 +123,10 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	out.OnSend(m.ObserveAlert)
 	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store, "rules", len(rules.Rules))
 
-	g2, ctx := errgroup.WithContext(cmd.Context())
+	g2, ctx := errgroup.WithContext(ctx)
+	if ready != nil {
+		ready(lib)
+	}
 	if cfg.MetricsListen != "" {
 		g2.Go(func() error { return metrics.Serve(ctx, cfg.MetricsListen, m.Registry(), log) })
 	}

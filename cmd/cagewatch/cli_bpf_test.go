@@ -337,3 +337,22 @@ func TestBPFRunSamplesAndStopsCleanly(t *testing.T) {
 		t.Errorf("log lacks the mode flag or the clean stop:\n%s", stderr)
 	}
 }
+
+// TestBPFDemo runs `cagewatch demo` as a newcomer would and checks it learned,
+// caught the escape steps and the behaviour change, and cleaned up.
+func TestBPFDemo(t *testing.T) {
+	requireRoot(t)
+	out, stderr, err := runCLI(context.Background(), "demo", "--log-level", "warn")
+	if err != nil {
+		t.Fatalf("demo: %v\n%s\n%s", err, out, stderr)
+	}
+	for _, want := range []string{"demo/web:1: stable", "ALERT [Critical] sensitive_file", "ALERT [Critical] ns_unshare",
+		"ALERT [Critical] cgroup_escape", "syscall_", "Cleaned up"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("demo output lacks %q:\n%s", want, out)
+		}
+	}
+	if matches, _ := filepath.Glob(filepath.Join(cgroup2Root, "cagewatch-demo-*")); len(matches) > 0 {
+		t.Errorf("demo left cgroups behind: %v", matches)
+	}
+}
