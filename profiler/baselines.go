@@ -142,7 +142,8 @@ func (l *Library) Promote(_ context.Context, key string) error {
 func (l *Library) Reset(_ context.Context, key string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if err := l.store.DeleteBaseline(key); err != nil && !(errors.Is(err, store.ErrNotFound) && l.cache[key] != nil) {
+	// A baseline learned but not yet flushed is only in the cache: that is fine.
+	if err := l.store.DeleteBaseline(key); err != nil && (!errors.Is(err, store.ErrNotFound) || l.cache[key] == nil) {
 		return err
 	}
 	delete(l.cache, key)

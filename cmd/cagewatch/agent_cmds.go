@@ -100,7 +100,11 @@ func runPipeline(ctx context.Context, cfg profiler.Config, log *slog.Logger, ale
 	if err != nil {
 		return err
 	}
-	defer st.Close()
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing store", "store", cfg.Store, "err", err)
+		}
+	}()
 	lib, err := profiler.NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, true)
 	if err != nil {
 		return err

@@ -66,10 +66,9 @@ type Sensor struct {
 	clock time.Time
 	opts  Options // the report-only watch lists, restored when enforcement changes
 
-	enforceMu     sync.Mutex
-	killPrefixes  []string // entries the last policy changed
-	killNames     []string
-	enforcedCount int
+	enforceMu    sync.Mutex
+	killPrefixes []string // entries the last policy changed
+	killNames    []string
 }
 
 // Load checks the kernel, loads the programs with opts' filters and attaches them.
