@@ -183,18 +183,31 @@ static __always_inline long read_user_path(struct event *e, const void *src)
 	return n;
 }
 
-/* Offset of the final path component. A global function: the verifier checks its
- * loop once instead of at every call site. */
+#define PATH_NONCANONICAL 0x10000
+
+/* Offset of the final path component, with PATH_NONCANONICAL set when the path
+ * has "//", "/./" or "/../" (which could slip past the prefix trie: user space
+ * normalises and judges those). A global function: the verifier checks its loop
+ * once instead of at every call site. */
 __noinline int path_base(struct event *e, long n)
 {
 	if (!e)
 		return 0;
-	int base = 0;
+	int base = 0, odd = 0;
+	char prev = 0, prev2 = 0;
 	for (int i = 0; i < PATH_LEN && i < n; i++) {
-		if (e->path[i] == '/')
+		char c = e->path[i];
+		if (c == '/' || c == 0) {
+			if (prev == '/' || (prev == '.' && (prev2 == '/' || prev2 == '.')))
+				odd = 1;
+			if (c == 0)
+				break;
 			base = i + 1;
+		}
+		prev2 = prev;
+		prev = c;
 	}
-	return base;
+	return base | (odd ? PATH_NONCANONICAL : 0);
 }
 
 /* Returns the watch flags of a path: the prefix entry's and the file name entry's. */
@@ -211,7 +224,10 @@ static __always_inline __u8 path_watch_flags(struct event *e, long n)
 	if (!name)
 		return flags;
 	__builtin_memset(name, 0, sizeof(*name));
-	int base = path_base(e, n) & (PATH_LEN - 1);
+	int scan = path_base(e, n);
+	if (scan & PATH_NONCANONICAL)
+		flags |= WATCH_REPORT;
+	int base = scan & (PATH_LEN - 1);
 	bpf_probe_read_kernel_str(name, sizeof(*name), e->path + base);
 	v = bpf_map_lookup_elem(&watch_names, name);
 	if (v)
@@ -253,6 +269,13 @@ static __always_inline int syscall_kills(__s32 nr)
 		return 0;
 	__u32 slot = (__u32)nr;
 	return (p->kill_syscalls[(slot / 64) & (HIST_SLOTS / 64 - 1)] >> (slot % 64)) & 1;
+}
+
+static __always_inline int unshare_by_flags(void)
+{
+	__u32 zero = 0;
+	struct enforce_policy *p = bpf_map_lookup_elem(&enforce, &zero);
+	return p && p->kill_unshare_by_flags;
 }
 
 static __always_inline int clone_kills(__u64 flags)
@@ -350,6 +373,8 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 		break;
 	case NR_unshare:
 		e->flags = a0;
+		if (unshare_by_flags())
+			kill = clone_kills(a0);
 		break;
 	case NR_setns:
 		e->flags = a1;

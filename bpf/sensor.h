@@ -36,7 +36,7 @@ struct enforce_policy {
 	__u64 kill_syscalls[HIST_SLOTS / 64]; /* bit n: syscall n kills */
 	__u64 kill_clone_flags;               /* clone/clone3 with any of these flags kill */
 	__u32 enabled;
-	__u32 _pad;
+	__u32 kill_unshare_by_flags;          /* unshare kills when its flags meet kill_clone_flags */
 };
 
 struct hist {

@@ -26,8 +26,11 @@ type Alert struct {
 
 // DedupKey identifies "the same alert again from the same container".
 func (a Alert) DedupKey() string {
-	return strings.Join([]string{a.Container.ID, a.Container.CgroupPath, a.Rule,
-		fmt.Sprint(a.OutputFields["evt.type"]), fmt.Sprint(a.OutputFields["fd.name"]), fmt.Sprint(a.OutputFields["proc.exepath"])}, "\x00")
+	parts := []string{a.Container.ID, a.Container.CgroupPath, a.Rule}
+	for _, f := range []string{"evt.type", "fd.name", "proc.exepath", "fd.rip", "fd.rport", "cagewatch.novel_syscalls"} {
+		parts = append(parts, fmt.Sprint(a.OutputFields[f]))
+	}
+	return strings.Join(parts, "\x00")
 }
 
 func containerFields(c Container) map[string]any {
@@ -67,6 +70,7 @@ func EventAlert(r *Rule, e Event, cmdline, hostname string) Alert {
 		f["fd.name"] = e.Path
 	}
 	if e.Kind == EventExec {
+		f["evt.type"] = "execve"
 		f["proc.exepath"] = e.Path
 		f["proc.cmdline"] = strings.Join(e.Argv, " ")
 	}

@@ -307,12 +307,20 @@ func (c *Matcher) matches(e Event, b *Baseline) bool {
 			return false
 		}
 	}
-	if c.flags != 0 && e.Flags&c.flags == 0 {
+	flags := e.Flags
+	if e.Syscall == "clone" {
+		flags &^= 0xff // clone()'s low byte is the exit signal, not CLONE_NEWTIME
+	}
+	if c.flags != 0 && flags&c.flags == 0 {
 		return false
 	}
 	if len(m.PathPrefixes) > 0 || len(m.PathNames) > 0 {
-		if !slices.ContainsFunc(m.PathPrefixes, func(p string) bool { return strings.HasPrefix(e.Path, p) }) &&
-			!slices.Contains(m.PathNames, path.Base(e.Path)) {
+		p := e.Path
+		if strings.HasPrefix(p, "/") {
+			p = path.Clean(p) // "//etc/./shadow" is /etc/shadow
+		}
+		if !slices.ContainsFunc(m.PathPrefixes, func(prefix string) bool { return strings.HasPrefix(p, prefix) }) &&
+			!slices.Contains(m.PathNames, path.Base(p)) {
 			return false
 		}
 	}

@@ -47,7 +47,6 @@ func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts 
 	var contribs []Contribution
 	var novel []string
 	minRate := Rate(1, seconds)
-	sum := 0.0
 	for name, m := range syscalls {
 		mean, variance := m.Over(windows)
 		x := Rate(counts[name], seconds)
@@ -57,7 +56,6 @@ func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts 
 		if z < 0 {
 			s *= belowWeight
 		}
-		sum += s
 		contribs = append(contribs, Contribution{Syscall: name, Observed: x, Expected: mean, Spread: spread, Score: s})
 	}
 	for name, c := range counts {
@@ -69,9 +67,14 @@ func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts 
 		}
 		x := Rate(c, seconds)
 		s := novelPenalty + math.Log1p(x)
-		sum += s
 		novel = append(novel, name)
 		contribs = append(contribs, Contribution{Syscall: name, Observed: x, Spread: minRate, Score: s, Novel: true})
+	}
+	// Sum in name order: map order must not change the score's last bits.
+	slices.SortFunc(contribs, func(a, b Contribution) int { return cmp.Compare(a.Syscall, b.Syscall) })
+	sum := 0.0
+	for _, c := range contribs {
+		sum += c.Score
 	}
 	slices.SortFunc(contribs, func(a, b Contribution) int {
 		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Syscall, b.Syscall))

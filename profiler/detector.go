@@ -110,8 +110,11 @@ func KillPolicy(rs *model.RuleSet) sensor.EnforcePolicy {
 				for _, n := range spec.PathNames {
 					p.KillNames[n] = mode
 				}
-			case name == "clone" || name == "clone3":
+			case (name == "clone" || name == "clone3" || name == "unshare") && m.Flags() != 0:
 				p.KillCloneFlags |= m.Flags()
+				if name == "unshare" {
+					p.KillUnshareByFlags = true
+				}
 			default:
 				p.KillSyscalls = append(p.KillSyscalls, name)
 			}

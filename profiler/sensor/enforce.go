@@ -32,6 +32,9 @@ type EnforcePolicy struct {
 	Enabled        bool
 	KillSyscalls   []string // any call kills (unshare, setns, init_module…)
 	KillCloneFlags uint64   // clone/clone3 with any of these flags kills
+	// KillUnshareByFlags: unshare kills when its flags meet KillCloneFlags (not on
+	// every call, e.g. not for CLONE_FILES alone).
+	KillUnshareByFlags bool
 	KillPrefixes   map[string]KillOpen
 	KillNames      map[string]KillOpen
 }
@@ -49,6 +52,9 @@ func (s *Sensor) SetEnforcement(p EnforcePolicy) error {
 		kp.KillSyscalls[nr/64] |= 1 << (nr % 64)
 	}
 	kp.KillCloneFlags = p.KillCloneFlags
+	if p.KillUnshareByFlags {
+		kp.KillUnshareByFlags = 1
+	}
 	if p.Enabled {
 		kp.Enabled = 1
 	}

@@ -14,11 +14,11 @@ import (
 )
 
 type sensorEnforcePolicy struct {
-	_              structs.HostLayout
-	KillSyscalls   [8]uint64
-	KillCloneFlags uint64
-	Enabled        uint32
-	Pad            uint32
+	_                  structs.HostLayout
+	KillSyscalls       [8]uint64
+	KillCloneFlags     uint64
+	Enabled            uint32
+	KillUnshareByFlags uint32
 }
 
 type sensorEvent struct {

@@ -1,0 +1,447 @@
+package model
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+func alertRule(t *testing.T, id, priority string, action Action, match MatchSpec) *Rule {
+	t.Helper()
+	rs := mustCompile(t, []RuleSpec{{ID: id, Description: "Test rule " + id, Priority: priority, Action: string(action),
+		Tags: []string{"container", "T1611"}, Match: match}})
+	return rs.Rule(id)
+}
+
+// alertContainer is a Kubernetes pod's container.
+var alertContainer = Container{ID: "3f1c2a9b7d0e", Name: "api", Runtime: RuntimeContainerd,
+	Image: "registry.example/shop/api", ImageTag: "v1.4.2", ImageID: "sha256:abcd",
+	CgroupPath: "/kubepods/pod1/3f1c2a9b7d0e", PodName: "api-7d9f", Namespace: "shop"}
+
+// field returns output_fields[key] as text, and whether it is there.
+func field(a Alert, key string) (string, bool) {
+	v, ok := a.OutputFields[key]
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprint(v), true
+}
+
+func TestEventAlert(t *testing.T) {
+	at := time.Date(2025, 3, 1, 12, 0, 5, 123456789, time.UTC)
+	base := Event{Time: at, Kind: EventSyscall, PID: 4321, TID: 4322, PPID: 1, UID: 0, Comm: "bash",
+		CgroupID: 99, Container: alertContainer}
+	tests := []struct {
+		name    string
+		rule    *Rule
+		ev      func(e *Event)
+		cmdline string
+		want    map[string]string // output_fields as text
+		absent  []string          // output_fields that must not be there
+		output  []string          // substrings of output
+	}{
+		{
+			name: "unshare",
+			rule: alertRule(t, "ns_unshare", "Critical", ActionKill, MatchSpec{Syscalls: []string{"unshare"}}),
+			ev: func(e *Event) {
+				e.Syscall = "unshare"
+				e.Flags = testCloneNewNS | testCloneNewUser
+			},
+			cmdline: "unshare -Urm sh",
+			want: map[string]string{"evt.type": "unshare", "proc.name": "bash", "proc.pid": "4321",
+				"proc.cmdline": "unshare -Urm sh", "cagewatch.flags": "CLONE_NEWNS|CLONE_NEWUSER",
+				"k8s.pod.name": "api-7d9f", "k8s.ns.name": "shop"},
+			absent: []string{"fd.name", "fd.rip", "fd.rport", "proc.exepath"},
+			output: []string{"Critical", "Test rule ns_unshare", "container=api", "image=registry.example/shop/api:v1.4.2", "proc=bash", "pid=4321"},
+		},
+		{
+			name: "clone3 names CLONE_NEWTIME, clone does not",
+			rule: alertRule(t, "ns_clone", "Critical", ActionKill, MatchSpec{Syscalls: []string{"clone", "clone3"}, FlagsAny: []string{"CLONE_NEWPID"}}),
+			ev: func(e *Event) {
+				e.Syscall = "clone3"
+				e.Flags = testCloneNewTime | testCloneNewPID
+			},
+			want:   map[string]string{"evt.type": "clone3", "cagewatch.flags": "CLONE_NEWTIME|CLONE_NEWPID"},
+			absent: []string{"proc.cmdline"},
+		},
+		{
+			name: "clone exit signal is not a namespace",
+			rule: alertRule(t, "ns_clone", "Critical", ActionKill, MatchSpec{Syscalls: []string{"clone", "clone3"}, FlagsAny: []string{"CLONE_NEWPID"}}),
+			ev: func(e *Event) {
+				e.Syscall = "clone"
+				e.Flags = testCloneNewPID | 0x80 | testSIGCHLD
+			},
+			want: map[string]string{"evt.type": "clone", "cagewatch.flags": "CLONE_NEWPID"},
+		},
+		{
+			name: "setns",
+			rule: alertRule(t, "ns_setns", "Critical", ActionKill, MatchSpec{Syscalls: []string{"setns"}}),
+			ev: func(e *Event) {
+				e.Syscall = "setns"
+				e.Flags = testCloneNewNet
+			},
+			want: map[string]string{"evt.type": "setns", "cagewatch.flags": "CLONE_NEWNET"},
+		},
+		{
+			name: "open has fd.name",
+			rule: alertRule(t, "sensitive_file", "Critical", ActionKill, MatchSpec{Syscalls: []string{"openat"}, PathPrefixes: []string{"/etc/shadow"}}),
+			ev: func(e *Event) {
+				e.Syscall = "openat"
+				e.Path = "/etc/shadow"
+			},
+			cmdline: "cat /etc/shadow",
+			want:    map[string]string{"evt.type": "openat", "fd.name": "/etc/shadow", "proc.cmdline": "cat /etc/shadow"},
+			absent:  []string{"cagewatch.flags", "fd.rip", "fd.rport"},
+			output:  []string{"/etc/shadow"},
+		},
+		{
+			name: "connect has fd.rip and fd.rport",
+			rule: alertRule(t, "host_port_connect", "Warning", ActionAlert, MatchSpec{Syscalls: []string{"connect"}, Ports: []int{10250}}),
+			ev: func(e *Event) {
+				e.Syscall = "connect"
+				e.Family = "inet"
+				e.Addr = netip.MustParseAddr("10.1.2.3")
+				e.Port = 10250
+			},
+			want:   map[string]string{"evt.type": "connect", "fd.rip": "10.1.2.3", "fd.rport": "10250"},
+			absent: []string{"fd.name", "cagewatch.flags"},
+			output: []string{"Warning"},
+		},
+		{
+			name: "unix connect has fd.name",
+			rule: alertRule(t, "runtime_socket", "Critical", ActionAlert, MatchSpec{Syscalls: []string{"connect"}, PathNames: []string{"docker.sock"}}),
+			ev: func(e *Event) {
+				e.Syscall = "connect"
+				e.Family = "unix"
+				e.Path = "/var/run/docker.sock"
+			},
+			want:   map[string]string{"evt.type": "connect", "fd.name": "/var/run/docker.sock"},
+			absent: []string{"fd.rip", "fd.rport"},
+		},
+		{
+			name: "exec takes proc.cmdline from argv",
+			rule: alertRule(t, RuleExecDrift, "Warning", ActionAlert, MatchSpec{Event: "exec", NotInBaseline: true}),
+			ev: func(e *Event) {
+				e.Kind = EventExec
+				e.Path = "/tmp/xmrig"
+				e.Argv = []string{"xmrig", "--donate-level", "1"}
+				e.Comm = "xmrig"
+			},
+			cmdline: "sh -c ./xmrig", // the parent's, remembered from an earlier exec
+			// Falco reports a process start as evt.type execve.
+			want: map[string]string{"proc.cmdline": "xmrig --donate-level 1", "proc.exepath": "/tmp/xmrig",
+				"fd.name": "/tmp/xmrig", "proc.name": "xmrig", "evt.type": "execve"},
+			output: []string{"proc=xmrig", "/tmp/xmrig"},
+		},
+		{
+			name: "container without a name is named by id",
+			rule: alertRule(t, "ptrace", "Warning", ActionAlert, MatchSpec{Syscalls: []string{"ptrace"}}),
+			ev: func(e *Event) {
+				e.Syscall = "ptrace"
+				e.Container.Name = ""
+				e.Container.PodName = ""
+			},
+			want:   map[string]string{"container.name": "", "container.id": "3f1c2a9b7d0e"},
+			absent: []string{"k8s.pod.name", "k8s.ns.name"},
+			output: []string{"container=3f1c2a9b7d0e"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := base
+			tt.ev(&e)
+			a := EventAlert(tt.rule, e, tt.cmdline, "node-1")
+			if !a.Time.Equal(at) || a.Rule != tt.rule.ID || a.Priority != tt.rule.Priority || a.Source != "syscall" || a.Hostname != "node-1" {
+				t.Errorf("alert time %v rule %q priority %q source %q hostname %q", a.Time, a.Rule, a.Priority, a.Source, a.Hostname)
+			}
+			if !slices.Equal(a.Tags, tt.rule.Tags) {
+				t.Errorf("tags %v, want %v", a.Tags, tt.rule.Tags)
+			}
+			if a.Action != tt.rule.Action || a.CgroupID != 99 || a.Container != e.Container {
+				t.Errorf("action %q cgroup %d container %+v", a.Action, a.CgroupID, a.Container)
+			}
+			want := map[string]string{
+				"container.id": e.Container.ID, "container.name": e.Container.Name,
+				"container.image.repository": "registry.example/shop/api", "container.image.tag": "v1.4.2",
+				"proc.name": e.Comm, "proc.pid": "4321", "evt.type": e.Syscall,
+			}
+			for k, v := range tt.want {
+				want[k] = v
+			}
+			for k, v := range want {
+				if got, ok := field(a, k); !ok || got != v {
+					t.Errorf("output_fields[%q] = %q (present %v), want %q", k, got, ok, v)
+				}
+			}
+			for _, k := range tt.absent {
+				if v, ok := a.OutputFields[k]; ok {
+					t.Errorf("output_fields[%q] = %v, want absent", k, v)
+				}
+			}
+			for _, s := range tt.output {
+				if !strings.Contains(a.Output, s) {
+					t.Errorf("output %q does not contain %q", a.Output, s)
+				}
+			}
+		})
+	}
+}
+
+func TestAlertJSON(t *testing.T) {
+	r := alertRule(t, "ns_unshare", "Critical", ActionKill, MatchSpec{Syscalls: []string{"unshare"}})
+	e := Event{Time: testT0, Kind: EventSyscall, Syscall: "unshare", PID: 7, Comm: "sh", CgroupID: 1234567,
+		Flags: testCloneNewUser, Container: alertContainer}
+	stats := learnScoreBaseline(newScoreWorkload(1, 0.1), 20)
+	w := Window{CgroupID: 1234567, Container: alertContainer, Start: testT0, Duration: time.Second,
+		Counts: map[string]uint64{"read": 10, "ptrace": 1}}
+	novel := alertRule(t, RuleSyscallNovel, "Warning", ActionFreeze, MatchSpec{Event: "novel"})
+	tests := []struct {
+		name     string
+		alert    Alert
+		wantKeys []string
+	}{
+		{
+			name:     "event alert",
+			alert:    EventAlert(r, e, "sh", "node-1"),
+			wantKeys: []string{"hostname", "output", "output_fields", "priority", "rule", "source", "tags", "time"},
+		},
+		{
+			name:     "window alert",
+			alert:    WindowAlert(novel, w, Score(stats, w.Counts, 1), stats.Calibrate(1, 1), "node-1"),
+			wantKeys: []string{"hostname", "output", "output_fields", "priority", "rule", "source", "tags", "time"},
+		},
+		{
+			name: "without tags and hostname",
+			alert: func() Alert {
+				a := EventAlert(r, e, "", "")
+				a.Tags = nil
+				return a
+			}(),
+			wantKeys: []string{"output", "output_fields", "priority", "rule", "source", "time"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw, err := json.Marshal(tt.alert)
+			if err != nil {
+				t.Fatalf("json.Marshal: %v", err)
+			}
+			var top map[string]json.RawMessage
+			if err := json.Unmarshal(raw, &top); err != nil {
+				t.Fatal(err)
+			}
+			var keys []string
+			for k := range top {
+				keys = append(keys, k)
+			}
+			slices.Sort(keys)
+			if !slices.Equal(keys, tt.wantKeys) {
+				t.Errorf("top-level keys %v, want %v", keys, tt.wantKeys)
+			}
+			for _, leaked := range []string{"Action", "CgroupID", "Container", "action", "cgroup_id", "container"} {
+				if _, ok := top[leaked]; ok {
+					t.Errorf("internal field %q leaked into JSON: %s", leaked, raw)
+				}
+			}
+			var back struct {
+				Time         time.Time      `json:"time"`
+				Rule         string         `json:"rule"`
+				Priority     string         `json:"priority"`
+				Source       string         `json:"source"`
+				OutputFields map[string]any `json:"output_fields"`
+			}
+			if err := json.Unmarshal(raw, &back); err != nil {
+				t.Fatal(err)
+			}
+			if !back.Time.Equal(tt.alert.Time) || back.Rule != tt.alert.Rule || back.Priority != string(tt.alert.Priority) || back.Source != tt.alert.Source {
+				t.Errorf("decoded %+v from %s", back, raw)
+			}
+			if back.OutputFields["container.id"] != alertContainer.ID || back.OutputFields["container.image.repository"] != alertContainer.Image ||
+				back.OutputFields["container.image.tag"] != alertContainer.ImageTag {
+				t.Errorf("decoded output_fields %v", back.OutputFields)
+			}
+		})
+	}
+}
+
+func TestWindowAlert(t *testing.T) {
+	wl := newScoreWorkload(21, 0.10)
+	b := learnScoreBaseline(wl, 300)
+	th := b.Calibrate(1, 1)
+	tests := []struct {
+		name   string
+		rule   *Rule
+		counts func(w Window) map[string]uint64
+		output []string
+		check  func(t *testing.T, a Alert, s WindowScore)
+	}{
+		{
+			name: "syscall_novel names the novel syscalls",
+			rule: alertRule(t, RuleSyscallNovel, "Warning", ActionFreeze, MatchSpec{Event: "novel"}),
+			counts: func(w Window) map[string]uint64 {
+				w.Counts["ptrace"] = 4
+				w.Counts["mount"] = 1
+				return w.Counts
+			},
+			output: []string{"never seen", "mount, ptrace", "container=api", "image=registry.example/shop/api:v1.4.2"},
+			check: func(t *testing.T, a Alert, s WindowScore) {
+				got, ok := a.OutputFields["cagewatch.novel_syscalls"].([]string)
+				if !ok || !slices.Equal(got, []string{"mount", "ptrace"}) {
+					t.Errorf("cagewatch.novel_syscalls = %#v, want [mount ptrace]", a.OutputFields["cagewatch.novel_syscalls"])
+				}
+			},
+		},
+		{
+			name: "syscall_anomaly has score, threshold and top syscalls",
+			rule: alertRule(t, RuleSyscallAnomaly, "Warning", ActionFreeze, MatchSpec{Event: "anomaly"}),
+			counts: func(w Window) map[string]uint64 {
+				w.Counts["write"] *= 6
+				return w.Counts
+			},
+			output: []string{"score", "threshold", "write"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			w := wl.next(1)
+			w.Container = alertContainer
+			w.CgroupID = 55
+			w.Counts = tt.counts(w)
+			s := Score(b, w.Counts, w.Duration.Seconds())
+			a := WindowAlert(tt.rule, w, s, th, "node-2")
+			if a.Rule != tt.rule.ID || a.Priority != "Warning" || a.Source == "" || a.Hostname != "node-2" {
+				t.Errorf("rule %q priority %q source %q hostname %q", a.Rule, a.Priority, a.Source, a.Hostname)
+			}
+			if !a.Time.Equal(w.Start.Add(w.Duration)) {
+				t.Errorf("time %v, want the window's end %v", a.Time, w.Start.Add(w.Duration))
+			}
+			if a.Action != ActionFreeze || a.CgroupID != 55 || a.Container != alertContainer {
+				t.Errorf("action %q cgroup %d container %+v", a.Action, a.CgroupID, a.Container)
+			}
+			if got := a.OutputFields["cagewatch.score"]; got != s.Value {
+				t.Errorf("cagewatch.score = %v, want %v", got, s.Value)
+			}
+			if got := a.OutputFields["cagewatch.threshold"]; got != th.Value {
+				t.Errorf("cagewatch.threshold = %v, want %v", got, th.Value)
+			}
+			for k, v := range map[string]string{"container.id": alertContainer.ID, "container.name": "api",
+				"container.image.repository": alertContainer.Image, "container.image.tag": alertContainer.ImageTag} {
+				if got, _ := field(a, k); got != v {
+					t.Errorf("output_fields[%q] = %q, want %q", k, got, v)
+				}
+			}
+			// cagewatch.top as a JSON consumer sees it.
+			raw, err := json.Marshal(a)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var back struct {
+				OutputFields struct {
+					Top []struct {
+						Syscall  *string  `json:"syscall"`
+						Observed *float64 `json:"observed"`
+						Expected *float64 `json:"expected"`
+					} `json:"cagewatch.top"`
+				} `json:"output_fields"`
+			}
+			if err := json.Unmarshal(raw, &back); err != nil {
+				t.Fatal(err)
+			}
+			top := back.OutputFields.Top
+			if len(top) != len(s.Top) || len(top) == 0 {
+				t.Fatalf("cagewatch.top has %d entries, score has %d", len(top), len(s.Top))
+			}
+			for i, c := range s.Top {
+				e := top[i]
+				if e.Syscall == nil || e.Observed == nil || e.Expected == nil {
+					t.Fatalf("cagewatch.top[%d] lacks syscall, observed or expected: %s", i, raw)
+				}
+				if *e.Syscall != c.Syscall || *e.Observed != c.Observed || *e.Expected != c.Expected {
+					t.Errorf("cagewatch.top[%d] = %s %v/%v, want %s %v/%v", i, *e.Syscall, *e.Observed, *e.Expected, c.Syscall, c.Observed, c.Expected)
+				}
+				if !strings.Contains(a.Output, c.Syscall) {
+					t.Errorf("output %q does not name top syscall %s", a.Output, c.Syscall)
+				}
+			}
+			for _, want := range tt.output {
+				if !strings.Contains(a.Output, want) {
+					t.Errorf("output %q does not contain %q", a.Output, want)
+				}
+			}
+			if tt.check != nil {
+				tt.check(t, a, s)
+			}
+		})
+	}
+}
+
+func TestDedupKey(t *testing.T) {
+	r := alertRule(t, "sensitive_file", "Critical", ActionKill, MatchSpec{Syscalls: []string{"openat"}, PathPrefixes: []string{"/etc/"}})
+	ssh := alertRule(t, "host_port_connect", "Warning", ActionAlert, MatchSpec{Syscalls: []string{"connect"}, Ports: []int{22, 2375}})
+	novel := alertRule(t, RuleSyscallNovel, "Warning", ActionFreeze, MatchSpec{Event: "novel"})
+	open := func(mod func(e *Event)) Alert {
+		e := Event{Time: testT0, Kind: EventSyscall, Syscall: "openat", Path: "/etc/shadow", PID: 10, Comm: "cat",
+			CgroupID: 1, Container: alertContainer}
+		if mod != nil {
+			mod(&e)
+		}
+		return EventAlert(r, e, "", "node")
+	}
+	connect := func(addr string, port uint16) Alert {
+		return EventAlert(ssh, Event{Time: testT0, Kind: EventSyscall, Syscall: "connect", Family: "inet",
+			Addr: netip.MustParseAddr(addr), Port: port, PID: 10, Comm: "curl", CgroupID: 1, Container: alertContainer}, "", "node")
+	}
+	novelAlert := func(syscall string) Alert {
+		w := Window{CgroupID: 1, Container: alertContainer, Start: testT0, Duration: time.Second,
+			Counts: map[string]uint64{syscall: 1}}
+		s := WindowScore{Value: 5, Novel: []string{syscall}, Top: []Contribution{{Syscall: syscall, Observed: 1, Novel: true}}}
+		return WindowAlert(novel, w, s, Threshold{Value: 4}, "node")
+	}
+	tests := []struct {
+		name string
+		a, b Alert
+		same bool
+	}{
+		{name: "identical alerts", a: open(nil), b: open(nil), same: true},
+		{name: "same alert later from another process", a: open(nil), b: open(func(e *Event) {
+			e.Time = e.Time.Add(time.Minute)
+			e.PID, e.TID, e.Comm = 99, 99, "less"
+		}), same: true},
+		{name: "another container", a: open(nil), b: open(func(e *Event) {
+			e.Container.ID = "ffff00001111"
+			e.Container.CgroupPath = "/kubepods/pod2/ffff00001111"
+		})},
+		{name: "another container of the same image without an id", a: open(func(e *Event) {
+			e.Container.ID = ""
+			e.Container.Runtime = RuntimeStatic
+		}), b: open(func(e *Event) {
+			e.Container.ID = ""
+			e.Container.Runtime = RuntimeStatic
+			e.Container.CgroupPath = "/static/other"
+		})},
+		{name: "another path", a: open(nil), b: open(func(e *Event) { e.Path = "/etc/gshadow" })},
+		{name: "another syscall", a: open(nil), b: open(func(e *Event) { e.Syscall = "open" })},
+		{name: "another rule", a: open(nil), b: func() Alert {
+			a := open(nil)
+			a.Rule = "other"
+			return a
+		}()},
+		{name: "another destination port", a: connect("10.0.0.1", 22), b: connect("10.0.0.1", 2375)},
+		{name: "another destination address", a: connect("10.0.0.1", 22), b: connect("10.0.0.2", 22)},
+		{name: "same destination", a: connect("10.0.0.1", 22), b: connect("10.0.0.1", 22), same: true},
+		{name: "same novel syscall", a: novelAlert("ptrace"), b: novelAlert("ptrace"), same: true},
+		{name: "another novel syscall", a: novelAlert("ptrace"), b: novelAlert("mount")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ka, kb := tt.a.DedupKey(), tt.b.DedupKey()
+			if (ka == kb) != tt.same {
+				t.Errorf("keys equal = %v, want %v (%q, %q)", ka == kb, tt.same, ka, kb)
+			}
+		})
+	}
+}
