@@ -1,12 +1,12 @@
 package main
 
 import (
-	"net"
 	"bytes"
 	"cmp"
 	"errors"
 	"fmt"
 	"math"
+	"net"
 	"net/url"
 	"os"
 	"path"

@@ -241,4 +241,3 @@ func (p *demoAlertPrinter) count() int {
 	defer p.mu.Unlock()
 	return p.n
 }
-

@@ -36,7 +36,7 @@ type Metrics struct {
 	containers       *prometheus.GaugeVec
 	sampleDuration   prometheus.Histogram
 	deviation        *prometheus.GaugeVec
-	lastDeviating    map[string][]string // image → syscalls exported in deviation
+	lastDeviating    map[string][]string  // image → syscalls exported in deviation
 	scoreLabels      map[uint64][2]string // cgroup → its anomaly_score labels, to delete on removal
 	mu               sync.Mutex
 }

@@ -35,8 +35,8 @@ type EnforcePolicy struct {
 	// KillUnshareByFlags: unshare kills when its flags meet KillCloneFlags (not on
 	// every call, e.g. not for CLONE_FILES alone).
 	KillUnshareByFlags bool
-	KillPrefixes   map[string]KillOpen
-	KillNames      map[string]KillOpen
+	KillPrefixes       map[string]KillOpen
+	KillNames          map[string]KillOpen
 }
 
 // SetEnforcement replaces the kill policy; it can be called again (rules reload).
