@@ -7,7 +7,7 @@ GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 FUZZTIME      ?= 10s
 STORE         ?= ./var/cagewatch.db
 
-.PHONY: all generate build test fuzz bench lint run demo clean
+.PHONY: all generate build test fuzz bench lint run demo model-bench clean
 
 all: build
 
@@ -28,6 +28,13 @@ test:
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./profiler/sensor/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassifyPath$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./profiler/container/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecordedWindow$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./model/
+
+# The statistical scorer (the agent's own model and calibration) on ADFA-LD:
+# learn on train.jsonl, score dev.jsonl, print AUC and detection at 1%/5% FPR.
+ADFA ?= ../shared/data/adfa-ld
+model-bench: build
+	./$(BIN) replay --train $(ADFA)/train.jsonl --score $(ADFA)/dev.jsonl --summary | tail -n 6
 
 # Benchmarks print their own figures (ns per syscall, sampling time per 1,000 cgroups…).
 bench:
