@@ -52,14 +52,16 @@ type Detector struct {
 	enforced   map[uint64]bool
 	frozen     map[uint64]bool
 	cmdlines   map[uint32]string // pid → command line, from exec events
+	seenRounds map[uint64]bool   // container cgroups in the last sampling round
 
 	// Scored is called with every scored window (metrics); may be nil.
 	Scored func(w model.Window, s model.WindowScore, t model.Threshold)
 }
 
 type cachedThreshold struct {
-	windows uint64
-	t       model.Threshold
+	baseline *model.Baseline // import, promote and reset install a new one
+	windows  uint64
+	t        model.Threshold
 }
 
 const maxCmdlines = 1 << 16
@@ -67,7 +69,7 @@ const maxCmdlines = 1 << 16
 // NewDetector builds a detector; enforcer and freezer may be nil outside enforce mode.
 func NewDetector(cfg DetectorConfig, rules *model.RuleSet, lib *Library, trip *TripLog, out AlertSender,
 	enforcer Enforcer, freezer Freezer, log *slog.Logger) (*Detector, error) {
-	d := &Detector{cfg: cfg, lib: lib, trip: trip, out: out, enforcer: enforcer, freezer: freezer, log: log,
+	d := &Detector{cfg: cfg, lib: lib, trip: trip, out: out, enforcer: enforcer, freezer: freezer, log: log, seenRounds: map[uint64]bool{},
 		thresholds: map[string]cachedThreshold{}, enforced: map[uint64]bool{}, frozen: map[uint64]bool{}, cmdlines: map[uint32]string{}}
 	return d, d.SetRules(rules)
 }
@@ -127,17 +129,17 @@ func isRuntimeInit(comm string) bool { return strings.HasPrefix(comm, "runc:[") 
 
 // OnEvent applies the hard rules to one event.
 func (d *Detector) OnEvent(e model.Event) {
-	if e.Kind == model.EventExec {
+	c := e.Container
+	if e.Kind == model.EventExec && !c.IsHost() && !isRuntimeInit(e.Comm) {
 		d.rememberCmdline(e)
 	}
-	c := e.Container
 	if c.IsHost() || c.Runtime == model.RuntimeUnknown {
 		return
 	}
-	if d.cfg.Mode == ModeEnforce {
-		d.enforce(e.CgroupID)
+	if d.cfg.Mode == ModeEnforce && e.Kind == model.EventExec && !isRuntimeInit(e.Comm) {
+		d.enforce(e.CgroupID) // the workload started: runc's setup is over
 	}
-	if isRuntimeInit(e.Comm) {
+	if isRuntimeInit(e.Comm) && !d.execedInContainer(e.PID) {
 		return // runc setting up (or entering) the container
 	}
 	rs := d.rules.Load()
@@ -210,11 +212,11 @@ func (d *Detector) threshold(b *model.Baseline) model.Threshold {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	key := b.Key()
-	if c, ok := d.thresholds[key]; ok && c.windows == b.Windows {
+	if c, ok := d.thresholds[key]; ok && c.baseline == b && c.windows == b.Windows {
 		return c.t
 	}
 	t := b.Calibrate(d.cfg.Budget, d.cfg.Window.Seconds())
-	d.thresholds[key] = cachedThreshold{windows: b.Windows, t: t}
+	d.thresholds[key] = cachedThreshold{baseline: b, windows: b.Windows, t: t}
 	return t
 }
 
@@ -245,16 +247,28 @@ func (d *Detector) enforce(cgroupID uint64) {
 	}
 }
 
-// EnforceWindows puts every container cgroup seen in windows under enforcement,
-// so containers that make no security event yet are covered too.
+// EnforceWindows puts container cgroups under enforcement once they have been
+// seen in two sampling rounds: by then runc's setup (which unshares and mounts
+// inside the new cgroup) is long over, and containers that were running before
+// the agent started, or that exec nothing, are covered too.
 func (d *Detector) EnforceWindows(ws []model.Window) {
 	if d.cfg.Mode != ModeEnforce {
 		return
 	}
+	d.mu.Lock()
+	seen := d.seenRounds
+	d.seenRounds = make(map[uint64]bool, len(ws))
+	d.mu.Unlock()
 	for _, w := range ws {
-		if !w.Container.IsHost() && w.Container.Runtime != model.RuntimeUnknown {
+		if w.Container.IsHost() || w.Container.Runtime == model.RuntimeUnknown {
+			continue
+		}
+		if seen[w.CgroupID] {
 			d.enforce(w.CgroupID)
 		}
+		d.mu.Lock()
+		d.seenRounds[w.CgroupID] = true
+		d.mu.Unlock()
 	}
 }
 
@@ -285,6 +299,15 @@ func (d *Detector) Forget(cgroupID uint64) {
 	if d.enforcer != nil && d.cfg.Mode == ModeEnforce {
 		_ = d.enforcer.EnforceCgroup(cgroupID, false)
 	}
+}
+
+// execedInContainer reports whether pid exec'd inside a container: such a process
+// is the workload, whatever name it gives itself (runc:[2:INIT] included).
+func (d *Detector) execedInContainer(pid uint32) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	_, ok := d.cmdlines[pid]
+	return ok
 }
 
 func (d *Detector) rememberCmdline(e model.Event) {

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"os"
@@ -93,6 +94,8 @@ type Webhook struct {
 	sent    atomic.Uint64
 	done    chan struct{}
 	cancel  context.CancelFunc
+	mu      sync.Mutex
+	closed  bool
 }
 
 // NewWebhook starts the delivery goroutine.
@@ -118,8 +121,15 @@ func NewWebhook(cfg WebhookConfig, log *slog.Logger) *Webhook {
 
 func (w *Webhook) Name() string { return "webhook" }
 
-// Send queues an alert, or drops and counts it when the queue is full.
+// Send queues an alert, or drops and counts it when the queue is full or the
+// webhook is closed.
 func (w *Webhook) Send(a model.Alert) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		w.dropped.Add(1)
+		return
+	}
 	select {
 	case w.queue <- a:
 	default:
@@ -195,6 +205,9 @@ func (w *Webhook) post(ctx context.Context, body []byte) error {
 
 // Close stops delivery; alerts still queued are counted as dropped.
 func (w *Webhook) Close() error {
+	w.mu.Lock()
+	w.closed = true
+	w.mu.Unlock()
 	w.cancel()
 	<-w.done
 	w.dropped.Add(uint64(len(w.queue)))
@@ -236,6 +249,7 @@ func (d *Dispatcher) Send(a model.Alert) bool {
 	}
 	d.last[key] = now
 	if n := d.suppressed[key]; n > 0 {
+		a.OutputFields = maps.Clone(a.OutputFields) // the caller's alert stays as it was
 		a.OutputFields["cagewatch.suppressed"] = n
 		delete(d.suppressed, key)
 	}

@@ -1,0 +1,816 @@
+package profiler
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"reflect"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/sensor"
+)
+
+// recordingSender is a fake AlertSender that keeps every alert.
+type recordingSender struct {
+	mu     sync.Mutex
+	alerts []model.Alert
+}
+
+func (s *recordingSender) Send(a model.Alert) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.alerts = append(s.alerts, a)
+	return true
+}
+
+func (s *recordingSender) take() []model.Alert {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := s.alerts
+	s.alerts = nil
+	return out
+}
+
+type enforceCall struct {
+	cgroup uint64
+	on     bool
+}
+
+// fakeEnforcer records the policies and cgroups the detector hands the sensor.
+type fakeEnforcer struct {
+	mu       sync.Mutex
+	policies []sensor.EnforcePolicy
+	calls    []enforceCall
+	failNext error // returned (once) by SetEnforcement
+}
+
+func (f *fakeEnforcer) SetEnforcement(p sensor.EnforcePolicy) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if err := f.failNext; err != nil {
+		f.failNext = nil
+		return err
+	}
+	f.policies = append(f.policies, p)
+	return nil
+}
+
+func (f *fakeEnforcer) EnforceCgroup(cgroupID uint64, on bool) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, enforceCall{cgroupID, on})
+	return nil
+}
+
+func (f *fakeEnforcer) takeCalls() []enforceCall {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.calls
+	f.calls = nil
+	return out
+}
+
+func (f *fakeEnforcer) takePolicies() []sensor.EnforcePolicy {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.policies
+	f.policies = nil
+	return out
+}
+
+// fakeFreezer records frozen cgroup paths.
+type fakeFreezer struct {
+	mu    sync.Mutex
+	paths []string
+}
+
+func (f *fakeFreezer) Freeze(path string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.paths = append(f.paths, path)
+	return nil
+}
+
+func (f *fakeFreezer) take() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := f.paths
+	f.paths = nil
+	return out
+}
+
+// Containers of the detector tests: app (stable baseline), fresh (learning
+// baseline), other (no baseline), the host and an unresolved cgroup.
+const (
+	cgApp     = 11
+	cgApp2    = 12
+	cgFresh   = 21
+	cgOther   = 31
+	cgHost    = 1
+	cgUnknown = 2
+)
+
+var (
+	detApp     = appContainer("app1", "e2e/app", "1")
+	detApp2    = appContainer("app2", "e2e/app", "1")
+	detFresh   = appContainer("fresh1", "e2e/fresh", "1")
+	detOther   = appContainer("other1", "e2e/other", "1")
+	detHost    = model.Container{Runtime: model.RuntimeHost, CgroupPath: "/user.slice/user-1000.slice"}
+	detUnknown = model.Container{Runtime: model.RuntimeUnknown, Image: "e2e/app", ImageTag: "1", CgroupPath: "/gone"}
+)
+
+type detectorEnv struct {
+	d       *Detector
+	lib     *Library
+	trip    *TripLog
+	out     *recordingSender
+	enf     *fakeEnforcer
+	frz     *fakeFreezer
+	scored  *[]string // images of windows passed to Scored
+	scoreMu *sync.Mutex
+}
+
+// detectorBaselines are what the library holds: e2e/app:1 stable (learned from
+// the steady workload), e2e/fresh:1 still learning.
+func detectorBaselines() []*model.Baseline {
+	app := learned("e2e/app", "1", "app1", 60, 0, steady)
+	app.AddExec("/usr/bin/app")
+	app.Promote()
+	fresh := learned("e2e/fresh", "1", "fresh1", 60, 0, steady)
+	return []*model.Baseline{app, fresh}
+}
+
+func newDetectorEnv(t *testing.T, mode Mode, rs *model.RuleSet) *detectorEnv {
+	t.Helper()
+	st, _ := openStore(t)
+	lib := newLib(t, st, mode, true)
+	if err := lib.Import(context.Background(), detectorBaselines(), false); err != nil {
+		t.Fatalf("Import: %v", err)
+	}
+	if rs == nil {
+		rs = defaultRules(t)
+	}
+	env := &detectorEnv{lib: lib, trip: NewTripLog(), out: &recordingSender{}, enf: &fakeEnforcer{}, frz: &fakeFreezer{},
+		scored: new([]string), scoreMu: &sync.Mutex{}}
+	d, err := NewDetector(DetectorConfig{Mode: mode, Budget: 1, Window: time.Second, Hostname: "node-1"},
+		rs, lib, env.trip, env.out, env.enf, env.frz, discard())
+	if err != nil {
+		t.Fatalf("NewDetector: %v", err)
+	}
+	d.Scored = func(w model.Window, s model.WindowScore, th model.Threshold) {
+		env.scoreMu.Lock()
+		*env.scored = append(*env.scored, w.Container.ImageRef())
+		env.scoreMu.Unlock()
+	}
+	env.d = d
+	return env
+}
+
+func (env *detectorEnv) takeScored() []string {
+	env.scoreMu.Lock()
+	defer env.scoreMu.Unlock()
+	out := *env.scored
+	*env.scored = nil
+	return out
+}
+
+func detEvent(c model.Container, cg uint64, sec float64, syscall string, mod func(e *model.Event)) model.Event {
+	e := model.Event{Time: t0.Add(time.Duration(sec * float64(time.Second))), Kind: model.EventSyscall, Syscall: syscall,
+		PID: 500, TID: 500, Comm: "sh", CgroupID: cg, Container: c}
+	if mod != nil {
+		mod(&e)
+	}
+	return e
+}
+
+func detExec(c model.Container, cg uint64, sec float64, pid uint32, path string, argv ...string) model.Event {
+	return model.Event{Time: t0.Add(time.Duration(sec * float64(time.Second))), Kind: model.EventExec, Path: path,
+		Argv: append([]string{path}, argv...), PID: pid, TID: pid, Comm: "sh", CgroupID: cg, Container: c}
+}
+
+// attackEvents are one event for each of several hard rules.
+func attackEvents(c model.Container, cg uint64) []model.Event {
+	return []model.Event{
+		detEvent(c, cg, 100, "unshare", func(e *model.Event) { e.Flags = rlCloneNewUser }),
+		detEvent(c, cg, 100, "openat", func(e *model.Event) { e.Path = "/etc/shadow" }),
+		detEvent(c, cg, 100, "openat", func(e *model.Event) { e.Path = "/sys/fs/cgroup/release_agent"; e.Flags = rlOWronly }),
+		detEvent(c, cg, 100, "init_module", nil),
+		detEvent(c, cg, 100, "mount", func(e *model.Event) { e.FsType = "cgroup"; e.Path = "/mnt" }),
+		detExec(c, cg, 100, 501, "/tmp/xmrig"),
+	}
+}
+
+// novelWindow is a steady window plus a syscall the baseline never saw;
+// anomalousWindow multiplies read tenfold.
+func novelWindow(c model.Container, cg uint64, sec int) model.Window {
+	counts := steady(sec)
+	counts["ptrace"] = 3
+	return win(c, cg, sec, counts)
+}
+
+func anomalousWindow(c model.Container, cg uint64, sec int) model.Window {
+	counts := steady(sec)
+	counts["read"] *= 10
+	return win(c, cg, sec, counts)
+}
+
+func alertRules(as []model.Alert) []string {
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.Rule)
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestDetectorIgnoresHostAndUnknown(t *testing.T) {
+	for _, mode := range []Mode{ModeLearn, ModeDetect, ModeEnforce, ModeAuto} {
+		for _, c := range []struct {
+			name string
+			c    model.Container
+			cg   uint64
+		}{{"host", detHost, cgHost}, {"unknown", detUnknown, cgUnknown}} {
+			t.Run(fmt.Sprintf("%s %s", mode, c.name), func(t *testing.T) {
+				env := newDetectorEnv(t, mode, nil)
+				for _, e := range attackEvents(c.c, c.cg) {
+					env.d.OnEvent(e)
+				}
+				ws := []model.Window{novelWindow(c.c, c.cg, 100), anomalousWindow(c.c, c.cg, 101)}
+				env.d.EnforceWindows(ws)
+				env.d.OnWindows(ws)
+				if got := env.out.take(); len(got) > 0 {
+					t.Errorf("alerts %v, want none", alertRules(got))
+				}
+				if got := env.enf.takeCalls(); len(got) > 0 {
+					t.Errorf("EnforceCgroup calls %v, want none", got)
+				}
+				if got := env.frz.take(); len(got) > 0 {
+					t.Errorf("froze %v", got)
+				}
+				if got := env.takeScored(); len(got) > 0 {
+					t.Errorf("scored %v", got)
+				}
+				if env.trip.Tripped(c.cg, t0, t0.Add(time.Hour)) {
+					t.Error("trip log marked")
+				}
+			})
+		}
+	}
+}
+
+func TestDetectorRuntimeInit(t *testing.T) {
+	tests := []struct {
+		name string
+		// before are events of the same process before the checked one.
+		before []model.Event
+		comm   string
+		want   []string
+	}{
+		{name: "runc:[2:INIT] sets up the container", comm: "runc:[2:INIT]"},
+		{name: "runc:[1:CHILD]", comm: "runc:[1:CHILD]"},
+		{name: "runc:[0:PARENT]", comm: "runc:[0:PARENT]"},
+		{name: "an ordinary process", comm: "sh", want: []string{"ns_unshare"}},
+		{name: "a process named like runc", comm: "runc-helper", want: []string{"ns_unshare"}},
+		{
+			// runc's init never execs inside the container before the entrypoint:
+			// a process that did is not runc, whatever it calls itself
+			// (prctl(PR_SET_NAME) or /proc/self/comm set comm to anything).
+			name:   "a container process renamed to runc:[2:INIT]",
+			before: []model.Event{detExec(detApp, cgApp, 99, 500, "/usr/bin/app")},
+			comm:   "runc:[2:INIT]",
+			want:   []string{"ns_unshare"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newDetectorEnv(t, ModeDetect, nil)
+			for _, e := range tt.before {
+				env.d.OnEvent(e)
+			}
+			env.out.take()
+			env.d.OnEvent(detEvent(detApp, cgApp, 100, "unshare", func(e *model.Event) {
+				e.Flags = rlCloneNewNS | rlCloneNewUser
+				e.Comm = tt.comm
+			}))
+			if got := alertRules(env.out.take()); !slices.Equal(got, tt.want) {
+				t.Errorf("alerts %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDetectorModes(t *testing.T) {
+	hard := []string{"cgroup_escape", "cgroup_escape", "kernel_module", "mount", "ns_unshare", "sensitive_file"}
+	tests := []struct {
+		name       string
+		mode       Mode
+		wantEvents []string // alerts from attackEvents of app
+		wantNovel  []string // alerts from a novel window of app
+		wantAnom   []string // alerts from an anomalous window of app
+		wantScored []string
+	}{
+		{
+			name: "learn: hard rules only", mode: ModeLearn,
+			wantEvents: hard,
+		},
+		{
+			name: "detect: everything", mode: ModeDetect,
+			wantEvents: append(slices.Clone(hard), "exec_drift"),
+			wantNovel:  []string{"syscall_novel"},
+			wantAnom:   []string{"syscall_anomaly"},
+			wantScored: []string{"e2e/app:1", "e2e/app:1"},
+		},
+		{
+			name: "enforce: everything", mode: ModeEnforce,
+			wantEvents: append(slices.Clone(hard), "exec_drift"),
+			wantNovel:  []string{"syscall_novel"},
+			wantAnom:   []string{"syscall_anomaly"},
+			wantScored: []string{"e2e/app:1", "e2e/app:1"},
+		},
+		{
+			name: "auto: stable images are detected", mode: ModeAuto,
+			wantEvents: append(slices.Clone(hard), "exec_drift"),
+			wantNovel:  []string{"syscall_novel"},
+			wantAnom:   []string{"syscall_anomaly"},
+			wantScored: []string{"e2e/app:1", "e2e/app:1"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newDetectorEnv(t, tt.mode, nil)
+			slices.Sort(tt.wantEvents)
+			for _, e := range attackEvents(detApp, cgApp) {
+				env.d.OnEvent(e)
+			}
+			if got := alertRules(env.out.take()); !slices.Equal(got, tt.wantEvents) {
+				t.Errorf("event alerts %v, want %v", got, tt.wantEvents)
+			}
+			// A novel syscall alone outweighs 4 standard deviations, so at the minimum
+			// threshold it may fire syscall_anomaly too; syscall_novel it must fire.
+			env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 200)})
+			got := alertRules(env.out.take())
+			if tt.wantNovel == nil && len(got) > 0 {
+				t.Errorf("novel window alerts %v, want none", got)
+			}
+			if tt.wantNovel != nil && (!slices.Contains(got, "syscall_novel") ||
+				slices.ContainsFunc(got, func(r string) bool { return r != "syscall_novel" && r != "syscall_anomaly" })) {
+				t.Errorf("novel window alerts %v, want syscall_novel (and perhaps syscall_anomaly)", got)
+			}
+			env.d.OnWindows([]model.Window{anomalousWindow(detApp, cgApp, 201)})
+			if got := alertRules(env.out.take()); !slices.Equal(got, tt.wantAnom) {
+				t.Errorf("anomalous window alerts %v, want %v", got, tt.wantAnom)
+			}
+			// Windows of a learning baseline, of an image without one, and a steady
+			// window are not alerted; only stable baselines are scored.
+			env.d.OnWindows([]model.Window{
+				novelWindow(detFresh, cgFresh, 202), anomalousWindow(detFresh, cgFresh, 203),
+				novelWindow(detOther, cgOther, 204), win(detApp, cgApp, 205, steady(205)),
+			})
+			if got := env.out.take(); len(got) > 0 {
+				t.Errorf("alerts %v for learning, unknown-image and steady windows", alertRules(got))
+			}
+			scored := env.takeScored()
+			if tt.wantScored != nil {
+				tt.wantScored = append(tt.wantScored, "e2e/app:1") // the steady window
+			}
+			if !slices.Equal(scored, tt.wantScored) {
+				t.Errorf("scored %v, want %v", scored, tt.wantScored)
+			}
+		})
+	}
+}
+
+func TestDetectorWindowAlerts(t *testing.T) {
+	env := newDetectorEnv(t, ModeDetect, nil)
+	th, ok := env.d.Threshold("e2e/app:1")
+	if !ok {
+		t.Fatal("no threshold for the stable baseline")
+	}
+	if _, ok := env.d.Threshold("e2e/fresh:1"); ok {
+		t.Error("a learning baseline has a threshold")
+	}
+	if _, ok := env.d.Threshold("e2e/none:1"); ok {
+		t.Error("a missing baseline has a threshold")
+	}
+	env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 300)})
+	novel := env.out.take()
+	if !slices.Contains(alertRules(novel), "syscall_novel") {
+		t.Fatalf("novel window alerts %v", alertRules(novel))
+	}
+	env.d.OnWindows([]model.Window{anomalousWindow(detApp2, cgApp2, 301)})
+	anomalous := env.out.take()
+	if got := alertRules(anomalous); !slices.Equal(got, []string{"syscall_anomaly"}) {
+		t.Fatalf("anomalous window alerts %v", got)
+	}
+	for _, a := range append(novel, anomalous...) {
+		switch {
+		case a.Rule == "syscall_novel":
+			if a.Container.ID != "app1" || a.CgroupID != cgApp {
+				t.Errorf("novel alert from %s/%d", a.Container.ID, a.CgroupID)
+			}
+			if got := a.OutputFields["cagewatch.novel_syscalls"]; !reflect.DeepEqual(got, []string{"ptrace"}) {
+				t.Errorf("novel syscalls %v", got)
+			}
+		case a.Rule == "syscall_anomaly" && a.Container.ID == "app1":
+			if a.CgroupID != cgApp {
+				t.Errorf("anomaly alert from app1 in cgroup %d", a.CgroupID)
+			}
+		case a.Rule == "syscall_anomaly":
+			if a.Container.ID != "app2" || a.CgroupID != cgApp2 {
+				t.Errorf("anomaly alert from %s/%d", a.Container.ID, a.CgroupID)
+			}
+			if got := a.OutputFields["cagewatch.threshold"]; got != th.Value {
+				t.Errorf("threshold %v, want %v", got, th.Value)
+			}
+			if s, _ := a.OutputFields["cagewatch.score"].(float64); s <= th.Value {
+				t.Errorf("score %v not above threshold %v", s, th.Value)
+			}
+			top, _ := a.OutputFields["cagewatch.top"].([]map[string]any)
+			if len(top) == 0 || top[0]["syscall"] != "read" {
+				t.Errorf("top %v, want read first", top)
+			}
+		}
+		if a.OutputFields["container.image.repository"] != "e2e/app" || a.OutputFields["container.image.tag"] != "1" || a.Hostname != "node-1" {
+			t.Errorf("alert fields %v hostname %q", a.OutputFields, a.Hostname)
+		}
+	}
+}
+
+func TestDetectorMarksTripLog(t *testing.T) {
+	// The learner, sharing the trip log, must not learn a window in which the
+	// container tripped a hard rule, and must learn the next one.
+	env := newDetectorEnv(t, ModeLearn, nil)
+	learner := NewLearner(env.lib, ModeLearn, learnerConfig(0), env.trip, discard())
+
+	env.d.OnEvent(detEvent(detFresh, cgFresh, 500.5, "unshare", func(e *model.Event) { e.Flags = rlCloneNewUser }))
+	// exec_drift is not alerted in learn mode and so does not poison (fresh is
+	// learning anyway; app is stable and in another cgroup).
+	env.d.OnEvent(detExec(detApp, cgApp, 500.5, 77, "/tmp/new-binary"))
+	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"ns_unshare"}) {
+		t.Fatalf("alerts %v, want [ns_unshare]", got)
+	}
+	res := learnEach(t, learner, []model.Window{
+		win(detFresh, cgFresh, 499, steady(499)),
+		win(detFresh, cgFresh, 500, steady(500)),
+		win(detFresh, cgFresh, 501, steady(501)),
+	})
+	if res.Poisoned != 1 || res.Learned != 2 {
+		t.Errorf("learned %d, poisoned %d; want 2 and 1 (the window of the unshare)", res.Learned, res.Poisoned)
+	}
+	if env.trip.Tripped(cgApp, t0.Add(500*time.Second), t0.Add(501*time.Second)) {
+		t.Error("an exec learn mode does not alert marked the trip log")
+	}
+}
+
+func TestDetectorEnforce(t *testing.T) {
+	env := newDetectorEnv(t, ModeEnforce, nil)
+	rs := env.d.Rules()
+	if got := env.enf.takePolicies(); len(got) != 1 || !reflect.DeepEqual(got[0], KillPolicy(rs)) {
+		t.Fatalf("SetEnforcement at construction: %+v, want once with KillPolicy(rules)", got)
+	}
+	t.Run("cgroups enforced once each", func(t *testing.T) {
+		// A cgroup is enforced once its workload execs (runc's setup is over) or
+		// once it shows up in a second sampling round; host and unknown never.
+		env.d.EnforceWindows([]model.Window{win(detApp, cgApp, 1, steady(1)), win(detHost, cgHost, 1, steady(1)),
+			win(detUnknown, cgUnknown, 1, steady(1))})
+		env.d.OnEvent(detEvent(detApp, cgApp, 2, "openat", func(e *model.Event) { e.Path = "/etc/hostname" }))
+		env.d.OnEvent(detExec(detApp2, cgApp2, 2, 600, "/bin/app"))
+		env.d.EnforceWindows([]model.Window{win(detApp, cgApp, 3, steady(3)), win(detApp2, cgApp2, 3, steady(3)),
+			win(detHost, cgHost, 3, steady(3))})
+		env.d.OnEvent(detEvent(detApp2, cgApp2, 4, "unshare", func(e *model.Event) { e.Comm, e.Flags = "runc:[2:INIT]", rlCloneNewNS }))
+		want := []enforceCall{{cgApp2, true}, {cgApp, true}}
+		if got := env.enf.takeCalls(); !slices.Equal(got, want) {
+			t.Errorf("EnforceCgroup calls %v, want %v", got, want)
+		}
+	})
+	t.Run("freeze once per cgroup for freeze-action alerts", func(t *testing.T) {
+		env.out.take()
+		env.d.OnEvent(detEvent(detApp, cgApp, 10, "unshare", func(e *model.Event) { e.Flags, e.Killed = rlCloneNewNS, true })) // kill, not freeze
+		if got := env.frz.take(); len(got) > 0 {
+			t.Errorf("a kill-action alert froze %v", got)
+		}
+		env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 11)})
+		env.d.OnWindows([]model.Window{anomalousWindow(detApp, cgApp, 12), novelWindow(detApp, cgApp, 13)})
+		env.d.OnWindows([]model.Window{anomalousWindow(detApp2, cgApp2, 14)})
+		want := []string{detApp.CgroupPath, detApp2.CgroupPath}
+		if got := env.frz.take(); !slices.Equal(got, want) {
+			t.Errorf("froze %v, want %v", got, want)
+		}
+		got := alertRules(env.out.take())
+		statistical := slices.DeleteFunc(slices.Clone(got), func(r string) bool { return r != "syscall_novel" && r != "syscall_anomaly" })
+		if !slices.Contains(got, "ns_unshare") || len(statistical) < 4 || len(got) != len(statistical)+1 {
+			t.Errorf("alerts %v, want ns_unshare and a statistical alert per window (freezing does not silence them)", got)
+		}
+	})
+	t.Run("forget releases the cgroup", func(t *testing.T) {
+		env.d.Forget(cgApp)
+		if got := env.enf.takeCalls(); !slices.Equal(got, []enforceCall{{cgApp, false}}) {
+			t.Errorf("Forget: EnforceCgroup calls %v, want [{%d false}]", got, cgApp)
+		}
+		// A new cgroup reusing the id is enforced and can be frozen again.
+		env.d.OnEvent(detExec(detApp, cgApp, 20, 700, "/bin/app"))
+		if got := env.enf.takeCalls(); !slices.Equal(got, []enforceCall{{cgApp, true}}) {
+			t.Errorf("after Forget: EnforceCgroup calls %v, want [{%d true}]", got, cgApp)
+		}
+		env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 21)})
+		if got := env.frz.take(); !slices.Equal(got, []string{detApp.CgroupPath}) {
+			t.Errorf("after Forget froze %v, want %v", got, detApp.CgroupPath)
+		}
+	})
+	t.Run("SetRules sends the new kill policy", func(t *testing.T) {
+		specs := []model.RuleSpec{{ID: "ns_setns", Priority: "Critical", Action: "kill", Match: model.MatchSpec{Syscalls: []string{"setns"}}}}
+		next, err := model.CompileRules(specs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := env.d.SetRules(next); err != nil {
+			t.Fatalf("SetRules: %v", err)
+		}
+		got := env.enf.takePolicies()
+		if len(got) != 1 || !reflect.DeepEqual(got[0], KillPolicy(next)) || !slices.Equal(got[0].KillSyscalls, []string{"setns"}) {
+			t.Errorf("SetEnforcement calls %+v, want once with KillPolicy(new rules)", got)
+		}
+	})
+	t.Run("a refused policy keeps the old rules", func(t *testing.T) {
+		before := env.d.Rules()
+		env.enf.failNext = errors.New("map update failed")
+		if err := env.d.SetRules(defaultRules(t)); err == nil {
+			t.Error("SetRules succeeded although the sensor refused the policy")
+		}
+		if env.d.Rules() != before {
+			t.Error("rules swapped although the sensor kept the old policy")
+		}
+	})
+}
+
+func TestDetectorNoEnforcementOutsideEnforceMode(t *testing.T) {
+	for _, mode := range []Mode{ModeLearn, ModeDetect, ModeAuto} {
+		t.Run(string(mode), func(t *testing.T) {
+			env := newDetectorEnv(t, mode, nil)
+			for _, e := range attackEvents(detApp, cgApp) {
+				env.d.OnEvent(e)
+			}
+			ws := []model.Window{novelWindow(detApp, cgApp, 100), anomalousWindow(detApp, cgApp, 101)}
+			env.d.EnforceWindows(ws)
+			env.d.OnWindows(ws)
+			env.d.Forget(cgApp)
+			if err := env.d.SetRules(defaultRules(t)); err != nil {
+				t.Fatal(err)
+			}
+			if got := env.enf.takePolicies(); len(got) > 0 {
+				t.Errorf("SetEnforcement called %d times", len(got))
+			}
+			if got := env.enf.takeCalls(); len(got) > 0 {
+				t.Errorf("EnforceCgroup calls %v", got)
+			}
+			if got := env.frz.take(); len(got) > 0 {
+				t.Errorf("froze %v", got)
+			}
+		})
+	}
+}
+
+func TestDetectorFreezeActionOnEventRule(t *testing.T) {
+	rs, err := model.CompileRules([]model.RuleSpec{
+		{ID: "ptrace", Priority: "Warning", Action: "freeze", Match: model.MatchSpec{Syscalls: []string{"ptrace"}}},
+		{ID: "bpf_syscall", Priority: "Warning", Action: "alert", Match: model.MatchSpec{Syscalls: []string{"bpf"}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := newDetectorEnv(t, ModeEnforce, rs)
+	env.d.OnEvent(detEvent(detApp2, cgApp2, 1, "bpf", nil))
+	if got := env.frz.take(); len(got) > 0 {
+		t.Errorf("an alert-action rule froze %v", got)
+	}
+	env.d.OnEvent(detEvent(detApp2, cgApp2, 2, "ptrace", nil))
+	env.d.OnEvent(detEvent(detApp2, cgApp2, 3, "ptrace", nil))
+	if got := env.frz.take(); !slices.Equal(got, []string{detApp2.CgroupPath}) {
+		t.Errorf("froze %v, want %v once", got, detApp2.CgroupPath)
+	}
+}
+
+func TestDetectorSetRulesSwaps(t *testing.T) {
+	env := newDetectorEnv(t, ModeDetect, nil)
+	unshare := detEvent(detApp, cgApp, 1, "unshare", func(e *model.Event) { e.Flags = rlCloneNewNS })
+	env.d.OnEvent(unshare)
+	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"ns_unshare"}) {
+		t.Fatalf("before reload: %v", got)
+	}
+	path := writeRulesFile(t, `rules:
+  - id: ns_unshare
+    priority: Critical
+    action: kill
+    enabled: false
+    match: {syscalls: [unshare]}
+  - id: ptrace
+    priority: Warning
+    match: {syscalls: [ptrace]}
+`)
+	next, err := LoadRules(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := env.d.SetRules(next); err != nil {
+		t.Fatal(err)
+	}
+	if env.d.Rules() != next {
+		t.Error("Rules() is not the new set")
+	}
+	env.d.OnEvent(unshare)
+	env.d.OnEvent(detEvent(detApp, cgApp, 2, "ptrace", nil))
+	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"ptrace"}) {
+		t.Errorf("after reload: %v, want [ptrace]", got)
+	}
+	// Without the statistical rules, windows are scored but not alerted.
+	env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 3), anomalousWindow(detApp, cgApp, 4)})
+	if got := env.out.take(); len(got) > 0 {
+		t.Errorf("statistical alerts %v without statistical rules", alertRules(got))
+	}
+}
+
+func TestDetectorAlertFields(t *testing.T) {
+	tests := []struct {
+		name   string
+		events []model.Event
+		want   map[string]any // output_fields of the last alert
+		absent []string
+	}{
+		{
+			name: "cmdline from an earlier exec",
+			events: []model.Event{
+				detExec(detApp, cgApp, 1, 600, "/usr/bin/app", "--serve", "8080"),
+				detEvent(detApp, cgApp, 2, "unshare", func(e *model.Event) { e.PID, e.TID, e.Flags = 600, 601, rlCloneNewUser }),
+			},
+			want: map[string]any{"proc.cmdline": "/usr/bin/app --serve 8080", "proc.pid": uint32(600), "container.id": "app1"},
+		},
+		{
+			name: "cmdline of another process is not used",
+			events: []model.Event{
+				detExec(detApp, cgApp, 1, 600, "/usr/bin/app", "--serve"),
+				detEvent(detApp, cgApp, 2, "unshare", func(e *model.Event) { e.PID, e.TID, e.Flags = 700, 700, rlCloneNewNet }),
+			},
+			absent: []string{"proc.cmdline"},
+		},
+		{
+			name:   "killed",
+			events: []model.Event{detEvent(detApp, cgApp, 2, "init_module", func(e *model.Event) { e.Killed = true })},
+			want:   map[string]any{"cagewatch.action": "killed", "evt.type": "init_module"},
+		},
+		{
+			name:   "not killed",
+			events: []model.Event{detEvent(detApp, cgApp, 2, "init_module", nil)},
+			absent: []string{"cagewatch.action"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			env := newDetectorEnv(t, ModeLearn, nil) // learn: the exec itself does not alert
+			for _, e := range tt.events {
+				env.d.OnEvent(e)
+			}
+			alerts := env.out.take()
+			if len(alerts) != 1 {
+				t.Fatalf("alerts %v, want one", alertRules(alerts))
+			}
+			a := alerts[0]
+			for k, v := range tt.want {
+				if got := a.OutputFields[k]; got != v {
+					t.Errorf("output_fields[%q] = %#v, want %#v", k, got, v)
+				}
+			}
+			for _, k := range tt.absent {
+				if got, ok := a.OutputFields[k]; ok {
+					t.Errorf("output_fields[%q] = %#v, want absent", k, got)
+				}
+			}
+		})
+	}
+}
+
+// noisyCounts is a workload whose thresholds rise above the minimum, so two
+// baselines calibrate to different thresholds.
+func noisyCounts(seed int) func(i int) map[string]uint64 {
+	return func(i int) map[string]uint64 {
+		x := uint64((i*7919 + seed*104729) % 97)
+		return map[string]uint64{"read": 100 + x, "write": 50 + (x*3)%41, "futex": 10 + (x*5)%13}
+	}
+}
+
+func TestDetectorThresholdCache(t *testing.T) {
+	env := newDetectorEnv(t, ModeDetect, nil)
+	ctx := context.Background()
+	const key = "e2e/app:1"
+	cfg := DetectorConfig{Budget: 1, Window: time.Second}
+	stable := func(n, seed int) *model.Baseline {
+		b := learned("e2e/app", "1", "app1", n, 0, noisyCounts(seed))
+		b.Promote()
+		return b
+	}
+	put := func(t *testing.T, b *model.Baseline) {
+		t.Helper()
+		if err := env.lib.Import(ctx, []*model.Baseline{b}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check := func(t *testing.T, b *model.Baseline) {
+		t.Helper()
+		want := b.Calibrate(cfg.Budget, cfg.Window.Seconds())
+		got, ok := env.d.Threshold(key)
+		if !ok || !sameThreshold(got, want) {
+			t.Errorf("Threshold = %+v (ok %v), want %+v (%d windows)", got, ok, want, b.Windows)
+		}
+	}
+	b1, b2, b3 := stable(80, 1), stable(120, 2), stable(120, 3)
+	if b2.Calibrate(1, 1).Value == b3.Calibrate(1, 1).Value || b1.Calibrate(1, 1).Value == b2.Calibrate(1, 1).Value {
+		t.Fatalf("test setup: thresholds %v %v %v are not all different", b1.Calibrate(1, 1), b2.Calibrate(1, 1), b3.Calibrate(1, 1))
+	}
+	t.Run("calibrated from the baseline", func(t *testing.T) {
+		put(t, b1)
+		check(t, b1)
+		check(t, b1) // cached: the same
+	})
+	t.Run("recalibrated when the windows change", func(t *testing.T) {
+		put(t, b2)
+		check(t, b2)
+	})
+	t.Run("recalibrated when the baseline is replaced", func(t *testing.T) {
+		// Same window count, different data: a baseline import or a reset and
+		// relearn must not keep the old baseline's threshold.
+		if err := env.lib.Reset(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := env.d.Threshold(key); ok {
+			t.Error("threshold for a reset baseline")
+		}
+		put(t, b3)
+		check(t, b3)
+	})
+	t.Run("window alerts use the current threshold", func(t *testing.T) {
+		want := b3.Calibrate(cfg.Budget, cfg.Window.Seconds())
+		w := win(detApp, cgApp, 900, map[string]uint64{"read": 5000, "write": 50, "futex": 10})
+		env.d.OnWindows([]model.Window{w})
+		alerts := env.out.take()
+		if th, _ := alertThreshold(alerts); len(alerts) != 1 || !sameFloat(th, want.Value) {
+			var got []any
+			for _, a := range alerts {
+				got = append(got, a.OutputFields["cagewatch.threshold"])
+			}
+			t.Errorf("alerts %v with thresholds %v, want one with %v", alertRules(alerts), got, want.Value)
+		}
+	})
+}
+
+// sameThreshold compares thresholds up to rounding (scores sum in map order).
+func sameThreshold(a, b model.Threshold) bool {
+	return sameFloat(a.Value, b.Value) && sameFloat(a.TailScale, b.TailScale) && a.Exceedance == b.Exceedance && a.HeldOut == b.HeldOut
+}
+
+func sameFloat(a, b float64) bool { return math.Abs(a-b) <= 1e-9*math.Max(1, math.Abs(b)) }
+
+func alertThreshold(as []model.Alert) (float64, bool) {
+	if len(as) == 0 {
+		return 0, false
+	}
+	v, ok := as[0].OutputFields["cagewatch.threshold"].(float64)
+	return v, ok
+}
+
+func TestDetectorConcurrentUse(t *testing.T) {
+	env := newDetectorEnv(t, ModeEnforce, nil)
+	rs := env.d.Rules()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				cg := uint64(cgApp + i%3)
+				switch (g + i) % 5 {
+				case 0:
+					env.d.OnEvent(detExec(detApp, cg, float64(i), uint32(1000+i), "/usr/bin/app", "x"))
+				case 1:
+					env.d.OnEvent(detEvent(detApp, cg, float64(i), "unshare", func(e *model.Event) { e.PID, e.Flags = uint32(1000+i), rlCloneNewUser }))
+				case 2:
+					ws := []model.Window{novelWindow(detApp, cg, i), win(detApp2, cg, i, steady(i))}
+					env.d.EnforceWindows(ws)
+					env.d.OnWindows(ws)
+				case 3:
+					env.d.Forget(cg)
+				case 4:
+					_ = env.d.SetRules(rs)
+					env.d.Threshold("e2e/app:1")
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(env.out.take()) == 0 {
+		t.Error("no alerts")
+	}
+}
