@@ -108,6 +108,18 @@ struct {
 	__type(value, struct enforce_policy);
 } enforce SEC(".maps");
 
+/* Cgroups whose descendants are all containers (/docker, /kubepods, static
+ * parents): enforced from a new container's first syscall, with no race against
+ * user space resolving it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 64);
+	__type(key, __u64);
+	__type(value, __u8);
+} enforced_ancestors SEC(".maps");
+
+#define MAX_ANCESTOR_LEVEL 8
+
 /* Container cgroups under enforcement (user space adds them once resolved). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -243,17 +255,33 @@ static __always_inline int is_runtime_init(struct event *e)
 	       e->comm[5] == '[';
 }
 
+static __always_inline int cgroup_enforced(struct event *e)
+{
+	if (bpf_map_lookup_elem(&enforced_cgroups, &e->cgroup_id))
+		return 1;
+	for (int level = 1; level <= MAX_ANCESTOR_LEVEL; level++) {
+		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
+		if (!id || id == e->cgroup_id)
+			return 0;
+		if (bpf_map_lookup_elem(&enforced_ancestors, &id))
+			return 1;
+	}
+	return 0;
+}
+
 /* In enforce mode, SIGKILL the caller if policy says so. The signal is delivered
- * on return to user space: the process never runs another instruction. */
+ * on return from this syscall: the syscall itself still runs (an O_TRUNC open of
+ * a regular file truncates it; cgroupfs files ignore O_TRUNC), but the process
+ * never runs another instruction, so the write that would follow never happens.
+ * (bpf_probe_write_user, which could blank the path first, is not allowed in
+ * tp_btf programs, and LSM hooks do not load on this kind of kernel.) */
 static __always_inline void enforce_kill(struct event *e, int kill)
 {
 	if (!kill)
 		return;
 	__u32 zero = 0;
 	struct enforce_policy *p = bpf_map_lookup_elem(&enforce, &zero);
-	if (!p || !p->enabled || is_runtime_init(e))
-		return;
-	if (!bpf_map_lookup_elem(&enforced_cgroups, &e->cgroup_id))
+	if (!p || !p->enabled || is_runtime_init(e) || !cgroup_enforced(e))
 		return;
 	if (bpf_send_signal(9) == 0) {
 		e->killed = 1;

@@ -21,6 +21,7 @@ import (
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler"
 	"github.com/cagewatch/cagewatch/profiler/alerts"
+	"github.com/cagewatch/cagewatch/profiler/container"
 	"github.com/cagewatch/cagewatch/profiler/control"
 	"github.com/cagewatch/cagewatch/profiler/metrics"
 	"github.com/cagewatch/cagewatch/store"
@@ -121,6 +122,17 @@ func runPipeline(ctx context.Context, cfg profiler.Config, log *slog.Logger, ale
 		rules, lib, trip, out, a.Sensor(), a.Cgroups(), log)
 	if err != nil {
 		return err
+	}
+	if cfg.Mode == profiler.ModeEnforce {
+		var ids []uint64
+		for _, dir := range container.ContainerParents(cfg.Containers.Static) {
+			if id, err := a.Cgroups().IDOf(dir); err == nil {
+				ids = append(ids, id)
+			}
+		}
+		if err := a.Sensor().SetEnforcedAncestors(ids); err != nil {
+			return err
+		}
 	}
 	m := metrics.New(&metricsSource{lib: lib, agent: a, out: out}, version)
 	det.Scored = m.ObserveScore

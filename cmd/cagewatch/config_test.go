@@ -12,6 +12,10 @@ import (
 
 func writeConfig(t *testing.T, body string) string {
 	t.Helper()
+	if !strings.Contains(body, "metrics") {
+		// A free port: the default one may be taken by an agent already running here.
+		body += "\nmetrics: {listen: \"127.0.0.1:0\"}\n"
+	}
 	p := filepath.Join(t.TempDir(), "cagewatch.yaml")
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 		t.Fatal(err)

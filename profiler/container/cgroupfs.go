@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"strconv"
 	"strings"
 
@@ -144,4 +145,27 @@ func (c *CgroupFS) Freeze(cgroupPath string) error {
 		return fmt.Errorf("freezing cgroup %s: %w", cgroupPath, err)
 	}
 	return nil
+}
+
+// IDOf returns the id (inode) of a cgroup path relative to the mount.
+func (c *CgroupFS) IDOf(cgroupPath string) (uint64, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(c.Mount+cgroupPath, &st); err != nil {
+		return 0, fmt.Errorf("cgroup %s: %w", cgroupPath, err)
+	}
+	return st.Ino, nil
+}
+
+// ContainerParents are the cgroup directories below which every cgroup belongs to
+// a container: the runtimes' cgroupfs parents, and the fixed directory part of
+// static rules (e.g. /cagewatch-e2e for /cagewatch-e2e/*).
+func ContainerParents(static []StaticRule) []string {
+	parents := []string{"/docker", "/kubepods", "/kubepods.slice"}
+	for _, r := range static {
+		dir := path.Dir(r.Cgroup)
+		if dir != "/" && !strings.ContainsAny(dir, "*?[") {
+			parents = append(parents, dir)
+		}
+	}
+	return parents
 }

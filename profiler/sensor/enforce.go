@@ -156,3 +156,14 @@ func (s *Sensor) EnforceCgroup(cgroupID uint64, on bool) error {
 	}
 	return nil
 }
+
+// SetEnforcedAncestors enforces every cgroup below these (e.g. /docker): new
+// containers there are under the kill policy from their first syscall.
+func (s *Sensor) SetEnforcedAncestors(ids []uint64) error {
+	for _, id := range ids {
+		if err := s.objs.EnforcedAncestors.Put(id, uint8(1)); err != nil {
+			return fmt.Errorf("enforcing cgroups below %d: %w", id, err)
+		}
+	}
+	return nil
+}

@@ -76,6 +76,7 @@ type sensorPrefixKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	sensorMapEnforce           = "enforce"
+	sensorMapEnforcedAncestors = "enforced_ancestors"
 	sensorMapEnforcedCgroups   = "enforced_cgroups"
 	sensorMapEvents            = "events"
 	sensorMapNameScratch       = "name_scratch"
@@ -144,16 +145,17 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
-	Enforce         *ebpf.MapSpec `ebpf:"enforce"`
-	EnforcedCgroups *ebpf.MapSpec `ebpf:"enforced_cgroups"`
-	Events          *ebpf.MapSpec `ebpf:"events"`
-	NameScratch     *ebpf.MapSpec `ebpf:"name_scratch"`
-	Scratch         *ebpf.MapSpec `ebpf:"scratch"`
-	Stats           *ebpf.MapSpec `ebpf:"stats"`
-	SyscallHist     *ebpf.MapSpec `ebpf:"syscall_hist"`
-	WatchNames      *ebpf.MapSpec `ebpf:"watch_names"`
-	WatchPorts      *ebpf.MapSpec `ebpf:"watch_ports"`
-	WatchPrefixes   *ebpf.MapSpec `ebpf:"watch_prefixes"`
+	Enforce           *ebpf.MapSpec `ebpf:"enforce"`
+	EnforcedAncestors *ebpf.MapSpec `ebpf:"enforced_ancestors"`
+	EnforcedCgroups   *ebpf.MapSpec `ebpf:"enforced_cgroups"`
+	Events            *ebpf.MapSpec `ebpf:"events"`
+	NameScratch       *ebpf.MapSpec `ebpf:"name_scratch"`
+	Scratch           *ebpf.MapSpec `ebpf:"scratch"`
+	Stats             *ebpf.MapSpec `ebpf:"stats"`
+	SyscallHist       *ebpf.MapSpec `ebpf:"syscall_hist"`
+	WatchNames        *ebpf.MapSpec `ebpf:"watch_names"`
+	WatchPorts        *ebpf.MapSpec `ebpf:"watch_ports"`
+	WatchPrefixes     *ebpf.MapSpec `ebpf:"watch_prefixes"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -185,21 +187,23 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
-	Enforce         *ebpf.Map `ebpf:"enforce"`
-	EnforcedCgroups *ebpf.Map `ebpf:"enforced_cgroups"`
-	Events          *ebpf.Map `ebpf:"events"`
-	NameScratch     *ebpf.Map `ebpf:"name_scratch"`
-	Scratch         *ebpf.Map `ebpf:"scratch"`
-	Stats           *ebpf.Map `ebpf:"stats"`
-	SyscallHist     *ebpf.Map `ebpf:"syscall_hist"`
-	WatchNames      *ebpf.Map `ebpf:"watch_names"`
-	WatchPorts      *ebpf.Map `ebpf:"watch_ports"`
-	WatchPrefixes   *ebpf.Map `ebpf:"watch_prefixes"`
+	Enforce           *ebpf.Map `ebpf:"enforce"`
+	EnforcedAncestors *ebpf.Map `ebpf:"enforced_ancestors"`
+	EnforcedCgroups   *ebpf.Map `ebpf:"enforced_cgroups"`
+	Events            *ebpf.Map `ebpf:"events"`
+	NameScratch       *ebpf.Map `ebpf:"name_scratch"`
+	Scratch           *ebpf.Map `ebpf:"scratch"`
+	Stats             *ebpf.Map `ebpf:"stats"`
+	SyscallHist       *ebpf.Map `ebpf:"syscall_hist"`
+	WatchNames        *ebpf.Map `ebpf:"watch_names"`
+	WatchPorts        *ebpf.Map `ebpf:"watch_ports"`
+	WatchPrefixes     *ebpf.Map `ebpf:"watch_prefixes"`
 }
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
 		m.Enforce,
+		m.EnforcedAncestors,
 		m.EnforcedCgroups,
 		m.Events,
 		m.NameScratch,

@@ -1,0 +1,733 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+)
+
+// End-to-end tests against the real Docker runtime (issue 6): learn benign
+// workloads until their baselines are stable, check a fresh benign pass raises
+// nothing, run each escape scenario of testdata/scenarios in its own container,
+// then prove enforce mode stops the release_agent escape. `make e2e` runs it.
+
+// e2ePrivileged stands in for --privileged, which fails on hosts whose root lacks
+// CAP_SYS_RESOURCE in its bounding set. Escapes come from misconfigured
+// containers, so the scenarios that need privileges run unconfined.
+var e2ePrivileged = []string{"--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
+	"--security-opt", "seccomp=unconfined", "--security-opt", "apparmor=unconfined"}
+
+const e2eBaseImage = "cagewatch/busybox:1"
+
+// Timing of the run. Windows are 1s so learning and scoring take seconds.
+const (
+	e2eStableTimeout  = 150 * time.Second // all benign images stable
+	e2eBenignPass     = 15 * time.Second  // fresh benign containers watched this long
+	e2eScenarioExit   = 45 * time.Second  // a scenario container must finish by then
+	e2eDetectionGrace = 6 * time.Second   // after it exits, for its alerts (statistical rules need windows)
+)
+
+type e2eWorkload struct{ name, image, script string }
+
+var e2eBenign = []e2eWorkload{
+	{"http", "e2e/http:1", "benign-http.sh"},
+	{"batch", "e2e/batch:1", "benign-batch.sh"},
+	{"sidecar", "e2e/sidecar:1", "benign-sidecar.sh"},
+}
+
+// e2eScenario is one attack: a script run in a container of a learned image.
+type e2eScenario struct {
+	name   string
+	script string
+	expect []string // detected when any of these rules fires for the container
+	image  string
+	flags  []string // docker run flags besides the test's mounts
+	env    []string
+}
+
+func (s e2eScenario) expected() string { return strings.Join(s.expect, "|") }
+
+func e2eScenarios(cgroupName string) []e2eScenario {
+	http, batch, sidecar := e2eBenign[0].image, e2eBenign[1].image, e2eBenign[2].image
+	priv := e2ePrivileged
+	return []e2eScenario{
+		{name: "ns_unshare", script: "attack-ns-unshare.sh", expect: []string{"ns_unshare"}, image: http, flags: priv},
+		// PID 1 of a sandboxed VM may be out of reach even for host root (its
+		// /proc/1/ns/* refuse readlink), so the target is this test process: it
+		// lives in the host's namespaces all the same.
+		{name: "ns_setns", script: "attack-ns-setns.sh", expect: []string{"ns_setns"}, image: http,
+			flags: append(slices.Clone(priv), "--pid=host"), env: []string{"E2E_TARGET_PID=" + strconv.Itoa(os.Getpid())}},
+		{name: "ns_clone", script: "attack-ns-clone.sh", expect: []string{"ns_clone"}, image: http, flags: priv},
+		{name: "cap_raise", script: "attack-cap-raise.sh", expect: []string{"cap_raise"}, image: http, flags: priv},
+		{name: "mount", script: "attack-mount.sh", expect: []string{"mount"}, image: http, flags: priv},
+		{name: "release_agent", script: "attack-release-agent.sh", expect: []string{"cgroup_escape"}, image: http, flags: priv,
+			env: []string{"E2E_CGROUP_NAME=" + cgroupName}},
+		{name: "core_pattern", script: "attack-core-pattern.sh", expect: []string{"sensitive_file"}, image: http, flags: priv},
+		{name: "docker_sock", script: "attack-docker-sock.sh", expect: []string{"runtime_socket"}, image: http,
+			flags: []string{"-v", "/var/run/docker.sock:/var/run/docker.sock"}},
+		{name: "ptrace", script: "attack-ptrace.sh", expect: []string{"ptrace"}, image: http, flags: priv},
+		{name: "module_load", script: "attack-module-load.sh", expect: []string{"kernel_module"}, image: http, flags: priv},
+		{name: "open_by_handle_at", script: "attack-open-by-handle.sh", expect: []string{"kernel_attack_surface"}, image: http, flags: priv},
+		{name: "bpf", script: "attack-bpf.sh", expect: []string{"bpf_syscall"}, image: http, flags: priv},
+		{name: "proc_kcore", script: "attack-kcore.sh", expect: []string{"sensitive_file"}, image: batch},
+		{name: "etc_shadow", script: "attack-shadow.sh", expect: []string{"sensitive_file"}, image: batch},
+		{name: "host_ssh", script: "attack-host-ssh.sh", expect: []string{"host_port_connect"}, image: sidecar},
+		{name: "exec_drift", script: "attack-exec-drift.sh", expect: []string{"exec_drift"}, image: sidecar},
+		{name: "miner_burst", script: "attack-miner.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http},
+	}
+}
+
+// e2eRig runs the test's containers and removes them at the end.
+type e2eRig struct {
+	t         *testing.T
+	scenarios string // host path of testdata/scenarios
+	helperDir string // host dir holding the static e2ehelper
+	prefix    string // container name prefix
+
+	mu  sync.Mutex
+	ids []string
+}
+
+func newE2ERig(t *testing.T, prefix string) *e2eRig {
+	t.Helper()
+	scenarios, err := filepath.Abs("../../testdata/scenarios")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &e2eRig{t: t, scenarios: scenarios, helperDir: t.TempDir(), prefix: fmt.Sprintf("%s-%d", prefix, os.Getpid())}
+	t.Cleanup(func() {
+		r.mu.Lock()
+		ids := r.ids
+		r.mu.Unlock()
+		if len(ids) > 0 {
+			_ = exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+		}
+	})
+	return r
+}
+
+// buildHelper compiles testdata/scenarios/helper statically for the containers.
+func (r *e2eRig) buildHelper() {
+	r.t.Helper()
+	cmd := exec.Command("go", "build", "-o", filepath.Join(r.helperDir, "e2ehelper"), filepath.Join(r.scenarios, "helper"))
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		r.t.Fatalf("building the scenario helper: %v\n%s", err, out)
+	}
+}
+
+// start runs script from testdata/scenarios detached in a new container and
+// returns its id. workDir (may be "") is mounted at /e2e.
+func (r *e2eRig) start(name, image, script, workDir string, flags, env []string) string {
+	r.t.Helper()
+	args := []string{"run", "-d", "--name", r.prefix + "-" + name,
+		"-v", r.scenarios + ":/scenarios:ro", "-v", r.helperDir + ":/e2e-bin:ro", "-e", "E2E_HELPER=/e2e-bin/e2ehelper"}
+	if workDir != "" {
+		args = append(args, "-v", workDir+":/e2e", "-e", "E2E_DIR=/e2e", "-e", "E2E_HOST_DIR="+workDir)
+	}
+	for _, e := range env {
+		args = append(args, "-e", e)
+	}
+	args = append(args, flags...)
+	args = append(args, image, "sh", "/scenarios/"+script)
+	out, err := exec.Command("docker", args...).CombinedOutput()
+	if err != nil {
+		r.t.Fatalf("docker %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	id := strings.TrimSpace(string(out))
+	r.mu.Lock()
+	r.ids = append(r.ids, id)
+	r.mu.Unlock()
+	return id
+}
+
+// wait waits for a container to exit and returns its exit code and output.
+func (r *e2eRig) wait(id string, timeout time.Duration) (int, string) {
+	r.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "docker", "wait", id).Output()
+	logs, _ := exec.Command("docker", "logs", id).CombinedOutput()
+	if err != nil {
+		return -1, fmt.Sprintf("docker wait: %v (still running after %v?)\n%s", err, timeout, logs)
+	}
+	code, _ := strconv.Atoi(strings.TrimSpace(string(out)))
+	return code, string(logs)
+}
+
+func (r *e2eRig) remove(ids ...string) {
+	if len(ids) > 0 {
+		_ = exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
+	}
+}
+
+// e2eAgent is `cagewatch run` as a child process, alerts (stdout) apart from its log.
+type e2eAgent struct {
+	cmd    *exec.Cmd
+	stdout *syncBuffer
+	log    *syncBuffer
+	done   chan struct{}
+}
+
+func e2eStartAgent(t *testing.T, bin, config string) *e2eAgent {
+	t.Helper()
+	a := &e2eAgent{stdout: &syncBuffer{}, log: &syncBuffer{}, done: make(chan struct{})}
+	a.cmd = exec.Command(bin, "--config", config, "--log-level", "debug", "run")
+	a.cmd.Stdout, a.cmd.Stderr = a.stdout, a.log
+	if err := a.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		_ = a.cmd.Wait()
+		close(a.done)
+	}()
+	t.Cleanup(func() {
+		a.stop()
+		if t.Failed() {
+			t.Logf("agent log (tail):\n%s", tail(a.log.String(), 60))
+		}
+	})
+	waitFor(t, 30*time.Second, "the agent to start sampling", func() bool {
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited:\n%s", a.log.String())
+		default:
+		}
+		return strings.Contains(a.log.String(), "msg=window")
+	})
+	return a
+}
+
+// stop ends the agent as SIGINT would, then kills it if it hangs.
+func (a *e2eAgent) stop() {
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	_ = a.cmd.Process.Signal(syscall.SIGINT)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		_ = a.cmd.Process.Kill()
+		<-a.done
+	}
+}
+
+// alerts parses the agent's stdout; a line that is not an alert is skipped.
+func (a *e2eAgent) alerts() []alertLine {
+	var out []alertLine
+	for _, line := range strings.Split(a.stdout.String(), "\n") {
+		var al alertLine
+		if line != "" && json.Unmarshal([]byte(line), &al) == nil && al.Rule != "" {
+			out = append(out, al)
+		}
+	}
+	return out
+}
+
+// alertsFor are the alerts of one container.
+func (a *e2eAgent) alertsFor(id string) []alertLine {
+	var out []alertLine
+	for _, al := range a.alerts() {
+		if al.OutputFields["container.id"] == id {
+			out = append(out, al)
+		}
+	}
+	return out
+}
+
+// trackedCgroups is tracked_cgroups of the agent's last window log line.
+func (a *e2eAgent) trackedCgroups() (int, bool) {
+	m := regexp.MustCompile(`msg=window .*tracked_cgroups=(\d+)`).FindAllStringSubmatch(a.log.String(), -1)
+	if len(m) == 0 {
+		return 0, false
+	}
+	n, err := strconv.Atoi(m[len(m)-1][1])
+	return n, err == nil
+}
+
+func (a *e2eAgent) windows() int { return strings.Count(a.log.String(), "msg=window") }
+
+// waitWindows waits until the agent has logged n more windows.
+func (a *e2eAgent) waitWindows(t *testing.T, n int) {
+	t.Helper()
+	target := a.windows() + n
+	waitFor(t, time.Duration(n+10)*time.Second, fmt.Sprintf("%d more windows", n), func() bool { return a.windows() >= target })
+}
+
+func rulesOf(alerts []alertLine) []string {
+	var rules []string
+	for _, a := range alerts {
+		if !slices.Contains(rules, a.Rule) {
+			rules = append(rules, a.Rule)
+		}
+	}
+	slices.Sort(rules)
+	return rules
+}
+
+// firstOf is the earliest alert of any of rules.
+func firstOf(alerts []alertLine, rules []string) (alertLine, bool) {
+	var first alertLine
+	found := false
+	for _, a := range alerts {
+		if slices.Contains(rules, a.Rule) && (!found || a.Time.Before(first.Time)) {
+			first, found = a, true
+		}
+	}
+	return first, found
+}
+
+// cleanupCgroupHierarchy removes a named cgroup v1 hierarchy a scenario created:
+// a hierarchy whose child cgroups outlive its last mount lingers (it shows in
+// every /proc/PID/cgroup). Mounting it again by name, removing its children and
+// unmounting lets the kernel free it. It only ever touches name=<name>.
+func cleanupCgroupHierarchy(t *testing.T, name string) {
+	present := func() bool {
+		b, _ := os.ReadFile("/proc/self/cgroup")
+		return strings.Contains(string(b), ":name="+name+":")
+	}
+	if !present() {
+		return
+	}
+	mnt, err := os.MkdirTemp("", "cwe2e-cg-")
+	if err != nil {
+		t.Logf("cleaning up cgroup hierarchy %s: %v", name, err)
+		return
+	}
+	defer os.Remove(mnt)
+	if err := syscall.Mount("cgroup", mnt, "cgroup", 0, "none,name="+name); err != nil {
+		t.Logf("cleaning up cgroup hierarchy %s: mount: %v", name, err)
+		return
+	}
+	var dirs []string
+	_ = filepath.WalkDir(mnt, func(p string, d os.DirEntry, err error) error {
+		if err == nil && d.IsDir() && p != mnt {
+			dirs = append(dirs, p)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- { // children before parents
+		_ = os.Remove(dirs[i])
+	}
+	time.Sleep(time.Second) // removed cgroups are released asynchronously
+	if err := syscall.Unmount(mnt, 0); err != nil {
+		t.Logf("cleaning up cgroup hierarchy %s: umount: %v", name, err)
+	}
+	for range 20 {
+		if !present() {
+			return
+		}
+		time.Sleep(250 * time.Millisecond)
+	}
+	t.Logf("cgroup hierarchy name=%s still present after cleanup", name)
+}
+
+type e2eResult struct {
+	sc       e2eScenario
+	id       string
+	start    time.Time
+	exit     int
+	output   string
+	fired    []string
+	detected bool
+	latency  time.Duration
+	note     string
+}
+
+// TestE2E is issue 6's proof with real Docker containers: learn, stay quiet on
+// benign behaviour, detect the escapes, and stop release_agent in enforce mode.
+func TestE2E(t *testing.T) {
+	requireRoot(t)
+	dockerAvailable(t)
+	began := time.Now()
+	bin := cagewatchBinary(t)
+	rig := newE2ERig(t, "cwe2e")
+	rig.buildHelper()
+
+	for _, w := range e2eBenign {
+		if out, err := exec.Command("docker", "tag", e2eBaseImage, w.image).CombinedOutput(); err != nil {
+			t.Fatalf("docker tag %s %s: %v\n%s", e2eBaseImage, w.image, err, out)
+		}
+	}
+	t.Cleanup(func() {
+		for _, w := range e2eBenign {
+			_ = exec.Command("docker", "rmi", w.image).Run() // removes the tag only
+		}
+	})
+
+	dir := t.TempDir()
+	store := filepath.Join(dir, "store", "cagewatch.db")
+	const learning = "learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}\n"
+	autoConfig := writeConfig(t, fmt.Sprintf("mode: auto\nwindow: 1s\nstore: %s\nmetrics: {listen: \"\"}\n%s", store, learning))
+	enforceConfig := writeConfig(t, fmt.Sprintf("mode: enforce\nwindow: 1s\nstore: %s\nmetrics: {listen: \"\"}\n%s", store, learning))
+
+	// 1. Learn every benign workload, one image each, until stable.
+	agent := e2eStartAgent(t, bin, autoConfig)
+	var learners []string
+	for _, w := range e2eBenign {
+		learners = append(learners, rig.start("learn-"+w.name, w.image, w.script, "", nil, nil))
+	}
+	learnFrom := time.Now()
+	waitFor(t, e2eStableTimeout, "every benign image to become stable", func() bool {
+		log := agent.log.String()
+		for _, w := range e2eBenign {
+			if !strings.Contains(log, `msg="baseline stable" image=`+w.image) {
+				return false
+			}
+		}
+		return true
+	})
+	learnTook := time.Since(learnFrom)
+	if got := agent.alerts(); len(got) > 0 {
+		t.Logf("%d alerts while learning (hard rules only in learning, e.g. from other containers on the host): first %s %v", len(got), got[0].Rule, got[0].OutputFields["container.name"])
+	}
+	rig.remove(learners...)
+	t.Logf("benign images stable after %v", learnTook.Round(time.Second))
+
+	// 2. A fresh benign pass: new containers of the same images must raise nothing.
+	var fresh []string
+	freshStart := map[string]time.Time{}
+	for _, w := range e2eBenign {
+		freshStart[w.image] = time.Now()
+		fresh = append(fresh, rig.start("fresh-"+w.name, w.image, w.script, "", nil, nil))
+	}
+	time.Sleep(e2eBenignPass)
+	var falseAlerts []alertLine
+	for _, id := range fresh {
+		falseAlerts = append(falseAlerts, agent.alertsFor(id)...)
+	}
+	freshEnd := time.Now()
+	rig.remove(fresh...)
+
+	// 3. Each attack in its own container of a learned image.
+	cgroupName := fmt.Sprintf("cwe2e%d", os.Getpid())
+	t.Cleanup(func() { cleanupCgroupHierarchy(t, cgroupName) })
+	var results []*e2eResult
+	var releaseWork string
+	for _, sc := range e2eScenarios(cgroupName) {
+		work := t.TempDir()
+		if sc.name == "release_agent" {
+			releaseWork = work
+		}
+		res := &e2eResult{sc: sc, start: time.Now()}
+		res.id = rig.start("attack-"+strings.ReplaceAll(sc.name, "_", "-"), sc.image, sc.script, work, sc.flags, sc.env)
+		res.exit, res.output = rig.wait(res.id, e2eScenarioExit)
+		deadline := time.Now().Add(e2eDetectionGrace)
+		for time.Now().Before(deadline) {
+			if _, ok := firstOf(agent.alertsFor(res.id), sc.expect); ok {
+				break
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		results = append(results, res)
+	}
+	time.Sleep(2 * time.Second) // late alerts (a last window) still count towards "fired"
+	detected := 0
+	for _, res := range results {
+		alerts := agent.alertsFor(res.id)
+		res.fired = rulesOf(alerts)
+		if first, ok := firstOf(alerts, res.sc.expect); ok {
+			res.detected = true
+			res.latency = first.Time.Sub(res.start)
+			detected++
+		}
+		if !res.detected {
+			t.Logf("scenario %s: expected %s not fired (fired %v, exit %d); output:\n%s", res.sc.name, res.sc.expected(), res.fired, res.exit, res.output)
+		}
+	}
+	if releaseWork != "" {
+		if _, err := os.Stat(filepath.Join(releaseWork, "release_agent.marker")); err != nil {
+			t.Errorf("detect mode: the release_agent escape did not run its payload (no marker), so the enforce check proves nothing: %v", err)
+		} else {
+			for _, res := range results {
+				if res.sc.name == "release_agent" {
+					res.note = "payload ran (marker written)"
+				}
+			}
+		}
+	}
+	rig.remove(func() []string {
+		var ids []string
+		for _, r := range results {
+			ids = append(ids, r.id)
+		}
+		return ids
+	}()...)
+	cleanupCgroupHierarchy(t, cgroupName)
+
+	// 4. Enforce mode on the same store: the release_agent escape is killed before
+	// its payload is set up.
+	agent.stop()
+	agent = e2eStartAgent(t, bin, enforceConfig)
+	if !strings.Contains(agent.log.String(), "mode=enforce") {
+		t.Fatalf("agent did not start in enforce mode:\n%s", tail(agent.log.String(), 20))
+	}
+	enforceName := cgroupName + "k"
+	t.Cleanup(func() { cleanupCgroupHierarchy(t, enforceName) })
+	all := e2eScenarios(enforceName)
+	sc := all[slices.IndexFunc(all, func(s e2eScenario) bool { return s.name == "release_agent" })]
+	enforceWork := t.TempDir()
+	enf := &e2eResult{sc: sc, start: time.Now()}
+	// A short delay: the agent puts a container under enforcement when it first
+	// sees it (its first event or window), a few milliseconds after it starts.
+	enf.id = rig.start("enforce-release-agent", sc.image, sc.script, enforceWork, sc.flags, append(slices.Clone(sc.env), "E2E_DELAY=2"))
+	enf.exit, enf.output = rig.wait(enf.id, 20*time.Second)
+	var killed alertLine
+	deadline := time.Now().Add(e2eDetectionGrace)
+	for time.Now().Before(deadline) {
+		found := false
+		for _, a := range agent.alertsFor(enf.id) {
+			if a.Rule == "cgroup_escape" && a.OutputFields["cagewatch.action"] == "killed" {
+				killed, found = a, true
+				break
+			}
+		}
+		if found {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // a payload that did run would have written its marker by now
+	enf.fired = rulesOf(agent.alertsFor(enf.id))
+	_, markerErr := os.Stat(filepath.Join(enforceWork, "release_agent.marker"))
+	enforceOK := os.IsNotExist(markerErr) && killed.Rule != ""
+	if killed.Rule != "" {
+		enf.detected = true
+		enf.latency = killed.Time.Sub(enf.start)
+		enf.note = fmt.Sprintf("killed (%v), exit %d", killed.OutputFields["fd.name"], enf.exit)
+	}
+	if regexp.MustCompile(`msg="container frozen" rule=\S+ container=`+enf.id).MatchString(agent.log.String()) {
+		enf.note = strings.TrimPrefix(enf.note+", container FROZEN", ", ")
+	}
+	if os.IsNotExist(markerErr) {
+		enf.note = strings.TrimPrefix(enf.note+", marker absent", ", ")
+	} else {
+		enf.note = strings.TrimPrefix(enf.note+", MARKER WRITTEN", ", ")
+	}
+	agent.stop()
+
+	// The report.
+	var b strings.Builder
+	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "SCENARIO\tEXPECTED RULE\tFIRED RULES\tLATENCY\tNOTE\n")
+	for _, r := range append(slices.Clone(results), enf) {
+		name := r.sc.name
+		if r == enf {
+			name += " (enforce)"
+		}
+		lat := "-"
+		if r.detected {
+			lat = r.latency.Round(time.Millisecond).String()
+		}
+		note := r.note
+		if !r.detected {
+			note = strings.TrimPrefix(note+", NOT DETECTED", ", ")
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, r.sc.expected(), dash(strings.Join(r.fired, ",")), lat, note)
+	}
+	tw.Flush()
+	rate := float64(detected) / float64(len(results))
+	fmt.Fprintf(&b, "detection rate: %d/%d = %.1f%% (expected rule fired)\n", detected, len(results), 100*rate)
+	fmt.Fprintf(&b, "false alerts in the benign pass: %d (%d fresh containers of %d learned images, %v)\n",
+		len(falseAlerts), len(fresh), len(e2eBenign), e2eBenignPass)
+	fmt.Fprintf(&b, "enforce: release_agent %s\n", map[bool]string{true: "prevented (killed, no marker)", false: "NOT prevented"}[enforceOK])
+	fmt.Fprintf(&b, "learning took %v; total runtime %v\n", learnTook.Round(time.Second), time.Since(began).Round(time.Second))
+	t.Logf("end-to-end results:\n%s", b.String())
+
+	for _, a := range falseAlerts {
+		image := fmt.Sprintf("%v:%v", a.OutputFields["container.image.repository"], a.OutputFields["container.image.tag"])
+		t.Errorf("false alert in the benign pass: %s container=%v, %v after its start (pass ended %v later): %s",
+			a.Rule, a.OutputFields["container.name"], a.Time.Sub(freshStart[image]).Round(time.Millisecond),
+			freshEnd.Sub(a.Time).Round(time.Millisecond), e2eExplain(a))
+	}
+	if rate < 0.95 {
+		t.Errorf("detection rate %.1f%% < 95%%", 100*rate)
+	}
+	if !os.IsNotExist(markerErr) {
+		t.Errorf("enforce mode: the release_agent payload ran (marker %s exists)", filepath.Join(enforceWork, "release_agent.marker"))
+	}
+	if killed.Rule == "" {
+		var why []string
+		for _, a := range agent.alertsFor(enf.id) {
+			why = append(why, fmt.Sprintf("%s at +%v: %s", a.Rule, a.Time.Sub(enf.start).Round(time.Millisecond), e2eExplain(a)))
+		}
+		t.Errorf("enforce mode: no cgroup_escape alert with cagewatch.action=killed for the release_agent scenario (%s); its alerts:\n%s\noutput:\n%s",
+			enf.note, strings.Join(why, "\n"), enf.output)
+	}
+}
+
+// e2eExplain is the gist of an alert: its detail, or a statistical alert's score,
+// novel syscalls and top contributions.
+func e2eExplain(a alertLine) string {
+	f := a.OutputFields
+	if f["cagewatch.score"] == nil {
+		return fmt.Sprint(f["cagewatch.detail"])
+	}
+	var top []string
+	if ts, ok := f["cagewatch.top"].([]any); ok {
+		for _, x := range ts {
+			if m, ok := x.(map[string]any); ok {
+				top = append(top, fmt.Sprintf("%v %.1f/s (expected %.1f)", m["syscall"], m["observed"], m["expected"]))
+			}
+		}
+	}
+	return fmt.Sprintf("score %.1f > %.1f, novel %v, top: %s", f["cagewatch.score"], f["cagewatch.threshold"],
+		f["cagewatch.novel_syscalls"], strings.Join(top, "; "))
+}
+
+// e2eMapEntries counts the entries of the agent's (pid) BPF map called name,
+// with bpftool.
+func e2eMapEntries(t *testing.T, pid int, name string) int {
+	t.Helper()
+	out, err := exec.Command("bpftool", "-j", "map", "show").Output()
+	if err != nil {
+		t.Fatalf("bpftool map show: %v", err)
+	}
+	var maps []struct {
+		ID   int    `json:"id"`
+		Name string `json:"name"`
+		Pids []struct {
+			Pid int `json:"pid"`
+		} `json:"pids"`
+	}
+	if err := json.Unmarshal(out, &maps); err != nil {
+		t.Fatalf("bpftool map show: %v", err)
+	}
+	for _, m := range maps {
+		if m.Name != name || !slices.ContainsFunc(m.Pids, func(p struct {
+			Pid int `json:"pid"`
+		}) bool {
+			return p.Pid == pid
+		}) {
+			continue
+		}
+		dump, err := exec.Command("bpftool", "-j", "map", "dump", "id", strconv.Itoa(m.ID)).Output()
+		if err != nil {
+			t.Fatalf("bpftool map dump id %d: %v", m.ID, err)
+		}
+		var entries []json.RawMessage
+		if err := json.Unmarshal(dump, &entries); err != nil {
+			t.Fatalf("bpftool map dump id %d: %v", m.ID, err)
+		}
+		return len(entries)
+	}
+	t.Fatalf("no BPF map %q held by the agent (pid %d) in bpftool's list", name, pid)
+	return 0
+}
+
+// TestBPFDockerChurnNoGrowth starts and stops 200 short containers under a
+// running agent: its tracked cgroups and the sensor's histogram map entries must
+// come back to where they were.
+func TestBPFDockerChurnNoGrowth(t *testing.T) {
+	requireRoot(t)
+	dockerAvailable(t)
+	if _, err := exec.LookPath("bpftool"); err != nil {
+		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
+			t.Fatal("CAGEWATCH_REQUIRE_BPF is set but bpftool is not installed (apt-get install bpftool)")
+		}
+		t.Skip("bpftool not installed: it counts the kernel map's entries")
+	}
+	bin := cagewatchBinary(t)
+	dir := t.TempDir()
+	config := writeConfig(t, fmt.Sprintf("mode: learn\nwindow: 1s\nstore: %s/cagewatch.db\nmetrics: {listen: \"\"}\nlearning: {ignore_first: 1s}\n", dir))
+	agent := e2eStartAgent(t, bin, config)
+	pid := agent.cmd.Process.Pid
+
+	run := func(n, parallel int) {
+		t.Helper()
+		sem := make(chan struct{}, parallel)
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var failures []string
+		for i := range n {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				defer func() { <-sem }()
+				ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+				defer cancel()
+				if out, err := exec.CommandContext(ctx, "docker", "run", "--rm", e2eBaseImage, "true").CombinedOutput(); err != nil {
+					mu.Lock()
+					failures = append(failures, fmt.Sprintf("container %d: %v %s", i, err, out))
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(failures) > 0 {
+			t.Fatalf("%d of %d containers failed; first: %s", len(failures), n, failures[0])
+		}
+	}
+	// Warm up (Docker's first containers bring up its bridge and the like), then settle.
+	run(4, 4)
+	agent.waitWindows(t, 4)
+	trackedBefore, _ := agent.trackedCgroups()
+	mapBefore := e2eMapEntries(t, pid, "syscall_hist")
+
+	// Peak while churning, to show the containers were tracked at all.
+	peakTracked, peakMap := trackedBefore, mapBefore
+	stopPeak := make(chan struct{})
+	peakDone := make(chan struct{})
+	go func() {
+		defer close(peakDone)
+		for {
+			select {
+			case <-stopPeak:
+				return
+			case <-time.After(500 * time.Millisecond):
+				if n, ok := agent.trackedCgroups(); ok && n > peakTracked {
+					peakTracked = n
+				}
+			}
+		}
+	}()
+	began := time.Now()
+	const containers = 200
+	run(containers, 6)
+	close(stopPeak)
+	<-peakDone
+	if n := e2eMapEntries(t, pid, "syscall_hist"); n > peakMap {
+		peakMap = n
+	}
+	churn := time.Since(began)
+
+	// Give the agent a few windows to take final counts and free dead entries
+	// (rmdir events, or the idle-cgroup check as a backstop).
+	const slack = 8
+	var trackedAfter, mapAfter int
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		agent.waitWindows(t, 2)
+		trackedAfter, _ = agent.trackedCgroups()
+		mapAfter = e2eMapEntries(t, pid, "syscall_hist")
+		if (trackedAfter <= trackedBefore+slack && mapAfter <= mapBefore+slack) || time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Logf("%d containers in %v: tracked cgroups %d → peak %d → %d; syscall_hist entries %d → peak %d → %d",
+		containers, churn.Round(time.Second), trackedBefore, peakTracked, trackedAfter, mapBefore, peakMap, mapAfter)
+	if peakTracked <= trackedBefore && peakMap <= mapBefore {
+		t.Errorf("the churn never showed in the agent (tracked peak %d, map peak %d): the measurement is blind", peakTracked, peakMap)
+	}
+	if trackedAfter > trackedBefore+slack {
+		t.Errorf("tracked cgroups grew from %d to %d after %d containers came and went", trackedBefore, trackedAfter, containers)
+	}
+	if mapAfter > mapBefore+slack {
+		t.Errorf("syscall_hist entries grew from %d to %d after %d containers came and went", mapBefore, mapAfter, containers)
+	}
+}
