@@ -892,12 +892,29 @@ containers:
 			}
 		}
 	})
-	t.Run("truncating write is killed and the file keeps its content", func(t *testing.T) {
-		// echo > release_agent opens with O_TRUNC: killing at syscall entry is not
-		// enough if the open itself still runs.
-		out, err := rulesRun(t, app, "/bin/sh", "-c", fmt.Sprintf("echo pwned > %s; echo survived", releaseAgent))
+	t.Run("truncating write to a real release_agent is killed and the agent path stays", func(t *testing.T) {
+		// The CVE-2022-0492 target: release_agent of a cgroup v1 hierarchy (a named
+		// one of the test's own, never the host's controllers). The open runs
+		// before the kill lands, but cgroupfs ignores O_TRUNC, so the value stays.
+		dir := filepath.Join(scratch, "cgv1")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		name := fmt.Sprintf("cwenforce%d", os.Getpid())
+		if out, err := exec.Command("mount", "-t", "cgroup", "-o", "none,name="+name, "cgroup", dir).CombinedOutput(); err != nil {
+			t.Skipf("cannot mount a named cgroup v1 hierarchy here: %v %s", err, out)
+		}
+		defer func() { _ = exec.Command("umount", dir).Run() }()
+		agentFile := filepath.Join(dir, "release_agent")
+		const safe = "/bin/true"
+		if err := os.WriteFile(agentFile, []byte(safe), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		out, err := rulesRun(t, app, "/bin/sh", "-c", fmt.Sprintf("echo %s/pwned > %s; echo survived", scratch, agentFile))
 		killedBySIGKILL(t, err, out)
-		unchanged(t)
+		if got, err := os.ReadFile(agentFile); err != nil || strings.TrimSpace(string(got)) != safe {
+			t.Errorf("release_agent now %q (err %v), want %q", got, err, safe)
+		}
 	})
 	// Other kill rules: the caller dies, and what it meant to run next never runs.
 	marker := filepath.Join(scratch, "marker")
