@@ -31,7 +31,10 @@ type Config struct {
 	MetricsListen string
 	Rules         string
 	Budget        float64 // scoring.false_positive_budget
-	Alerts        AlertsConfig
+	// RecordFile, when set, gets every container window as a JSON line (replay).
+	RecordFile     string
+	RecordMaxBytes int64
+	Alerts         AlertsConfig
 
 	Containers ContainersConfig
 	Sensor     SensorConfig

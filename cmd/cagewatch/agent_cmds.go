@@ -64,6 +64,7 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	cmd.Flags().String("mode", "", "learn, detect, enforce or auto (config key mode)")
 	cmd.Flags().String("window", "", "sampling interval, e.g. 10s (config key window)")
 	cmd.Flags().String("store", "", "bbolt file for baselines (config key store)")
+	cmd.Flags().String("record", "", "append every container window to this JSON-lines file (config key record.file)")
 	return cmd
 }
 
@@ -74,7 +75,7 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	v, err := g.viper(cmd.Flags(), map[string]string{"mode": keyMode, "window": keyWindow, "store": keyStore})
+	v, err := g.viper(cmd.Flags(), map[string]string{"mode": keyMode, "window": keyWindow, "store": keyStore, "record": keyRecordFile})
 	if err != nil {
 		return err
 	}
@@ -134,6 +135,13 @@ func runPipeline(ctx context.Context, cfg profiler.Config, log *slog.Logger, ale
 			return err
 		}
 	}
+	var rec *profiler.Recorder
+	if cfg.RecordFile != "" {
+		if rec, err = profiler.OpenRecorder(cfg.RecordFile, cfg.RecordMaxBytes); err != nil {
+			return err
+		}
+		defer rec.Close()
+	}
 	m := metrics.New(&metricsSource{lib: lib, agent: a, out: out}, version)
 	det.Scored = m.ObserveScore
 	out.OnSend(m.ObserveAlert)
@@ -152,6 +160,11 @@ func runPipeline(ctx context.Context, cfg profiler.Config, log *slog.Logger, ale
 		return a.Run(ctx, profiler.Handlers{
 			Windows: func(ws []model.Window) {
 				det.EnforceWindows(ws)
+				if rec != nil {
+					if err := rec.Record(ws); err != nil {
+						log.Error("recording windows", "file", cfg.RecordFile, "err", err)
+					}
+				}
 				m.ObserveWindows(ws, lib.State)
 				det.OnWindows(ws)
 				res, err := learner.LearnWindows(ws)

@@ -56,6 +56,9 @@ const (
 	keyWebhookQueue    = "alerts.webhook.queue_size"
 	keyWebhookAttempts = "alerts.webhook.max_attempts"
 	keyWebhookBackoff  = "alerts.webhook.backoff"
+
+	keyRecordFile     = "record.file"
+	keyRecordMaxBytes = "record.max_bytes"
 )
 
 // knownKeys are the keys a config file may set; anything else is a typo we report.
@@ -66,6 +69,7 @@ var knownKeys = []string{
 	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF,
 	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize,
 	keyBudget, keyDedup, keyWebhookURL, keyWebhookQueue, keyWebhookAttempts, keyWebhookBackoff,
+	keyRecordFile, keyRecordMaxBytes,
 }
 
 // reservedPrefixes are sections later stages read; their keys are not checked here.
@@ -189,6 +193,12 @@ func loadConfig(v *viper.Viper) (profiler.Config, error) {
 
 	cfg.Learning = loadLearning(v, bad)
 	cfg.Alerts = loadAlerts(v, bad)
+	cfg.RecordFile = v.GetString(keyRecordFile)
+	maxBytes, err := cast.ToInt64E(v.Get(keyRecordMaxBytes))
+	if err != nil || maxBytes < 4096 {
+		bad(keyRecordMaxBytes, fmt.Errorf("%v is not a size in bytes >= 4096", v.Get(keyRecordMaxBytes)))
+	}
+	cfg.RecordMaxBytes = maxBytes
 	budget, err := cast.ToFloat64E(v.Get(keyBudget))
 	if err != nil || !(budget > 0) || math.IsInf(budget, 0) {
 		bad(keyBudget, fmt.Errorf("%v is not a positive number of false alerts per container-day", v.Get(keyBudget)))
