@@ -22,8 +22,14 @@ build:
 # Unit, kernel (BPF) and end-to-end tests, then a short run of each fuzz target.
 # CI sets CAGEWATCH_REQUIRE_BPF=1 so a program that cannot load fails instead of skipping.
 test:
-	$(GO) test -count=1 ./...
+	$(GO) test -count=1 -timeout 30m ./...
 	$(MAKE) fuzz
+
+# End to end with real Docker containers (.ci/dockerd.sh start): learn benign
+# workloads, a fresh benign pass, the escape scenarios of testdata/scenarios, and
+# the release_agent escape in enforce mode; prints the detection table.
+e2e:
+	$(GO) test -count=1 -v -run '^TestE2E$$' -timeout 20m ./cmd/cagewatch/
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./profiler/sensor/

@@ -56,6 +56,9 @@ type Detector struct {
 
 	// Scored is called with every scored window (metrics); may be nil.
 	Scored func(w model.Window, s model.WindowScore, t model.Threshold)
+	// InStartup, when set, says a window is in its container's setup seconds
+	// (runc init runs in the new cgroup): those are not scored, as not learned.
+	InStartup func(w model.Window) bool
 }
 
 type cachedThreshold struct {
@@ -171,6 +174,9 @@ func (d *Detector) OnWindows(ws []model.Window) {
 	for _, w := range ws {
 		c := w.Container
 		if c.IsHost() || c.Runtime == model.RuntimeUnknown || c.ImageRef() == "" {
+			continue
+		}
+		if d.InStartup != nil && d.InStartup(w) {
 			continue
 		}
 		var score model.WindowScore

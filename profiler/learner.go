@@ -125,6 +125,14 @@ func (l *Learner) seen(cgroupID uint64, t time.Time) time.Time {
 	return first
 }
 
+// InStartup reports whether a window falls in its container's first
+// IgnoreFirst (runtime setup: neither learned nor scored), noting the container's
+// first sight if this is it.
+func (l *Learner) InStartup(w model.Window) bool {
+	first := l.seen(w.CgroupID, w.Start)
+	return w.Start.Before(first.Add(l.cfg.IgnoreFirst))
+}
+
 // Forget drops a removed cgroup.
 func (l *Learner) Forget(cgroupID uint64) {
 	l.mu.Lock()

@@ -144,6 +144,7 @@ func runPipeline(ctx context.Context, cfg profiler.Config, log *slog.Logger, ale
 	}
 	m := metrics.New(&metricsSource{lib: lib, agent: a, out: out}, version)
 	det.Scored = m.ObserveScore
+	det.InStartup = learner.InStartup
 	out.OnSend(m.ObserveAlert)
 	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store, "rules", len(rules.Rules))
 

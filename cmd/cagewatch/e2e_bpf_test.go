@@ -33,7 +33,7 @@ const e2eBaseImage = "cagewatch/busybox:1"
 
 // Timing of the run. Windows are 1s so learning and scoring take seconds.
 const (
-	e2eStableTimeout  = 150 * time.Second // all benign images stable
+	e2eStableTimeout  = 240 * time.Second // all benign images stable
 	e2eBenignPass     = 15 * time.Second  // fresh benign containers watched this long
 	e2eScenarioExit   = 45 * time.Second  // a scenario container must finish by then
 	e2eDetectionGrace = 6 * time.Second   // after it exits, for its alerts (statistical rules need windows)
@@ -55,6 +55,7 @@ type e2eScenario struct {
 	image  string
 	flags  []string // docker run flags besides the test's mounts
 	env    []string
+	delay  time.Duration // the script waits this long before attacking (E2E_DELAY)
 }
 
 func (s e2eScenario) expected() string { return strings.Join(s.expect, "|") }
@@ -85,7 +86,9 @@ func e2eScenarios(cgroupName string) []e2eScenario {
 		{name: "etc_shadow", script: "attack-shadow.sh", expect: []string{"sensitive_file"}, image: batch},
 		{name: "host_ssh", script: "attack-host-ssh.sh", expect: []string{"host_port_connect"}, image: sidecar},
 		{name: "exec_drift", script: "attack-exec-drift.sh", expect: []string{"exec_drift"}, image: sidecar},
-		{name: "miner_burst", script: "attack-miner.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http},
+		// Delayed past the container's first windows, so only the burst can fire
+		// the statistical rules it expects.
+		{name: "miner_burst", script: "attack-miner.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, delay: 3 * time.Second},
 	}
 }
 
@@ -338,14 +341,133 @@ func cleanupCgroupHierarchy(t *testing.T, name string) {
 
 type e2eResult struct {
 	sc       e2eScenario
+	label    string
 	id       string
-	start    time.Time
+	start    time.Time // docker run
+	attack   time.Time // start plus the scenario's deliberate delay
 	exit     int
 	output   string
 	fired    []string
 	detected bool
 	latency  time.Duration
-	note     string
+	first    alertLine // the first alert of an expected rule
+	notes    []string
+}
+
+// detection looks for the first alert of an expected rule at or after the
+// attack began (a delayed scenario's earlier alerts are not its attack's).
+func (r *e2eResult) detection(alerts []alertLine) {
+	r.fired = rulesOf(alerts)
+	var after []alertLine
+	for _, a := range alerts {
+		if !a.Time.Before(r.attack) {
+			after = append(after, a)
+		}
+	}
+	if first, ok := firstOf(after, r.sc.expect); ok {
+		r.detected, r.latency, r.first = true, first.Time.Sub(r.attack), first
+	}
+}
+
+// runScenario runs one attack container and waits for its expected alert.
+func runScenario(t *testing.T, rig *e2eRig, agent *e2eAgent, sc e2eScenario, label, work string, exitTimeout time.Duration) *e2eResult {
+	t.Helper()
+	env := slices.Clone(sc.env)
+	if sc.delay > 0 {
+		env = append(env, fmt.Sprintf("E2E_DELAY=%g", sc.delay.Seconds()))
+	}
+	res := &e2eResult{sc: sc, label: label, start: time.Now()}
+	res.attack = res.start.Add(sc.delay)
+	res.id = rig.start(label, sc.image, sc.script, work, sc.flags, env)
+	frozen := regexp.MustCompile(`msg="container frozen" rule=\S+ container=` + res.id)
+	type exited struct {
+		code   int
+		output string
+	}
+	done := make(chan exited, 1)
+	go func() {
+		code, out := rig.wait(res.id, exitTimeout)
+		done <- exited{code, out}
+	}()
+	// A container the agent froze never exits by itself: stop waiting for it.
+wait:
+	for {
+		select {
+		case e := <-done:
+			res.exit, res.output = e.code, e.output
+			break wait
+		case <-time.After(250 * time.Millisecond):
+			if frozen.MatchString(agent.log.String()) {
+				res.exit, res.output = -1, "(frozen by the agent)"
+				time.Sleep(500 * time.Millisecond) // let any in-flight event land
+				break wait
+			}
+		}
+	}
+	deadline := time.Now().Add(e2eDetectionGrace)
+	for time.Now().Before(deadline) {
+		if res.detection(agent.alertsFor(res.id)); res.detected {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	if frozen.MatchString(agent.log.String()) {
+		res.notes = append(res.notes, "container FROZEN")
+	}
+	return res
+}
+
+// e2eEnforce runs the release_agent escape under an enforcing agent and reports
+// whether it was killed at the open of a cgroup control file with no payload run.
+func e2eEnforce(t *testing.T, rig *e2eRig, bin, config, cgroupName, label string) (res *e2eResult, prevented bool, why string) {
+	t.Helper()
+	agent := e2eStartAgent(t, bin, config)
+	defer agent.stop()
+	if !strings.Contains(agent.log.String(), "mode=enforce") {
+		t.Fatalf("agent did not start in enforce mode:\n%s", tail(agent.log.String(), 20))
+	}
+	t.Cleanup(func() { cleanupCgroupHierarchy(t, cgroupName) })
+	all := e2eScenarios(cgroupName)
+	sc := all[slices.IndexFunc(all, func(s e2eScenario) bool { return s.name == "release_agent" })]
+	sc.expect = []string{"cgroup_escape"}
+	// The attack comes a little after the container started, as exploitation
+	// usually does: by then the agent has scored the container's first windows,
+	// so this also checks that a running container of a learned image is still
+	// there to be protected (not frozen by a false alert) when the attack comes.
+	sc.delay = 2 * time.Second
+	work := t.TempDir()
+	res = runScenario(t, rig, agent, sc, label, work, 20*time.Second)
+	time.Sleep(time.Second) // a payload that did run would have written its marker by now
+	alerts := agent.alertsFor(res.id)
+	res.detection(alerts)
+	var killed *alertLine
+	for i, a := range alerts {
+		if a.Rule == "cgroup_escape" && a.OutputFields["cagewatch.action"] == "killed" {
+			killed = &alerts[i]
+			break
+		}
+	}
+	if killed != nil {
+		res.notes = append(res.notes, fmt.Sprintf("killed at open of %v, exit %d", killed.OutputFields["fd.name"], res.exit))
+	} else {
+		res.detected = false
+		res.notes = append(res.notes, "no kill")
+	}
+	_, err := os.Stat(filepath.Join(work, "release_agent.marker"))
+	if os.IsNotExist(err) {
+		res.notes = append(res.notes, "marker absent")
+	} else {
+		res.notes = append(res.notes, "MARKER WRITTEN")
+	}
+	prevented = killed != nil && os.IsNotExist(err)
+	var lines []string
+	for _, a := range alerts {
+		lines = append(lines, fmt.Sprintf("  %s at +%v: %s", a.Rule, a.Time.Sub(res.start).Round(time.Millisecond), e2eExplain(a)))
+	}
+	why = fmt.Sprintf("%s; its alerts:\n%s\noutput:\n%s", strings.Join(res.notes, ", "), strings.Join(lines, "\n"), res.output)
+	rig.remove(res.id)
+	cleanupCgroupHierarchy(t, cgroupName)
+	return res, prevented, why
 }
 
 // TestE2E is issue 6's proof with real Docker containers: learn, stay quiet on
@@ -354,6 +476,7 @@ func TestE2E(t *testing.T) {
 	requireRoot(t)
 	dockerAvailable(t)
 	began := time.Now()
+	e2eWarnOtherAgents(t)
 	bin := cagewatchBinary(t)
 	rig := newE2ERig(t, "cwe2e")
 	rig.buildHelper()
@@ -371,32 +494,38 @@ func TestE2E(t *testing.T) {
 
 	dir := t.TempDir()
 	store := filepath.Join(dir, "store", "cagewatch.db")
-	const learning = "learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}\n"
-	autoConfig := writeConfig(t, fmt.Sprintf("mode: auto\nwindow: 1s\nstore: %s\nmetrics: {listen: \"\"}\n%s", store, learning))
-	enforceConfig := writeConfig(t, fmt.Sprintf("mode: enforce\nwindow: 1s\nstore: %s\nmetrics: {listen: \"\"}\n%s", store, learning))
+	// No deduplication: the test wants every alert, e.g. a scenario's attack
+	// after an earlier alert of the same rule from the same container.
+	config := func(mode, extra string) string {
+		return writeConfig(t, fmt.Sprintf(`mode: %s
+window: 1s
+store: %s
+metrics: {listen: ""}
+alerts: {dedup_interval: 0s}
+learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}
+%s`, mode, store, extra))
+	}
 
 	// 1. Learn every benign workload, one image each, until stable.
-	agent := e2eStartAgent(t, bin, autoConfig)
+	agent := e2eStartAgent(t, bin, config("auto", ""))
 	var learners []string
 	for _, w := range e2eBenign {
 		learners = append(learners, rig.start("learn-"+w.name, w.image, w.script, "", nil, nil))
 	}
 	learnFrom := time.Now()
+	stableAfter := map[string]time.Duration{}
 	waitFor(t, e2eStableTimeout, "every benign image to become stable", func() bool {
 		log := agent.log.String()
 		for _, w := range e2eBenign {
-			if !strings.Contains(log, `msg="baseline stable" image=`+w.image) {
-				return false
+			if _, ok := stableAfter[w.image]; !ok && strings.Contains(log, `msg="baseline stable" image=`+w.image) {
+				stableAfter[w.image] = time.Since(learnFrom).Round(time.Second)
 			}
 		}
-		return true
+		return len(stableAfter) == len(e2eBenign)
 	})
 	learnTook := time.Since(learnFrom)
-	if got := agent.alerts(); len(got) > 0 {
-		t.Logf("%d alerts while learning (hard rules only in learning, e.g. from other containers on the host): first %s %v", len(got), got[0].Rule, got[0].OutputFields["container.name"])
-	}
 	rig.remove(learners...)
-	t.Logf("benign images stable after %v", learnTook.Round(time.Second))
+	t.Logf("benign images stable after %v: %v", learnTook.Round(time.Second), stableAfter)
 
 	// 2. A fresh benign pass: new containers of the same images must raise nothing.
 	var fresh []string
@@ -423,128 +552,86 @@ func TestE2E(t *testing.T) {
 		if sc.name == "release_agent" {
 			releaseWork = work
 		}
-		res := &e2eResult{sc: sc, start: time.Now()}
-		res.id = rig.start("attack-"+strings.ReplaceAll(sc.name, "_", "-"), sc.image, sc.script, work, sc.flags, sc.env)
-		res.exit, res.output = rig.wait(res.id, e2eScenarioExit)
-		deadline := time.Now().Add(e2eDetectionGrace)
-		for time.Now().Before(deadline) {
-			if _, ok := firstOf(agent.alertsFor(res.id), sc.expect); ok {
-				break
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-		results = append(results, res)
+		results = append(results, runScenario(t, rig, agent, sc, "attack-"+strings.ReplaceAll(sc.name, "_", "-"), work, e2eScenarioExit))
 	}
 	time.Sleep(2 * time.Second) // late alerts (a last window) still count towards "fired"
 	detected := 0
 	for _, res := range results {
-		alerts := agent.alertsFor(res.id)
-		res.fired = rulesOf(alerts)
-		if first, ok := firstOf(alerts, res.sc.expect); ok {
-			res.detected = true
-			res.latency = first.Time.Sub(res.start)
+		res.detection(agent.alertsFor(res.id))
+		if res.detected {
 			detected++
-		}
-		if !res.detected {
+		} else {
 			t.Logf("scenario %s: expected %s not fired (fired %v, exit %d); output:\n%s", res.sc.name, res.sc.expected(), res.fired, res.exit, res.output)
 		}
+		rig.remove(res.id)
 	}
-	if releaseWork != "" {
-		if _, err := os.Stat(filepath.Join(releaseWork, "release_agent.marker")); err != nil {
-			t.Errorf("detect mode: the release_agent escape did not run its payload (no marker), so the enforce check proves nothing: %v", err)
-		} else {
-			for _, res := range results {
-				if res.sc.name == "release_agent" {
-					res.note = "payload ran (marker written)"
-				}
-			}
-		}
-	}
-	rig.remove(func() []string {
-		var ids []string
-		for _, r := range results {
-			ids = append(ids, r.id)
-		}
-		return ids
-	}()...)
-	cleanupCgroupHierarchy(t, cgroupName)
-
-	// 4. Enforce mode on the same store: the release_agent escape is killed before
-	// its payload is set up.
-	agent.stop()
-	agent = e2eStartAgent(t, bin, enforceConfig)
-	if !strings.Contains(agent.log.String(), "mode=enforce") {
-		t.Fatalf("agent did not start in enforce mode:\n%s", tail(agent.log.String(), 20))
-	}
-	enforceName := cgroupName + "k"
-	t.Cleanup(func() { cleanupCgroupHierarchy(t, enforceName) })
-	all := e2eScenarios(enforceName)
-	sc := all[slices.IndexFunc(all, func(s e2eScenario) bool { return s.name == "release_agent" })]
-	enforceWork := t.TempDir()
-	enf := &e2eResult{sc: sc, start: time.Now()}
-	// A short delay: the agent puts a container under enforcement when it first
-	// sees it (its first event or window), a few milliseconds after it starts.
-	enf.id = rig.start("enforce-release-agent", sc.image, sc.script, enforceWork, sc.flags, append(slices.Clone(sc.env), "E2E_DELAY=2"))
-	enf.exit, enf.output = rig.wait(enf.id, 20*time.Second)
-	var killed alertLine
-	deadline := time.Now().Add(e2eDetectionGrace)
-	for time.Now().Before(deadline) {
-		found := false
-		for _, a := range agent.alertsFor(enf.id) {
-			if a.Rule == "cgroup_escape" && a.OutputFields["cagewatch.action"] == "killed" {
-				killed, found = a, true
-				break
-			}
-		}
-		if found {
-			break
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-	time.Sleep(time.Second) // a payload that did run would have written its marker by now
-	enf.fired = rulesOf(agent.alertsFor(enf.id))
-	_, markerErr := os.Stat(filepath.Join(enforceWork, "release_agent.marker"))
-	enforceOK := os.IsNotExist(markerErr) && killed.Rule != ""
-	if killed.Rule != "" {
-		enf.detected = true
-		enf.latency = killed.Time.Sub(enf.start)
-		enf.note = fmt.Sprintf("killed (%v), exit %d", killed.OutputFields["fd.name"], enf.exit)
-	}
-	if regexp.MustCompile(`msg="container frozen" rule=\S+ container=`+enf.id).MatchString(agent.log.String()) {
-		enf.note = strings.TrimPrefix(enf.note+", container FROZEN", ", ")
-	}
-	if os.IsNotExist(markerErr) {
-		enf.note = strings.TrimPrefix(enf.note+", marker absent", ", ")
+	if _, err := os.Stat(filepath.Join(releaseWork, "release_agent.marker")); err != nil {
+		t.Errorf("detect mode: the release_agent escape did not run its payload (no marker), so the enforce check proves nothing: %v", err)
 	} else {
-		enf.note = strings.TrimPrefix(enf.note+", MARKER WRITTEN", ", ")
+		for _, res := range results {
+			if res.sc.name == "release_agent" {
+				res.notes = append(res.notes, "payload ran on the host (marker written)")
+			}
+		}
 	}
+	cleanupCgroupHierarchy(t, cgroupName)
 	agent.stop()
+
+	// 4. Enforce mode on the same store: the release_agent escape is killed at the
+	// open of notify_on_release, before its payload is set up.
+	enf, prevented, why := e2eEnforce(t, rig, bin, config("enforce", ""), cgroupName+"k", "enforce-release-agent")
+	enf.label = "release_agent (enforce)"
+	all := append(slices.Clone(results), enf)
+	var diag *e2eResult
+	if !prevented && slices.Contains(enf.notes, "container FROZEN") {
+		// Diagnosis: a statistical alert froze the container before the attack ran.
+		// Does the kill itself work once freezing is off?
+		raw, err := os.ReadFile("../../configs/rules.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rules := filepath.Join(t.TempDir(), "rules.yaml")
+		if err := os.WriteFile(rules, []byte(strings.ReplaceAll(string(raw), "action: freeze", "action: alert")), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var ok bool
+		diag, ok, _ = e2eEnforce(t, rig, bin, config("enforce", "rules: "+rules+"\n"), cgroupName+"d", "enforce-release-agent-nofreeze")
+		diag.label = "release_agent (enforce, freeze→alert)"
+		diag.notes = append(diag.notes, map[bool]string{true: "prevented", false: "NOT prevented"}[ok]+" (diagnostic only)")
+		all = append(all, diag)
+	}
 
 	// The report.
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "SCENARIO\tEXPECTED RULE\tFIRED RULES\tLATENCY\tNOTE\n")
-	for _, r := range append(slices.Clone(results), enf) {
-		name := r.sc.name
-		if r == enf {
-			name += " (enforce)"
+	for _, r := range all {
+		name := r.label
+		if !strings.Contains(name, "(") {
+			name = r.sc.name
 		}
 		lat := "-"
+		notes := slices.Clone(r.notes)
 		if r.detected {
 			lat = r.latency.Round(time.Millisecond).String()
+		} else {
+			notes = append(notes, "NOT DETECTED")
 		}
-		note := r.note
-		if !r.detected {
-			note = strings.TrimPrefix(note+", NOT DETECTED", ", ")
+		if r.sc.delay > 0 {
+			notes = append(notes, fmt.Sprintf("attack after %v", r.sc.delay))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, r.sc.expected(), dash(strings.Join(r.fired, ",")), lat, note)
+		if r.detected && r.first.OutputFields["cagewatch.score"] != nil {
+			notes = append(notes, e2eExplain(r.first))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, r.sc.expected(), dash(strings.Join(r.fired, ",")), lat, strings.Join(notes, ", "))
 	}
 	tw.Flush()
 	rate := float64(detected) / float64(len(results))
-	fmt.Fprintf(&b, "detection rate: %d/%d = %.1f%% (expected rule fired)\n", detected, len(results), 100*rate)
+	fmt.Fprintf(&b, "detection rate: %d/%d = %.1f%% (expected rule fired; latency from docker run, plus any deliberate delay, to the alert)\n",
+		detected, len(results), 100*rate)
 	fmt.Fprintf(&b, "false alerts in the benign pass: %d (%d fresh containers of %d learned images, %v)\n",
 		len(falseAlerts), len(fresh), len(e2eBenign), e2eBenignPass)
-	fmt.Fprintf(&b, "enforce: release_agent %s\n", map[bool]string{true: "prevented (killed, no marker)", false: "NOT prevented"}[enforceOK])
+	fmt.Fprintf(&b, "enforce: release_agent %s\n", map[bool]string{true: "prevented (killed, no marker)", false: "NOT prevented"}[prevented])
 	fmt.Fprintf(&b, "learning took %v; total runtime %v\n", learnTook.Round(time.Second), time.Since(began).Round(time.Second))
 	t.Logf("end-to-end results:\n%s", b.String())
 
@@ -557,16 +644,25 @@ func TestE2E(t *testing.T) {
 	if rate < 0.95 {
 		t.Errorf("detection rate %.1f%% < 95%%", 100*rate)
 	}
-	if !os.IsNotExist(markerErr) {
-		t.Errorf("enforce mode: the release_agent payload ran (marker %s exists)", filepath.Join(enforceWork, "release_agent.marker"))
+	if !prevented {
+		t.Errorf("enforce mode did not prevent the release_agent escape with a kill: %s", why)
 	}
-	if killed.Rule == "" {
-		var why []string
-		for _, a := range agent.alertsFor(enf.id) {
-			why = append(why, fmt.Sprintf("%s at +%v: %s", a.Rule, a.Time.Sub(enf.start).Round(time.Millisecond), e2eExplain(a)))
+}
+
+// e2eWarnOtherAgents logs other cagewatch processes on the host: an agent in
+// enforce mode acts on every container, this test's included (it kills their
+// escape attempts and may freeze them), which skews the results.
+func e2eWarnOtherAgents(t *testing.T) {
+	t.Helper()
+	procs, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, p := range procs {
+		comm, err := os.ReadFile(p)
+		if err != nil || strings.TrimSpace(string(comm)) != "cagewatch" {
+			continue
 		}
-		t.Errorf("enforce mode: no cgroup_escape alert with cagewatch.action=killed for the release_agent scenario (%s); its alerts:\n%s\noutput:\n%s",
-			enf.note, strings.Join(why, "\n"), enf.output)
+		cmdline, _ := os.ReadFile(filepath.Join(filepath.Dir(p), "cmdline"))
+		t.Logf("warning: another cagewatch process is running (pid %s: %s); if it enforces, it acts on this test's containers too",
+			filepath.Base(filepath.Dir(p)), strings.ReplaceAll(strings.TrimSpace(string(cmdline)), "\x00", " "))
 	}
 }
 
@@ -581,7 +677,9 @@ func e2eExplain(a alertLine) string {
 	if ts, ok := f["cagewatch.top"].([]any); ok {
 		for _, x := range ts {
 			if m, ok := x.(map[string]any); ok {
-				top = append(top, fmt.Sprintf("%v %.1f/s (expected %.1f)", m["syscall"], m["observed"], m["expected"]))
+				if len(top) < 3 {
+					top = append(top, fmt.Sprintf("%v %.1f/s (expected %.1f)", m["syscall"], m["observed"], m["expected"]))
+				}
 			}
 		}
 	}
@@ -589,49 +687,57 @@ func e2eExplain(a alertLine) string {
 		f["cagewatch.novel_syscalls"], strings.Join(top, "; "))
 }
 
-// e2eMapEntries counts the entries of the agent's (pid) BPF map called name,
-// with bpftool.
-func e2eMapEntries(t *testing.T, pid int, name string) int {
-	t.Helper()
+// e2eMapEntries counts the entries of the agent's (pid) BPF map called name:
+// the agent's map ids come from its file descriptors' fdinfo, names and
+// contents from bpftool.
+func e2eMapEntries(pid int, name string) (int, error) {
+	owned := map[int]bool{}
+	fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+	for _, fd := range fds {
+		if link, err := os.Readlink(fd); err != nil || link != "anon_inode:bpf-map" {
+			continue
+		}
+		info, err := os.ReadFile(fmt.Sprintf("/proc/%d/fdinfo/%s", pid, filepath.Base(fd)))
+		if err != nil {
+			continue
+		}
+		if m := regexp.MustCompile(`(?m)^map_id:\s*(\d+)`).FindSubmatch(info); m != nil {
+			id, _ := strconv.Atoi(string(m[1]))
+			owned[id] = true
+		}
+	}
 	out, err := exec.Command("bpftool", "-j", "map", "show").Output()
 	if err != nil {
-		t.Fatalf("bpftool map show: %v", err)
+		return 0, fmt.Errorf("bpftool map show: %w", err)
 	}
 	var maps []struct {
 		ID   int    `json:"id"`
 		Name string `json:"name"`
-		Pids []struct {
-			Pid int `json:"pid"`
-		} `json:"pids"`
 	}
 	if err := json.Unmarshal(out, &maps); err != nil {
-		t.Fatalf("bpftool map show: %v", err)
+		return 0, fmt.Errorf("bpftool map show: %w", err)
 	}
 	for _, m := range maps {
-		if m.Name != name || !slices.ContainsFunc(m.Pids, func(p struct {
-			Pid int `json:"pid"`
-		}) bool {
-			return p.Pid == pid
-		}) {
+		if m.Name != name || !owned[m.ID] {
 			continue
 		}
 		dump, err := exec.Command("bpftool", "-j", "map", "dump", "id", strconv.Itoa(m.ID)).Output()
 		if err != nil {
-			t.Fatalf("bpftool map dump id %d: %v", m.ID, err)
+			return 0, fmt.Errorf("bpftool map dump id %d: %w", m.ID, err)
 		}
 		var entries []json.RawMessage
 		if err := json.Unmarshal(dump, &entries); err != nil {
-			t.Fatalf("bpftool map dump id %d: %v", m.ID, err)
+			return 0, fmt.Errorf("bpftool map dump id %d: %w", m.ID, err)
 		}
-		return len(entries)
+		return len(entries), nil
 	}
-	t.Fatalf("no BPF map %q held by the agent (pid %d) in bpftool's list", name, pid)
-	return 0
+	return 0, fmt.Errorf("no BPF map %q among the agent's (pid %d) maps %v", name, pid, owned)
 }
 
 // TestBPFDockerChurnNoGrowth starts and stops 200 short containers under a
-// running agent: its tracked cgroups and the sensor's histogram map entries must
-// come back to where they were.
+// running agent in enforce mode (so each container cgroup also enters the
+// kernel's enforcement map): the agent's tracked cgroups and the sensor's
+// histogram and enforcement map entries must come back to where they were.
 func TestBPFDockerChurnNoGrowth(t *testing.T) {
 	requireRoot(t)
 	dockerAvailable(t)
@@ -639,13 +745,33 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
 			t.Fatal("CAGEWATCH_REQUIRE_BPF is set but bpftool is not installed (apt-get install bpftool)")
 		}
-		t.Skip("bpftool not installed: it counts the kernel map's entries")
+		t.Skip("bpftool not installed: it counts the kernel maps' entries")
 	}
 	bin := cagewatchBinary(t)
 	dir := t.TempDir()
-	config := writeConfig(t, fmt.Sprintf("mode: learn\nwindow: 1s\nstore: %s/cagewatch.db\nmetrics: {listen: \"\"}\nlearning: {ignore_first: 1s}\n", dir))
+	// An empty store: no image has a baseline, so nothing is scored or frozen;
+	// `true` trips no hard rule, so nothing is killed.
+	config := writeConfig(t, fmt.Sprintf("mode: enforce\nwindow: 1s\nstore: %s/cagewatch.db\nmetrics: {listen: \"\"}\n", dir))
 	agent := e2eStartAgent(t, bin, config)
 	pid := agent.cmd.Process.Pid
+	type counts struct{ tracked, hist, enforced int }
+	measure := func() (counts, error) {
+		n, _ := agent.trackedCgroups()
+		hist, err := e2eMapEntries(pid, "syscall_hist")
+		if err != nil {
+			return counts{}, err
+		}
+		enforced, err := e2eMapEntries(pid, "enforced_cgroup")
+		return counts{n, hist, enforced}, err
+	}
+	mustMeasure := func() counts {
+		t.Helper()
+		c, err := measure()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
 
 	run := func(n, parallel int) {
 		t.Helper()
@@ -676,11 +802,10 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 	// Warm up (Docker's first containers bring up its bridge and the like), then settle.
 	run(4, 4)
 	agent.waitWindows(t, 4)
-	trackedBefore, _ := agent.trackedCgroups()
-	mapBefore := e2eMapEntries(t, pid, "syscall_hist")
+	before := mustMeasure()
 
-	// Peak while churning, to show the containers were tracked at all.
-	peakTracked, peakMap := trackedBefore, mapBefore
+	// Peaks while churning, to show the containers were tracked at all.
+	peak := before
 	stopPeak := make(chan struct{})
 	peakDone := make(chan struct{})
 	go func() {
@@ -690,9 +815,11 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 			case <-stopPeak:
 				return
 			case <-time.After(500 * time.Millisecond):
-				if n, ok := agent.trackedCgroups(); ok && n > peakTracked {
-					peakTracked = n
+				c, err := measure()
+				if err != nil {
+					continue
 				}
+				peak = counts{max(peak.tracked, c.tracked), max(peak.hist, c.hist), max(peak.enforced, c.enforced)}
 			}
 		}
 	}()
@@ -701,33 +828,37 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 	run(containers, 6)
 	close(stopPeak)
 	<-peakDone
-	if n := e2eMapEntries(t, pid, "syscall_hist"); n > peakMap {
-		peakMap = n
-	}
 	churn := time.Since(began)
 
 	// Give the agent a few windows to take final counts and free dead entries
 	// (rmdir events, or the idle-cgroup check as a backstop).
 	const slack = 8
-	var trackedAfter, mapAfter int
+	var after counts
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		agent.waitWindows(t, 2)
-		trackedAfter, _ = agent.trackedCgroups()
-		mapAfter = e2eMapEntries(t, pid, "syscall_hist")
-		if (trackedAfter <= trackedBefore+slack && mapAfter <= mapBefore+slack) || time.Now().After(deadline) {
+		after = mustMeasure()
+		if (after.tracked <= before.tracked+slack && after.hist <= before.hist+slack && after.enforced <= before.enforced+slack) ||
+			time.Now().After(deadline) {
 			break
 		}
 	}
-	t.Logf("%d containers in %v: tracked cgroups %d → peak %d → %d; syscall_hist entries %d → peak %d → %d",
-		containers, churn.Round(time.Second), trackedBefore, peakTracked, trackedAfter, mapBefore, peakMap, mapAfter)
-	if peakTracked <= trackedBefore && peakMap <= mapBefore {
-		t.Errorf("the churn never showed in the agent (tracked peak %d, map peak %d): the measurement is blind", peakTracked, peakMap)
+	t.Logf("%d containers in %v: tracked cgroups %d → peak %d → %d; syscall_hist entries %d → peak %d → %d; enforced_cgroups entries %d → peak %d → %d",
+		containers, churn.Round(time.Second), before.tracked, peak.tracked, after.tracked, before.hist, peak.hist, after.hist,
+		before.enforced, peak.enforced, after.enforced)
+	if peak.tracked <= before.tracked && peak.hist <= before.hist {
+		t.Errorf("the churn never showed in the agent (peaks %+v, before %+v): the measurement is blind", peak, before)
 	}
-	if trackedAfter > trackedBefore+slack {
-		t.Errorf("tracked cgroups grew from %d to %d after %d containers came and went", trackedBefore, trackedAfter, containers)
-	}
-	if mapAfter > mapBefore+slack {
-		t.Errorf("syscall_hist entries grew from %d to %d after %d containers came and went", mapBefore, mapAfter, containers)
+	for _, c := range []struct {
+		what          string
+		before, after int
+	}{
+		{"tracked cgroups", before.tracked, after.tracked},
+		{"syscall_hist entries", before.hist, after.hist},
+		{"enforced_cgroups entries", before.enforced, after.enforced},
+	} {
+		if c.after > c.before+slack {
+			t.Errorf("%s grew from %d to %d after %d containers came and went", c.what, c.before, c.after, containers)
+		}
 	}
 }
