@@ -140,7 +140,11 @@ func runPipeline(ctx context.Context, cfg profiler.Config, log *slog.Logger, ale
 		if rec, err = profiler.OpenRecorder(cfg.RecordFile, cfg.RecordMaxBytes); err != nil {
 			return err
 		}
-		defer rec.Close()
+		defer func() {
+			if err := rec.Close(); err != nil {
+				log.Error("closing record file", "file", cfg.RecordFile, "err", err)
+			}
+		}()
 	}
 	m := metrics.New(&metricsSource{lib: lib, agent: a, out: out}, version)
 	det.Scored = m.ObserveScore

@@ -67,27 +67,9 @@ type dashboard struct {
 // it, and runs every dashboard panel's query through Prometheus's HTTP API: each
 // must parse and return data.
 func TestBPFDashboardQueriesAgainstPrometheus(t *testing.T) {
-	requireRoot(t)
 	requirePrometheus(t)
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed: the paced workloads need it")
-	}
+	dir, parent := pacedCgroup(t, "cagewatch-prom", "web1")
 	bin := cagewatchBinary(t)
-	parent := fmt.Sprintf("cagewatch-prom-%d", os.Getpid())
-	dir := filepath.Join(cgroup2Root, parent, "web1")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, d := range []string{dir, filepath.Dir(dir)} {
-			for range 50 {
-				if os.Remove(d) == nil {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	})
 	tmp := t.TempDir()
 	metricsPort, promPort := freePort(t), freePort(t)
 	config := writeConfig(t, fmt.Sprintf(`
@@ -100,19 +82,7 @@ containers:
   static: [{cgroup: "/%s/*", image: "e2e/prom:1"}]
 `, tmp, metricsPort, parent))
 	startInCgroup(t, dir, pacedSteady)
-	log := &syncBuffer{}
-	agent := exec.Command(bin, "--config", config, "run")
-	agent.Stdout, agent.Stderr = &syncBuffer{}, log
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.Process.Kill()
-		_ = agent.Wait()
-		if t.Failed() {
-			t.Logf("agent log (tail):\n%s", tail(log.String(), 30))
-		}
-	})
+	_, _, log := runAgentProcess(t, bin, config)
 
 	promCfg := filepath.Join(tmp, "prometheus.yml")
 	if err := os.WriteFile(promCfg, []byte(fmt.Sprintf(

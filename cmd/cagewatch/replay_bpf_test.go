@@ -18,26 +18,8 @@ import (
 // baseline it scored them with, replays the recording against the export and
 // expects the same windows to alert.
 func TestBPFReplayReproducesLiveAlerts(t *testing.T) {
-	requireRoot(t)
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed: the paced workloads need it")
-	}
+	dir, parent := pacedCgroup(t, "cagewatch-replay", "app1")
 	bin := cagewatchBinary(t)
-	parent := fmt.Sprintf("cagewatch-replay-%d", os.Getpid())
-	dir := filepath.Join(cgroup2Root, parent, "app1")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, d := range []string{dir, filepath.Dir(dir)} {
-			for range 50 {
-				if os.Remove(d) == nil {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	})
 	tmp := t.TempDir()
 	record := filepath.Join(tmp, "windows.jsonl")
 	config := writeConfig(t, fmt.Sprintf(`
@@ -51,20 +33,7 @@ containers:
   static: [{cgroup: "/%s/*", image: "e2e/replay:1"}]
 `, tmp, record, parent))
 	startInCgroup(t, dir, pacedSteady)
-	var stdout syncBuffer
-	log := &syncBuffer{}
-	agent := exec.Command(bin, "--config", config, "run")
-	agent.Stdout, agent.Stderr = &stdout, log
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.Process.Kill()
-		_ = agent.Wait()
-		if t.Failed() {
-			t.Logf("agent log (tail):\n%s", tail(log.String(), 30))
-		}
-	})
+	agent, stdout, log := runAgentProcess(t, bin, config)
 	waitFor(t, 60*time.Second, "e2e/replay:1 to become stable", func() bool {
 		return strings.Contains(log.String(), `msg="baseline stable" image=e2e/replay:1`)
 	})

@@ -62,6 +62,53 @@ func startInCgroup(t *testing.T, dir, program string) *exec.Cmd {
 	return cmd
 }
 
+// pacedCgroup creates /<prefix>-<pid>/<name> under the cgroup2 mount for a paced
+// python workload and returns the directory and its parent's name; python3 is
+// required.
+func pacedCgroup(t *testing.T, prefix, name string) (dir, parent string) {
+	t.Helper()
+	requireRoot(t)
+	if _, err := exec.LookPath("python3"); err != nil {
+		t.Skip("python3 not installed: the paced workloads need it")
+	}
+	parent = fmt.Sprintf("%s-%d", prefix, os.Getpid())
+	dir = filepath.Join(cgroup2Root, parent, name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, d := range []string{dir, filepath.Dir(dir)} {
+			for range 50 {
+				if os.Remove(d) == nil {
+					break
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	})
+	return dir, parent
+}
+
+// runAgentProcess starts `cagewatch run` with stdout (alerts) and stderr (log)
+// captured separately; it is killed when the test ends.
+func runAgentProcess(t *testing.T, bin, config string) (cmd *exec.Cmd, stdout, log *syncBuffer) {
+	t.Helper()
+	stdout, log = &syncBuffer{}, &syncBuffer{}
+	cmd = exec.Command(bin, "--config", config, "run")
+	cmd.Stdout, cmd.Stderr = stdout, log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("agent log (tail):\n%s", tail(log.String(), 40))
+		}
+	})
+	return cmd, stdout, log
+}
+
 type alertLine struct {
 	Time         time.Time      `json:"time"`
 	Rule         string         `json:"rule"`
@@ -89,26 +136,8 @@ func alertsFrom(t *testing.T, stdout string, container string) []alertLine {
 // stable, checks 200 more steady windows raise no alert, then switches the mix
 // and expects syscall_novel or syscall_anomaly within two windows.
 func TestBPFStatisticalDetection(t *testing.T) {
-	requireRoot(t)
-	if _, err := exec.LookPath("python3"); err != nil {
-		t.Skip("python3 not installed: the paced workloads need it")
-	}
+	dir, parent := pacedCgroup(t, "cagewatch-stats", "app1")
 	bin := cagewatchBinary(t)
-	parent := fmt.Sprintf("cagewatch-stats-%d", os.Getpid())
-	dir := filepath.Join(cgroup2Root, parent, "app1")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		for _, d := range []string{dir, filepath.Dir(dir)} {
-			for range 50 {
-				if os.Remove(d) == nil {
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
-			}
-		}
-	})
 	store := t.TempDir()
 	const window = 250 * time.Millisecond
 	config := writeConfig(t, fmt.Sprintf(`
@@ -121,20 +150,7 @@ containers:
 `, window, store, parent))
 
 	startInCgroup(t, dir, pacedSteady)
-	log := &syncBuffer{}
-	var stdout syncBuffer
-	agent := exec.Command(bin, "--config", config, "run")
-	agent.Stdout, agent.Stderr = &stdout, log
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = agent.Process.Kill()
-		_ = agent.Wait()
-		if t.Failed() {
-			t.Logf("agent log (tail):\n%s", tail(log.String(), 40))
-		}
-	})
+	_, stdout, log := runAgentProcess(t, bin, config)
 	waitFor(t, 90*time.Second, "e2e/stats:1 to become stable", func() bool {
 		return strings.Contains(log.String(), `msg="baseline stable" image=e2e/stats:1`)
 	})
