@@ -16,7 +16,7 @@ import (
 	"github.com/cagewatch/cagewatch/profiler/sensor"
 )
 
-// Handlers receive what the agent produces. Either may be nil.
+// Handlers receive what the agent produces. Any of them may be nil.
 type Handlers struct {
 	// Windows gets every window of one sampling round, resolved to containers.
 	Windows func([]model.Window)
