@@ -182,8 +182,8 @@ func (l *Library) update(c model.Container, fn func(b *model.Baseline) bool) {
 	}
 }
 
-// state returns the state of an image's baseline, and whether there is one.
-func (l *Library) state(key string) (model.BaselineState, bool) {
+// State returns the state of an image's baseline, and whether there is one.
+func (l *Library) State(key string) (model.BaselineState, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.cache[key]
@@ -238,6 +238,3 @@ func (l *Library) Summaries() []Summary {
 	slices.SortFunc(out, func(a, b Summary) int { return strings.Compare(a.Image, b.Image) })
 	return out
 }
-
-// State returns the state of an image's baseline, if there is one.
-func (l *Library) State(key string) (model.BaselineState, bool) { return l.state(key) }

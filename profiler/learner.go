@@ -147,7 +147,7 @@ func (l *Learner) ObserveExec(e model.Event) {
 		return
 	}
 	l.seen(e.CgroupID, e.Time)
-	state, exists := l.lib.state(c.ImageRef())
+	state, exists := l.lib.State(c.ImageRef())
 	if !l.learnable(state, exists) {
 		return
 	}
@@ -169,7 +169,7 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 			continue
 		}
 		first := l.seen(w.CgroupID, w.Start)
-		state, exists := l.lib.state(c.ImageRef())
+		state, exists := l.lib.State(c.ImageRef())
 		if !l.learnable(state, exists) {
 			res.Skipped++
 			continue

@@ -9,12 +9,14 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"runtime/debug"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"github.com/spf13/viper"
+
+	"github.com/cagewatch/cagewatch/profiler/metrics"
 )
 
 // version is set by the Makefile (-ldflags "-X main.version=…").
@@ -83,15 +85,7 @@ func newVersionCommand(g *globalOptions) *cobra.Command {
 		Short: "Print the version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			revision, goVersion := "unknown", "unknown"
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				goVersion = bi.GoVersion
-				for _, s := range bi.Settings {
-					if s.Key == "vcs.revision" {
-						revision = s.Value
-					}
-				}
-			}
+			revision, goVersion := metrics.BuildInfo()
 			_, err := fmt.Fprintf(g.stdout, "cagewatch %s (revision %s, %s)\n", version, revision, goVersion)
 			return err
 		},
@@ -116,10 +110,6 @@ func oneLine(err error) string {
 }
 
 func firstLine(s string) string {
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\n' {
-			return s[:i]
-		}
-	}
-	return s
+	line, _, _ := strings.Cut(s, "\n")
+	return line
 }

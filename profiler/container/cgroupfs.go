@@ -103,15 +103,9 @@ func (c *CgroupFS) Close() error { return unix.Close(c.mountFD) }
 
 // PathOf returns the cgroup's path relative to the mount ("/" for the root).
 func (c *CgroupFS) PathOf(id uint64) (string, error) {
-	var raw [8]byte
-	binary.NativeEndian.PutUint64(raw[:], id)
-	h := unix.NewFileHandle(fileIDKernfs, raw[:])
-	fd, err := unix.OpenByHandleAt(c.mountFD, h, unix.O_PATH|unix.O_CLOEXEC)
+	fd, err := c.openByID(id)
 	if err != nil {
-		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
-			return "", fmt.Errorf("cgroup id %d: %w", id, ErrCgroupGone)
-		}
-		return "", fmt.Errorf("resolving cgroup id %d: %w", id, err)
+		return "", err
 	}
 	defer unix.Close(fd)
 	target, err := os.Readlink("/proc/self/fd/" + strconv.Itoa(fd))
@@ -128,10 +122,30 @@ func (c *CgroupFS) PathOf(id uint64) (string, error) {
 	return rel, nil
 }
 
-// Alive reports whether the cgroup id still names a directory.
+// openByID opens the cgroup directory with that id (O_PATH).
+func (c *CgroupFS) openByID(id uint64) (int, error) {
+	var raw [8]byte
+	binary.NativeEndian.PutUint64(raw[:], id)
+	h := unix.NewFileHandle(fileIDKernfs, raw[:])
+	fd, err := unix.OpenByHandleAt(c.mountFD, h, unix.O_PATH|unix.O_CLOEXEC)
+	if err != nil {
+		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
+			return -1, fmt.Errorf("cgroup id %d: %w", id, ErrCgroupGone)
+		}
+		return -1, fmt.Errorf("resolving cgroup id %d: %w", id, err)
+	}
+	return fd, nil
+}
+
+// Alive reports whether the cgroup id still names a directory. The sampler asks
+// this for every idle cgroup each window, so it opens and closes, nothing more.
 func (c *CgroupFS) Alive(id uint64) bool {
-	_, err := c.PathOf(id)
-	return !errors.Is(err, ErrCgroupGone)
+	fd, err := c.openByID(id)
+	if err != nil {
+		return !errors.Is(err, ErrCgroupGone)
+	}
+	unix.Close(fd)
+	return true
 }
 
 // Freeze stops every process of a cgroup (cgroup v2 cgroup.freeze), the

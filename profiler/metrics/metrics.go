@@ -98,15 +98,7 @@ func New(src Source, version string) *Metrics {
 	for _, s := range []string{string(model.StateLearning), string(model.StateStable), "none"} {
 		m.containers.WithLabelValues(s)
 	}
-	revision, goVersion := "unknown", "unknown"
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		goVersion = bi.GoVersion
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				revision = s.Value
-			}
-		}
-	}
+	revision, goVersion := BuildInfo()
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "cagewatch_build_info", Help: "Build information; always 1.",
 		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
@@ -277,4 +269,18 @@ func Serve(ctx context.Context, listen string, reg *prometheus.Registry, log *sl
 		return fmt.Errorf("metrics.listen %s: %w", listen, err)
 	}
 	return nil
+}
+
+// BuildInfo returns the VCS revision and Go version the binary was built from.
+func BuildInfo() (revision, goVersion string) {
+	revision, goVersion = "unknown", "unknown"
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		goVersion = bi.GoVersion
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				revision = s.Value
+			}
+		}
+	}
+	return revision, goVersion
 }
