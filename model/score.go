@@ -171,6 +171,11 @@ func (b *Baseline) Calibrate(budgetPerDay float64, window float64) Threshold {
 		value = stat.Quantile(1-p, stat.Empirical, scores, nil)
 	}
 	t.TailScale = beta
+	// A target rarer than one in the sample cannot sit below the largest
+	// held-out score: with few learning windows the fitted tail is too short.
+	if p < 1/float64(len(scores)) {
+		value = math.Max(value, scores[len(scores)-1])
+	}
 	t.Value = math.Max(value, minThreshold)
 	return t
 }
