@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
-/* Programs for `make bench` only: an empty sys_enter program (the floor) and the
- * histogram on both attach types, to measure what the histogram adds per syscall
- * and whether tp_btf or raw_tp is cheaper. */
+/* Programs for `make bench` only: an empty sys_enter program (the floor), the
+ * sensor's histogram on both attach types, and the designs it replaced, so the
+ * benchmark shows what each costs per syscall. */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -37,41 +37,68 @@ int hist_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* Cost breakdown of count_syscall. */
-__u64 sink;
-
-SEC("tp_btf/sys_enter")
-int BPF_PROG(cgid_tp_btf, struct pt_regs *regs, long id)
+/* The histogram's bookkeeping outside sys_enter, attached with hist_*. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(hist_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
-	sink = bpf_get_current_cgroup_id();
+	track_switch(next);
 	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(lookup_tp_btf, struct pt_regs *regs, long id)
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(hist_attach, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
 {
-	__u64 cgid = bpf_get_current_cgroup_id();
-	struct hist *h = bpf_map_lookup_elem(&syscall_hist, &cgid);
-	if (!h) {
-		bpf_map_update_elem(&syscall_hist, &cgid, &zero_hist, BPF_NOEXIST);
-		return 0;
-	}
-	sink = h->counts[0];
+	track_attach(dst);
 	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(plainadd_tp_btf, struct pt_regs *regs, long id)
+/* The first design: a hash of cgroup id to counts, found with two helper calls. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct hist);
+} hash_hist SEC(".maps");
+
+struct hist zero_hist = {};
+
+static __always_inline __u32 syscall_slot(long id)
 {
-	__u64 cgid = bpf_get_current_cgroup_id();
-	struct hist *h = bpf_map_lookup_elem(&syscall_hist, &cgid);
-	if (!h) {
-		bpf_map_update_elem(&syscall_hist, &cgid, &zero_hist, BPF_NOEXIST);
-		return 0;
-	}
-	__u32 slot = HIST_SLOTS - 1;
+	__u32 nr = HIST_SLOTS - 1;
 	if (id >= 0 && id < HIST_SLOTS - 1)
-		slot = (__u32)id;
-	h->counts[slot & (HIST_SLOTS - 1)] += 1;
+		nr = (__u32)id;
+	return nr & (HIST_SLOTS - 1);
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(hash_tp_btf, struct pt_regs *regs, long id)
+{
+	__u64 cgid = bpf_get_current_cgroup_id();
+	struct hist *h = bpf_map_lookup_elem(&hash_hist, &cgid);
+	if (!h) {
+		bpf_map_update_elem(&hash_hist, &cgid, &zero_hist, BPF_NOEXIST);
+		return 0;
+	}
+	__sync_fetch_and_add(&h->counts[syscall_slot(id)], 1);
+	return 0;
+}
+
+/* Counts kept in the cgroup's local storage itself, looked up on every syscall. */
+struct {
+	__uint(type, BPF_MAP_TYPE_CGRP_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct hist);
+} storage_hist SEC(".maps");
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(storage_tp_btf, struct pt_regs *regs, long id)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct hist *h = bpf_cgrp_storage_get(&storage_hist, task->cgroups->dfl_cgrp, 0,
+					      BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (h)
+		__sync_fetch_and_add(&h->counts[syscall_slot(id)], 1);
 	return 0;
 }

@@ -18,7 +18,7 @@ enum event_kind {
 enum stat_index {
 	STAT_EVENTS = 0,      /* events written to the ring buffer */
 	STAT_EVENTS_LOST = 1, /* ring buffer full: event dropped */
-	STAT_HIST_FULL = 2,   /* histogram map full: syscall not counted */
+	STAT_HIST_FULL = 2,   /* no free histogram slot: syscall not counted */
 	STAT_PATH_FAULT = 3,  /* user path unreadable at syscall entry */
 	STAT_KILLED = 4,      /* processes sent SIGKILL in enforce mode */
 	STAT_MAX = 5,
@@ -39,7 +39,12 @@ struct enforce_policy {
 	__u32 kill_unshare_by_flags;          /* unshare kills when its flags meet kill_clone_flags */
 };
 
+/* One cgroup's counts on one CPU; cgroup_id and cpu name the slot's owner
+ * (cgroup_id 0: free). Only that CPU writes the counts, so they need no atomics. */
 struct hist {
+	__u64 cgroup_id;
+	__u32 cpu;
+	__u32 pad;
 	__u64 counts[HIST_SLOTS];
 };
 

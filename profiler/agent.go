@@ -79,11 +79,12 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	a.resolver = container.NewResolver(cgroups, cfg.Containers.Static, inspectors, log)
 
 	s, err := sensor.Load(sensor.Options{
-		WatchPrefixes: cfg.Sensor.WatchPrefixes,
-		WatchNames:    cfg.Sensor.WatchNames,
-		WatchPorts:    cfg.Sensor.WatchPorts,
-		IgnoreTGID:    uint32(os.Getpid()),
-		KernelBTF:     cfg.Sensor.KernelBTF,
+		WatchPrefixes:  cfg.Sensor.WatchPrefixes,
+		WatchNames:     cfg.Sensor.WatchNames,
+		WatchPorts:     cfg.Sensor.WatchPorts,
+		IgnoreTGID:     uint32(os.Getpid()),
+		KernelBTF:      cfg.Sensor.KernelBTF,
+		HistogramSlots: cfg.Sensor.HistogramSlots,
 	})
 	if err != nil {
 		a.Close()

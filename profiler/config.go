@@ -58,6 +58,8 @@ type SensorConfig struct {
 	WatchPorts    []uint16
 	// KernelBTF is an external BTF file for kernels without /sys/kernel/btf/vmlinux.
 	KernelBTF string
+	// HistogramSlots bounds the (cgroup, CPU) pairs counted at once (4 KiB each).
+	HistogramSlots int
 }
 
 // AlertsConfig are the alert outputs (alerts.*).

@@ -42,6 +42,7 @@ const (
 	keyWatchNames       = "sensor.watch_names"
 	keyWatchPorts       = "sensor.watch_ports"
 	keyKernelBTF        = "sensor.kernel_btf"
+	keyHistogramSlots   = "sensor.histogram_slots"
 
 	keyIgnoreFirst   = "learning.ignore_first"
 	keyMinWindows    = "learning.min_windows"
@@ -66,7 +67,7 @@ const (
 var knownKeys = []string{
 	keyMode, keyWindow, keyStore, keyMetricsListen, keyAlertsFile, keyRules,
 	keyCgroupRoot, keyDockerSocket, keyPodmanSocket, keyContainerdSocket, keyCRIOSocket, keyStatic,
-	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF,
+	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF, keyHistogramSlots,
 	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize,
 	keyBudget, keyDedup, keyWebhookURL, keyWebhookQueue, keyWebhookAttempts, keyWebhookBackoff,
 	keyRecordFile, keyRecordMaxBytes,
@@ -206,6 +207,11 @@ func loadConfig(v *viper.Viper) (profiler.Config, error) {
 	cfg.Budget = budget
 
 	cfg.Sensor.KernelBTF = v.GetString(keyKernelBTF)
+	slots, err := cast.ToIntE(v.Get(keyHistogramSlots))
+	if err != nil || slots < 1 || slots >= 1<<20 {
+		bad(keyHistogramSlots, fmt.Errorf("%v is not a slot count between 1 and 1048575", v.Get(keyHistogramSlots)))
+	}
+	cfg.Sensor.HistogramSlots = slots
 	cfg.Sensor.WatchPrefixes = v.GetStringSlice(keyWatchPrefixes)
 	cfg.Sensor.WatchNames = v.GetStringSlice(keyWatchNames)
 	for i, p := range cfg.Sensor.WatchPrefixes {

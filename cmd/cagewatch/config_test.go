@@ -93,6 +93,7 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 		{name: "static without image", yaml: "containers:\n  static: [{cgroup: \"/x/*\"}]\n", want: []string{"containers.static[0].image"}},
 		{name: "static unknown field", yaml: "containers:\n  static: [{cgroup: \"/x/*\", image: a, nmae: b}]\n", want: []string{"containers.static", "nmae"}},
 		{name: "port out of range", yaml: "sensor:\n  watch_ports: [22, 70000]\n", want: []string{"sensor.watch_ports[1]", "70000"}},
+		{name: "histogram slots", yaml: "sensor:\n  histogram_slots: 0\n", want: []string{"sensor.histogram_slots", "between 1 and 1048575"}},
 		{name: "relative watch prefix", yaml: "sensor:\n  watch_prefixes: [etc/shadow]\n", want: []string{"sensor.watch_prefixes[0]"}},
 		{name: "watch name with slash", yaml: "sensor:\n  watch_names: [a/b]\n", want: []string{"sensor.watch_names[0]"}},
 		{name: "invalid yaml", yaml: "mode: [\n", want: []string{"config file"}},

@@ -757,7 +757,7 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 	type counts struct{ tracked, hist, enforced int }
 	measure := func() (counts, error) {
 		n, _ := agent.trackedCgroups()
-		hist, err := e2eMapEntries(pid, "syscall_hist")
+		hist, err := e2eMapEntries(pid, "pair_slots")
 		if err != nil {
 			return counts{}, err
 		}
@@ -843,7 +843,7 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 			break
 		}
 	}
-	t.Logf("%d containers in %v: tracked cgroups %d → peak %d → %d; syscall_hist entries %d → peak %d → %d; enforced_cgroups entries %d → peak %d → %d",
+	t.Logf("%d containers in %v: tracked cgroups %d → peak %d → %d; histogram pair_slots entries %d → peak %d → %d; enforced_cgroups entries %d → peak %d → %d",
 		containers, churn.Round(time.Second), before.tracked, peak.tracked, after.tracked, before.hist, peak.hist, after.hist,
 		before.enforced, peak.enforced, after.enforced)
 	if peak.tracked <= before.tracked && peak.hist <= before.hist {
@@ -854,7 +854,7 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 		before, after int
 	}{
 		{"tracked cgroups", before.tracked, after.tracked},
-		{"syscall_hist entries", before.hist, after.hist},
+		{"histogram pair_slots entries", before.hist, after.hist},
 		{"enforced_cgroups entries", before.enforced, after.enforced},
 	} {
 		if c.after > c.before+slack {

@@ -3,5 +3,5 @@
 // It is the only package that imports cilium/ebpf.
 package sensor
 
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64 -type event -type hist -type prefix_key -type enforce_policy sensor ../../bpf/sensor.bpf.c -- -I../../bpf -I../../bpf/include
-//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -g -Wall -Werror" -target amd64 -output-suffix _test bench ../../bpf/bench.bpf.c -- -I../../bpf -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -mcpu=v3 -g -Wall -Werror" -target amd64 -type event -type hist -type prefix_key -type enforce_policy sensor ../../bpf/sensor.bpf.c -- -I../../bpf -I../../bpf/include
+//go:generate go run github.com/cilium/ebpf/cmd/bpf2go -cc clang -cflags "-O2 -mcpu=v3 -g -Wall -Werror" -target amd64 bench ../../bpf/bench.bpf.c -- -I../../bpf -I../../bpf/include

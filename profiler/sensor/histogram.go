@@ -3,6 +3,7 @@ package sensor
 import (
 	"errors"
 	"fmt"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 )
@@ -10,52 +11,154 @@ import (
 // Counts are one cgroup's cumulative syscall counts, indexed by syscall number.
 type Counts = [HistSlots]uint64
 
-// batchSize is how many cgroups one batch lookup copies (4 KiB each).
-const batchSize = 256
+// DefaultHistogramSlots is how many (cgroup, CPU) pairs are counted at once unless
+// configured: each takes a 4 KiB slot of locked kernel memory, and a cgroup takes
+// one slot per CPU its tasks made syscalls on.
+const DefaultHistogramSlots = 8192
 
-// ReadHistograms calls fn with every cgroup's cumulative counts. counts is only valid
-// during the call.
-func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error {
-	keys := make([]uint64, batchSize)
-	vals := make([]sensorHist, batchSize)
-	var cursor ebpf.MapBatchCursor
-	for {
-		n, err := s.objs.SyscallHist.BatchLookup(&cursor, keys, vals, nil)
-		for i := range n {
-			fn(keys[i], &vals[i].Counts)
-		}
-		if errors.Is(err, ebpf.ErrKeyNotExist) {
-			return nil
-		}
-		if errors.Is(err, ebpf.ErrNotSupported) {
-			return s.iterateHistograms(fn)
-		}
-		if err != nil {
-			return fmt.Errorf("reading syscall histograms: %w", err)
-		}
-	}
+// histSize is one slot's size in the mmapped array (struct hist: owner + counts).
+const histSize = int64(unsafe.Sizeof(sensorHist{}))
+
+// histHeader is the owner part of a slot: cgroup id and CPU.
+const histHeader = 16
+
+// histograms reads the kernel's slot array through its memory mapping and hands
+// freed slots back to the kernel.
+type histograms struct {
+	mem   *ebpf.Memory
+	free  *ebpf.Map
+	pairs *ebpf.Map
+	slots uint32
+	owned map[uint64][]uint32 // cgroup id → its slots, as of the last read
+	sum   map[uint64]*Counts  // reused between reads
 }
 
-func (s *Sensor) iterateHistograms(fn func(uint64, *Counts)) error {
-	var key uint64
-	var val sensorHist
-	it := s.objs.SyscallHist.Iterate()
-	for it.Next(&key, &val) {
-		fn(key, &val.Counts)
+func newHistograms(slots, free, pairs *ebpf.Map) (*histograms, error) {
+	mem, err := slots.Memory()
+	if err != nil {
+		return nil, fmt.Errorf("mapping histogram slots: %w", err)
 	}
-	if err := it.Err(); err != nil {
-		return fmt.Errorf("iterating syscall histograms: %w", err)
+	h := &histograms{mem: mem, free: free, pairs: pairs, slots: slots.MaxEntries(), owned: make(map[uint64][]uint32)}
+	for slot := uint32(1); slot < h.slots; slot++ { // slot 0 is never handed out
+		if err := free.Update(nil, slot, ebpf.UpdateAny); err != nil {
+			return nil, fmt.Errorf("queueing histogram slot %d: %w", slot, err)
+		}
+	}
+	return h, nil
+}
+
+// slotBytes views a histogram as the bytes the mapping holds.
+func slotBytes(h *sensorHist) []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(h)), histSize)
+}
+
+// ReadHistograms calls fn with every cgroup's cumulative counts, summed over the
+// CPUs it ran on. counts is only valid during the call. Reading needs no syscall:
+// the slots are memory-mapped.
+func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error {
+	h := s.hist
+	var cur sensorHist
+	owned := make(map[uint64][]uint32, len(h.owned))
+	sums := make(map[uint64]*Counts, len(h.owned))
+	var header [histHeader]byte
+	for slot := uint32(1); slot < h.slots; slot++ {
+		off := int64(slot) * histSize
+		if _, err := h.mem.ReadAt(header[:], off); err != nil {
+			return fmt.Errorf("reading histogram slot %d: %w", slot, err)
+		}
+		if *(*uint64)(unsafe.Pointer(&header)) == 0 {
+			continue
+		}
+		if _, err := h.mem.ReadAt(slotBytes(&cur), off); err != nil {
+			return fmt.Errorf("reading histogram slot %d: %w", slot, err)
+		}
+		id := cur.CgroupId
+		if id == 0 { // released between the two reads
+			continue
+		}
+		owned[id] = append(owned[id], slot)
+		sum := sums[id]
+		if sum == nil {
+			if sum = h.sum[id]; sum == nil {
+				sum = new(Counts)
+			}
+			*sum = Counts{}
+			sums[id] = sum
+		}
+		for nr, c := range cur.Counts {
+			sum[nr] += c
+		}
+	}
+	h.owned, h.sum = owned, sums
+	for id, sum := range sums {
+		fn(id, sum)
 	}
 	return nil
 }
 
-// DeleteHistograms removes dead cgroups' entries. Already-missing ids are not an error.
+// DeleteHistograms releases dead cgroups' slots: each owner is cleared first, so
+// the kernel stops counting into it, then the counts are zeroed, the pair's key
+// deleted and the slot queued. Ids without a slot are not an error.
 func (s *Sensor) DeleteHistograms(ids []uint64) error {
+	h := s.hist
 	var errs []error
+	var zero sensorHist
 	for _, id := range ids {
-		if err := s.objs.SyscallHist.Delete(id); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			errs = append(errs, fmt.Errorf("deleting histogram of cgroup %d: %w", id, err))
+		for _, slot := range h.owned[id] {
+			off := int64(slot) * histSize
+			var header [histHeader]byte
+			if _, err := h.mem.ReadAt(header[:], off); err != nil {
+				errs = append(errs, fmt.Errorf("reading histogram slot %d: %w", slot, err))
+				continue
+			}
+			key := sensorSlotKey{CgroupId: id, Cpu: *(*uint32)(unsafe.Pointer(&header[8]))}
+			if _, err := h.mem.WriteAt(zero.header(), off); err != nil {
+				errs = append(errs, fmt.Errorf("releasing histogram slot %d: %w", slot, err))
+				continue
+			}
+			if _, err := h.mem.WriteAt(slotBytes(&zero), off); err != nil {
+				errs = append(errs, fmt.Errorf("zeroing histogram slot %d: %w", slot, err))
+				continue
+			}
+			if err := h.pairs.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				errs = append(errs, fmt.Errorf("forgetting slot %d of cgroup %d: %w", slot, id, err))
+			}
+			if err := h.free.Update(nil, slot, ebpf.UpdateAny); err != nil {
+				errs = append(errs, fmt.Errorf("queueing histogram slot %d of cgroup %d: %w", slot, id, err))
+			}
 		}
+		delete(h.owned, id)
+		delete(h.sum, id)
 	}
 	return errors.Join(errs...)
+}
+
+func (h *sensorHist) header() []byte { return slotBytes(h)[:histHeader] }
+
+// ErrBadHistogramSlots is returned for a slot count the kernel cannot map.
+var ErrBadHistogramSlots = errors.New("sensor.histogram_slots must be between 1 and 1048575")
+
+func histogramSlots(n int) (uint32, error) {
+	if n == 0 {
+		n = DefaultHistogramSlots
+	}
+	if n < 1 || n >= 1<<20 {
+		return 0, fmt.Errorf("%w (got %d)", ErrBadHistogramSlots, n)
+	}
+	return uint32(n) + 1, nil // + slot 0
+}
+
+// sizeHistograms sizes a collection's histogram maps and tells it the CPU count.
+func sizeHistograms(spec *ebpf.CollectionSpec, slots uint32) error {
+	for _, name := range []string{"hist_slots", "free_slots", "pair_slots"} {
+		spec.Maps[name].MaxEntries = slots
+	}
+	cpus, err := ebpf.PossibleCPU()
+	if err != nil {
+		return fmt.Errorf("counting CPUs: %w", err)
+	}
+	if err := spec.Variables["nr_cpus"].Set(uint32(cpus)); err != nil {
+		return fmt.Errorf("setting CPU count: %w", err)
+	}
+	return nil
 }

@@ -48,13 +48,16 @@ type Options struct {
 	// KernelBTF is the kernel's BTF file; empty means BTFPath. Kernels without
 	// built-in BTF can be given an external one (e.g. from BTFHub).
 	KernelBTF string
+	// HistogramSlots is how many (cgroup, CPU) pairs are counted at once; 0 means
+	// DefaultHistogramSlots. Syscalls beyond it are counted in Stats.HistFull.
+	HistogramSlots int
 }
 
 // Stats are the sensor's counters, summed over CPUs since load.
 type Stats struct {
 	Events     uint64 // written to the ring buffer
 	EventsLost uint64 // dropped because the ring buffer was full
-	HistFull   uint64 // syscalls not counted because the histogram map was full
+	HistFull   uint64 // syscalls not counted because every histogram slot was taken
 	PathFaults uint64 // user paths unreadable at syscall entry
 	Killed     uint64 // processes killed in enforce mode
 }
@@ -62,6 +65,7 @@ type Stats struct {
 // Sensor is the loaded and attached set of BPF programs.
 type Sensor struct {
 	objs  sensorObjects
+	hist  *histograms
 	links []link.Link
 	clock time.Time
 	opts  Options // the report-only watch lists, restored when enforcement changes
@@ -88,8 +92,15 @@ func Load(opts Options) (*Sensor, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("removing memlock limit: %w", err)
 	}
+	slots, err := histogramSlots(opts.HistogramSlots)
+	if err != nil {
+		return nil, err
+	}
 	spec, err := loadSensor()
 	if err != nil {
+		return nil, err
+	}
+	if err := sizeHistograms(spec, slots); err != nil {
 		return nil, err
 	}
 	var mask [HistSlots / 64]uint64
@@ -115,23 +126,36 @@ func Load(opts Options) (*Sensor, error) {
 		}
 		return nil, fmt.Errorf("loading sensor programs: %w", err)
 	}
+	if s.hist, err = newHistograms(s.objs.HistSlots, s.objs.FreeSlots, s.objs.PairSlots); err != nil {
+		s.Close()
+		return nil, err
+	}
 	if err := s.fillFilters(opts); err != nil {
 		s.Close()
 		return nil, err
 	}
+	if err := s.attach(); err != nil {
+		s.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *Sensor) attach() error {
 	for name, prog := range map[string]*ebpf.Program{
 		"sys_enter":          s.objs.SysEnter,
+		"sched_switch":       s.objs.SchedSwitch,
+		"cgroup_attach_task": s.objs.CgroupAttachTask,
 		"sched_process_exec": s.objs.SchedProcessExec,
 		"cgroup_rmdir":       s.objs.CgroupRmdir,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
-			s.Close()
-			return nil, fmt.Errorf("attaching tp_btf/%s: %w", name, err)
+			return fmt.Errorf("attaching tp_btf/%s: %w", name, err)
 		}
 		s.links = append(s.links, l)
 	}
-	return s, nil
+	return nil
 }
 
 func (s *Sensor) fillFilters(opts Options) error {
@@ -157,13 +181,7 @@ const nameLen = 64 // NAME_LEN in bpf/sensor.h
 
 // Close detaches the programs and frees the maps.
 func (s *Sensor) Close() error {
-	var errs []error
-	for _, l := range s.links {
-		errs = append(errs, l.Close())
-	}
-	s.links = nil
-	errs = append(errs, s.objs.Close())
-	return errors.Join(errs...)
+	return errors.Join(s.Detach(), s.objs.Close())
 }
 
 // Decoder returns a decoder whose timestamps match this sensor's clock.

@@ -44,6 +44,10 @@ func runHelper(action string) int {
 		for range n {
 			unix.Getppid()
 		}
+	case "spin": // until killed
+		for {
+			unix.Getppid()
+		}
 	case "security":
 		securityCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
 	default:
@@ -473,11 +477,143 @@ func TestBPFRemovedCgroupsAreReclaimed(t *testing.T) {
 	if after > before+5 || trackedAfter > trackedBefore+5 {
 		t.Errorf("map entries %d -> %d, tracked %d -> %d after 200 cgroups came and went", before, after, trackedBefore, trackedAfter)
 	}
+	removed := make(map[uint64]bool, len(ids))
 	for _, id := range ids {
-		var c sensorHist
-		if err := s.objs.SyscallHist.Lookup(id, &c); err == nil {
-			t.Errorf("removed cgroup %d still has a histogram entry", id)
+		removed[id] = true
+	}
+	if err := s.ReadHistograms(func(id uint64, _ *Counts) {
+		if removed[id] {
+			t.Errorf("removed cgroup %d still has a histogram slot", id)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestBPFHistogramSlotsRunOutAndComeBack takes every free slot away: a new cgroup
+// goes uncounted, and once a cgroup is released its zeroed slots serve the next
+// one, with no counts carried over, and the released cgroup (still alive) is
+// counted again from zero.
+func TestBPFHistogramSlotsRunOutAndComeBack(t *testing.T) {
+	s := loadTestSensor(t, Options{HistogramSlots: 64})
+	countsOf := func(id uint64) (Counts, bool) {
+		var got Counts
+		var ok bool
+		if err := s.ReadHistograms(func(owner uint64, c *Counts) {
+			if owner == id {
+				got, ok = *c, true
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return got, ok
+	}
+	getppid, _ := model.SyscallNumber("getppid")
+	dirA, idA := testCgroup(t)
+	dirB, idB := testCgroup(t)
+
+	runInCgroup(t, dirB, "getppid", "CAGEWATCH_HELPER_N=300")
+	if c, ok := countsOf(idB); !ok || c[getppid] < 300 {
+		t.Fatalf("cgroup B: slot %v, getppid = %d, want 300", ok, c[getppid])
+	}
+	var drained []uint32
+	for {
+		var slot uint32
+		if err := s.objs.FreeSlots.LookupAndDelete(nil, &slot); err != nil {
 			break
+		}
+		drained = append(drained, slot)
+	}
+
+	before, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	runInCgroup(t, dirA, "getppid", "CAGEWATCH_HELPER_N=100")
+	after, err := s.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := countsOf(idA); ok {
+		t.Fatal("cgroup A got a slot with none free")
+	}
+	if after.HistFull-before.HistFull < 100 {
+		t.Errorf("uncounted syscalls grew by %d, want >= 100", after.HistFull-before.HistFull)
+	}
+
+	// B's slots go back first (the queue is FIFO), then a few spares for other CPUs.
+	if err := s.DeleteHistograms([]uint64{idB}); err != nil {
+		t.Fatal(err)
+	}
+	for _, slot := range drained[:4] {
+		if err := s.objs.FreeSlots.Update(nil, slot, ebpf.UpdateAny); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runInCgroup(t, dirA, "getppid", "CAGEWATCH_HELPER_N=300")
+	if c, ok := countsOf(idA); !ok || c[getppid] < 300 || c[getppid] > 310 {
+		t.Errorf("cgroup A in B's old slots: slot %v, getppid = %d after 300 calls (counts lost or carried over)", ok, c[getppid])
+	}
+	runInCgroup(t, dirB, "getppid", "CAGEWATCH_HELPER_N=50")
+	if c, ok := countsOf(idB); !ok || c[getppid] < 50 || c[getppid] > 60 {
+		t.Errorf("released cgroup B counted again: slot %v, getppid = %d after 50 calls", ok, c[getppid])
+	}
+}
+
+// TestBPFMovedTaskCountsInItsNewCgroup moves a process that is busy making syscalls
+// on another CPU: with no context switch to notice it, its syscalls must still
+// leave the old cgroup for the new one.
+func TestBPFMovedTaskCountsInItsNewCgroup(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	dirA, idA := testCgroup(t)
+	dirB, idB := testCgroup(t)
+	getppidOf := func(id uint64) uint64 {
+		var n uint64
+		if err := s.ReadHistograms(func(owner uint64, c *Counts) {
+			if owner == id {
+				n = c[110] // getppid
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	fd, err := unix.Open(dirA, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"=spin")
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	err = cmd.Start()
+	unix.Close(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+
+	time.Sleep(200 * time.Millisecond)
+	if n := getppidOf(idA); n < 1000 {
+		t.Fatalf("spinning in A: getppid = %d, want thousands", n)
+	}
+	if err := os.WriteFile(filepath.Join(dirB, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+		t.Fatal(err)
+	}
+	a1 := getppidOf(idA)
+	time.Sleep(200 * time.Millisecond)
+	a2, b := getppidOf(idA), getppidOf(idB)
+	if b < 1000 {
+		t.Errorf("moved to B: getppid = %d in B, want thousands", b)
+	}
+	if a2-a1 > 100 {
+		t.Errorf("A kept counting the moved process: %d more getppid calls", a2-a1)
+	}
+}
+
+func TestLoadRejectsBadHistogramSlots(t *testing.T) {
+	for _, n := range []int{-1, 1 << 20} {
+		if _, err := Load(Options{HistogramSlots: n}); !errors.Is(err, ErrBadHistogramSlots) {
+			t.Errorf("HistogramSlots %d: err = %v, want ErrBadHistogramSlots", n, err)
 		}
 	}
 }

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sensorCpuState struct {
+	_          structs.HostLayout
+	CgroupId   uint64
+	SlotCgroup uint64
+	Slot       uint32
+	Cpu        uint32
+}
+
 type sensorEnforcePolicy struct {
 	_                  structs.HostLayout
 	KillSyscalls       [8]uint64
@@ -56,8 +64,11 @@ type sensorEvent struct {
 }
 
 type sensorHist struct {
-	_      structs.HostLayout
-	Counts [512]uint64
+	_        structs.HostLayout
+	CgroupId uint64
+	Cpu      uint32
+	Pad      uint32
+	Counts   [512]uint64
 }
 
 type sensorNameKey struct {
@@ -71,27 +82,39 @@ type sensorPrefixKey struct {
 	Data      [256]int8
 }
 
+type sensorSlotKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Cpu      uint32
+	Pad      uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	sensorMapCpuState          = "cpu_state"
 	sensorMapEnforce           = "enforce"
 	sensorMapEnforcedAncestors = "enforced_ancestors"
 	sensorMapEnforcedCgroups   = "enforced_cgroups"
 	sensorMapEvents            = "events"
+	sensorMapFreeSlots         = "free_slots"
+	sensorMapHistSlots         = "hist_slots"
 	sensorMapNameScratch       = "name_scratch"
+	sensorMapPairSlots         = "pair_slots"
 	sensorMapScratch           = "scratch"
 	sensorMapStats             = "stats"
-	sensorMapSyscallHist       = "syscall_hist"
 	sensorMapWatchNames        = "watch_names"
 	sensorMapWatchPorts        = "watch_ports"
 	sensorMapWatchPrefixes     = "watch_prefixes"
+	sensorProgCgroupAttachTask = "cgroup_attach_task"
 	sensorProgCgroupRmdir      = "cgroup_rmdir"
 	sensorProgSchedProcessExec = "sched_process_exec"
+	sensorProgSchedSwitch      = "sched_switch"
 	sensorProgSysEnter         = "sys_enter"
 	sensorVarAgentTgid         = "agent_tgid"
 	sensorVarEventSyscalls     = "event_syscalls"
-	sensorVarZeroHist          = "zero_hist"
+	sensorVarNrCpus            = "nr_cpus"
 )
 
 // loadSensor returns the embedded CollectionSpec for sensor.
@@ -136,8 +159,10 @@ type sensorSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
+	CgroupAttachTask *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
 	CgroupRmdir      *ebpf.ProgramSpec `ebpf:"cgroup_rmdir"`
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
+	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
 	SysEnter         *ebpf.ProgramSpec `ebpf:"sys_enter"`
 }
 
@@ -145,14 +170,17 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
+	CpuState          *ebpf.MapSpec `ebpf:"cpu_state"`
 	Enforce           *ebpf.MapSpec `ebpf:"enforce"`
 	EnforcedAncestors *ebpf.MapSpec `ebpf:"enforced_ancestors"`
 	EnforcedCgroups   *ebpf.MapSpec `ebpf:"enforced_cgroups"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
+	FreeSlots         *ebpf.MapSpec `ebpf:"free_slots"`
+	HistSlots         *ebpf.MapSpec `ebpf:"hist_slots"`
 	NameScratch       *ebpf.MapSpec `ebpf:"name_scratch"`
+	PairSlots         *ebpf.MapSpec `ebpf:"pair_slots"`
 	Scratch           *ebpf.MapSpec `ebpf:"scratch"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
-	SyscallHist       *ebpf.MapSpec `ebpf:"syscall_hist"`
 	WatchNames        *ebpf.MapSpec `ebpf:"watch_names"`
 	WatchPorts        *ebpf.MapSpec `ebpf:"watch_ports"`
 	WatchPrefixes     *ebpf.MapSpec `ebpf:"watch_prefixes"`
@@ -164,7 +192,7 @@ type sensorMapSpecs struct {
 type sensorVariableSpecs struct {
 	AgentTgid     *ebpf.VariableSpec `ebpf:"agent_tgid"`
 	EventSyscalls *ebpf.VariableSpec `ebpf:"event_syscalls"`
-	ZeroHist      *ebpf.VariableSpec `ebpf:"zero_hist"`
+	NrCpus        *ebpf.VariableSpec `ebpf:"nr_cpus"`
 }
 
 // sensorObjects contains all objects after they have been loaded into the kernel.
@@ -187,14 +215,17 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
+	CpuState          *ebpf.Map `ebpf:"cpu_state"`
 	Enforce           *ebpf.Map `ebpf:"enforce"`
 	EnforcedAncestors *ebpf.Map `ebpf:"enforced_ancestors"`
 	EnforcedCgroups   *ebpf.Map `ebpf:"enforced_cgroups"`
 	Events            *ebpf.Map `ebpf:"events"`
+	FreeSlots         *ebpf.Map `ebpf:"free_slots"`
+	HistSlots         *ebpf.Map `ebpf:"hist_slots"`
 	NameScratch       *ebpf.Map `ebpf:"name_scratch"`
+	PairSlots         *ebpf.Map `ebpf:"pair_slots"`
 	Scratch           *ebpf.Map `ebpf:"scratch"`
 	Stats             *ebpf.Map `ebpf:"stats"`
-	SyscallHist       *ebpf.Map `ebpf:"syscall_hist"`
 	WatchNames        *ebpf.Map `ebpf:"watch_names"`
 	WatchPorts        *ebpf.Map `ebpf:"watch_ports"`
 	WatchPrefixes     *ebpf.Map `ebpf:"watch_prefixes"`
@@ -202,14 +233,17 @@ type sensorMaps struct {
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
+		m.CpuState,
 		m.Enforce,
 		m.EnforcedAncestors,
 		m.EnforcedCgroups,
 		m.Events,
+		m.FreeSlots,
+		m.HistSlots,
 		m.NameScratch,
+		m.PairSlots,
 		m.Scratch,
 		m.Stats,
-		m.SyscallHist,
 		m.WatchNames,
 		m.WatchPorts,
 		m.WatchPrefixes,
@@ -222,22 +256,26 @@ func (m *sensorMaps) Close() error {
 type sensorVariables struct {
 	AgentTgid     *ebpf.Variable `ebpf:"agent_tgid"`
 	EventSyscalls *ebpf.Variable `ebpf:"event_syscalls"`
-	ZeroHist      *ebpf.Variable `ebpf:"zero_hist"`
+	NrCpus        *ebpf.Variable `ebpf:"nr_cpus"`
 }
 
 // sensorPrograms contains all programs after they have been loaded into the kernel.
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
+	CgroupAttachTask *ebpf.Program `ebpf:"cgroup_attach_task"`
 	CgroupRmdir      *ebpf.Program `ebpf:"cgroup_rmdir"`
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
+	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
 	SysEnter         *ebpf.Program `ebpf:"sys_enter"`
 }
 
 func (p *sensorPrograms) Close() error {
 	return _SensorClose(
+		p.CgroupAttachTask,
 		p.CgroupRmdir,
 		p.SchedProcessExec,
+		p.SchedSwitch,
 		p.SysEnter,
 	)
 }

@@ -13,26 +13,50 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type benchCpuState struct {
+	_          structs.HostLayout
+	CgroupId   uint64
+	SlotCgroup uint64
+	Slot       uint32
+	Cpu        uint32
+}
+
 type benchHist struct {
-	_      structs.HostLayout
-	Counts [512]uint64
+	_        structs.HostLayout
+	CgroupId uint64
+	Cpu      uint32
+	Pad      uint32
+	Counts   [512]uint64
+}
+
+type benchSlotKey struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	Cpu      uint32
+	Pad      uint32
 }
 
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	benchMapStats          = "stats"
-	benchMapSyscallHist    = "syscall_hist"
-	benchProgCgidTpBtf     = "cgid_tp_btf"
-	benchProgEmptyRawTp    = "empty_raw_tp"
-	benchProgEmptyTpBtf    = "empty_tp_btf"
-	benchProgHistRawTp     = "hist_raw_tp"
-	benchProgHistTpBtf     = "hist_tp_btf"
-	benchProgLookupTpBtf   = "lookup_tp_btf"
-	benchProgPlainaddTpBtf = "plainadd_tp_btf"
-	benchVarSink           = "sink"
-	benchVarZeroHist       = "zero_hist"
+	benchMapCpuState      = "cpu_state"
+	benchMapFreeSlots     = "free_slots"
+	benchMapHashHist      = "hash_hist"
+	benchMapHistSlots     = "hist_slots"
+	benchMapPairSlots     = "pair_slots"
+	benchMapStats         = "stats"
+	benchMapStorageHist   = "storage_hist"
+	benchProgEmptyRawTp   = "empty_raw_tp"
+	benchProgEmptyTpBtf   = "empty_tp_btf"
+	benchProgHashTpBtf    = "hash_tp_btf"
+	benchProgHistAttach   = "hist_attach"
+	benchProgHistRawTp    = "hist_raw_tp"
+	benchProgHistSwitch   = "hist_switch"
+	benchProgHistTpBtf    = "hist_tp_btf"
+	benchProgStorageTpBtf = "storage_tp_btf"
+	benchVarNrCpus        = "nr_cpus"
+	benchVarZeroHist      = "zero_hist"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -77,28 +101,34 @@ type benchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchProgramSpecs struct {
-	CgidTpBtf     *ebpf.ProgramSpec `ebpf:"cgid_tp_btf"`
-	EmptyRawTp    *ebpf.ProgramSpec `ebpf:"empty_raw_tp"`
-	EmptyTpBtf    *ebpf.ProgramSpec `ebpf:"empty_tp_btf"`
-	HistRawTp     *ebpf.ProgramSpec `ebpf:"hist_raw_tp"`
-	HistTpBtf     *ebpf.ProgramSpec `ebpf:"hist_tp_btf"`
-	LookupTpBtf   *ebpf.ProgramSpec `ebpf:"lookup_tp_btf"`
-	PlainaddTpBtf *ebpf.ProgramSpec `ebpf:"plainadd_tp_btf"`
+	EmptyRawTp   *ebpf.ProgramSpec `ebpf:"empty_raw_tp"`
+	EmptyTpBtf   *ebpf.ProgramSpec `ebpf:"empty_tp_btf"`
+	HashTpBtf    *ebpf.ProgramSpec `ebpf:"hash_tp_btf"`
+	HistAttach   *ebpf.ProgramSpec `ebpf:"hist_attach"`
+	HistRawTp    *ebpf.ProgramSpec `ebpf:"hist_raw_tp"`
+	HistSwitch   *ebpf.ProgramSpec `ebpf:"hist_switch"`
+	HistTpBtf    *ebpf.ProgramSpec `ebpf:"hist_tp_btf"`
+	StorageTpBtf *ebpf.ProgramSpec `ebpf:"storage_tp_btf"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
+	CpuState    *ebpf.MapSpec `ebpf:"cpu_state"`
+	FreeSlots   *ebpf.MapSpec `ebpf:"free_slots"`
+	HashHist    *ebpf.MapSpec `ebpf:"hash_hist"`
+	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
+	PairSlots   *ebpf.MapSpec `ebpf:"pair_slots"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	SyscallHist *ebpf.MapSpec `ebpf:"syscall_hist"`
+	StorageHist *ebpf.MapSpec `ebpf:"storage_hist"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchVariableSpecs struct {
-	Sink     *ebpf.VariableSpec `ebpf:"sink"`
+	NrCpus   *ebpf.VariableSpec `ebpf:"nr_cpus"`
 	ZeroHist *ebpf.VariableSpec `ebpf:"zero_hist"`
 }
 
@@ -122,14 +152,24 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
+	CpuState    *ebpf.Map `ebpf:"cpu_state"`
+	FreeSlots   *ebpf.Map `ebpf:"free_slots"`
+	HashHist    *ebpf.Map `ebpf:"hash_hist"`
+	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
+	PairSlots   *ebpf.Map `ebpf:"pair_slots"`
 	Stats       *ebpf.Map `ebpf:"stats"`
-	SyscallHist *ebpf.Map `ebpf:"syscall_hist"`
+	StorageHist *ebpf.Map `ebpf:"storage_hist"`
 }
 
 func (m *benchMaps) Close() error {
 	return _BenchClose(
+		m.CpuState,
+		m.FreeSlots,
+		m.HashHist,
+		m.HistSlots,
+		m.PairSlots,
 		m.Stats,
-		m.SyscallHist,
+		m.StorageHist,
 	)
 }
 
@@ -137,7 +177,7 @@ func (m *benchMaps) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchVariables struct {
-	Sink     *ebpf.Variable `ebpf:"sink"`
+	NrCpus   *ebpf.Variable `ebpf:"nr_cpus"`
 	ZeroHist *ebpf.Variable `ebpf:"zero_hist"`
 }
 
@@ -145,24 +185,26 @@ type benchVariables struct {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchPrograms struct {
-	CgidTpBtf     *ebpf.Program `ebpf:"cgid_tp_btf"`
-	EmptyRawTp    *ebpf.Program `ebpf:"empty_raw_tp"`
-	EmptyTpBtf    *ebpf.Program `ebpf:"empty_tp_btf"`
-	HistRawTp     *ebpf.Program `ebpf:"hist_raw_tp"`
-	HistTpBtf     *ebpf.Program `ebpf:"hist_tp_btf"`
-	LookupTpBtf   *ebpf.Program `ebpf:"lookup_tp_btf"`
-	PlainaddTpBtf *ebpf.Program `ebpf:"plainadd_tp_btf"`
+	EmptyRawTp   *ebpf.Program `ebpf:"empty_raw_tp"`
+	EmptyTpBtf   *ebpf.Program `ebpf:"empty_tp_btf"`
+	HashTpBtf    *ebpf.Program `ebpf:"hash_tp_btf"`
+	HistAttach   *ebpf.Program `ebpf:"hist_attach"`
+	HistRawTp    *ebpf.Program `ebpf:"hist_raw_tp"`
+	HistSwitch   *ebpf.Program `ebpf:"hist_switch"`
+	HistTpBtf    *ebpf.Program `ebpf:"hist_tp_btf"`
+	StorageTpBtf *ebpf.Program `ebpf:"storage_tp_btf"`
 }
 
 func (p *benchPrograms) Close() error {
 	return _BenchClose(
-		p.CgidTpBtf,
 		p.EmptyRawTp,
 		p.EmptyTpBtf,
+		p.HashTpBtf,
+		p.HistAttach,
 		p.HistRawTp,
+		p.HistSwitch,
 		p.HistTpBtf,
-		p.LookupTpBtf,
-		p.PlainaddTpBtf,
+		p.StorageTpBtf,
 	)
 }
 
@@ -177,5 +219,5 @@ func _BenchClose(closers ...io.Closer) error {
 
 // Do not access this directly.
 //
-//go:embed bench_x86_bpfel_test.o
+//go:embed bench_x86_bpfel.o
 var _BenchBytes []byte
