@@ -3,6 +3,7 @@ package sensor
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -53,27 +54,24 @@ func slotBytes(h *sensorHist) []byte {
 }
 
 // ReadHistograms calls fn with every cgroup's cumulative counts, summed over the
-// CPUs it ran on. counts is only valid during the call. Reading needs no syscall:
-// the slots are memory-mapped.
+// CPUs it ran on. counts is only valid during the call. The slots in use are
+// listed from the pair hash, so free slots' pages are never touched (they would
+// count in the agent's RSS); the counts themselves are read through the mapping.
 func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error {
 	h := s.hist
+	slots, err := h.usedSlots()
+	if err != nil {
+		return err
+	}
 	var cur sensorHist
 	owned := make(map[uint64][]uint32, len(h.owned))
 	sums := make(map[uint64]*Counts, len(h.owned))
-	var header [histHeader]byte
-	for slot := uint32(1); slot < h.slots; slot++ {
-		off := int64(slot) * histSize
-		if _, err := h.mem.ReadAt(header[:], off); err != nil {
-			return fmt.Errorf("reading histogram slot %d: %w", slot, err)
-		}
-		if *(*uint64)(unsafe.Pointer(&header)) == 0 {
-			continue
-		}
-		if _, err := h.mem.ReadAt(slotBytes(&cur), off); err != nil {
+	for _, slot := range slots {
+		if _, err := h.mem.ReadAt(slotBytes(&cur), int64(slot)*histSize); err != nil {
 			return fmt.Errorf("reading histogram slot %d: %w", slot, err)
 		}
 		id := cur.CgroupId
-		if id == 0 { // released between the two reads
+		if id == 0 { // released, or claimed and not yet owned
 			continue
 		}
 		owned[id] = append(owned[id], slot)
@@ -82,8 +80,9 @@ func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error 
 			if sum = h.sum[id]; sum == nil {
 				sum = new(Counts)
 			}
-			*sum = Counts{}
+			*sum = cur.Counts
 			sums[id] = sum
+			continue
 		}
 		for nr, c := range cur.Counts {
 			sum[nr] += c
@@ -94,6 +93,40 @@ func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error 
 		fn(id, sum)
 	}
 	return nil
+}
+
+// usedSlots lists the slots the kernel has handed out, once each, ascending.
+func (h *histograms) usedSlots() ([]uint32, error) {
+	const batch = 1024
+	keys := make([]sensorSlotKey, batch)
+	vals := make([]uint32, batch)
+	var slots []uint32
+	var cursor ebpf.MapBatchCursor
+	for {
+		n, err := h.pairs.BatchLookup(&cursor, keys, vals, nil)
+		slots = append(slots, vals[:n]...)
+		if errors.Is(err, ebpf.ErrKeyNotExist) {
+			break
+		}
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			slots = slots[:0]
+			var key sensorSlotKey
+			var slot uint32
+			it := h.pairs.Iterate()
+			for it.Next(&key, &slot) {
+				slots = append(slots, slot)
+			}
+			if err := it.Err(); err != nil {
+				return nil, fmt.Errorf("listing histogram slots: %w", err)
+			}
+			break
+		}
+		if err != nil {
+			return nil, fmt.Errorf("listing histogram slots: %w", err)
+		}
+	}
+	slices.Sort(slots)
+	return slices.Compact(slots), nil
 }
 
 // DeleteHistograms releases dead cgroups' slots: each owner is cleared first, so

@@ -19,13 +19,12 @@ import (
 
 // Probe names of bpf/bench.bpf.c's sys_enter programs.
 const (
-	ProbeEmpty        = "empty_tp_btf"   // the floor: an empty tp_btf/sys_enter program
-	ProbeEmptyRawTP   = "empty_raw_tp"   // the raw_tp floor
-	ProbeHistogram    = "hist_tp_btf"    // the sensor's histogram alone
-	ProbeHistRawTP    = "hist_raw_tp"    // the same on raw_tp
-	ProbeHash         = "hash_tp_btf"    // the first design: hash map keyed by cgroup id
-	ProbeCgrpStorage  = "storage_tp_btf" // counts in cgroup local storage, looked up per syscall
-	probeSysEnterName = "sys_enter"      // the sensor's own program
+	ProbeEmpty       = "empty_tp_btf"   // the floor: an empty tp_btf/sys_enter program
+	ProbeEmptyRawTP  = "empty_raw_tp"   // the raw_tp floor
+	ProbeHistogram   = "hist_tp_btf"    // the sensor's histogram alone
+	ProbeHistRawTP   = "hist_raw_tp"    // the same on raw_tp
+	ProbeHash        = "hash_tp_btf"    // the first design: hash map keyed by cgroup id
+	ProbeCgrpStorage = "storage_tp_btf" // counts in cgroup local storage, looked up per syscall
 )
 
 // Probes are the benchmark programs, loaded but not attached.
@@ -164,10 +163,11 @@ func EnableRunTimeStats() (io.Closer, error) {
 	return c, nil
 }
 
-// LoadedProgramStats sums the run statistics of every loaded program whose name
-// starts with prefix and whose id is above minID, so another process's programs
-// (a running agent, bpftrace) can be measured. Missing is set when none matched.
-func LoadedProgramStats(prefix string, minID uint32) (RunStats, error) {
+// LoadedProgramStats sums the run statistics of every loaded program named name,
+// of tracepoint type (bpftrace's) or not (tp_btf, the agent's), whose id is above
+// minID, so another process's programs can be measured. Missing is set when none
+// matched.
+func LoadedProgramStats(name string, tracepoint bool, minID uint32) (RunStats, error) {
 	var total RunStats
 	matched := false
 	var id ebpf.ProgramID
@@ -188,7 +188,7 @@ func LoadedProgramStats(prefix string, minID uint32) (RunStats, error) {
 			continue // unloaded meanwhile
 		}
 		info, err := prog.Info()
-		if err == nil && strings.HasPrefix(info.Name, prefix) {
+		if err == nil && info.Name == name && (info.Type == ebpf.TracePoint) == tracepoint {
 			st, err := statsOf(prog)
 			if err == nil {
 				total.Runs += st.Runs
@@ -217,9 +217,12 @@ func HighestProgramID() (uint32, error) {
 	}
 }
 
-// SensorProgramName is the kernel name of the sensor's per-syscall program, for
+// Kernel names of the sensor's per-syscall and per-context-switch programs, for
 // LoadedProgramStats.
-const SensorProgramName = probeSysEnterName
+const (
+	SensorProgramName = "sys_enter"
+	SwitchProgramName = "sched_switch"
+)
 
 // Detach detaches the sensor's programs and keeps its maps, so a benchmark can
 // write the histogram slots without the kernel claiming them too.
@@ -247,9 +250,24 @@ func SeedHistograms(s *Sensor, n, active int) func() error {
 			hists[i].Counts[nr] = uint64(rng.IntN(1000))
 		}
 	}
+	wiped := false
 	return func() error {
 		if s.links != nil {
 			return errors.New("seeding histograms of an attached sensor")
+		}
+		if !wiped { // forget the slots the kernel handed out before Detach
+			var key sensorSlotKey
+			var slot uint32
+			var stale []sensorSlotKey
+			for it := h.pairs.Iterate(); it.Next(&key, &slot); {
+				stale = append(stale, key)
+			}
+			for _, k := range stale {
+				if err := h.pairs.Delete(k); err != nil {
+					return fmt.Errorf("clearing slot list: %w", err)
+				}
+			}
+			wiped = true
 		}
 		if uint32(n) >= h.slots {
 			return fmt.Errorf("%d cgroups do not fit %d slots", n, h.slots-1)
@@ -260,8 +278,13 @@ func SeedHistograms(s *Sensor, n, active int) func() error {
 					hists[i].Counts[nr] = c + uint64(rng.IntN(50))
 				}
 			}
-			if _, err := h.mem.WriteAt(slotBytes(&hists[i]), int64(i+1)*histSize); err != nil {
-				return fmt.Errorf("seeding slot %d: %w", i+1, err)
+			slot := uint32(i + 1)
+			if _, err := h.mem.WriteAt(slotBytes(&hists[i]), int64(slot)*histSize); err != nil {
+				return fmt.Errorf("seeding slot %d: %w", slot, err)
+			}
+			key := sensorSlotKey{CgroupId: hists[i].CgroupId}
+			if err := h.pairs.Update(key, slot, ebpf.UpdateAny); err != nil {
+				return fmt.Errorf("seeding slot %d: %w", slot, err)
 			}
 		}
 		return nil

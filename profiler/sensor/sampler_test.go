@@ -110,7 +110,7 @@ func TestSampler(t *testing.T) {
 	start := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	at := func(d time.Duration) time.Time { return start.Add(d) }
 	delta := func(id uint64, from, to time.Duration, counts map[int]uint64) Delta {
-		return Delta{CgroupID: id, Start: at(from), Duration: to - from, Counts: counts}
+		return Delta{CgroupID: id, Start: at(from), Duration: to - from, Counts: sparse(counts)}
 	}
 	const s10, s20, s30 = 10 * time.Second, 20 * time.Second, 30 * time.Second
 
@@ -472,7 +472,7 @@ func TestDeltaWindow(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			d := Delta{CgroupID: 77, Start: start, Duration: 30 * time.Second, Counts: tc.counts}
+			d := Delta{CgroupID: 77, Start: start, Duration: 30 * time.Second, Counts: sparse(tc.counts)}
 			w := d.Window(c)
 			want := model.Window{CgroupID: 77, Container: c, Start: start, Duration: 30 * time.Second, Counts: tc.want}
 			if !reflect.DeepEqual(w, want) {
@@ -497,7 +497,7 @@ func TestSamplerNeverLosesOrDoublesCounts(t *testing.T) {
 		var n uint64
 		for _, d := range ds {
 			if d.CgroupID == id {
-				n += d.Counts[nr]
+				n += d.Count(nr)
 			}
 		}
 		return n
@@ -539,7 +539,7 @@ func TestSamplerNeverLosesOrDoublesCounts(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := map[int]uint64{0: 4, 1: 60, 2: 7}
-		if len(ds) != 1 || !reflect.DeepEqual(ds[0].Counts, want) {
+		if len(ds) != 1 || !reflect.DeepEqual(ds[0].CountMap(), want) {
 			t.Errorf("deltas %+v, want one with %v", ds, want)
 		}
 	})
@@ -571,4 +571,16 @@ func TestSamplerNeverLosesOrDoublesCounts(t *testing.T) {
 			t.Errorf("gone %v tracked %d after the retried delete", gone, s.Tracked())
 		}
 	})
+}
+
+// sparse turns a map of counts into Delta's sorted form.
+func sparse(counts map[int]uint64) []SyscallCount {
+	var out []SyscallCount
+	for nr, n := range counts {
+		if n > 0 {
+			out = append(out, SyscallCount{Nr: nr, Count: n})
+		}
+	}
+	slices.SortFunc(out, func(a, b SyscallCount) int { return a.Nr - b.Nr })
+	return out
 }

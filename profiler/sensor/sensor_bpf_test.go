@@ -156,11 +156,11 @@ func TestBPFHistogramCountsPerCgroup(t *testing.T) {
 		switch d.CgroupID {
 		case idA:
 			gotA = true
-			if d.Counts[getppid] < calls {
-				t.Errorf("cgroup A: getppid = %d, want >= %d", d.Counts[getppid], calls)
+			if d.Count(getppid) < calls {
+				t.Errorf("cgroup A: getppid = %d, want >= %d", d.Count(getppid), calls)
 			}
-			if w := d.Window(model.Container{}); w.Counts["getppid"] != d.Counts[getppid] {
-				t.Errorf("window by name: getppid = %d, want %d", w.Counts["getppid"], d.Counts[getppid])
+			if w := d.Window(model.Container{}); w.Counts["getppid"] != d.Count(getppid) {
+				t.Errorf("window by name: getppid = %d, want %d", w.Counts["getppid"], d.Count(getppid))
 			}
 		case idB: // other cgroups may be busy (tests of other packages run in parallel)
 			t.Errorf("cgroup B made no syscalls but has a window: %v", d.Counts)
