@@ -9,7 +9,7 @@
  * cgroup, and the slot's owner field confirms it is still right. Each (cgroup,
  * CPU) pair has its own slot, so plain increments never race; user space sums a
  * cgroup's slots. Only a CPU switching between cgroups looks its pair up in a
- * hash, and only a pair's first syscall takes a free slot from the queue user
+ * hash, and only a pair's first syscall takes a free slot from the stack user
  * space fills. Slots live in an mmapable array, so user space samples without a
  * syscall. */
 #ifndef CAGEWATCH_HISTOGRAM_H
@@ -24,9 +24,10 @@ struct {
 	__type(value, struct hist);
 } hist_slots SEC(".maps");
 
-/* Slots user space has zeroed and released. */
+/* Slots user space has zeroed and released. A stack, so the lowest slots are
+ * reused first and user space maps only the prefix in use. */
 struct {
-	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(type, BPF_MAP_TYPE_STACK);
 	__uint(max_entries, 4096);
 	__type(value, __u32);
 } free_slots SEC(".maps");

@@ -58,7 +58,10 @@ func LoadProbes() (*Probes, error) {
 }
 
 // Close frees the programs and maps.
-func (p *Probes) Close() error { return p.objs.Close() }
+func (p *Probes) Close() error {
+	p.hist.unmap()
+	return p.objs.Close()
+}
 
 func (p *Probes) program(name string) (*ebpf.Program, bool) {
 	prog := map[string]*ebpf.Program{
@@ -279,9 +282,11 @@ func SeedHistograms(s *Sensor, n, active int) func() error {
 				}
 			}
 			slot := uint32(i + 1)
-			if _, err := h.mem.WriteAt(slotBytes(&hists[i]), int64(slot)*histSize); err != nil {
-				return fmt.Errorf("seeding slot %d: %w", slot, err)
+			mem, err := h.slotMemory(slot)
+			if err != nil {
+				return err
 			}
+			copy(mem, slotBytes(&hists[i]))
 			key := sensorSlotKey{CgroupId: hists[i].CgroupId}
 			if err := h.pairs.Update(key, slot, ebpf.UpdateAny); err != nil {
 				return fmt.Errorf("seeding slot %d: %w", slot, err)

@@ -181,6 +181,9 @@ const nameLen = 64 // NAME_LEN in bpf/sensor.h
 
 // Close detaches the programs and frees the maps.
 func (s *Sensor) Close() error {
+	if s.hist != nil {
+		s.hist.unmap()
+	}
 	return errors.Join(s.Detach(), s.objs.Close())
 }
 

@@ -541,14 +541,15 @@ func TestBPFHistogramSlotsRunOutAndComeBack(t *testing.T) {
 		t.Errorf("uncounted syscalls grew by %d, want >= 100", after.HistFull-before.HistFull)
 	}
 
-	// B's slots go back first (the queue is FIFO), then a few spares for other CPUs.
-	if err := s.DeleteHistograms([]uint64{idB}); err != nil {
-		t.Fatal(err)
-	}
+	// A few spares for other CPUs go back, then B's slots on top (the free slots
+	// are a stack), so A is handed B's old slots first.
 	for _, slot := range drained[:4] {
 		if err := s.objs.FreeSlots.Update(nil, slot, ebpf.UpdateAny); err != nil {
 			t.Fatal(err)
 		}
+	}
+	if err := s.DeleteHistograms([]uint64{idB}); err != nil {
+		t.Fatal(err)
 	}
 	runInCgroup(t, dirA, "getppid", "CAGEWATCH_HELPER_N=300")
 	if c, ok := countsOf(idA); !ok || c[getppid] < 300 || c[getppid] > 310 {
