@@ -44,19 +44,21 @@ func Score(b *Baseline, counts map[string]uint64, seconds float64) WindowScore {
 }
 
 func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts map[string]uint64, seconds float64) WindowScore {
-	var contribs []Contribution
+	var top topContributions
 	var novel []string
+	scores := make([]float64, 0, len(syscalls)+len(counts))
 	minRate := Rate(1, seconds)
 	for name, m := range syscalls {
 		mean, variance := m.Over(windows)
 		x := Rate(counts[name], seconds)
-		spread := math.Max(math.Sqrt(variance), math.Max(relativeFloor*mean, minRate))
+		spread := max(math.Sqrt(variance), relativeFloor*mean, minRate) // no NaNs here
 		z := (x - mean) / spread
 		s := z * z
 		if z < 0 {
 			s *= belowWeight
 		}
-		contribs = append(contribs, Contribution{Syscall: name, Observed: x, Expected: mean, Spread: spread, Score: s})
+		scores = append(scores, s)
+		top.offer(Contribution{Syscall: name, Observed: x, Expected: mean, Spread: spread, Score: s})
 	}
 	for name, c := range counts {
 		if c == 0 {
@@ -68,23 +70,51 @@ func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts 
 		x := Rate(c, seconds)
 		s := novelPenalty + math.Log1p(x)
 		novel = append(novel, name)
-		contribs = append(contribs, Contribution{Syscall: name, Observed: x, Spread: minRate, Score: s, Novel: true})
+		scores = append(scores, s)
+		top.offer(Contribution{Syscall: name, Observed: x, Spread: minRate, Score: s, Novel: true})
 	}
-	// Sum in name order: map order must not change the score's last bits.
-	slices.SortFunc(contribs, func(a, b Contribution) int { return cmp.Compare(a.Syscall, b.Syscall) })
+	// Sum in value order: map order must not change the score's last bits.
+	slices.Sort(scores)
 	sum := 0.0
-	for _, c := range contribs {
-		sum += c.Score
+	for _, s := range scores {
+		sum += s
 	}
-	slices.SortFunc(contribs, func(a, b Contribution) int {
-		return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Syscall, b.Syscall))
-	})
 	slices.Sort(novel)
-	if len(contribs) > topContributed {
-		contribs = contribs[:topContributed]
-	}
 	// sqrt keeps the scale near "standard deviations" as syscalls add up.
-	return WindowScore{Value: math.Sqrt(sum), Novel: novel, Top: contribs}
+	return WindowScore{Value: math.Sqrt(sum), Novel: novel, Top: top.list()}
+}
+
+// topContributions keeps the largest contributions, ties broken by name, without
+// sorting them all: scoring is on the agent's per-window path.
+type topContributions struct {
+	n    int
+	best [topContributed]Contribution
+}
+
+func (t *topContributions) offer(c Contribution) {
+	if t.n == topContributed && c.Score < t.best[t.n-1].Score { // the common case
+		return
+	}
+	i := t.n
+	for i > 0 && before(c, t.best[i-1]) {
+		i--
+	}
+	if i >= topContributed {
+		return
+	}
+	if t.n < topContributed {
+		t.n++
+	}
+	copy(t.best[i+1:t.n], t.best[i:t.n-1])
+	t.best[i] = c
+}
+
+func before(a, b Contribution) bool {
+	return cmp.Or(cmp.Compare(b.Score, a.Score), cmp.Compare(a.Syscall, b.Syscall)) < 0
+}
+
+func (t *topContributions) list() []Contribution {
+	return slices.Clone(t.best[:t.n])
 }
 
 // HeldOutScores scores every sampled learning window against the baseline without
