@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -24,13 +25,34 @@ type Alert struct {
 	Container Container `json:"-"`
 }
 
+// dedupFields are the output fields that tell one alert of a rule from another.
+var dedupFields = []string{"evt.type", "fd.name", "proc.exepath", "fd.rip", "fd.rport", "cagewatch.novel_syscalls"}
+
 // DedupKey identifies "the same alert again from the same container".
 func (a Alert) DedupKey() string {
 	parts := []string{a.Container.ID, a.Container.CgroupPath, a.Rule}
-	for _, f := range []string{"evt.type", "fd.name", "proc.exepath", "fd.rip", "fd.rport", "cagewatch.novel_syscalls"} {
+	for _, f := range dedupFields {
 		parts = append(parts, fmt.Sprint(a.OutputFields[f]))
 	}
 	return strings.Join(parts, "\x00")
+}
+
+// EventDedupKey is EventAlert(r, e, …).DedupKey() without building the alert, so
+// the event loop drops a repeat before paying for its formatting (a rule can fire
+// tens of thousands of times a second).
+func EventDedupKey(r *Rule, e Event) string {
+	const absent = "<nil>" // fmt.Sprint of a missing field
+	evtType, fdName, exePath, rip, rport := e.Syscall, absent, absent, absent, absent
+	if e.Path != "" {
+		fdName = e.Path
+	}
+	if e.Kind == EventExec {
+		evtType, exePath = "execve", e.Path
+	}
+	if e.Port != 0 {
+		rip, rport = e.Addr.String(), strconv.Itoa(int(e.Port))
+	}
+	return strings.Join([]string{e.Container.ID, e.Container.CgroupPath, r.ID, evtType, fdName, exePath, rip, rport, absent}, "\x00")
 }
 
 func containerFields(c Container) map[string]any {

@@ -445,3 +445,23 @@ func TestDedupKey(t *testing.T) {
 		})
 	}
 }
+
+// TestEventDedupKeyMatchesAlert: the detector drops repeats by EventDedupKey before
+// building alerts, so it must be exactly the built alert's DedupKey.
+func TestEventDedupKeyMatchesAlert(t *testing.T) {
+	c := Container{ID: "abc", CgroupPath: "/docker/abc", Name: "web", Image: "nginx", Runtime: RuntimeDocker}
+	r := &Rule{ID: "sensitive_file", Priority: "Critical"}
+	events := []Event{
+		{Kind: EventSyscall, Syscall: "openat", Path: "/etc/shadow", Container: c},
+		{Kind: EventSyscall, Syscall: "unshare", Flags: 0x10000000, Container: c},
+		{Kind: EventExec, Path: "/bin/sh", Argv: []string{"sh", "-c", "id"}, Container: c},
+		{Kind: EventSyscall, Syscall: "connect", Addr: netip.MustParseAddr("10.0.0.1"), Port: 22, Container: c},
+		{Kind: EventSyscall, Syscall: "connect", Path: "/var/run/docker.sock", Container: c},
+		{Kind: EventSyscall, Syscall: "mount", Path: "/mnt", Path2: "/dev/sda1", FsType: "ext4", Container: Container{ID: "other"}},
+	}
+	for _, e := range events {
+		if got, want := EventDedupKey(r, e), EventAlert(r, e, "", "host").DedupKey(); got != want {
+			t.Errorf("%s %s: EventDedupKey %q, alert's DedupKey %q", e.Kind, e.Syscall, got, want)
+		}
+	}
+}

@@ -14,6 +14,9 @@ import (
 // AlertSender takes alerts (the alerts.Dispatcher).
 type AlertSender interface {
 	Send(a model.Alert) bool
+	// Duplicate counts and reports an alert with this DedupKey that Send would
+	// suppress, so a repeat is dropped before it is built.
+	Duplicate(key string) bool
 }
 
 // Enforcer is the sensor's kill side.
@@ -153,6 +156,9 @@ func (d *Detector) OnEvent(e model.Event) {
 			continue // learn mode alerts on hard rules only
 		}
 		d.trip.Mark(e.CgroupID, e.Time)
+		if d.out.Duplicate(model.EventDedupKey(r, e)) {
+			continue
+		}
 		a := model.EventAlert(r, e, d.cmdline(e.PID), d.cfg.Hostname)
 		if e.Killed {
 			a.OutputFields["cagewatch.action"] = "killed"

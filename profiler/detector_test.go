@@ -28,6 +28,8 @@ func (s *recordingSender) Send(a model.Alert) bool {
 	return true
 }
 
+func (s *recordingSender) Duplicate(string) bool { return false }
+
 func (s *recordingSender) take() []model.Alert {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -15,54 +15,100 @@ type Tripwire interface {
 	Tripped(cgroupID uint64, from, to time.Time) bool
 }
 
-// TripLog remembers, per cgroup, when hard rules fired.
+// TripLog remembers, per cgroup, when hard rules fired. A container can trip a
+// rule tens of thousands of times a second, so marks are kept as runs: marks less
+// than tripRunGap apart extend one run [first, last]. A window holding a mark
+// always overlaps that mark's run, so no tripped window is ever reported clean;
+// a window shorter than tripRunGap lying between two marks of a run is reported
+// tripped (never learned), which errs on the safe side.
 type TripLog struct {
-	mu    sync.Mutex
-	times map[uint64][]time.Time
+	mu   sync.Mutex
+	runs map[uint64][]tripRun
 }
 
-// NewTripLog returns an empty log.
-func NewTripLog() *TripLog { return &TripLog{times: map[uint64][]time.Time{}} }
+type tripRun struct{ first, last time.Time }
 
-// tripMemory is how long a mark is kept: longer than any window (at most 1h), so
-// modes that do not learn (and so never ask) cannot pile marks up.
-const tripMemory = 2 * time.Hour
+// NewTripLog returns an empty log.
+func NewTripLog() *TripLog { return &TripLog{runs: map[uint64][]tripRun{}} }
+
+const (
+	// tripMemory is how long a mark is kept: longer than any window (at most 1h), so
+	// modes that do not learn (and so never ask) cannot pile marks up.
+	tripMemory = 2 * time.Hour
+	tripRunGap = 10 * time.Millisecond
+	// tripMaxRuns bounds a cgroup's runs; beyond it the oldest are merged pairwise.
+	tripMaxRuns = 4096
+)
 
 // Mark records that a rule fired in cgroupID at t.
 func (l *TripLog) Mark(cgroupID uint64, t time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	marks := l.times[cgroupID]
-	keep := marks[:0]
-	for _, m := range marks {
-		if t.Sub(m) < tripMemory {
-			keep = append(keep, m)
+	runs := l.runs[cgroupID]
+	if n := len(runs); n > 0 {
+		last := &runs[n-1]
+		if !t.Before(last.first) && t.Sub(last.last) < tripRunGap { // events come nearly in order
+			if t.After(last.last) {
+				last.last = t
+			}
+			return
 		}
 	}
-	l.times[cgroupID] = append(keep, t)
+	// A new run: the moment to drop expired ones and keep the count bounded.
+	keep := runs[:0]
+	for _, r := range runs {
+		if t.Sub(r.last) < tripMemory {
+			keep = append(keep, r)
+		}
+	}
+	if len(keep) >= tripMaxRuns {
+		keep = mergeOldestRuns(keep)
+	}
+	l.runs[cgroupID] = append(keep, tripRun{first: t, last: t})
+}
+
+// mergeOldestRuns halves the older half of runs by merging neighbours: the merged
+// run covers both, so it can only report more windows tripped, never fewer.
+func mergeOldestRuns(runs []tripRun) []tripRun {
+	half := len(runs) / 2
+	out := runs[:0]
+	for i := 0; i+1 < half; i += 2 {
+		a, b := runs[i], runs[i+1]
+		if b.first.Before(a.first) {
+			a.first = b.first
+		}
+		if b.last.After(a.last) {
+			a.last = b.last
+		}
+		out = append(out, a)
+	}
+	if half%2 == 1 {
+		out = append(out, runs[half-1])
+	}
+	return append(out, runs[half:]...)
 }
 
 // Tripped reports whether a rule fired in cgroupID during [from, to], and drops
-// marks older than from (windows are checked in time order).
+// runs that ended before from (windows are checked in time order).
 func (l *TripLog) Tripped(cgroupID uint64, from, to time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	marks := l.times[cgroupID]
-	kept := marks[:0]
+	runs := l.runs[cgroupID]
+	kept := runs[:0]
 	tripped := false
-	for _, t := range marks {
-		if t.Before(from) {
+	for _, r := range runs {
+		if r.last.Before(from) {
 			continue
 		}
-		kept = append(kept, t)
-		if !t.After(to) {
+		kept = append(kept, r)
+		if !r.first.After(to) {
 			tripped = true
 		}
 	}
 	if len(kept) == 0 {
-		delete(l.times, cgroupID)
+		delete(l.runs, cgroupID)
 	} else {
-		l.times[cgroupID] = kept
+		l.runs[cgroupID] = kept
 	}
 	return tripped
 }
@@ -70,7 +116,7 @@ func (l *TripLog) Tripped(cgroupID uint64, from, to time.Time) bool {
 // Forget drops a removed cgroup's marks.
 func (l *TripLog) Forget(cgroupID uint64) {
 	l.mu.Lock()
-	delete(l.times, cgroupID)
+	delete(l.runs, cgroupID)
 	l.mu.Unlock()
 }
 

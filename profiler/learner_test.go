@@ -597,6 +597,52 @@ func TestLearnerPoisoningGuard(t *testing.T) {
 	})
 }
 
+// TestTripLogBursts: a rule firing thousands of times a second stays one run, and
+// with more runs than the cap no window holding a mark is ever reported clean.
+func TestTripLogBursts(t *testing.T) {
+	l := NewTripLog()
+	for i := range 100_000 { // 100 ms of marks, 1 µs apart, from t0+10s
+		l.Mark(1, t0.Add(10*time.Second+time.Duration(i)*time.Microsecond))
+	}
+	if n := len(l.runs[1]); n != 1 {
+		t.Fatalf("a dense burst made %d runs, want 1", n)
+	}
+	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
+	for _, c := range []struct {
+		from, to int
+		want     bool
+	}{{9000, 9999, false}, {9000, 10000, true}, {10050, 10060, true}, {10099, 11000, true}, {10100, 11000, false}} {
+		if got := l.Tripped(1, ms(c.from), ms(c.to)); got != c.want {
+			t.Errorf("Tripped(%dms, %dms) = %v, want %v", c.from, c.to, got, c.want)
+		}
+	}
+
+	l = NewTripLog()
+	const marks = 3 * tripMaxRuns
+	for i := range marks { // 20 ms apart: every mark its own run
+		l.Mark(2, ms(20*i))
+	}
+	if n := len(l.runs[2]); n > tripMaxRuns {
+		t.Errorf("%d runs kept, want at most %d", n, tripMaxRuns)
+	}
+	for i := range marks { // one window per mark, checked in time order
+		if !l.Tripped(2, ms(20*i-5), ms(20*i+5)) {
+			t.Fatalf("window around mark %d reported clean", i)
+		}
+	}
+}
+
+// BenchmarkTripLogMark is a rule firing continuously in one container: the
+// event loop calls Mark for every event.
+func BenchmarkTripLogMark(b *testing.B) {
+	l := NewTripLog()
+	now := t0
+	for b.Loop() {
+		now = now.Add(20 * time.Microsecond) // 50,000 events/s
+		l.Mark(1, now)
+	}
+}
+
 type tripFunc func(cg uint64, from, to time.Time) bool
 
 func (f tripFunc) Tripped(cg uint64, from, to time.Time) bool { return f(cg, from, to) }
@@ -668,8 +714,8 @@ func TestTripLog(t *testing.T) {
 			if tt.checkKept {
 				got := map[uint64]int{}
 				l.mu.Lock()
-				for cg, ts := range l.times {
-					got[cg] = len(ts)
+				for cg, runs := range l.runs {
+					got[cg] = len(runs)
 				}
 				l.mu.Unlock()
 				if !reflect.DeepEqual(got, tt.wantKept) {

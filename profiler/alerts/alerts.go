@@ -236,15 +236,31 @@ func NewDispatcher(interval time.Duration, onSend func(model.Alert), sinks ...Si
 		suppressed: map[string]uint64{}, onSend: onSend}
 }
 
+// Duplicate reports whether an alert with this DedupKey would be suppressed now,
+// and if so counts it as Send would.
+func (d *Dispatcher) Duplicate(key string) bool {
+	now := d.now()
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.suppressLocked(key, now)
+}
+
+func (d *Dispatcher) suppressLocked(key string, now time.Time) bool {
+	if t, ok := d.last[key]; ok && d.interval > 0 && now.Sub(t) < d.interval {
+		d.suppressed[key]++
+		d.dups.Add(1)
+		return true
+	}
+	return false
+}
+
 // Send dispatches one alert and reports whether it was sent (not deduplicated).
 func (d *Dispatcher) Send(a model.Alert) bool {
 	key := a.DedupKey()
 	now := d.now()
 	d.mu.Lock()
-	if t, ok := d.last[key]; ok && d.interval > 0 && now.Sub(t) < d.interval {
-		d.suppressed[key]++
+	if d.suppressLocked(key, now) {
 		d.mu.Unlock()
-		d.dups.Add(1)
 		return false
 	}
 	d.last[key] = now

@@ -610,3 +610,40 @@ func TestDispatcherConcurrentSend(t *testing.T) {
 		t.Errorf("sink got %d alerts", got)
 	}
 }
+
+// TestDispatcherDuplicate: the detector asks before building an alert; a repeat
+// it drops is counted exactly as a suppressed Send and reported on the next one.
+func TestDispatcherDuplicate(t *testing.T) {
+	sink := &recordingSink{name: "one"}
+	d := NewDispatcher(time.Minute, nil, sink)
+	clock := &fakeClock{}
+	d.now = clock.Now
+	clock.set(0)
+	a := alert("a", "/etc/shadow")
+	key := a.DedupKey()
+	if d.Duplicate(key) {
+		t.Fatal("Duplicate before any alert was sent")
+	}
+	d.Send(a)
+	clock.set(10 * time.Second)
+	if !d.Duplicate(key) || !d.Duplicate(key) {
+		t.Fatal("a repeat within the interval is not a duplicate")
+	}
+	if d.Duplicate(alert("b", "/etc/shadow").DedupKey()) {
+		t.Error("another container's alert is a duplicate")
+	}
+	if got := d.Suppressed(); got != 2 {
+		t.Errorf("Suppressed = %d, want 2", got)
+	}
+	clock.set(61 * time.Second)
+	if d.Duplicate(key) {
+		t.Fatal("still a duplicate after the interval")
+	}
+	b := alert("a", "/etc/shadow")
+	b.OutputFields = cloneFields(b.OutputFields)
+	d.Send(b)
+	got := sink.take()
+	if len(got) != 2 || got[1].OutputFields["cagewatch.suppressed"] != uint64(2) {
+		t.Fatalf("alerts %+v, want the second to carry cagewatch.suppressed=2", got)
+	}
+}

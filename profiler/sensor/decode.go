@@ -2,7 +2,6 @@ package sensor
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -45,10 +44,12 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 	if len(raw) < EventSize {
 		return model.Event{}, fmt.Errorf("%w: %d bytes, want %d", ErrShortRecord, len(raw), EventSize)
 	}
+	// The record is struct event byte for byte, and the bpf2go type mirrors it with
+	// explicit padding on this little-endian host: a copy decodes it. (binary.Decode
+	// went field by field through reflection, a third of the agent's time at
+	// 50,000 events/s.)
 	var e sensorEvent
-	if _, err := binary.Decode(raw[:EventSize], binary.LittleEndian, &e); err != nil {
-		return model.Event{}, fmt.Errorf("decoding event: %w", err)
-	}
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), EventSize), raw)
 
 	ev := model.Event{
 		Time:     d.BootTime.Add(time.Duration(e.TsBootNs)),

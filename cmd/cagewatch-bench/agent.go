@@ -1,0 +1,277 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cagewatch/cagewatch/profiler/sensor"
+)
+
+// benchCgroupParent holds the cgroups of the harness's fake containers; the agent
+// is told they are containers of one image with a static rule.
+const (
+	cgroup2Root       = "/sys/fs/cgroup/unified"
+	benchCgroupParent = "cagewatch-bench"
+	benchImage        = "bench/app:1"
+)
+
+// agentProc is a running `cagewatch run` with its own store, socket and metrics port.
+type agentProc struct {
+	cmd     *exec.Cmd
+	dir     string
+	metrics string
+	logs    bytes.Buffer
+	minProg uint32 // programs loaded before it, to find its own
+}
+
+// startAgent runs the agent with a config of its own and waits until its sensor is
+// attached and its metrics answer.
+func startAgent(o options, window time.Duration) (*agentProc, error) {
+	dir, err := os.MkdirTemp("", "cagewatch-bench-agent-")
+	if err != nil {
+		return nil, err
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	a := &agentProc{dir: dir, metrics: fmt.Sprintf("127.0.0.1:%d", port)}
+	config := fmt.Sprintf(`mode: auto
+window: %s
+store: %s
+metrics:
+  listen: %s
+alerts:
+  file: %s
+containers:
+  static:
+    - cgroup: "/%s/*"
+      image: %q
+`, window, filepath.Join(dir, "cagewatch.db"), a.metrics, filepath.Join(dir, "alerts.json"), benchCgroupParent, benchImage)
+	cfgPath := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
+		return nil, err
+	}
+	if a.minProg, err = sensor.HighestProgramID(); err != nil {
+		return nil, err
+	}
+	a.cmd = exec.Command(o.agent, "--config", cfgPath, "--log-level", "warn", "run")
+	a.cmd.Stdout = &a.logs
+	a.cmd.Stderr = &a.logs
+	if err := a.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("starting agent: %w", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		st, err := sensor.LoadedProgramStats(sensor.SensorProgramName, false, a.minProg)
+		if err == nil && !st.Missing {
+			if _, err := a.metric("cagewatch_build_info"); err == nil {
+				return a, nil
+			}
+		}
+		if a.cmd.ProcessState != nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	a.stop()
+	return nil, fmt.Errorf("agent not ready within 30s:\n%s", a.logs.String())
+}
+
+func (a *agentProc) stop() error {
+	if a.cmd.Process != nil {
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		done := make(chan error, 1)
+		go func() { done <- a.cmd.Wait() }()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			a.cmd.Process.Kill()
+			<-done
+		}
+	}
+	return os.RemoveAll(a.dir)
+}
+
+// programStats reads the run statistics of the agent's program with that name.
+func (a *agentProc) programStats(name string) (sensor.RunStats, error) {
+	st, err := sensor.LoadedProgramStats(name, false, a.minProg)
+	if err == nil && st.Missing {
+		err = fmt.Errorf("agent program %s not loaded", name)
+	}
+	return st, err
+}
+
+// metric reads one unlabelled series (or the sum of a labelled one) from /metrics.
+func (a *agentProc) metric(name string) (float64, error) {
+	resp, err := http.Get("http://" + a.metrics + "/metrics")
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	sum, found := 0.0, false
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		rest := line[len(name):]
+		if rest == "" || (rest[0] != ' ' && rest[0] != '{') {
+			continue
+		}
+		fields := strings.Fields(line)
+		v, err := strconv.ParseFloat(fields[len(fields)-1], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric %s: %w", name, err)
+		}
+		sum += v
+		found = true
+	}
+	if !found {
+		return 0, fmt.Errorf("metric %s not exported", name)
+	}
+	return sum, sc.Err()
+}
+
+// cpuTime is the agent's user plus system CPU time so far.
+func (a *agentProc) cpuTime() (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", a.cmd.Process.Pid))
+	if err != nil {
+		return 0, err
+	}
+	// Fields after the command name (which may hold spaces) start at ") ".
+	rest := string(b[bytes.LastIndexByte(b, ')')+2:])
+	f := strings.Fields(rest)
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc stat: %q", rest)
+	}
+	utime, err1 := strconv.ParseUint(f[11], 10, 64)
+	stime, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("parsing /proc stat: %q", rest)
+	}
+	const ticksPerSecond = 100 // USER_HZ on Linux
+	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
+}
+
+// memory returns the agent's resident set and its peak, in bytes.
+func (a *agentProc) memory() (rss, peak uint64, err error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseUint(f[1], 10, 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb << 10
+		case "VmHWM:":
+			peak = kb << 10
+		}
+	}
+	return rss, peak, nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// fleet is a set of child processes of this binary, each in its own cgroup under
+// benchCgroupParent, which the agent sees as containers.
+type fleet struct {
+	parent string
+	procs  []*exec.Cmd
+	dirs   []string
+	out    []*bytes.Buffer // each child's stdout
+}
+
+// startFleet starts n children running `child mode args...` in cgroups named prefix-i.
+func startFleet(n int, prefix string, args ...string) (*fleet, error) {
+	f := &fleet{parent: filepath.Join(cgroup2Root, benchCgroupParent)}
+	if err := os.MkdirAll(f.parent, 0o755); err != nil {
+		return nil, fmt.Errorf("creating %s (cgroup v2 must be mounted at %s): %w", f.parent, cgroup2Root, err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	for i := range n {
+		dir := filepath.Join(f.parent, fmt.Sprintf("%s-%d", prefix, i))
+		if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+			f.stop()
+			return nil, err
+		}
+		f.dirs = append(f.dirs, dir)
+		fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+		if err != nil {
+			f.stop()
+			return nil, err
+		}
+		cmd := exec.Command(self, append([]string{childCommand}, args...)...)
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+		cmd.Stderr = os.Stderr
+		out := new(bytes.Buffer)
+		cmd.Stdout = out
+		f.out = append(f.out, out)
+		err = cmd.Start()
+		syscall.Close(fd)
+		if err != nil {
+			f.stop()
+			return nil, fmt.Errorf("starting child %d: %w", i, err)
+		}
+		f.procs = append(f.procs, cmd)
+	}
+	return f, nil
+}
+
+// wait waits for every child to exit by itself.
+func (f *fleet) wait() error {
+	var first error
+	for _, p := range f.procs {
+		if err := p.Wait(); err != nil && first == nil {
+			first = err
+		}
+	}
+	f.procs = nil
+	return first
+}
+
+func (f *fleet) stop() {
+	for _, p := range f.procs {
+		p.Process.Kill()
+	}
+	for _, p := range f.procs {
+		p.Wait()
+	}
+	f.procs = nil
+	for _, d := range f.dirs {
+		for range 50 {
+			if err := os.Remove(d); err == nil || os.IsNotExist(err) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	os.Remove(f.parent)
+}

@@ -1,0 +1,329 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cagewatch/cagewatch/profiler/sensor"
+)
+
+// bpftraceOneLiner is the peer the issue compares against: the same per-cgroup,
+// per-syscall count, written the obvious way.
+const bpftraceOneLiner = `tracepoint:raw_syscalls:sys_enter { @[cgroup, args->id] = count(); }`
+
+// getppidLoop returns the mean wall time of n getppid calls on one OS thread.
+func getppidLoop(n int) float64 {
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	start := time.Now()
+	for range n {
+		syscall.Getppid()
+	}
+	return float64(time.Since(start).Nanoseconds()) / float64(n)
+}
+
+// variant is one thing attached to sys_enter while the getppid loop runs.
+type variant struct {
+	name  string
+	setup func() (stats func() (sensor.RunStats, error), teardown func() error, err error)
+}
+
+// measured holds one variant's figures per repetition.
+type measured struct {
+	wall, kernel, workload []float64
+	switchNs               []float64 // the histogram's context-switch program, per run
+	switchRate             []float64 // its runs per second during the loop
+}
+
+// measureOverhead runs every variant in turn, rep times, interleaved: a getppid
+// loop timed by wall clock (run-time statistics off, as in production) and again
+// with the kernel's statistics on, plus the file workload where it matters.
+func measureOverhead(o options, r *report) error {
+	probes, err := sensor.LoadProbes()
+	if err != nil {
+		return err
+	}
+	defer probes.Close()
+	probe := func(name string) func() (func() (sensor.RunStats, error), func() error, error) {
+		return func() (func() (sensor.RunStats, error), func() error, error) {
+			l, err := probes.Attach(name)
+			if err != nil {
+				return nil, nil, err
+			}
+			return func() (sensor.RunStats, error) { return probes.Stats(name) }, l.Close, nil
+		}
+	}
+	var agent *agentProc // the current repetition's, for the switch program's figures
+	variants := []variant{
+		{"none", func() (func() (sensor.RunStats, error), func() error, error) {
+			return nil, func() error { return nil }, nil
+		}},
+		{sensor.ProbeEmpty, probe(sensor.ProbeEmpty)},
+		{sensor.ProbeHistogram, probe(sensor.ProbeHistogram)},
+		{sensor.ProbeHash, probe(sensor.ProbeHash)},
+		{sensor.ProbeCgrpStorage, probe(sensor.ProbeCgrpStorage)},
+		{"agent", func() (func() (sensor.RunStats, error), func() error, error) {
+			a, err := startAgent(o, 10*time.Second)
+			if err != nil {
+				return nil, nil, err
+			}
+			agent = a
+			time.Sleep(time.Second) // past start-up: measure the agent as it runs
+			return func() (sensor.RunStats, error) { return a.programStats(sensor.SensorProgramName) }, a.stop, nil
+		}},
+	}
+	if _, err := exec.LookPath("bpftrace"); err == nil {
+		variants = append(variants, variant{"bpftrace", startBpftrace})
+	} else {
+		r.Skipped = append(r.Skipped, "bpftrace: not installed (apt-get install bpftrace)")
+	}
+
+	results := make(map[string]*measured)
+	for _, v := range variants {
+		results[v.name] = &measured{}
+	}
+	workDir, err := os.MkdirTemp("", "cagewatch-bench-workload-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(workDir)
+	workloadFiles := 2000
+	if o.smoke {
+		workloadFiles = 100
+	}
+	for rep := range o.reps {
+		for _, v := range variants {
+			stats, teardown, err := v.setup()
+			if err != nil {
+				return fmt.Errorf("%s: %w", v.name, err)
+			}
+			m := results[v.name]
+			m.wall = append(m.wall, getppidLoop(o.calls))
+			if stats != nil {
+				on, err := sensor.EnableRunTimeStats()
+				if err != nil {
+					teardown()
+					return err
+				}
+				before, err := stats()
+				if err == nil {
+					var sw0 sensor.RunStats
+					if v.name == "agent" {
+						sw0, err = agent.programStats(sensor.SwitchProgramName)
+					}
+					start := time.Now()
+					getppidLoop(o.calls)
+					elapsed := time.Since(start)
+					var after, sw1 sensor.RunStats
+					if after, err = stats(); err == nil && v.name == "agent" {
+						sw1, err = agent.programStats(sensor.SwitchProgramName)
+						d := sw1.Sub(sw0)
+						m.switchNs = append(m.switchNs, d.PerRun())
+						m.switchRate = append(m.switchRate, float64(d.Runs)/elapsed.Seconds())
+					}
+					m.kernel = append(m.kernel, after.Sub(before).PerRun())
+				}
+				on.Close()
+				if err != nil {
+					teardown()
+					return fmt.Errorf("%s statistics: %w", v.name, err)
+				}
+			}
+			if v.name == "none" || v.name == "agent" {
+				took, err := fileWorkload(workDir, workloadFiles)
+				if err != nil {
+					teardown()
+					return err
+				}
+				m.workload = append(m.workload, took.Seconds()*1000)
+			}
+			if err := teardown(); err != nil {
+				return fmt.Errorf("%s: stopping: %w", v.name, err)
+			}
+		}
+		fmt.Fprintf(os.Stderr, "  repetition %d/%d done\n", rep+1, o.reps)
+	}
+	reportOverhead(r, results)
+	return nil
+}
+
+// reportOverhead turns the repetitions into rows; differences are taken within a
+// repetition before the median, so slow and fast rounds do not mix.
+func reportOverhead(r *report, res map[string]*measured) {
+	const k = "per-syscall cost, kernel BPF statistics"
+	empty := res[sensor.ProbeEmpty]
+	beyond := func(name string) float64 {
+		m := res[name]
+		if m == nil {
+			return 0
+		}
+		var d []float64
+		for i := range m.kernel {
+			d = append(d, m.kernel[i]-empty.kernel[i])
+		}
+		return median(d)
+	}
+	r.add(k, "empty tp_btf/sys_enter program (the floor)", median(empty.kernel), "ns/run", "run time as the kernel counts it", "")
+	r.add(k, "cagewatch agent's sys_enter beyond the floor", beyond("agent"), "ns/syscall", "PRIMARY: histogram + rule filter, agent running", "<= 25")
+	r.add(k, "histogram alone beyond the floor", beyond(sensor.ProbeHistogram), "ns/syscall", "per-CPU slots, no helper call, no atomic", "")
+	r.add(k, "first design: hash by cgroup id", beyond(sensor.ProbeHash), "ns/syscall", "2 helper calls + hash lookup + atomic add", "")
+	r.add(k, "cgroup local storage per syscall", beyond(sensor.ProbeCgrpStorage), "ns/syscall", "helper calls + atomic add", "")
+	if res["bpftrace"] != nil {
+		r.add(k, "bpftrace one-liner beyond the floor", beyond("bpftrace"), "ns/syscall", "tracepoint:raw_syscalls:sys_enter @[cgroup, id] = count()", "")
+		if bt := beyond("bpftrace"); bt > 0 {
+			r.add(k, "ratio: cagewatch ÷ bpftrace (added in-kernel cost)", beyond("agent")/bt, "×", "", "")
+		}
+	}
+	if a := res["agent"]; len(a.switchNs) > 0 {
+		r.add(k, "agent's sched_switch program", median(a.switchNs), "ns/switch", fmt.Sprintf("%.0f switches/s during the loop; keeps each CPU's cgroup id", median(a.switchRate)), "")
+	}
+
+	const w = "getppid loop, wall clock (statistics off)"
+	none := res["none"]
+	added := func(name string) float64 {
+		m := res[name]
+		var d []float64
+		for i := range m.wall {
+			d = append(d, m.wall[i]-none.wall[i])
+		}
+		return median(d)
+	}
+	r.add(w, "nothing attached", median(none.wall), "ns/call", "", "")
+	for _, name := range []string{sensor.ProbeEmpty, "agent", "bpftrace"} {
+		if res[name] == nil {
+			continue
+		}
+		label := map[string]string{sensor.ProbeEmpty: "empty tp_btf program (floor)", "agent": "cagewatch agent running", "bpftrace": "bpftrace one-liner"}[name]
+		r.add(w, label, median(res[name].wall), "ns/call", fmt.Sprintf("+%.1f ns", added(name)), "")
+	}
+	if f := added(sensor.ProbeEmpty); f > 0 {
+		r.add(w, "ratio: cagewatch added ÷ floor added", added("agent")/f, "×", "", "")
+	}
+	if res["bpftrace"] != nil {
+		if bt := added("bpftrace"); bt > 0 {
+			r.add(w, "ratio: cagewatch added ÷ bpftrace added", added("agent")/bt, "×", "", "")
+		}
+	}
+
+	const wl = "file workload (create, write 16 KiB, stat, read, copy, rename, delete)"
+	without, with := median(none.workload), median(res["agent"].workload)
+	r.add(wl, "without the agent", without, "ms", "", "")
+	r.add(wl, "with the agent", with, "ms", fmt.Sprintf("%+.1f%%", 100*(with-without)/without), "")
+}
+
+// startBpftrace runs the one-liner until teardown, reading its program's statistics.
+func startBpftrace() (func() (sensor.RunStats, error), func() error, error) {
+	minID, err := sensor.HighestProgramID()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command("bpftrace", "-e", bpftraceOneLiner)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, nil, fmt.Errorf("starting bpftrace: %w", err)
+	}
+	attached := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		ok := false
+		for sc.Scan() {
+			if !ok && strings.HasPrefix(sc.Text(), "Attaching") {
+				ok = true
+				attached <- true
+			}
+		}
+		if !ok {
+			attached <- false
+		}
+		io.Copy(io.Discard, stdout)
+	}()
+	teardown := func() error {
+		cmd.Process.Signal(syscall.SIGINT)
+		return waitQuietly(cmd)
+	}
+	select {
+	case ok := <-attached:
+		if !ok {
+			waitQuietly(cmd)
+			return nil, nil, fmt.Errorf("bpftrace did not attach: %s", stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		cmd.Process.Kill()
+		waitQuietly(cmd)
+		return nil, nil, errors.New("bpftrace did not attach within 60s")
+	}
+	stats := func() (sensor.RunStats, error) {
+		st, err := sensor.LoadedProgramStats("sys_enter", true, minID)
+		if err == nil && st.Missing {
+			err = errors.New("bpftrace's program is not loaded")
+		}
+		return st, err
+	}
+	for range 100 { // "Attaching" comes just before the attach itself
+		if _, err := stats(); err == nil {
+			time.Sleep(100 * time.Millisecond)
+			return stats, teardown, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	teardown()
+	return nil, nil, errors.New("bpftrace's program never appeared")
+}
+
+// waitQuietly waits for a process stopped on purpose; its exit status is not news.
+func waitQuietly(cmd *exec.Cmd) error {
+	err := cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		return nil
+	}
+	return err
+}
+
+// fileWorkload is a syscall-heavy loop over n files of 16 KiB, like an unpack or
+// a build's file churn: about a dozen syscalls per file.
+func fileWorkload(dir string, n int) (time.Duration, error) {
+	data := make([]byte, 16<<10)
+	start := time.Now()
+	for i := range n {
+		a := filepath.Join(dir, fmt.Sprintf("f%d", i))
+		b := a + ".copy"
+		if err := os.WriteFile(a, data, 0o644); err != nil {
+			return 0, err
+		}
+		if _, err := os.Stat(a); err != nil {
+			return 0, err
+		}
+		got, err := os.ReadFile(a)
+		if err != nil {
+			return 0, err
+		}
+		if err := os.WriteFile(b, got, 0o644); err != nil {
+			return 0, err
+		}
+		if err := os.Rename(b, a+".moved"); err != nil {
+			return 0, err
+		}
+		if err := os.Remove(a); err != nil {
+			return 0, err
+		}
+		if err := os.Remove(a + ".moved"); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
