@@ -37,7 +37,6 @@ type histograms struct {
 	pairs  *ebpf.Map
 	slots  uint32
 	owned  map[uint64][]uint32 // cgroup id → its slots, as of the last read
-	sum    map[uint64]*Counts  // reused between reads
 }
 
 func newHistograms(array, free, pairs *ebpf.Map) (*histograms, error) {
@@ -85,47 +84,60 @@ func slotBytes(h *sensorHist) []byte {
 
 // ReadHistograms calls fn with every cgroup's cumulative counts, summed over the
 // CPUs it ran on. counts is only valid during the call. The slots in use are
-// listed from the pair hash, so free slots' pages are never touched (they would
-// count in the agent's RSS); the counts themselves are read through the mapping.
+// listed from the pair hash, so unused slots are neither mapped nor touched, and
+// read through the mapping; one buffer serves every cgroup.
 func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error {
 	h := s.hist
 	slots, err := h.usedSlots()
 	if err != nil {
 		return err
 	}
-	var cur sensorHist
 	owned := make(map[uint64][]uint32, len(h.owned))
-	sums := make(map[uint64]*Counts, len(h.owned))
+	var order []uint64
 	for _, slot := range slots {
 		mem, err := h.slotMemory(slot)
 		if err != nil {
 			return err
 		}
-		copy(slotBytes(&cur), mem)
-		id := cur.CgroupId
+		id := slotOwner(mem)
 		if id == 0 { // released, or claimed and not yet owned
 			continue
 		}
+		if owned[id] == nil {
+			order = append(order, id)
+		}
 		owned[id] = append(owned[id], slot)
-		sum := sums[id]
-		if sum == nil {
-			if sum = h.sum[id]; sum == nil {
-				sum = new(Counts)
-			}
-			*sum = cur.Counts
-			sums[id] = sum
-			continue
-		}
-		for nr, c := range cur.Counts {
-			sum[nr] += c
-		}
 	}
-	h.owned, h.sum = owned, sums
-	for id, sum := range sums {
-		fn(id, sum)
+	h.owned = owned
+	var sum, cur sensorHist
+	for _, id := range order {
+		n := 0
+		for _, slot := range owned[id] {
+			mem, _ := h.slotMemory(slot) // mapped by the loop above
+			dst := &sum
+			if n > 0 {
+				dst = &cur
+			}
+			copy(slotBytes(dst), mem)
+			if dst.CgroupId != id { // released while we read: its counts went with it
+				continue
+			}
+			if n > 0 {
+				for nr, c := range cur.Counts {
+					sum.Counts[nr] += c
+				}
+			}
+			n++
+		}
+		if n > 0 {
+			fn(id, &sum.Counts)
+		}
 	}
 	return nil
 }
+
+// slotOwner reads a mapped slot's owner (cgroup id) without copying the slot.
+func slotOwner(mem []byte) uint64 { return *(*uint64)(unsafe.Pointer(&mem[0])) }
 
 // usedSlots lists the slots the kernel has handed out, once each, ascending.
 func (h *histograms) usedSlots() ([]uint32, error) {
@@ -186,7 +198,6 @@ func (s *Sensor) DeleteHistograms(ids []uint64) error {
 			}
 		}
 		delete(h.owned, id)
-		delete(h.sum, id)
 	}
 	return errors.Join(errs...)
 }

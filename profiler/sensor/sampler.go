@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -72,8 +73,9 @@ type Sampler struct {
 	mu      sync.Mutex
 	removed map[uint64]struct{}
 
-	prev    map[uint64]*Counts
-	spare   map[uint64]*Counts // each cgroup's second buffer, for the next snapshot
+	// prev holds each cgroup's cumulative counts at the last sample, nonzero only:
+	// about 1 KiB for a busy service instead of a 4 KiB array.
+	prev    map[uint64][]SyscallCount
 	tracked atomic.Int64
 	last    time.Time
 }
@@ -84,8 +86,7 @@ func NewSampler(src HistogramSource, start time.Time, alive func(uint64) bool) *
 		src:     src,
 		alive:   alive,
 		removed: make(map[uint64]struct{}),
-		prev:    make(map[uint64]*Counts),
-		spare:   make(map[uint64]*Counts),
+		prev:    make(map[uint64][]SyscallCount),
 		last:    start,
 	}
 }
@@ -119,23 +120,17 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 	}
 
 	// Counts of changed cgroups, applied to s.prev only once the whole read succeeded.
-	// Their buffers are reused from one Sample to the next (s.spare).
-	changed := make(map[uint64]*Counts)
+	changed := make(map[uint64][]SyscallCount)
 	var idle []uint64
 	seen := make(map[uint64]struct{}, len(s.prev))
 	err = s.src.ReadHistograms(func(id uint64, cur *Counts) {
 		seen[id] = struct{}{}
-		prev := s.prev[id]
-		if prev != nil && *prev == *cur {
+		prev, known := s.prev[id]
+		diff, snapshot := diffCounts(prev, cur)
+		if known && len(diff) == 0 {
 			idle = append(idle, id)
 			return
 		}
-		diff := diffCounts(prev, cur)
-		snapshot := s.spare[id]
-		if snapshot == nil {
-			snapshot = new(Counts)
-		}
-		*snapshot = *cur
 		changed[id] = snapshot
 		if len(diff) > 0 {
 			deltas = append(deltas, Delta{CgroupID: id, Start: s.last, Duration: now.Sub(s.last), Counts: diff})
@@ -147,15 +142,11 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 	}
 	s.last = now
 	for id, c := range changed {
-		if old := s.prev[id]; old != nil {
-			s.spare[id] = old
-		}
 		s.prev[id] = c
 	}
 	for id := range s.prev {
 		if _, ok := seen[id]; !ok { // deleted behind our back
 			delete(s.prev, id)
-			delete(s.spare, id)
 		}
 	}
 
@@ -175,35 +166,38 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 		}
 		for _, id := range gone {
 			delete(s.prev, id)
-			delete(s.spare, id)
 		}
 	}
 	s.tracked.Store(int64(len(s.prev)))
 	return deltas, gone, nil
 }
 
-// diffCounts returns cur - prev. A counter that went backwards means the kernel
-// entry was released and counted again since prev was read: then every count is
-// new. prev nil is a new entry.
-func diffCounts(prev, cur *Counts) []SyscallCount {
-	diff := make([]SyscallCount, 0, 64) // busy services make a few dozen kinds of syscall
-	if prev != nil {
-		for nr, c := range cur {
-			if p := prev[nr]; c != p {
-				if c < p {
-					return diffCounts(nil, cur)
-				}
-				diff = append(diff, SyscallCount{Nr: nr, Count: c - p})
-			}
-		}
-		return diff
-	}
+// diffCounts returns cur - prev, and cur's nonzero counts for the next call. A
+// counter that went backwards means the kernel slots were released and counted
+// again since prev was read: then every count is new.
+func diffCounts(prev []SyscallCount, cur *Counts) (diff, snapshot []SyscallCount) {
+	diff = make([]SyscallCount, 0, 64) // busy services make a few dozen kinds of syscall
+	snapshot = make([]SyscallCount, 0, max(len(prev), 16))
+	recreated := false
+	j := 0
 	for nr, c := range cur {
+		var p uint64
+		if j < len(prev) && prev[j].Nr == nr {
+			p = prev[j].Count
+			j++
+		}
 		if c != 0 {
-			diff = append(diff, SyscallCount{Nr: nr, Count: c})
+			snapshot = append(snapshot, SyscallCount{Nr: nr, Count: c})
+		}
+		if c != p {
+			recreated = recreated || c < p
+			diff = append(diff, SyscallCount{Nr: nr, Count: c - p})
 		}
 	}
-	return diff
+	if recreated {
+		return slices.Clone(snapshot), snapshot
+	}
+	return diff, snapshot
 }
 
 func mapKeys(m map[uint64]struct{}) []uint64 {
