@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -84,20 +85,19 @@ containers:
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	a.stop()
+	_ = a.stop()
 	return nil, fmt.Errorf("agent not ready within 30s:\n%s", a.logs.String())
 }
 
 func (a *agentProc) stop() error {
 	if a.cmd.Process != nil {
-		a.cmd.Process.Signal(syscall.SIGTERM)
-		done := make(chan error, 1)
-		go func() { done <- a.cmd.Wait() }()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			a.cmd.Process.Kill()
-			<-done
+		_ = a.cmd.Process.Signal(syscall.SIGTERM)
+		kill := time.AfterFunc(15*time.Second, func() { _ = a.cmd.Process.Kill() })
+		err := a.cmd.Wait()
+		kill.Stop()
+		var exit *exec.ExitError // an exit status after a signal is no news
+		if err != nil && !errors.As(err, &exit) {
+			return err
 		}
 	}
 	return os.RemoveAll(a.dir)
@@ -235,7 +235,7 @@ func startFleet(n int, prefix string, args ...string) (*fleet, error) {
 		cmd.Stdout = out
 		f.out = append(f.out, out)
 		err = cmd.Start()
-		syscall.Close(fd)
+		_ = syscall.Close(fd)
 		if err != nil {
 			f.stop()
 			return nil, fmt.Errorf("starting child %d: %w", i, err)
@@ -259,10 +259,10 @@ func (f *fleet) wait() error {
 
 func (f *fleet) stop() {
 	for _, p := range f.procs {
-		p.Process.Kill()
+		_ = p.Process.Kill()
 	}
 	for _, p := range f.procs {
-		p.Wait()
+		_ = p.Wait() // killed: the status is ours
 	}
 	f.procs = nil
 	for _, d := range f.dirs {

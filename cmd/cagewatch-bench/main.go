@@ -140,7 +140,7 @@ func printTable(w io.Writer, r *report, took time.Duration) {
 		}
 		fmt.Fprintf(tw, "  %s\t%s %s\t%s\t%s\n", row.Name, formatValue(row.Value), row.Unit, row.Target, row.Note)
 	}
-	tw.Flush()
+	_ = tw.Flush()
 	for _, s := range r.Skipped {
 		fmt.Fprintf(w, "skipped: %s\n", s)
 	}

@@ -52,7 +52,7 @@ func measureOverhead(o options, r *report) error {
 	if err != nil {
 		return err
 	}
-	defer probes.Close()
+	defer func() { _ = probes.Close() }()
 	probe := func(name string) func() (func() (sensor.RunStats, error), func() error, error) {
 		return func() (func() (sensor.RunStats, error), func() error, error) {
 			l, err := probes.Attach(name)
@@ -109,39 +109,15 @@ func measureOverhead(o options, r *report) error {
 			m := results[v.name]
 			m.wall = append(m.wall, getppidLoop(o.calls))
 			if stats != nil {
-				on, err := sensor.EnableRunTimeStats()
-				if err != nil {
-					teardown()
-					return err
-				}
-				before, err := stats()
-				if err == nil {
-					var sw0 sensor.RunStats
-					if v.name == "agent" {
-						sw0, err = agent.programStats(sensor.SwitchProgramName)
-					}
-					start := time.Now()
-					getppidLoop(o.calls)
-					elapsed := time.Since(start)
-					var after, sw1 sensor.RunStats
-					if after, err = stats(); err == nil && v.name == "agent" {
-						sw1, err = agent.programStats(sensor.SwitchProgramName)
-						d := sw1.Sub(sw0)
-						m.switchNs = append(m.switchNs, d.PerRun())
-						m.switchRate = append(m.switchRate, float64(d.Runs)/elapsed.Seconds())
-					}
-					m.kernel = append(m.kernel, after.Sub(before).PerRun())
-				}
-				on.Close()
-				if err != nil {
-					teardown()
+				if err := measureKernel(m, stats, o.calls, v.name == "agent", agent); err != nil {
+					_ = teardown()
 					return fmt.Errorf("%s statistics: %w", v.name, err)
 				}
 			}
 			if v.name == "none" || v.name == "agent" {
 				took, err := fileWorkload(workDir, workloadFiles)
 				if err != nil {
-					teardown()
+					_ = teardown()
 					return err
 				}
 				m.workload = append(m.workload, took.Seconds()*1000)
@@ -153,6 +129,47 @@ func measureOverhead(o options, r *report) error {
 		fmt.Fprintf(os.Stderr, "  repetition %d/%d done\n", rep+1, o.reps)
 	}
 	reportOverhead(r, results)
+	return nil
+}
+
+// measureKernel runs the getppid loop with the kernel's run-time statistics on
+// and records the per-run cost of the variant's program (and, for the agent, of
+// its context-switch program).
+func measureKernel(m *measured, stats func() (sensor.RunStats, error), calls int, isAgent bool, agent *agentProc) error {
+	on, err := sensor.EnableRunTimeStats()
+	if err != nil {
+		return err
+	}
+	defer func() { _ = on.Close() }()
+	switchStats := func() (sensor.RunStats, error) { return sensor.RunStats{}, nil }
+	if isAgent {
+		switchStats = func() (sensor.RunStats, error) { return agent.programStats(sensor.SwitchProgramName) }
+	}
+	before, err := stats()
+	if err != nil {
+		return err
+	}
+	sw0, err := switchStats()
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	getppidLoop(calls)
+	elapsed := time.Since(start)
+	after, err := stats()
+	if err != nil {
+		return err
+	}
+	sw1, err := switchStats()
+	if err != nil {
+		return err
+	}
+	m.kernel = append(m.kernel, after.Sub(before).PerRun())
+	if isAgent {
+		d := sw1.Sub(sw0)
+		m.switchNs = append(m.switchNs, d.PerRun())
+		m.switchRate = append(m.switchRate, float64(d.Runs)/elapsed.Seconds())
+	}
 	return nil
 }
 
@@ -249,21 +266,21 @@ func startBpftrace() (func() (sensor.RunStats, error), func() error, error) {
 		if !ok {
 			attached <- false
 		}
-		io.Copy(io.Discard, stdout)
+		_, _ = io.Copy(io.Discard, stdout)
 	}()
 	teardown := func() error {
-		cmd.Process.Signal(syscall.SIGINT)
+		_ = cmd.Process.Signal(syscall.SIGINT)
 		return waitQuietly(cmd)
 	}
 	select {
 	case ok := <-attached:
 		if !ok {
-			waitQuietly(cmd)
+			_ = waitQuietly(cmd)
 			return nil, nil, fmt.Errorf("bpftrace did not attach: %s", stderr.String())
 		}
 	case <-time.After(60 * time.Second):
-		cmd.Process.Kill()
-		waitQuietly(cmd)
+		_ = cmd.Process.Kill()
+		_ = waitQuietly(cmd)
 		return nil, nil, errors.New("bpftrace did not attach within 60s")
 	}
 	stats := func() (sensor.RunStats, error) {
@@ -280,7 +297,7 @@ func startBpftrace() (func() (sensor.RunStats, error), func() error, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	teardown()
+	_ = teardown()
 	return nil, nil, errors.New("bpftrace's program never appeared")
 }
 

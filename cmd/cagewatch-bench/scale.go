@@ -66,7 +66,7 @@ func paceOpens(rate int, d time.Duration) int {
 			fd, _, errno := syscall.Syscall6(syscall.SYS_OPENAT, uintptr(0xffffff9c), // AT_FDCWD
 				uintptr(unsafe.Pointer(&path[0])), syscall.O_RDONLY, 0, 0, 0)
 			if errno == 0 {
-				syscall.Close(int(fd))
+				_ = syscall.Close(int(fd))
 			}
 		}
 	}
@@ -133,7 +133,7 @@ func measureAgentAtScale(o options, r *report) error {
 	if err != nil {
 		return err
 	}
-	defer a.stop()
+	defer func() { _ = a.stop() }()
 	warm, measured := 3, 5
 	if o.smoke {
 		warm, measured = 1, 1
@@ -217,7 +217,7 @@ func measureEvents(o options, r *report) error {
 	if err != nil {
 		return err
 	}
-	defer a.stop()
+	defer func() { _ = a.stop() }()
 	best := 0.0
 	for i, rate := range rates {
 		ev0, err1 := a.metric("cagewatch_events_total")

@@ -51,7 +51,7 @@ func LoadProbes() (*Probes, error) {
 		return nil, fmt.Errorf("loading benchmark programs: %w", err)
 	}
 	if p.hist, err = newHistograms(p.objs.HistSlots, p.objs.FreeSlots, p.objs.PairSlots); err != nil {
-		p.objs.Close()
+		_ = p.objs.Close()
 		return nil, err
 	}
 	return &p, nil
@@ -85,7 +85,7 @@ func (p *Probes) Attach(name string) (io.Closer, error) {
 		for _, helper := range []*ebpf.Program{p.objs.HistSwitch, p.objs.HistAttach} {
 			l, err := link.AttachTracing(link.TracingOptions{Program: helper})
 			if err != nil {
-				links.Close()
+				_ = links.Close()
 				return nil, err
 			}
 			links = append(links, l)
@@ -99,7 +99,7 @@ func (p *Probes) Attach(name string) (io.Closer, error) {
 		l, err = link.AttachTracing(link.TracingOptions{Program: prog})
 	}
 	if err != nil {
-		links.Close()
+		_ = links.Close()
 		return nil, err
 	}
 	return append(links, l), nil
@@ -199,7 +199,7 @@ func LoadedProgramStats(name string, tracepoint bool, minID uint32) (RunStats, e
 				matched = true
 			}
 		}
-		prog.Close()
+		_ = prog.Close()
 	}
 	total.Missing = !matched
 	return total, nil
