@@ -48,9 +48,14 @@ func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts 
 	var novel []string
 	scores := make([]float64, 0, len(syscalls)+len(counts))
 	minRate := Rate(1, seconds)
+	present := 0 // counts keys that are learned syscalls
 	for name, m := range syscalls {
 		mean, variance := m.Over(windows)
-		x := Rate(counts[name], seconds)
+		c, ok := counts[name]
+		if ok {
+			present++
+		}
+		x := Rate(c, seconds)
 		spread := max(math.Sqrt(variance), relativeFloor*mean, minRate) // no NaNs here
 		z := (x - mean) / spread
 		s := z * z
@@ -60,7 +65,11 @@ func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts 
 		scores = append(scores, s)
 		top.offer(Contribution{Syscall: name, Observed: x, Expected: mean, Spread: spread, Score: s})
 	}
+	// A window syscall can be novel only if some key was not matched above.
 	for name, c := range counts {
+		if present == len(counts) {
+			break
+		}
 		if c == 0 {
 			continue
 		}

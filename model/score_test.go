@@ -482,3 +482,19 @@ func TestCalibrateHonoursBudget(t *testing.T) {
 		})
 	}
 }
+
+// TestScoreNovelAmongZeroCounts: zero counts of unknown syscalls are not novel,
+// and do not hide a real novel syscall next to them.
+func TestScoreNovelAmongZeroCounts(t *testing.T) {
+	b, counts := benchBaseline(20)
+	counts["zzz_zero"] = 0
+	counts["zzz_novel"] = 5
+	s := Score(b, counts, 10)
+	if len(s.Novel) != 1 || s.Novel[0] != "zzz_novel" {
+		t.Errorf("novel = %v, want [zzz_novel]", s.Novel)
+	}
+	delete(counts, "zzz_novel")
+	if s := Score(b, counts, 10); len(s.Novel) != 0 {
+		t.Errorf("novel = %v with only a zero count unknown, want none", s.Novel)
+	}
+}

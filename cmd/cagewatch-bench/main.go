@@ -96,8 +96,8 @@ func run(o options, stdout io.Writer) error {
 	}{
 		{"overhead", measureOverhead},
 		{"sampling", measureSampling},
-		{"scale", measureAgentAtScale},
 		{"scoring", measureScoring},
+		{"scale", measureAgentAtScale},
 		{"events", measureEvents},
 	}
 	for _, s := range steps {
