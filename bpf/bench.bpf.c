@@ -37,21 +37,6 @@ int hist_raw_tp(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-/* The histogram's bookkeeping outside sys_enter, attached with hist_*. */
-SEC("tp_btf/sched_switch")
-int BPF_PROG(hist_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
-{
-	track_switch(next);
-	return 0;
-}
-
-SEC("tp_btf/cgroup_attach_task")
-int BPF_PROG(hist_attach, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
-{
-	track_attach(dst);
-	return 0;
-}
-
 /* The first design: a hash of cgroup id to counts, found with two helper calls. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -1,5 +1,6 @@
 /* The per-cgroup syscall histogram, shared by the sensor and its benchmark programs.
- * Include after vmlinux.h, the libbpf headers and sensor.h.
+ * Include after vmlinux.h, the libbpf headers and sensor.h. It defines the
+ * sched_switch and cgroup_attach_task programs that keep each CPU's cgroup id.
  *
  * Every syscall pays for this, so the hot path makes no helper call (a call costs
  * about 20 ns on mitigated CPUs, more than everything else together) and no
@@ -145,13 +146,15 @@ static __always_inline void count_syscall(long id)
 	h->counts[nr & (HIST_SLOTS - 1)] += 1; /* mask: for the verifier */
 }
 
-/* For tp_btf/sched_switch: the task about to run is the one whose syscalls count next. */
-static __always_inline void track_switch(struct task_struct *next)
+/* The task about to run is the one whose syscalls count next. */
+SEC("tp_btf/sched_switch")
+int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
 {
 	__u32 zero = 0;
 	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);
 	if (st)
 		st->cgroup_id = task_cgroup_id(next);
+	return 0;
 }
 
 /* Possible CPUs, set by the loader. */
@@ -159,19 +162,21 @@ const volatile __u32 nr_cpus = 1;
 
 #define MAX_CPUS 4096
 
-/* For tp_btf/cgroup_attach_task: tasks moved without a context switch, on any CPU
- * (the tracepoint names only a thread group's leader), so every CPU forgets its
- * running cgroup and asks the task again at its next syscall. Moves are rare. */
-static __always_inline void track_attach(struct cgroup *dst)
+/* Tasks moved without a context switch, on any CPU (the tracepoint names only a
+ * thread group's leader), so every CPU forgets its running cgroup and asks the
+ * task again at its next syscall. Moves are rare. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(cgroup_attach_task, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
 {
 	if (BPF_CORE_READ(dst, root, hierarchy_id) != 0) /* only v2 is counted */
-		return;
+		return 0;
 	__u32 zero = 0;
 	for (__u32 cpu = 0; cpu < nr_cpus && cpu < MAX_CPUS; cpu++) {
 		struct cpu_state *st = bpf_map_lookup_percpu_elem(&cpu_state, &zero, cpu);
 		if (st)
 			st->cgroup_id = 0;
 	}
+	return 0;
 }
 
 #endif

@@ -506,20 +506,6 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	return capture_syscall(regs, (__s32)id);
 }
 
-SEC("tp_btf/sched_switch")
-int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
-{
-	track_switch(next);
-	return 0;
-}
-
-SEC("tp_btf/cgroup_attach_task")
-int BPF_PROG(cgroup_attach_task, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
-{
-	track_attach(dst);
-	return 0;
-}
-
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {

@@ -40,23 +40,23 @@ type benchSlotKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	benchMapCpuState      = "cpu_state"
-	benchMapFreeSlots     = "free_slots"
-	benchMapHashHist      = "hash_hist"
-	benchMapHistSlots     = "hist_slots"
-	benchMapPairSlots     = "pair_slots"
-	benchMapStats         = "stats"
-	benchMapStorageHist   = "storage_hist"
-	benchProgEmptyRawTp   = "empty_raw_tp"
-	benchProgEmptyTpBtf   = "empty_tp_btf"
-	benchProgHashTpBtf    = "hash_tp_btf"
-	benchProgHistAttach   = "hist_attach"
-	benchProgHistRawTp    = "hist_raw_tp"
-	benchProgHistSwitch   = "hist_switch"
-	benchProgHistTpBtf    = "hist_tp_btf"
-	benchProgStorageTpBtf = "storage_tp_btf"
-	benchVarNrCpus        = "nr_cpus"
-	benchVarZeroHist      = "zero_hist"
+	benchMapCpuState          = "cpu_state"
+	benchMapFreeSlots         = "free_slots"
+	benchMapHashHist          = "hash_hist"
+	benchMapHistSlots         = "hist_slots"
+	benchMapPairSlots         = "pair_slots"
+	benchMapStats             = "stats"
+	benchMapStorageHist       = "storage_hist"
+	benchProgCgroupAttachTask = "cgroup_attach_task"
+	benchProgEmptyRawTp       = "empty_raw_tp"
+	benchProgEmptyTpBtf       = "empty_tp_btf"
+	benchProgHashTpBtf        = "hash_tp_btf"
+	benchProgHistRawTp        = "hist_raw_tp"
+	benchProgHistTpBtf        = "hist_tp_btf"
+	benchProgSchedSwitch      = "sched_switch"
+	benchProgStorageTpBtf     = "storage_tp_btf"
+	benchVarNrCpus            = "nr_cpus"
+	benchVarZeroHist          = "zero_hist"
 )
 
 // loadBench returns the embedded CollectionSpec for bench.
@@ -101,14 +101,14 @@ type benchSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchProgramSpecs struct {
-	EmptyRawTp   *ebpf.ProgramSpec `ebpf:"empty_raw_tp"`
-	EmptyTpBtf   *ebpf.ProgramSpec `ebpf:"empty_tp_btf"`
-	HashTpBtf    *ebpf.ProgramSpec `ebpf:"hash_tp_btf"`
-	HistAttach   *ebpf.ProgramSpec `ebpf:"hist_attach"`
-	HistRawTp    *ebpf.ProgramSpec `ebpf:"hist_raw_tp"`
-	HistSwitch   *ebpf.ProgramSpec `ebpf:"hist_switch"`
-	HistTpBtf    *ebpf.ProgramSpec `ebpf:"hist_tp_btf"`
-	StorageTpBtf *ebpf.ProgramSpec `ebpf:"storage_tp_btf"`
+	CgroupAttachTask *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
+	EmptyRawTp       *ebpf.ProgramSpec `ebpf:"empty_raw_tp"`
+	EmptyTpBtf       *ebpf.ProgramSpec `ebpf:"empty_tp_btf"`
+	HashTpBtf        *ebpf.ProgramSpec `ebpf:"hash_tp_btf"`
+	HistRawTp        *ebpf.ProgramSpec `ebpf:"hist_raw_tp"`
+	HistTpBtf        *ebpf.ProgramSpec `ebpf:"hist_tp_btf"`
+	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
+	StorageTpBtf     *ebpf.ProgramSpec `ebpf:"storage_tp_btf"`
 }
 
 // benchMapSpecs contains maps before they are loaded into the kernel.
@@ -185,25 +185,25 @@ type benchVariables struct {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchPrograms struct {
-	EmptyRawTp   *ebpf.Program `ebpf:"empty_raw_tp"`
-	EmptyTpBtf   *ebpf.Program `ebpf:"empty_tp_btf"`
-	HashTpBtf    *ebpf.Program `ebpf:"hash_tp_btf"`
-	HistAttach   *ebpf.Program `ebpf:"hist_attach"`
-	HistRawTp    *ebpf.Program `ebpf:"hist_raw_tp"`
-	HistSwitch   *ebpf.Program `ebpf:"hist_switch"`
-	HistTpBtf    *ebpf.Program `ebpf:"hist_tp_btf"`
-	StorageTpBtf *ebpf.Program `ebpf:"storage_tp_btf"`
+	CgroupAttachTask *ebpf.Program `ebpf:"cgroup_attach_task"`
+	EmptyRawTp       *ebpf.Program `ebpf:"empty_raw_tp"`
+	EmptyTpBtf       *ebpf.Program `ebpf:"empty_tp_btf"`
+	HashTpBtf        *ebpf.Program `ebpf:"hash_tp_btf"`
+	HistRawTp        *ebpf.Program `ebpf:"hist_raw_tp"`
+	HistTpBtf        *ebpf.Program `ebpf:"hist_tp_btf"`
+	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
+	StorageTpBtf     *ebpf.Program `ebpf:"storage_tp_btf"`
 }
 
 func (p *benchPrograms) Close() error {
 	return _BenchClose(
+		p.CgroupAttachTask,
 		p.EmptyRawTp,
 		p.EmptyTpBtf,
 		p.HashTpBtf,
-		p.HistAttach,
 		p.HistRawTp,
-		p.HistSwitch,
 		p.HistTpBtf,
+		p.SchedSwitch,
 		p.StorageTpBtf,
 	)
 }

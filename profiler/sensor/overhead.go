@@ -82,7 +82,7 @@ func (p *Probes) Attach(name string) (io.Closer, error) {
 	}
 	var links links
 	if name == ProbeHistogram || name == ProbeHistRawTP {
-		for _, helper := range []*ebpf.Program{p.objs.HistSwitch, p.objs.HistAttach} {
+		for _, helper := range []*ebpf.Program{p.objs.SchedSwitch, p.objs.CgroupAttachTask} {
 			l, err := link.AttachTracing(link.TracingOptions{Program: helper})
 			if err != nil {
 				_ = links.Close()
@@ -116,7 +116,7 @@ func (ls links) Close() error {
 }
 
 // SwitchStats reads the run statistics of the histogram's context-switch program.
-func (p *Probes) SwitchStats() (RunStats, error) { return statsOf(p.objs.HistSwitch) }
+func (p *Probes) SwitchStats() (RunStats, error) { return statsOf(p.objs.SchedSwitch) }
 
 // RunStats are a program's cumulative run count and run time, kept by the kernel
 // while run-time statistics are enabled.
