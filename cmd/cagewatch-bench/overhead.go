@@ -71,6 +71,7 @@ func measureOverhead(o options, r *report) error {
 		{sensor.ProbeHistogram, probe(sensor.ProbeHistogram)},
 		{sensor.ProbeHash, probe(sensor.ProbeHash)},
 		{sensor.ProbeCgrpStorage, probe(sensor.ProbeCgrpStorage)},
+		{sensor.ProbePairs, probe(sensor.ProbePairs)},
 		{"agent", func() (func() (sensor.RunStats, error), func() error, error) {
 			a, err := startAgent(o, 10*time.Second)
 			if err != nil {
@@ -194,6 +195,7 @@ func reportOverhead(r *report, res map[string]*measured) {
 	r.add(k, "histogram alone beyond the floor", beyond(sensor.ProbeHistogram), "ns/syscall", "per-CPU slots, no helper call, no atomic", "")
 	r.add(k, "first design: hash by cgroup id", beyond(sensor.ProbeHash), "ns/syscall", "2 helper calls + hash lookup + atomic add", "")
 	r.add(k, "cgroup local storage per syscall", beyond(sensor.ProbeCgrpStorage), "ns/syscall", "helper calls + atomic add", "")
+	r.add(k, "histogram + syscall-pair sketch (not in the sensor)", beyond(sensor.ProbePairs), "ns/syscall", "what #8's order sketch would cost", "")
 	if res["bpftrace"] != nil {
 		r.add(k, "bpftrace one-liner beyond the floor", beyond("bpftrace"), "ns/syscall", "tracepoint:raw_syscalls:sys_enter @[cgroup, id] = count()", "")
 		if bt := beyond("bpftrace"); bt > 0 {

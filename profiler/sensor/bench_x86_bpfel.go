@@ -29,6 +29,11 @@ type benchHist struct {
 	Counts   [512]uint64
 }
 
+type benchPairHist struct {
+	_      structs.HostLayout
+	Counts [1024]uint64
+}
+
 type benchSlotKey struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -44,6 +49,8 @@ const (
 	benchMapFreeSlots         = "free_slots"
 	benchMapHashHist          = "hash_hist"
 	benchMapHistSlots         = "hist_slots"
+	benchMapLastSyscall       = "last_syscall"
+	benchMapPairHist          = "pair_hist"
 	benchMapPairSlots         = "pair_slots"
 	benchMapStats             = "stats"
 	benchMapStorageHist       = "storage_hist"
@@ -53,6 +60,7 @@ const (
 	benchProgHashTpBtf        = "hash_tp_btf"
 	benchProgHistRawTp        = "hist_raw_tp"
 	benchProgHistTpBtf        = "hist_tp_btf"
+	benchProgPairsTpBtf       = "pairs_tp_btf"
 	benchProgSchedSwitch      = "sched_switch"
 	benchProgStorageTpBtf     = "storage_tp_btf"
 	benchVarNrCpus            = "nr_cpus"
@@ -107,6 +115,7 @@ type benchProgramSpecs struct {
 	HashTpBtf        *ebpf.ProgramSpec `ebpf:"hash_tp_btf"`
 	HistRawTp        *ebpf.ProgramSpec `ebpf:"hist_raw_tp"`
 	HistTpBtf        *ebpf.ProgramSpec `ebpf:"hist_tp_btf"`
+	PairsTpBtf       *ebpf.ProgramSpec `ebpf:"pairs_tp_btf"`
 	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
 	StorageTpBtf     *ebpf.ProgramSpec `ebpf:"storage_tp_btf"`
 }
@@ -119,6 +128,8 @@ type benchMapSpecs struct {
 	FreeSlots   *ebpf.MapSpec `ebpf:"free_slots"`
 	HashHist    *ebpf.MapSpec `ebpf:"hash_hist"`
 	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
+	LastSyscall *ebpf.MapSpec `ebpf:"last_syscall"`
+	PairHist    *ebpf.MapSpec `ebpf:"pair_hist"`
 	PairSlots   *ebpf.MapSpec `ebpf:"pair_slots"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	StorageHist *ebpf.MapSpec `ebpf:"storage_hist"`
@@ -156,6 +167,8 @@ type benchMaps struct {
 	FreeSlots   *ebpf.Map `ebpf:"free_slots"`
 	HashHist    *ebpf.Map `ebpf:"hash_hist"`
 	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
+	LastSyscall *ebpf.Map `ebpf:"last_syscall"`
+	PairHist    *ebpf.Map `ebpf:"pair_hist"`
 	PairSlots   *ebpf.Map `ebpf:"pair_slots"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	StorageHist *ebpf.Map `ebpf:"storage_hist"`
@@ -167,6 +180,8 @@ func (m *benchMaps) Close() error {
 		m.FreeSlots,
 		m.HashHist,
 		m.HistSlots,
+		m.LastSyscall,
+		m.PairHist,
 		m.PairSlots,
 		m.Stats,
 		m.StorageHist,
@@ -191,6 +206,7 @@ type benchPrograms struct {
 	HashTpBtf        *ebpf.Program `ebpf:"hash_tp_btf"`
 	HistRawTp        *ebpf.Program `ebpf:"hist_raw_tp"`
 	HistTpBtf        *ebpf.Program `ebpf:"hist_tp_btf"`
+	PairsTpBtf       *ebpf.Program `ebpf:"pairs_tp_btf"`
 	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
 	StorageTpBtf     *ebpf.Program `ebpf:"storage_tp_btf"`
 }
@@ -203,6 +219,7 @@ func (p *benchPrograms) Close() error {
 		p.HashTpBtf,
 		p.HistRawTp,
 		p.HistTpBtf,
+		p.PairsTpBtf,
 		p.SchedSwitch,
 		p.StorageTpBtf,
 	)
