@@ -143,7 +143,11 @@ static __always_inline void count_syscall(long id)
 	__u32 nr = HIST_SLOTS - 1;
 	if (id >= 0 && id < HIST_SLOTS - 1)
 		nr = (__u32)id;
-	h->counts[nr & (HIST_SLOTS - 1)] += 1; /* mask: for the verifier */
+	nr &= HIST_SLOTS - 1; /* for the verifier */
+	__u64 bit = 1ULL << (nr & 63);
+	if (!(h->seen[nr >> 6] & bit)) /* a store only the first time */
+		h->seen[nr >> 6] |= bit;
+	h->counts[nr] += 1;
 }
 
 /* The task about to run is the one whose syscalls count next. */

@@ -45,6 +45,7 @@ struct hist {
 	__u64 cgroup_id;
 	__u32 cpu;
 	__u32 pad;
+	__u64 seen[HIST_SLOTS / 64]; /* bit n: syscall n counted; user space reads only those */
 	__u64 counts[HIST_SLOTS];
 };
 

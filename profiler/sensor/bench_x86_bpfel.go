@@ -26,6 +26,7 @@ type benchHist struct {
 	CgroupId uint64
 	Cpu      uint32
 	Pad      uint32
+	Seen     [8]uint64
 	Counts   [512]uint64
 }
 

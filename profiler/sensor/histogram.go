@@ -3,6 +3,7 @@ package sensor
 import (
 	"errors"
 	"fmt"
+	mathbits "math/bits"
 	"os"
 	"slices"
 	"unsafe"
@@ -82,11 +83,13 @@ func slotBytes(h *sensorHist) []byte {
 	return unsafe.Slice((*byte)(unsafe.Pointer(h)), histSize)
 }
 
-// ReadHistograms calls fn with every cgroup's cumulative counts, summed over the
-// CPUs it ran on. counts is only valid during the call. The slots in use are
-// listed from the pair hash, so unused slots are neither mapped nor touched, and
-// read through the mapping; one buffer serves every cgroup.
-func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error {
+// ReadHistograms calls fn with every cgroup's cumulative nonzero counts, by
+// ascending syscall number, summed over the CPUs it ran on. counts is only valid
+// during the call. The slots in use are listed from the pair hash, so unused slots
+// are neither mapped nor touched; within a slot only the counters its seen bitmap
+// marks are read, each once, so a count racing with the read lands in this window
+// or the next, never both.
+func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount)) error {
 	h := s.hist
 	slots, err := h.usedSlots()
 	if err != nil {
@@ -109,29 +112,33 @@ func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error 
 		owned[id] = append(owned[id], slot)
 	}
 	h.owned = owned
-	var sum, cur sensorHist
+	counts := make([]SyscallCount, 0, 128)
+	var views []*sensorHist
 	for _, id := range order {
-		n := 0
+		views = views[:0]
+		var seen [len(sensorHist{}.Seen)]uint64
 		for _, slot := range owned[id] {
 			mem, _ := h.slotMemory(slot) // mapped by the loop above
-			dst := &sum
-			if n > 0 {
-				dst = &cur
+			v := (*sensorHist)(unsafe.Pointer(&mem[0]))
+			views = append(views, v)
+			for w := range seen {
+				seen[w] |= v.Seen[w]
 			}
-			copy(slotBytes(dst), mem)
-			if dst.CgroupId != id { // released while we read: its counts went with it
-				continue
-			}
-			if n > 0 {
-				for nr, c := range cur.Counts {
-					sum.Counts[nr] += c
+		}
+		counts = counts[:0]
+		for w, bits := range seen {
+			for ; bits != 0; bits &= bits - 1 {
+				nr := w*64 + mathbits.TrailingZeros64(bits)
+				var c uint64
+				for _, v := range views {
+					c += v.Counts[nr]
+				}
+				if c != 0 {
+					counts = append(counts, SyscallCount{Nr: nr, Count: c})
 				}
 			}
-			n++
 		}
-		if n > 0 {
-			fn(id, &sum.Counts)
-		}
+		fn(id, counts)
 	}
 	return nil
 }

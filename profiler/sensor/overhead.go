@@ -252,7 +252,8 @@ func SeedHistograms(s *Sensor, n, active int) func() error {
 		nrs := rng.Perm(460)[:active]
 		sort.Ints(nrs)
 		for _, nr := range nrs {
-			hists[i].Counts[nr] = uint64(rng.IntN(1000))
+			hists[i].Counts[nr] = uint64(rng.IntN(1000)) + 1
+			hists[i].Seen[nr/64] |= 1 << (nr % 64)
 		}
 	}
 	wiped := false

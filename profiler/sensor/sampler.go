@@ -11,7 +11,9 @@ import (
 
 // HistogramSource is the part of the sensor the sampler needs; tests fake it.
 type HistogramSource interface {
-	ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error
+	// ReadHistograms calls fn with each cgroup's cumulative nonzero counts by
+	// ascending syscall number, valid only during the call.
+	ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount)) error
 	DeleteHistograms(ids []uint64) error
 }
 
@@ -123,15 +125,15 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 	changed := make(map[uint64][]SyscallCount)
 	var idle []uint64
 	seen := make(map[uint64]struct{}, len(s.prev))
-	err = s.src.ReadHistograms(func(id uint64, cur *Counts) {
+	err = s.src.ReadHistograms(func(id uint64, cur []SyscallCount) {
 		seen[id] = struct{}{}
 		prev, known := s.prev[id]
-		diff, snapshot := diffCounts(prev, cur)
+		diff := diffCounts(prev, cur)
 		if known && len(diff) == 0 {
 			idle = append(idle, id)
 			return
 		}
-		changed[id] = snapshot
+		changed[id] = slices.Clone(cur)
 		if len(diff) > 0 {
 			deltas = append(deltas, Delta{CgroupID: id, Start: s.last, Duration: now.Sub(s.last), Counts: diff})
 		}
@@ -172,32 +174,32 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 	return deltas, gone, nil
 }
 
-// diffCounts returns cur - prev, and cur's nonzero counts for the next call. A
-// counter that went backwards means the kernel slots were released and counted
-// again since prev was read: then every count is new.
-func diffCounts(prev []SyscallCount, cur *Counts) (diff, snapshot []SyscallCount) {
-	diff = make([]SyscallCount, 0, 64) // busy services make a few dozen kinds of syscall
-	snapshot = make([]SyscallCount, 0, max(len(prev), 16))
+// diffCounts returns cur - prev, both cumulative nonzero counts by ascending
+// syscall number. A counter that went backwards (or to zero) means the kernel
+// slots were released and counted again since prev was read: then every count
+// is new.
+func diffCounts(prev, cur []SyscallCount) []SyscallCount {
+	diff := make([]SyscallCount, 0, len(cur))
 	recreated := false
 	j := 0
-	for nr, c := range cur {
+	for _, c := range cur {
+		for ; j < len(prev) && prev[j].Nr < c.Nr; j++ {
+			recreated = true // counted before, zero now
+		}
 		var p uint64
-		if j < len(prev) && prev[j].Nr == nr {
+		if j < len(prev) && prev[j].Nr == c.Nr {
 			p = prev[j].Count
 			j++
 		}
-		if c != 0 {
-			snapshot = append(snapshot, SyscallCount{Nr: nr, Count: c})
-		}
-		if c != p {
-			recreated = recreated || c < p
-			diff = append(diff, SyscallCount{Nr: nr, Count: c - p})
+		if c.Count != p {
+			recreated = recreated || c.Count < p
+			diff = append(diff, SyscallCount{Nr: c.Nr, Count: c.Count - p})
 		}
 	}
-	if recreated {
-		return slices.Clone(snapshot), snapshot
+	if recreated || j < len(prev) {
+		return slices.Clone(cur)
 	}
-	return diff, snapshot
+	return diff
 }
 
 func mapKeys(m map[uint64]struct{}) []uint64 {

@@ -22,15 +22,15 @@ type fakeHistograms struct {
 	// failAfter is returned by the next ReadHistograms after it has passed every
 	// entry to fn, as a batch read that fails on its last batch does; then cleared.
 	failAfter  error
-	failDelete error  // returned by the next DeleteHistograms, which deletes nothing
-	scratch    Counts // like the real sensor, fn's counts are only valid during the call
+	failDelete error          // returned by the next DeleteHistograms, which deletes nothing
+	scratch    []SyscallCount // like the real sensor, fn's counts are only valid during the call
 }
 
 func newFakeHistograms() *fakeHistograms {
 	return &fakeHistograms{hists: make(map[uint64]*Counts)}
 }
 
-func (f *fakeHistograms) ReadHistograms(fn func(cgroupID uint64, counts *Counts)) error {
+func (f *fakeHistograms) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.failRead; err != nil {
@@ -38,10 +38,17 @@ func (f *fakeHistograms) ReadHistograms(fn func(cgroupID uint64, counts *Counts)
 		return err
 	}
 	for _, id := range slices.Sorted(maps.Keys(f.hists)) {
-		f.scratch = *f.hists[id]
-		fn(id, &f.scratch)
+		f.scratch = f.scratch[:0]
+		for nr, c := range f.hists[id] {
+			if c != 0 {
+				f.scratch = append(f.scratch, SyscallCount{Nr: nr, Count: c})
+			}
+		}
+		fn(id, f.scratch)
 	}
-	f.scratch = Counts{} // a sampler that kept the pointer would now see zeros
+	for i := range f.scratch { // a sampler that kept the slice would now see zeros
+		f.scratch[i] = SyscallCount{}
+	}
 	err := f.failAfter
 	f.failAfter = nil
 	return err
@@ -523,6 +530,24 @@ func TestSamplerNeverLosesOrDoublesCounts(t *testing.T) {
 		}
 		if len(ds) == 1 && ds[0].Start != start.Add(time.Second) {
 			t.Errorf("window start %v, want the last successful sample %v", ds[0].Start, start.Add(time.Second))
+		}
+	})
+	t.Run("a syscall gone from a recreated entry counts it from zero", func(t *testing.T) {
+		f := newFakeHistograms()
+		s := NewSampler(f, start, nil)
+		f.set(1, map[int]uint64{0: 5, 3: 2})
+		if _, _, err := s.Sample(start.Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		f.drop(1)
+		f.set(1, map[int]uint64{0: 7})
+		ds, _, err := s.Sample(start.Add(2 * time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := map[int]uint64{0: 7}
+		if len(ds) != 1 || !reflect.DeepEqual(ds[0].CountMap(), want) {
+			t.Errorf("deltas %+v, want one with %v", ds, want)
 		}
 	})
 	t.Run("recreated entry counts from zero in every slot", func(t *testing.T) {

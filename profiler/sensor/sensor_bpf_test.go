@@ -431,7 +431,7 @@ func TestBPFRemovedCgroupsAreReclaimed(t *testing.T) {
 
 	countEntries := func() int {
 		n := 0
-		if err := s.ReadHistograms(func(uint64, *Counts) { n++ }); err != nil {
+		if err := s.ReadHistograms(func(uint64, []SyscallCount) { n++ }); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -481,7 +481,7 @@ func TestBPFRemovedCgroupsAreReclaimed(t *testing.T) {
 	for _, id := range ids {
 		removed[id] = true
 	}
-	if err := s.ReadHistograms(func(id uint64, _ *Counts) {
+	if err := s.ReadHistograms(func(id uint64, _ []SyscallCount) {
 		if removed[id] {
 			t.Errorf("removed cgroup %d still has a histogram slot", id)
 		}
@@ -499,9 +499,12 @@ func TestBPFHistogramSlotsRunOutAndComeBack(t *testing.T) {
 	countsOf := func(id uint64) (Counts, bool) {
 		var got Counts
 		var ok bool
-		if err := s.ReadHistograms(func(owner uint64, c *Counts) {
+		if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount) {
 			if owner == id {
-				got, ok = *c, true
+				for _, c := range counts {
+					got[c.Nr] = c.Count
+				}
+				ok = true
 			}
 		}); err != nil {
 			t.Fatal(err)
@@ -570,9 +573,9 @@ func TestBPFMovedTaskCountsInItsNewCgroup(t *testing.T) {
 	dirB, idB := testCgroup(t)
 	getppidOf := func(id uint64) uint64 {
 		var n uint64
-		if err := s.ReadHistograms(func(owner uint64, c *Counts) {
+		if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount) {
 			if owner == id {
-				n = c[110] // getppid
+				n = Delta{Counts: counts}.Count(110) // getppid
 			}
 		}); err != nil {
 			t.Fatal(err)

@@ -68,6 +68,7 @@ type sensorHist struct {
 	CgroupId uint64
 	Cpu      uint32
 	Pad      uint32
+	Seen     [8]uint64
 	Counts   [512]uint64
 }
 
