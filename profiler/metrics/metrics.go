@@ -206,7 +206,7 @@ var (
 	descEvents           = prometheus.NewDesc("cagewatch_events_total", "Security events read from the kernel.", nil, nil)
 	descEventsLost       = prometheus.NewDesc("cagewatch_events_lost_total", "Security events lost because the ring buffer was full.", nil, nil)
 	descUndecodable      = prometheus.NewDesc("cagewatch_events_undecodable_total", "Ring-buffer records that did not decode.", nil, nil)
-	descHistFull         = prometheus.NewDesc("cagewatch_syscalls_uncounted_total", "Syscalls not counted because the histogram map was full.", nil, nil)
+	descHistFull         = prometheus.NewDesc("cagewatch_syscalls_uncounted_total", "Syscalls not counted because no histogram slot was free (raise sensor.histogram_slots).", nil, nil)
 	descKilled           = prometheus.NewDesc("cagewatch_enforce_kills_total", "Processes killed in enforce mode.", nil, nil)
 	descSuppressed       = prometheus.NewDesc("cagewatch_alerts_suppressed_total", "Duplicate alerts counted instead of sent.", nil, nil)
 	descSinkDropped      = prometheus.NewDesc("cagewatch_alert_sink_dropped_total", "Alerts a sink gave up on.", []string{"sink"}, nil)
