@@ -128,12 +128,10 @@ struct {
 	__type(value, __u8);
 } enforced_cgroups SEC(".maps");
 
-static __always_inline struct event *new_event(__u32 kind, __s32 nr)
+/* Fills the scratch event e with everything but the path, which the caller may
+ * already have read (an open is filtered on its path before anything else). */
+static __always_inline void fill_event(struct event *e, __u32 kind, __s32 nr)
 {
-	__u32 zero = 0;
-	struct event *e = bpf_map_lookup_elem(&scratch, &zero);
-	if (!e)
-		return NULL;
 	struct task_struct *task = bpf_get_current_task_btf();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u64 uid_gid = bpf_get_current_uid_gid();
@@ -165,11 +163,25 @@ static __always_inline struct event *new_event(__u32 kind, __s32 nr)
 	e->port = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 	e->fstype[0] = 0;
-	e->path_bits = 0;
-	e->path[0] = 0;
 	e->path2[0] = 0;
 	e->path2_len = 0;
 	e->killed = 0;
+}
+
+static __always_inline struct event *scratch_event(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&scratch, &zero);
+}
+
+static __always_inline struct event *new_event(__u32 kind, __s32 nr)
+{
+	struct event *e = scratch_event();
+	if (!e)
+		return NULL;
+	fill_event(e, kind, nr);
+	e->path_bits = 0;
+	e->path[0] = 0;
 	return e;
 }
 
@@ -348,11 +360,25 @@ static __always_inline void read_user_str2(struct event *e, const void *src)
 
 static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 {
-	struct event *e = new_event(EVENT_SYSCALL, nr);
-	if (!e)
-		return 0;
 	__u64 a0 = BPF_CORE_READ(regs, di), a1 = BPF_CORE_READ(regs, si), a2 = BPF_CORE_READ(regs, dx);
 	__u64 a3 = BPF_CORE_READ(regs, r10), a4 = BPF_CORE_READ(regs, r8), a5 = BPF_CORE_READ(regs, r9);
+	/* Opens are most of the syscalls that reach here, and nearly all are of paths
+	 * nobody watches: judge the path before paying for the rest of the event. */
+	struct event *e;
+	__u8 open_watch = 0;
+	if (nr == NR_open || nr == NR_openat || nr == NR_openat2) {
+		e = scratch_event();
+		if (!e)
+			return 0;
+		open_watch = path_watch_flags(e, read_user_path(e, (void *)(nr == NR_open ? a0 : a1)));
+		if (!open_watch)
+			return 0;
+		fill_event(e, EVENT_SYSCALL, nr);
+	} else {
+		e = new_event(EVENT_SYSCALL, nr);
+		if (!e)
+			return 0;
+	}
 	e->args[0] = a0;
 	e->args[1] = a1;
 	e->args[2] = a2;
@@ -366,17 +392,14 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 	switch (nr) {
 	case NR_open:
 		e->flags = a1;
-		watched_path = (void *)a0;
 		open_flags_known = 1;
 		break;
 	case NR_openat:
 		e->flags = a2;
-		watched_path = (void *)a1;
 		open_flags_known = 1;
 		break;
 	case NR_openat2:
 		bpf_probe_read_user(&e->flags, sizeof(e->flags), (void *)a2); /* open_how.flags */
-		watched_path = (void *)a1;
 		open_flags_known = 1;
 		break;
 	case NR_connect: {
@@ -478,10 +501,13 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 	default:
 		return 0;
 	}
+	__u8 wf = open_watch;
 	if (watched_path) {
-		__u8 wf = path_watch_flags(e, read_user_path(e, watched_path));
+		wf = path_watch_flags(e, read_user_path(e, watched_path));
 		if (!wf)
 			return 0;
+	}
+	if (wf) {
 		/* O_WRONLY | O_RDWR | O_CREAT | O_TRUNC */
 		int writes = open_flags_known && (e->flags & (01 | 02 | 0100 | 01000));
 		kill = open_flags_known && ((wf & WATCH_KILL_ANY) || ((wf & WATCH_KILL_WRITE) && writes));

@@ -42,6 +42,7 @@ type measured struct {
 	wall, kernel, workload []float64
 	switchNs               []float64 // the histogram's context-switch program, per run
 	switchRate             []float64 // its runs per second during the loop
+	openNs                 []float64 // the agent's sys_enter on an open of an unwatched path
 }
 
 // measureOverhead runs every variant in turn, rep times, interleaved: a getppid
@@ -170,8 +171,44 @@ func measureKernel(m *measured, stats func() (sensor.RunStats, error), calls int
 		d := sw1.Sub(sw0)
 		m.switchNs = append(m.switchNs, d.PerRun())
 		m.switchRate = append(m.switchRate, float64(d.Runs)/elapsed.Seconds())
+		// Opens are filtered on their path in the kernel: the price of a miss.
+		before, err := stats()
+		if err != nil {
+			return err
+		}
+		pairs, err := openLoop(calls / 10)
+		if err != nil {
+			return err
+		}
+		after, err := stats()
+		if err != nil {
+			return err
+		}
+		m.openNs = append(m.openNs, float64(after.Sub(before).Nanos)/float64(pairs))
 	}
 	return nil
+}
+
+// openLoop opens and closes a file no watch list names, n times, and returns how
+// many pairs it made.
+func openLoop(n int) (int, error) {
+	const path = "/dev/shm/cagewatch-bench-unwatched"
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		return 0, err
+	}
+	defer func() { _ = os.Remove(path) }()
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	for i := range n {
+		fd, err := syscall.Open(path, syscall.O_RDONLY, 0)
+		if err != nil {
+			return i, err
+		}
+		if err := syscall.Close(fd); err != nil {
+			return i, err
+		}
+	}
+	return n, nil
 }
 
 // reportOverhead turns the repetitions into rows; differences are taken within a
@@ -201,6 +238,9 @@ func reportOverhead(r *report, res map[string]*measured) {
 		if bt := beyond("bpftrace"); bt > 0 {
 			r.add(k, "ratio: cagewatch ÷ bpftrace (added in-kernel cost)", beyond("agent")/bt, "×", "", "")
 		}
+	}
+	if a := res["agent"]; len(a.openNs) > 0 {
+		r.add(k, "agent's sys_enter per open+close of an unwatched file", median(a.openNs), "ns/pair", "the open's path is read and checked against the watch lists", "")
 	}
 	if a := res["agent"]; len(a.switchNs) > 0 {
 		r.add(k, "agent's sched_switch program", median(a.switchNs), "ns/switch", fmt.Sprintf("%.0f switches/s during the loop; keeps each CPU's cgroup id", median(a.switchRate)), "")
