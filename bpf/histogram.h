@@ -122,8 +122,11 @@ static __always_inline void count_syscall(long id)
 	if (!st)
 		return;
 	__u64 cgid = st->cgroup_id;
-	if (!cgid) /* no switch seen since load, or the task moved */
-		st->cgroup_id = cgid = task_cgroup_id(bpf_get_current_task_btf());
+	/* No switch seen since load, or a task moved: ask the task, and leave the cache
+	 * to sched_switch (storing here could race a move on another CPU and keep a
+	 * stale id until the next switch). */
+	if (!cgid)
+		cgid = task_cgroup_id(bpf_get_current_task_btf());
 	struct hist *h = NULL;
 	if (st->slot_cgroup == cgid) {
 		__u32 slot = st->slot;

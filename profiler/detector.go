@@ -156,16 +156,17 @@ func (d *Detector) OnEvent(e model.Event) {
 			continue // learn mode alerts on hard rules only
 		}
 		d.trip.Mark(e.CgroupID, e.Time)
-		if d.out.Duplicate(model.EventDedupKey(r, e)) {
-			continue
+		// A repeat is dropped before its alert is built, but still freezes: the
+		// container may be a restarted one with the same id and a new cgroup.
+		if !d.out.Duplicate(model.EventDedupKey(r, e)) {
+			a := model.EventAlert(r, e, d.cmdline(e.PID), d.cfg.Hostname)
+			if e.Killed {
+				a.OutputFields["cagewatch.action"] = "killed"
+			}
+			d.out.Send(a)
 		}
-		a := model.EventAlert(r, e, d.cmdline(e.PID), d.cfg.Hostname)
-		if e.Killed {
-			a.OutputFields["cagewatch.action"] = "killed"
-		}
-		d.out.Send(a)
 		if r.Action == model.ActionFreeze {
-			d.freeze(a)
+			d.freeze(r.ID, e.CgroupID, e.Container)
 		}
 	}
 }
@@ -212,10 +213,9 @@ func (d *Detector) OnWindows(ws []model.Window) {
 }
 
 func (d *Detector) sendWindowAlert(r *model.Rule, w model.Window, s model.WindowScore, t model.Threshold) {
-	a := model.WindowAlert(r, w, s, t, d.cfg.Hostname)
-	d.out.Send(a)
+	d.out.Send(model.WindowAlert(r, w, s, t, d.cfg.Hostname))
 	if r.Action == model.ActionFreeze {
-		d.freeze(a)
+		d.freeze(r.ID, w.CgroupID, w.Container)
 	}
 }
 
@@ -284,22 +284,22 @@ func (d *Detector) EnforceWindows(ws []model.Window) {
 	}
 }
 
-func (d *Detector) freeze(a model.Alert) {
+func (d *Detector) freeze(rule string, cgroupID uint64, c model.Container) {
 	if d.cfg.Mode != ModeEnforce || d.freezer == nil {
 		return
 	}
 	d.mu.Lock()
-	done := d.frozen[a.CgroupID]
-	d.frozen[a.CgroupID] = true
+	done := d.frozen[cgroupID]
+	d.frozen[cgroupID] = true
 	d.mu.Unlock()
 	if done {
 		return
 	}
-	if err := d.freezer.Freeze(a.Container.CgroupPath); err != nil {
-		d.log.Error("freezing container", "container", a.Container.ID, "cgroup", a.Container.CgroupPath, "err", err)
+	if err := d.freezer.Freeze(c.CgroupPath); err != nil {
+		d.log.Error("freezing container", "container", c.ID, "cgroup", c.CgroupPath, "err", err)
 		return
 	}
-	d.log.Warn("container frozen", "rule", a.Rule, "container", a.Container.ID, "cgroup", a.Container.CgroupPath)
+	d.log.Warn("container frozen", "rule", rule, "container", c.ID, "cgroup", c.CgroupPath)
 }
 
 // Forget drops a removed cgroup's state.

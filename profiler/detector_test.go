@@ -19,6 +19,7 @@ import (
 type recordingSender struct {
 	mu     sync.Mutex
 	alerts []model.Alert
+	dups   bool // Duplicate says every alert was already sent
 }
 
 func (s *recordingSender) Send(a model.Alert) bool {
@@ -28,7 +29,11 @@ func (s *recordingSender) Send(a model.Alert) bool {
 	return true
 }
 
-func (s *recordingSender) Duplicate(string) bool { return false }
+func (s *recordingSender) Duplicate(string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.dups
+}
 
 func (s *recordingSender) take() []model.Alert {
 	s.mu.Lock()
@@ -594,6 +599,20 @@ func TestDetectorFreezeActionOnEventRule(t *testing.T) {
 	env.d.OnEvent(detEvent(detApp2, cgApp2, 3, "ptrace", nil))
 	if got := env.frz.take(); !slices.Equal(got, []string{detApp2.CgroupPath}) {
 		t.Errorf("froze %v, want %v once", got, detApp2.CgroupPath)
+	}
+	// The same container restarted (same id, new cgroup) repeats the attack within
+	// the dedup interval: no new alert, but it is frozen again.
+	env.d.Forget(cgApp2)
+	env.out.take()
+	env.out.mu.Lock()
+	env.out.dups = true
+	env.out.mu.Unlock()
+	env.d.OnEvent(detEvent(detApp2, cgApp2, 4, "ptrace", nil))
+	if got := env.out.take(); len(got) > 0 {
+		t.Errorf("a duplicate was sent: %v", alertRules(got))
+	}
+	if got := env.frz.take(); !slices.Equal(got, []string{detApp2.CgroupPath}) {
+		t.Errorf("a suppressed repeat froze %v, want %v", got, detApp2.CgroupPath)
 	}
 }
 

@@ -15,13 +15,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cagewatch/cagewatch/profiler/container"
 	"github.com/cagewatch/cagewatch/profiler/sensor"
 )
 
 // benchCgroupParent holds the cgroups of the harness's fake containers; the agent
 // is told they are containers of one image with a static rule.
 const (
-	cgroup2Root       = "/sys/fs/cgroup/unified"
 	benchCgroupParent = "cagewatch-bench"
 	benchImage        = "bench/app:1"
 )
@@ -208,9 +208,13 @@ type fleet struct {
 
 // startFleet starts n children running `child mode args...` in cgroups named prefix-i.
 func startFleet(n int, prefix string, args ...string) (*fleet, error) {
-	f := &fleet{parent: filepath.Join(cgroup2Root, benchCgroupParent)}
+	root, err := cgroup2Root()
+	if err != nil {
+		return nil, err
+	}
+	f := &fleet{parent: filepath.Join(root, benchCgroupParent)}
 	if err := os.MkdirAll(f.parent, 0o755); err != nil {
-		return nil, fmt.Errorf("creating %s (cgroup v2 must be mounted at %s): %w", f.parent, cgroup2Root, err)
+		return nil, fmt.Errorf("creating cgroup %s: %w", f.parent, err)
 	}
 	self, err := os.Executable()
 	if err != nil {
@@ -243,6 +247,21 @@ func startFleet(n int, prefix string, args ...string) (*fleet, error) {
 		f.procs = append(f.procs, cmd)
 	}
 	return f, nil
+}
+
+// cgroup2Root is where cgroup v2 is mounted (/sys/fs/cgroup/unified in hybrid
+// mode, /sys/fs/cgroup on unified hosts), so the static rule matches the fleet.
+func cgroup2Root() (string, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return "", err
+	}
+	defer func() { _ = f.Close() }()
+	root, err := container.FindCgroup2Mount(f)
+	if err != nil {
+		return "", fmt.Errorf("finding the cgroup v2 mount: %w", err)
+	}
+	return root, nil
 }
 
 // wait waits for every child to exit by itself.

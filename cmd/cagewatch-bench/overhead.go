@@ -83,10 +83,16 @@ func measureOverhead(o options, r *report) error {
 			return func() (sensor.RunStats, error) { return a.programStats(sensor.SensorProgramName) }, a.stop, nil
 		}},
 	}
-	if _, err := exec.LookPath("bpftrace"); err == nil {
-		variants = append(variants, variant{"bpftrace", startBpftrace})
-	} else {
+	// The peer is optional: a bpftrace that is missing or does not start (an old
+	// or odd build) is reported as skipped rather than failing the table.
+	if _, err := exec.LookPath("bpftrace"); err != nil {
 		r.Skipped = append(r.Skipped, "bpftrace: not installed (apt-get install bpftrace)")
+	} else if _, teardown, err := startBpftrace(); err != nil {
+		r.Skipped = append(r.Skipped, fmt.Sprintf("bpftrace: %v", err))
+	} else if err := teardown(); err != nil {
+		r.Skipped = append(r.Skipped, fmt.Sprintf("bpftrace: stopping: %v", err))
+	} else {
+		variants = append(variants, variant{"bpftrace", startBpftrace})
 	}
 
 	results := make(map[string]*measured)
@@ -240,7 +246,7 @@ func reportOverhead(r *report, res map[string]*measured) {
 		}
 	}
 	if a := res["agent"]; len(a.openNs) > 0 {
-		r.add(k, "agent's sys_enter per open+close of an unwatched file", median(a.openNs), "ns/pair", "the open's path is read and checked against the watch lists", "")
+		r.add(k, "agent's sys_enter time per open+close of an unwatched file", median(a.openNs), "ns/pair", "both runs, floor included, plus any other syscall meanwhile; the open's path is read and matched", "")
 	}
 	if a := res["agent"]; len(a.switchNs) > 0 {
 		r.add(k, "agent's sched_switch program", median(a.switchNs), "ns/switch", fmt.Sprintf("%.0f switches/s during the loop; keeps each CPU's cgroup id", median(a.switchRate)), "")

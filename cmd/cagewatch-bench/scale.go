@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -73,15 +74,17 @@ func paceOpens(rate int, d time.Duration) int {
 }
 
 // measureSampling times one sampling round over N synthetic cgroups with 60 busy
-// syscalls each: reading the slots and computing deltas.
+// syscalls each, each having run on every CPU (up to 4): reading the slots and
+// computing deltas.
 func measureSampling(o options, r *report) error {
 	sizes := []int{10, 100, 1000, 10000}
 	if o.smoke {
 		sizes = []int{10, 100}
 	}
-	const section = "sampling one window (mmapped slots + deltas)"
+	cpus := min(runtime.NumCPU(), 4)
+	section := fmt.Sprintf("sampling one window (mmapped slots + deltas; each cgroup on %d CPUs)", cpus)
 	for _, n := range sizes {
-		s, err := sensor.Load(sensor.Options{HistogramSlots: n})
+		s, err := sensor.Load(sensor.Options{HistogramSlots: n * cpus})
 		if err != nil {
 			return err
 		}
@@ -89,7 +92,7 @@ func measureSampling(o options, r *report) error {
 			s.Close()
 			return err
 		}
-		seed := sensor.SeedHistograms(s, n, 60)
+		seed := sensor.SeedHistograms(s, n, 60, cpus)
 		sampler := sensor.NewSampler(s, time.Now(), nil)
 		var took []float64
 		for i := range o.reps + 1 {

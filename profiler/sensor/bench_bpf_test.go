@@ -96,15 +96,15 @@ type closerFunc func() error
 func (f closerFunc) Close() error { return f() }
 
 // BenchmarkSample measures one sampling round over N cgroups with 60 active
-// syscalls each: reading the slots plus computing deltas.
+// syscalls each, each on two CPUs: reading the slots plus computing deltas.
 func BenchmarkSample(b *testing.B) {
 	for _, n := range []int{10, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("cgroups=%d", n), func(b *testing.B) {
-			s := loadTestSensor(b, Options{HistogramSlots: n})
+			s := loadTestSensor(b, Options{HistogramSlots: 2 * n})
 			if err := s.Detach(); err != nil {
 				b.Fatal(err)
 			}
-			seed := SeedHistograms(s, n, 60)
+			seed := SeedHistograms(s, n, 60, 2)
 			if err := seed(); err != nil {
 				b.Fatal(err)
 			}

@@ -38,6 +38,10 @@ type histograms struct {
 	pairs  *ebpf.Map
 	slots  uint32
 	owned  map[uint64][]uint32 // cgroup id → its slots, as of the last read
+	// released slots wait a window before they are zeroed again and handed back:
+	// an increment that passed the owner check just before the release lands in
+	// the old counts, not in the next owner's.
+	released []uint32
 }
 
 func newHistograms(array, free, pairs *ebpf.Map) (*histograms, error) {
@@ -91,6 +95,7 @@ func slotBytes(h *sensorHist) []byte {
 // or the next, never both.
 func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount)) error {
 	h := s.hist
+	_ = h.recycle() // a slot that could not be handed back stays queued for the next try
 	slots, err := h.usedSlots()
 	if err != nil {
 		return err
@@ -180,12 +185,14 @@ func (h *histograms) usedSlots() ([]uint32, error) {
 	return slices.Compact(slots), nil
 }
 
-// DeleteHistograms releases dead cgroups' slots: each owner is cleared first, so
-// the kernel stops counting into it, then the counts are zeroed, the pair's key
-// deleted and the slot queued. Ids without a slot are not an error.
+// DeleteHistograms releases dead cgroups' slots. The pair's key goes first, so a
+// claim racing with the release inserts a key the next read sees; then the owner
+// is cleared, so the kernel stops counting into the slot, and the counts are
+// zeroed. The slot is handed back a window later (recycle). Ids without a slot
+// are not an error.
 func (s *Sensor) DeleteHistograms(ids []uint64) error {
 	h := s.hist
-	var errs []error
+	errs := []error{h.recycle()}
 	var zero sensorHist
 	for _, id := range ids {
 		for _, slot := range h.owned[id] {
@@ -195,17 +202,37 @@ func (s *Sensor) DeleteHistograms(ids []uint64) error {
 				continue
 			}
 			key := sensorSlotKey{CgroupId: id, Cpu: *(*uint32)(unsafe.Pointer(&mem[8]))}
-			copy(mem[:histHeader], zero.header()) // the owner first: the kernel stops counting
-			copy(mem, slotBytes(&zero))
 			if err := h.pairs.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				errs = append(errs, fmt.Errorf("forgetting slot %d of cgroup %d: %w", slot, id, err))
+				continue
 			}
-			if err := h.free.Update(nil, slot, ebpf.UpdateAny); err != nil {
-				errs = append(errs, fmt.Errorf("queueing histogram slot %d of cgroup %d: %w", slot, id, err))
-			}
+			copy(mem[:histHeader], zero.header())
+			copy(mem, slotBytes(&zero))
+			h.released = append(h.released, slot)
 		}
 		delete(h.owned, id)
 	}
+	return errors.Join(errs...)
+}
+
+// recycle zeroes the slots released before the last read again and hands them
+// back to the kernel; those it cannot hand back stay for the next call.
+func (h *histograms) recycle() error {
+	var zero sensorHist
+	var errs []error
+	keep := h.released[:0]
+	for _, slot := range h.released {
+		mem, err := h.slotMemory(slot)
+		if err == nil {
+			copy(mem, slotBytes(&zero))
+			err = h.free.Update(nil, slot, ebpf.UpdateAny)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("handing back histogram slot %d: %w", slot, err))
+			keep = append(keep, slot)
+		}
+	}
+	h.released = keep
 	return errors.Join(errs...)
 }
 

@@ -240,20 +240,25 @@ func (s *Sensor) Detach() error {
 	return errors.Join(errs...)
 }
 
-// SeedHistograms gives n synthetic cgroups (ids from 1,000,000) a slot each with
-// active busy syscalls, and returns a function that adds to every busy count, as a
-// window of activity would. The sensor must be detached.
-func SeedHistograms(s *Sensor, n, active int) func() error {
+// SeedHistograms gives n synthetic cgroups (ids from 1,000,000) a slot on each of
+// cpus CPUs with active busy syscalls, and returns a function that adds to every
+// busy count, as a window of activity would. The sensor must be detached and
+// have n*cpus slots.
+func SeedHistograms(s *Sensor, n, active, cpus int) func() error {
 	rng := rand.New(rand.NewPCG(1, 2))
 	h := s.hist
-	hists := make([]sensorHist, n)
-	for i := range hists {
-		hists[i].CgroupId = uint64(1_000_000 + i)
+	hists := make([]sensorHist, n*cpus)
+	for i := range n {
 		nrs := rng.Perm(460)[:active]
 		sort.Ints(nrs)
-		for _, nr := range nrs {
-			hists[i].Counts[nr] = uint64(rng.IntN(1000)) + 1
-			hists[i].Seen[nr/64] |= 1 << (nr % 64)
+		for cpu := range cpus {
+			hist := &hists[i*cpus+cpu]
+			hist.CgroupId = uint64(1_000_000 + i)
+			hist.Cpu = uint32(cpu)
+			for _, nr := range nrs {
+				hist.Counts[nr] = uint64(rng.IntN(1000)) + 1
+				hist.Seen[nr/64] |= 1 << (nr % 64)
+			}
 		}
 	}
 	wiped := false
@@ -275,8 +280,8 @@ func SeedHistograms(s *Sensor, n, active int) func() error {
 			}
 			wiped = true
 		}
-		if uint32(n) >= h.slots {
-			return fmt.Errorf("%d cgroups do not fit %d slots", n, h.slots-1)
+		if uint32(len(hists)) >= h.slots {
+			return fmt.Errorf("%d cgroups on %d CPUs do not fit %d slots", n, cpus, h.slots-1)
 		}
 		for i := range hists {
 			for nr, c := range hists[i].Counts {
@@ -290,7 +295,7 @@ func SeedHistograms(s *Sensor, n, active int) func() error {
 				return err
 			}
 			copy(mem, slotBytes(&hists[i]))
-			key := sensorSlotKey{CgroupId: hists[i].CgroupId}
+			key := sensorSlotKey{CgroupId: hists[i].CgroupId, Cpu: hists[i].Cpu}
 			if err := h.pairs.Update(key, slot, ebpf.UpdateAny); err != nil {
 				return fmt.Errorf("seeding slot %d: %w", slot, err)
 			}

@@ -545,13 +545,17 @@ func TestBPFHistogramSlotsRunOutAndComeBack(t *testing.T) {
 	}
 
 	// A few spares for other CPUs go back, then B's slots on top (the free slots
-	// are a stack), so A is handed B's old slots first.
+	// are a stack; released slots are handed back at the next read), so A is
+	// handed B's old slots first.
 	for _, slot := range drained[:4] {
 		if err := s.objs.FreeSlots.Update(nil, slot, ebpf.UpdateAny); err != nil {
 			t.Fatal(err)
 		}
 	}
 	if err := s.DeleteHistograms([]uint64{idB}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReadHistograms(func(uint64, []SyscallCount) {}); err != nil {
 		t.Fatal(err)
 	}
 	runInCgroup(t, dirA, "getppid", "CAGEWATCH_HELPER_N=300")
