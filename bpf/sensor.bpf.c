@@ -360,8 +360,9 @@ static __always_inline void read_user_str2(struct event *e, const void *src)
 
 static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 {
-	__u64 a0 = BPF_CORE_READ(regs, di), a1 = BPF_CORE_READ(regs, si), a2 = BPF_CORE_READ(regs, dx);
-	__u64 a3 = BPF_CORE_READ(regs, r10), a4 = BPF_CORE_READ(regs, r8), a5 = BPF_CORE_READ(regs, r9);
+	/* Direct BTF loads, not BPF_CORE_READ: each of those is a helper call. */
+	__u64 a0 = regs->di, a1 = regs->si, a2 = regs->dx;
+	__u64 a3 = regs->r10, a4 = regs->r8, a5 = regs->r9;
 	/* Opens are most of the syscalls that reach here, and nearly all are of paths
 	 * nobody watches: judge the path before paying for the rest of the event. */
 	struct event *e;
