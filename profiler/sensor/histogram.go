@@ -6,6 +6,7 @@ import (
 	mathbits "math/bits"
 	"os"
 	"slices"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/cilium/ebpf"
@@ -22,9 +23,6 @@ const DefaultHistogramSlots = 8192
 
 // histSize is one slot's size in the mmapped array (struct hist: owner + counts).
 const histSize = int64(unsafe.Sizeof(sensorHist{}))
-
-// histHeader is the owner part of a slot: cgroup id and CPU.
-const histHeader = 16
 
 // histograms reads the kernel's slot array through a memory mapping and hands
 // freed slots back to the kernel. A BPF array's mapping is populated whole when
@@ -54,12 +52,13 @@ func newHistograms(array, free, pairs *ebpf.Map) (*histograms, error) {
 	return h, nil
 }
 
-// slotMemory returns the mapped bytes of slot, mapping more of the array if needed.
-func (h *histograms) slotMemory(slot uint32) ([]byte, error) {
-	end := (int64(slot) + 1) * histSize
+// slot returns slot n as it lies in the mapping, mapping more of the array if
+// needed; the pointer is good until the next call that grows the mapping.
+func (h *histograms) slot(n uint32) (*sensorHist, error) {
+	end := (int64(n) + 1) * histSize
 	if end > int64(len(h.mapped)) {
-		if slot >= h.slots {
-			return nil, fmt.Errorf("histogram slot %d beyond the array's %d", slot, h.slots)
+		if n >= h.slots {
+			return nil, fmt.Errorf("histogram slot %d beyond the array's %d", n, h.slots)
 		}
 		// Grow by at least half again, in whole pages, to remap rarely.
 		page := int64(os.Getpagesize())
@@ -72,7 +71,7 @@ func (h *histograms) slotMemory(slot uint32) ([]byte, error) {
 		h.unmap()
 		h.mapped = mem
 	}
-	return h.mapped[end-histSize : end], nil
+	return (*sensorHist)(unsafe.Pointer(&h.mapped[end-histSize])), nil
 }
 
 func (h *histograms) unmap() {
@@ -80,11 +79,6 @@ func (h *histograms) unmap() {
 		_ = unix.Munmap(h.mapped) // only fails for a range that was never mapped
 		h.mapped = nil
 	}
-}
-
-// slotBytes views a histogram as the bytes the mapping holds.
-func slotBytes(h *sensorHist) []byte {
-	return unsafe.Slice((*byte)(unsafe.Pointer(h)), histSize)
 }
 
 // ReadHistograms calls fn with every cgroup's cumulative nonzero counts, by
@@ -103,11 +97,11 @@ func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount))
 	owned := make(map[uint64][]uint32, len(h.owned))
 	var order []uint64
 	for _, slot := range slots {
-		mem, err := h.slotMemory(slot)
+		v, err := h.slot(slot)
 		if err != nil {
 			return err
 		}
-		id := slotOwner(mem)
+		id := v.CgroupId
 		if id == 0 { // released, or claimed and not yet owned
 			continue
 		}
@@ -123,8 +117,7 @@ func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount))
 		views = views[:0]
 		var seen [len(sensorHist{}.Seen)]uint64
 		for _, slot := range owned[id] {
-			mem, _ := h.slotMemory(slot) // mapped by the loop above
-			v := (*sensorHist)(unsafe.Pointer(&mem[0]))
+			v, _ := h.slot(slot) // mapped by the loop above
 			views = append(views, v)
 			for w := range seen {
 				seen[w] |= v.Seen[w]
@@ -147,9 +140,6 @@ func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount))
 	}
 	return nil
 }
-
-// slotOwner reads a mapped slot's owner (cgroup id) without copying the slot.
-func slotOwner(mem []byte) uint64 { return *(*uint64)(unsafe.Pointer(&mem[0])) }
 
 // usedSlots lists the slots the kernel has handed out, once each, ascending.
 func (h *histograms) usedSlots() ([]uint32, error) {
@@ -193,21 +183,20 @@ func (h *histograms) usedSlots() ([]uint32, error) {
 func (s *Sensor) DeleteHistograms(ids []uint64) error {
 	h := s.hist
 	errs := []error{h.recycle()}
-	var zero sensorHist
 	for _, id := range ids {
 		for _, slot := range h.owned[id] {
-			mem, err := h.slotMemory(slot)
+			v, err := h.slot(slot)
 			if err != nil {
 				errs = append(errs, err)
 				continue
 			}
-			key := sensorSlotKey{CgroupId: id, Cpu: *(*uint32)(unsafe.Pointer(&mem[8]))}
+			key := sensorSlotKey{CgroupId: id, Cpu: v.Cpu}
 			if err := h.pairs.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				errs = append(errs, fmt.Errorf("forgetting slot %d of cgroup %d: %w", slot, id, err))
 				continue
 			}
-			copy(mem[:histHeader], zero.header())
-			copy(mem, slotBytes(&zero))
+			atomic.StoreUint64(&v.CgroupId, 0) // first, and not merged into the zeroing below
+			*v = sensorHist{}
 			h.released = append(h.released, slot)
 		}
 		delete(h.owned, id)
@@ -218,13 +207,12 @@ func (s *Sensor) DeleteHistograms(ids []uint64) error {
 // recycle zeroes the slots released before the last read again and hands them
 // back to the kernel; those it cannot hand back stay for the next call.
 func (h *histograms) recycle() error {
-	var zero sensorHist
 	var errs []error
 	keep := h.released[:0]
 	for _, slot := range h.released {
-		mem, err := h.slotMemory(slot)
+		v, err := h.slot(slot)
 		if err == nil {
-			copy(mem, slotBytes(&zero))
+			*v = sensorHist{}
 			err = h.free.Update(nil, slot, ebpf.UpdateAny)
 		}
 		if err != nil {
@@ -235,8 +223,6 @@ func (h *histograms) recycle() error {
 	h.released = keep
 	return errors.Join(errs...)
 }
-
-func (h *sensorHist) header() []byte { return slotBytes(h)[:histHeader] }
 
 // ErrBadHistogramSlots is returned for a slot count the kernel cannot map.
 var ErrBadHistogramSlots = errors.New("sensor.histogram_slots must be between 1 and 1048575")

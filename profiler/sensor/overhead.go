@@ -290,11 +290,11 @@ func SeedHistograms(s *Sensor, n, active, cpus int) func() error {
 				}
 			}
 			slot := uint32(i + 1)
-			mem, err := h.slotMemory(slot)
+			v, err := h.slot(slot)
 			if err != nil {
 				return err
 			}
-			copy(mem, slotBytes(&hists[i]))
+			*v = hists[i]
 			key := sensorSlotKey{CgroupId: hists[i].CgroupId, Cpu: hists[i].Cpu}
 			if err := h.pairs.Update(key, slot, ebpf.UpdateAny); err != nil {
 				return fmt.Errorf("seeding slot %d: %w", slot, err)
