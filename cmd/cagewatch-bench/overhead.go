@@ -217,21 +217,15 @@ func openLoop(n int) (int, error) {
 	return n, nil
 }
 
-// reportOverhead turns the repetitions into rows; differences are taken within a
-// repetition before the median, so slow and fast rounds do not mix.
+// reportOverhead turns the repetitions into rows.
 func reportOverhead(r *report, res map[string]*measured) {
 	const k = "per-syscall cost, kernel BPF statistics"
 	empty := res[sensor.ProbeEmpty]
 	beyond := func(name string) float64 {
-		m := res[name]
-		if m == nil {
+		if res[name] == nil {
 			return 0
 		}
-		var d []float64
-		for i := range m.kernel {
-			d = append(d, m.kernel[i]-empty.kernel[i])
-		}
-		return median(d)
+		return medianDifference(res[name].kernel, empty.kernel)
 	}
 	r.add(k, "empty tp_btf/sys_enter program (the floor)", median(empty.kernel), "ns/run", "run time as the kernel counts it", "")
 	r.add(k, "cagewatch agent's sys_enter beyond the floor", beyond("agent"), "ns/syscall", "PRIMARY: histogram + rule filter, agent running", "<= 25")
@@ -254,14 +248,7 @@ func reportOverhead(r *report, res map[string]*measured) {
 
 	const w = "getppid loop, wall clock (statistics off)"
 	none := res["none"]
-	added := func(name string) float64 {
-		m := res[name]
-		var d []float64
-		for i := range m.wall {
-			d = append(d, m.wall[i]-none.wall[i])
-		}
-		return median(d)
-	}
+	added := func(name string) float64 { return medianDifference(res[name].wall, none.wall) }
 	r.add(w, "nothing attached", median(none.wall), "ns/call", "", "")
 	for _, name := range []string{sensor.ProbeEmpty, "agent", "bpftrace"} {
 		if res[name] == nil {
@@ -283,6 +270,16 @@ func reportOverhead(r *report, res map[string]*measured) {
 	without, with := median(none.workload), median(res["agent"].workload)
 	r.add(wl, "without the agent", without, "ms", "", "")
 	r.add(wl, "with the agent", with, "ms", fmt.Sprintf("%+.1f%%", 100*(with-without)/without), "")
+}
+
+// medianDifference is the median over repetitions of a[i] - base[i]: differences
+// within a repetition, so slow and fast rounds do not mix.
+func medianDifference(a, base []float64) float64 {
+	d := make([]float64, len(a))
+	for i := range a {
+		d[i] = a[i] - base[i]
+	}
+	return median(d)
 }
 
 // startBpftrace runs the one-liner until teardown, reading its program's statistics.
