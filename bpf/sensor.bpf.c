@@ -145,6 +145,7 @@ static __always_inline void fill_event(struct event *e, __u32 kind, __s32 nr)
 	e->uid = (__u32)uid_gid;
 	e->gid = uid_gid >> 32;
 	e->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	e->proc_start_ns = BPF_CORE_READ(task, group_leader, start_time);
 	e->cap_effective = BPF_CORE_READ(task, cred, cap_effective.val);
 	e->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	e->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);

@@ -58,6 +58,7 @@ struct event {
 	__u64 ts_boot_ns;
 	__u64 cgroup_id;
 	__u64 cap_effective;
+	__u64 proc_start_ns;   /* thread group leader's start time: with tgid, a process identity that survives PID reuse */
 	__u64 args[6];          /* raw syscall arguments */
 	__u64 flags;            /* decoded flags: clone/clone3/unshare/mount/openat2... */
 	__u64 cap_req_effective; /* capset: requested sets */

@@ -34,6 +34,15 @@ type Container struct {
 // IsHost reports whether c is the host rather than a container.
 func (c Container) IsHost() bool { return c.Runtime == RuntimeHost || c.Runtime == "" }
 
+// IsContainer reports whether c is a resolved container: neither the host nor a
+// cgroup gone before it could be resolved. Rules, enforcement and recording apply
+// to these only.
+func (c Container) IsContainer() bool { return !c.IsHost() && c.Runtime != RuntimeUnknown }
+
+// HasBaseline reports whether c is a container with an image to learn and score
+// against.
+func (c Container) HasBaseline() bool { return c.IsContainer() && c.ImageRef() != "" }
+
 // ImageRef returns "repository:tag" (or the repository alone, or the image id when
 // the repository is unknown): the key baselines are learned under.
 func (c Container) ImageRef() string {

@@ -26,18 +26,21 @@ type Namespaces struct {
 // Event is one security-relevant action seen by the kernel sensor at syscall entry
 // (the attempt, whether or not it then succeeds), or an exec.
 type Event struct {
-	Time       time.Time  `json:"time"`
-	Kind       EventKind  `json:"kind"`
-	Syscall    string     `json:"syscall,omitempty"`
-	PID        uint32     `json:"pid"`  // thread group id, as ps shows it
-	TID        uint32     `json:"tid"`  // thread id
-	PPID       uint32     `json:"ppid"` // parent's thread group id
-	UID        uint32     `json:"uid"`
-	GID        uint32     `json:"gid"`
-	Comm       string     `json:"comm"`
-	CgroupID   uint64     `json:"cgroup_id"`
-	Namespaces Namespaces `json:"namespaces"`
-	CapEff     uint64     `json:"cap_effective"`
+	Time    time.Time `json:"time"`
+	Kind    EventKind `json:"kind"`
+	Syscall string    `json:"syscall,omitempty"`
+	PID     uint32    `json:"pid"`  // thread group id, as ps shows it
+	TID     uint32    `json:"tid"`  // thread id
+	PPID    uint32    `json:"ppid"` // parent's thread group id
+	// ProcStartNs is the process's start time (ns since boot): with PID, an
+	// identity that survives PID reuse.
+	ProcStartNs uint64     `json:"proc_start_ns,omitempty"`
+	UID         uint32     `json:"uid"`
+	GID         uint32     `json:"gid"`
+	Comm        string     `json:"comm"`
+	CgroupID    uint64     `json:"cgroup_id"`
+	Namespaces  Namespaces `json:"namespaces"`
+	CapEff      uint64     `json:"cap_effective"`
 
 	Args  [6]uint64 `json:"args"`
 	Flags uint64    `json:"flags"` // clone/unshare/setns/mount/open flags, ptrace request, bpf cmd…
@@ -65,3 +68,13 @@ type CapSets struct {
 	Permitted   uint64 `json:"permitted"`
 	Inheritable uint64 `json:"inheritable"`
 }
+
+// ProcessKey identifies a process across PID reuse: pid_max is often 32768, so a
+// PID alone names many processes within minutes under container churn.
+type ProcessKey struct {
+	PID     uint32
+	StartNs uint64
+}
+
+// Process is the identity of the process that caused e.
+func (e Event) Process() ProcessKey { return ProcessKey{PID: e.PID, StartNs: e.ProcStartNs} }

@@ -18,7 +18,8 @@ type RecordedWindow struct {
 	Duration  float64           `json:"duration,omitempty"`
 	Image     string            `json:"image,omitempty"`
 	Container string            `json:"container,omitempty"`
-	Label     string            `json:"label,omitempty"` // for labelled benchmark data: "normal" or "attack:<class>"
+	Label     string            `json:"label,omitempty"`   // for labelled benchmark data: "normal" or "attack:<class>"
+	Startup   bool              `json:"startup,omitempty"` // in the container's setup seconds (model.Window.Startup)
 	Syscalls  map[string]uint64 `json:"syscalls"`
 }
 
@@ -55,14 +56,15 @@ func (r RecordedWindow) Window() Window {
 	}
 	return Window{
 		Container: Container{ID: id, Name: r.Container, Runtime: RuntimeStatic, Image: repo, ImageTag: tag},
-		Start:     r.Time, Duration: time.Duration(r.Duration * float64(time.Second)), Counts: r.Syscalls,
+		Start:     r.Time, Duration: time.Duration(math.Round(r.Duration * float64(time.Second))), Counts: r.Syscalls,
+		Startup: r.Startup,
 	}
 }
 
 // Record turns a live window into its recorded form.
 func Record(w Window, id string) RecordedWindow {
 	return RecordedWindow{ID: id, Time: w.Start, Duration: w.Duration.Seconds(), Image: w.Container.ImageRef(),
-		Container: w.Container.Name, Syscalls: w.Counts}
+		Container: w.Container.Name, Syscalls: w.Counts, Startup: w.Startup}
 }
 
 // ROC summarises how well scores separate attacks (positive) from normal windows.

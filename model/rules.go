@@ -274,7 +274,7 @@ func (rs *RuleSet) Rule(id string) *Rule {
 // Match returns the rules an event fires. baseline is the image's baseline (nil
 // when there is none): exec_drift needs it.
 func (rs *RuleSet) Match(e Event, baseline *Baseline) []*Rule {
-	if rs == nil || e.Container.IsHost() || e.Container.Runtime == RuntimeUnknown {
+	if rs == nil || !e.Container.IsContainer() {
 		return nil
 	}
 	var fired []*Rule

@@ -180,16 +180,22 @@ const minThreshold = 4.0
 // exponential tail (peaks over threshold) to the top 20% of held-out scores.
 func (b *Baseline) Calibrate(budgetPerDay float64, window float64) Threshold {
 	scores := b.HeldOutScores()
+	sort.Float64s(scores)
+	return calibrateSorted(scores, budgetPerDay, window)
+}
+
+// calibrateSorted is Calibrate on held-out scores sorted in increasing order,
+// which it does not modify.
+func calibrateSorted(scores []float64, budgetPerDay float64, window float64) Threshold {
 	windowsPerDay := 86400 / math.Max(window, 1e-3)
 	p := math.Min(math.Max(budgetPerDay/windowsPerDay, 1e-12), 1)
 	t := Threshold{Exceedance: p, HeldOut: len(scores), Value: minThreshold}
 	if len(scores) < 10 {
 		if len(scores) > 0 {
-			t.Value = math.Max(minThreshold, 2*slices.Max(scores))
+			t.Value = math.Max(minThreshold, 2*scores[len(scores)-1])
 		}
 		return t
 	}
-	sort.Float64s(scores)
 	const tailFraction = 0.2
 	u := stat.Quantile(1-tailFraction, stat.Empirical, scores, nil)
 	var excess []float64

@@ -10,6 +10,10 @@ type Window struct {
 	Start     time.Time         `json:"start"`
 	Duration  time.Duration     `json:"duration"`
 	Counts    map[string]uint64 `json:"syscalls"`
+	// Startup: the window falls in its container's setup seconds, when the
+	// runtime's init runs in the new cgroup. Such windows are neither learned as
+	// behaviour nor scored.
+	Startup bool `json:"startup,omitempty"`
 }
 
 // Total is the number of syscalls in the window.

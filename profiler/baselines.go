@@ -7,38 +7,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/control"
 	"github.com/cagewatch/cagewatch/store"
 )
-
-// BaselineService is what the CLI needs from baselines, whether it talks to a
-// running agent over its control socket or opens the store itself.
-type BaselineService interface {
-	List(ctx context.Context) ([]*model.Baseline, error)
-	Get(ctx context.Context, key string) (*model.Baseline, error)
-	// Import writes all baselines or none; merge folds each into the existing one.
-	Import(ctx context.Context, bs []*model.Baseline, merge bool) error
-	Promote(ctx context.Context, key string) error
-	Reset(ctx context.Context, key string) error
-	Status(ctx context.Context) (Status, error)
-}
-
-// Status is what `cagewatch status` prints.
-type Status struct {
-	AgentRunning bool          `json:"agent_running"`
-	Mode         Mode          `json:"mode,omitempty"`
-	Images       []ImageStatus `json:"images"`
-}
-
-// ImageStatus is one baseline's learning state and progress.
-type ImageStatus struct {
-	Image    string              `json:"image"`
-	State    model.BaselineState `json:"state"`
-	Progress model.Progress      `json:"progress"`
-	Updated  time.Time           `json:"updated"`
-}
 
 // Library is the agent's view of the baselines: an in-memory copy of the store
 // that learning changes and Flush persists, one transaction per batch.
@@ -152,17 +125,17 @@ func (l *Library) Reset(_ context.Context, key string) error {
 }
 
 // Status reports each image's state and progress.
-func (l *Library) Status(context.Context) (Status, error) {
+func (l *Library) Status(context.Context) (control.Status, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := Status{AgentRunning: l.running, Images: []ImageStatus{}}
+	st := control.Status{AgentRunning: l.running, Images: []control.ImageStatus{}}
 	if l.running {
-		st.Mode = l.mode
+		st.Mode = string(l.mode)
 	}
 	for _, b := range l.cache {
-		st.Images = append(st.Images, ImageStatus{Image: b.Key(), State: b.State, Progress: b.Progress(l.cfg), Updated: b.Updated})
+		st.Images = append(st.Images, control.ImageStatus{Image: b.Key(), State: b.State, Progress: b.Progress(l.cfg), Updated: b.Updated})
 	}
-	slices.SortFunc(st.Images, func(a, b ImageStatus) int { return strings.Compare(a.Image, b.Image) })
+	slices.SortFunc(st.Images, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })
 	return st, nil
 }
 

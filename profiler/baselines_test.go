@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/control"
 	"github.com/cagewatch/cagewatch/store"
 )
 
@@ -694,7 +695,7 @@ func TestLibraryReset(t *testing.T) {
 			t.Fatal(err)
 		}
 		lib := newLib(t, st, ModeAuto, true)
-		learner := NewLearner(lib, ModeAuto, LearnerConfig{LearnConfig: testLearnConfig()}, nil, discard())
+		learner := NewLearner(lib, ModeAuto, LearnerConfig{LearnConfig: testLearnConfig()}, NewTracker(), discard())
 		if res, err := learner.LearnWindows([]model.Window{win(app1, 1, 100, steady(0))}); err != nil || res.Skipped != 1 {
 			t.Fatalf("before reset: %+v, %v; want the stable image skipped", res, err)
 		}
@@ -770,17 +771,17 @@ func TestLibraryStatus(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got.AgentRunning != tt.running || got.Mode != tt.wantMode {
+			if got.AgentRunning != tt.running || got.Mode != string(tt.wantMode) {
 				t.Errorf("agent running %v mode %q, want %v %q", got.AgentRunning, got.Mode, tt.running, tt.wantMode)
 			}
 			if got.Images == nil {
 				t.Fatal("Images is nil; want an empty list so JSON shows []")
 			}
-			var wantImages []ImageStatus
+			var wantImages []control.ImageStatus
 			for _, b := range tt.stored {
-				wantImages = append(wantImages, ImageStatus{Image: b.Key(), State: b.State, Progress: b.Progress(cfg), Updated: b.Updated})
+				wantImages = append(wantImages, control.ImageStatus{Image: b.Key(), State: b.State, Progress: b.Progress(cfg), Updated: b.Updated})
 			}
-			slices.SortFunc(wantImages, func(a, b ImageStatus) int { return strings.Compare(a.Image, b.Image) })
+			slices.SortFunc(wantImages, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })
 			if len(got.Images) != len(wantImages) {
 				t.Fatalf("%d images, want %d", len(got.Images), len(wantImages))
 			}
@@ -902,7 +903,7 @@ func TestLibraryFlush(t *testing.T) {
 func TestLibraryConcurrentUse(t *testing.T) {
 	st, _ := openStore(t)
 	lib := newLib(t, st, ModeLearn, true)
-	learner := NewLearner(lib, ModeLearn, LearnerConfig{LearnConfig: testLearnConfig()}, NewTripLog(), discard())
+	learner := NewLearner(lib, ModeLearn, LearnerConfig{LearnConfig: testLearnConfig()}, NewTracker(), discard())
 	ctx := context.Background()
 	var wg sync.WaitGroup
 	wg.Go(func() {

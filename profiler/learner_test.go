@@ -22,15 +22,41 @@ import (
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
-// newLearner builds a learner over a fresh real store.
-func newLearner(t *testing.T, mode Mode, cfg LearnerConfig, trip Tripwire) (*Learner, *Library, *store.Bolt, string) {
+// trackedLearner is a learner with the pipeline's bookkeeping around it: first
+// sightings mark start-up windows, and the tracker holds the trip runs.
+type trackedLearner struct {
+	*Learner
+	state *Tracker
+}
+
+func track(l *Learner) trackedLearner { return trackedLearner{l, l.state} }
+
+func (l trackedLearner) LearnWindows(ws []model.Window) (LearnResult, error) {
+	l.state.MarkStartup(ws, l.cfg.IgnoreFirst)
+	return l.Learner.LearnWindows(ws)
+}
+
+func (l trackedLearner) ObserveExec(e model.Event) {
+	if e.Container.HasBaseline() {
+		l.state.Sighted(e.CgroupID, e.Time)
+	}
+	l.Learner.ObserveExec(e)
+}
+
+func (l trackedLearner) Forget(cgroupID uint64) { l.state.Forget(cgroupID) }
+
+// newLearner builds a learner over a fresh real store; state may be nil.
+func newLearner(t *testing.T, mode Mode, cfg LearnerConfig, state *Tracker) (trackedLearner, *Library, *store.Bolt, string) {
 	t.Helper()
 	st, path := openStore(t)
 	lib, err := NewLibrary(st, cfg.LearnConfig, mode, true)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return NewLearner(lib, mode, cfg, trip, discard()), lib, st, path
+	if state == nil {
+		state = NewTracker()
+	}
+	return track(NewLearner(lib, mode, cfg, state, discard())), lib, st, path
 }
 
 func learnerConfig(ignoreFirst time.Duration) LearnerConfig {
@@ -39,7 +65,7 @@ func learnerConfig(ignoreFirst time.Duration) LearnerConfig {
 
 // learnEach learns ws one window per batch, as the agent does once per sampling
 // round, and sums the results.
-func learnEach(t *testing.T, l *Learner, ws []model.Window) LearnResult {
+func learnEach(t *testing.T, l trackedLearner, ws []model.Window) LearnResult {
 	t.Helper()
 	var sum LearnResult
 	for _, w := range ws {
@@ -226,7 +252,7 @@ func TestLearnerNeverLearns(t *testing.T) {
 				st, path := openStore(t)
 				rec.Store = st
 				lib := newLib(t, rec, mode, true)
-				l := NewLearner(lib, mode, learnerConfig(0), NewTripLog(), discard())
+				l := track(NewLearner(lib, mode, learnerConfig(0), NewTracker(), discard()))
 				l.ObserveExec(model.Event{Kind: model.EventExec, Time: t0, CgroupID: 7, Container: tt.c, Path: "/bin/sh"})
 				res := learnEach(t, l, windows(tt.c, 7, 0, 5))
 				if !reflect.DeepEqual(res, LearnResult{}) {
@@ -298,7 +324,7 @@ func TestLearnerModes(t *testing.T) {
 				}
 			}
 			lib := newLib(t, st, tt.mode, true)
-			l := NewLearner(lib, tt.mode, learnerConfig(0), NewTripLog(), discard())
+			l := track(NewLearner(lib, tt.mode, learnerConfig(0), NewTracker(), discard()))
 			l.ObserveExec(model.Event{Kind: model.EventExec, Time: t0.Add(100 * time.Second), CgroupID: 1, Container: app1, Path: "/usr/bin/new"})
 			res := learnEach(t, l, windows(app1, 1, 100, 104))
 
@@ -535,9 +561,9 @@ func TestLearnerPoisoningGuard(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			trip := NewTripLog()
+			trip := NewTracker()
 			for _, m := range tt.marks {
-				trip.Mark(m.cg, m.at)
+				trip.MarkTrip(m.cg, m.at)
 			}
 			ws := slices.Clone(tt.ws)
 			for _, i := range tt.poisoned {
@@ -563,8 +589,8 @@ func TestLearnerPoisoningGuard(t *testing.T) {
 	}
 
 	t.Run("a mark after the batch poisons a later window", func(t *testing.T) {
-		trip := NewTripLog()
-		trip.Mark(1, at(20.5))
+		trip := NewTracker()
+		trip.MarkTrip(1, at(20.5))
 		l, _, _, _ := newLearner(t, ModeLearn, learnerConfig(0), trip)
 		if res := learnEach(t, l, windows(app1, 1, 0, 10)); res.Poisoned != 0 || res.Learned != 10 {
 			t.Fatalf("first batches: %+v, want 10 learned", res)
@@ -575,8 +601,8 @@ func TestLearnerPoisoningGuard(t *testing.T) {
 	})
 
 	t.Run("forgotten marks do not poison", func(t *testing.T) {
-		trip := NewTripLog()
-		trip.Mark(1, at(1.5))
+		trip := NewTracker()
+		trip.MarkTrip(1, at(1.5))
 		trip.Forget(1)
 		l, _, _, _ := newLearner(t, ModeLearn, learnerConfig(0), trip)
 		if res := learnEach(t, l, windows(app1, 1, 0, 3)); res.Poisoned != 0 || res.Learned != 3 {
@@ -584,27 +610,16 @@ func TestLearnerPoisoningGuard(t *testing.T) {
 		}
 	})
 
-	t.Run("any Tripwire", func(t *testing.T) {
-		l, lib, _, _ := newLearner(t, ModeLearn, learnerConfig(0), tripFunc(func(cg uint64, from, to time.Time) bool {
-			return to.Sub(from) != time.Second || from.Equal(at(2))
-		}))
-		if res := learnEach(t, l, windows(app1, 1, 0, 4)); res.Poisoned != 1 || res.Learned != 3 {
-			t.Errorf("result = %+v, want 3 learned, 1 poisoned", res)
-		}
-		if b := mustGet(t, lib, app1Key); b.Windows != 3 {
-			t.Errorf("windows = %d, want 3", b.Windows)
-		}
-	})
 }
 
 // TestTripLogBursts: a rule firing thousands of times a second stays one run, and
 // with more runs than the cap no window holding a mark is ever reported clean.
 func TestTripLogBursts(t *testing.T) {
-	l := NewTripLog()
+	l := NewTracker()
 	for i := range 100_000 { // 100 ms of marks, 1 µs apart, from t0+10s
-		l.Mark(1, t0.Add(10*time.Second+time.Duration(i)*time.Microsecond))
+		l.MarkTrip(1, t0.Add(10*time.Second+time.Duration(i)*time.Microsecond))
 	}
-	if n := len(l.runs[1]); n != 1 {
+	if n := len(l.cgroups[1].trips); n != 1 {
 		t.Fatalf("a dense burst made %d runs, want 1", n)
 	}
 	ms := func(n int) time.Time { return t0.Add(time.Duration(n) * time.Millisecond) }
@@ -617,12 +632,12 @@ func TestTripLogBursts(t *testing.T) {
 		}
 	}
 
-	l = NewTripLog()
+	l = NewTracker()
 	const marks = 3 * tripMaxRuns
 	for i := range marks { // 20 ms apart: every mark its own run
-		l.Mark(2, ms(20*i))
+		l.MarkTrip(2, ms(20*i))
 	}
-	if n := len(l.runs[2]); n > tripMaxRuns {
+	if n := len(l.cgroups[2].trips); n > tripMaxRuns {
 		t.Errorf("%d runs kept, want at most %d", n, tripMaxRuns)
 	}
 	for i := range marks { // one window per mark, checked in time order
@@ -635,17 +650,13 @@ func TestTripLogBursts(t *testing.T) {
 // BenchmarkTripLogMark is a rule firing continuously in one container: the
 // event loop calls Mark for every event.
 func BenchmarkTripLogMark(b *testing.B) {
-	l := NewTripLog()
+	l := NewTracker()
 	now := t0
 	for b.Loop() {
 		now = now.Add(20 * time.Microsecond) // 50,000 events/s
-		l.Mark(1, now)
+		l.MarkTrip(1, now)
 	}
 }
-
-type tripFunc func(cg uint64, from, to time.Time) bool
-
-func (f tripFunc) Tripped(cg uint64, from, to time.Time) bool { return f(cg, from, to) }
 
 func TestTripLog(t *testing.T) {
 	at := func(sec int) time.Time { return t0.Add(time.Duration(sec) * time.Second) }
@@ -697,10 +708,10 @@ func TestTripLog(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			l := NewTripLog()
+			l := NewTracker()
 			for cg, secs := range tt.marks {
 				for _, s := range secs {
-					l.Mark(cg, at(s))
+					l.MarkTrip(cg, at(s))
 				}
 			}
 			for _, cg := range tt.forget {
@@ -714,8 +725,10 @@ func TestTripLog(t *testing.T) {
 			if tt.checkKept {
 				got := map[uint64]int{}
 				l.mu.Lock()
-				for cg, runs := range l.runs {
-					got[cg] = len(runs)
+				for cg, c := range l.cgroups {
+					if len(c.trips) > 0 {
+						got[cg] = len(c.trips)
+					}
 				}
 				l.mu.Unlock()
 				if !reflect.DeepEqual(got, tt.wantKept) {
@@ -818,7 +831,7 @@ func TestLearnerPersistence(t *testing.T) {
 		}
 		st2 := reopen(t, st, path)
 		lib2 := newLib(t, st2, ModeLearn, true)
-		l2 := NewLearner(lib2, ModeLearn, learnerConfig(0), nil, discard())
+		l2 := track(NewLearner(lib2, ModeLearn, learnerConfig(0), NewTracker(), discard()))
 		learnEach(t, l2, windows(app1, 1, 7, 10))
 		got, err := reopen(t, st2, path).Baseline(app1Key)
 		if err != nil {
@@ -833,7 +846,7 @@ func TestLearnerPersistence(t *testing.T) {
 		st, path := openStore(t)
 		rec := &recordingStore{Store: st}
 		lib := newLib(t, rec, ModeLearn, true)
-		l := NewLearner(lib, ModeLearn, learnerConfig(0), nil, discard())
+		l := track(NewLearner(lib, ModeLearn, learnerConfig(0), NewTracker(), discard()))
 		learnEach(t, l, windows(app1, 1, 0, 2))
 		rec.setFail(true, false)
 		res, err := l.LearnWindows(windows(app1, 1, 2, 3))
@@ -871,7 +884,7 @@ func TestLearnerHelperProcess(t *testing.T) {
 		fmt.Println("error:", err)
 		os.Exit(2)
 	}
-	l := NewLearner(lib, ModeLearn, learnerConfig(0), nil, discard())
+	l := track(NewLearner(lib, ModeLearn, learnerConfig(0), NewTracker(), discard()))
 	deadline := time.Now().Add(30 * time.Second) // never outlive a lost parent for long
 	for i := 0; time.Now().Before(deadline); i++ {
 		if _, err := l.LearnWindows([]model.Window{win(app1, 1, i, steady(i))}); err != nil {
@@ -942,7 +955,7 @@ func TestLearnerSurvivesSIGKILL(t *testing.T) {
 			b.Windows, last, last, last+1)
 	}
 	lib := newLib(t, st, ModeLearn, true)
-	l := NewLearner(lib, ModeLearn, learnerConfig(0), nil, discard())
+	l := track(NewLearner(lib, ModeLearn, learnerConfig(0), NewTracker(), discard()))
 	learnEach(t, l, windows(app1, 1, 1000, 1003))
 	if got := mustGet(t, lib, app1Key); got.Windows != b.Windows+3 {
 		t.Errorf("after resuming: %d windows, want %d", got.Windows, b.Windows+3)

@@ -49,8 +49,7 @@ func (r *Recorder) Record(ws []model.Window) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	for _, w := range ws {
-		c := w.Container
-		if c.IsHost() || c.Runtime == model.RuntimeUnknown {
+		if !w.Container.IsContainer() {
 			continue
 		}
 		line, err := json.Marshal(model.Record(w, fmt.Sprintf("%d-%d", w.CgroupID, w.Start.UnixNano())))

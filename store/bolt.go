@@ -57,8 +57,7 @@ var (
 
 // Bolt is the embedded bbolt store.
 type Bolt struct {
-	db   *bolt.DB
-	path string
+	db *bolt.DB
 }
 
 // Open opens or creates the store at path, creating its directory (0700) and
@@ -74,7 +73,7 @@ func Open(path string, lockWait time.Duration) (*Bolt, error) {
 		}
 		return nil, fmt.Errorf("opening store %s: %w", path, err)
 	}
-	s := &Bolt{db: db, path: path}
+	s := &Bolt{db: db}
 	if err := db.Update(s.migrate); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("store %s: %w", path, err)
@@ -111,9 +110,6 @@ func (s *Bolt) migrate(tx *bolt.Tx) error {
 	}
 	return meta.Put(keySchema, []byte(strconv.Itoa(SchemaVersion)))
 }
-
-// Path is the file the store lives in.
-func (s *Bolt) Path() string { return s.path }
 
 // Close closes the file.
 func (s *Bolt) Close() error { return s.db.Close() }

@@ -16,15 +16,9 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler"
-	"github.com/cagewatch/cagewatch/profiler/alerts"
-	"github.com/cagewatch/cagewatch/profiler/container"
-	"github.com/cagewatch/cagewatch/profiler/control"
-	"github.com/cagewatch/cagewatch/profiler/metrics"
-	"github.com/cagewatch/cagewatch/store"
 )
 
 // startAgent loads the validated config and the sensor.
@@ -83,218 +77,31 @@ func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	if err != nil {
 		return err
 	}
-	return runPipeline(cmd.Context(), cfg, log, g.stdout, nil)
+	return profiler.Run(cmd.Context(), cfg, profiler.RunOptions{Log: log, AlertOut: g.stdout, Version: version,
+		Reload: notifyHUP(cmd.Context())})
 }
 
-// runPipeline runs the whole agent until ctx is done. Alerts go to alertOut as
-// JSON lines; ready, when set, gets the baseline library once everything runs.
-func runPipeline(ctx context.Context, cfg profiler.Config, log *slog.Logger, alertOut io.Writer, ready func(*profiler.Library)) error {
-	rules, err := profiler.LoadRules(cfg.Rules)
-	if err != nil {
-		return err
-	}
-	out, err := newDispatcher(cfg.Alerts, alertOut, log)
-	if err != nil {
-		return err
-	}
-	defer out.Close()
-	st, err := store.Open(cfg.Store, time.Second)
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if err := st.Close(); err != nil {
-			log.Error("closing store", "store", cfg.Store, "err", err)
-		}
-	}()
-	lib, err := profiler.NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, true)
-	if err != nil {
-		return err
-	}
-	trip := profiler.NewTripLog()
-	learner := profiler.NewLearner(lib, cfg.Mode, cfg.Learning, trip, log)
-	a, err := profiler.New(cfg, log)
-	if err != nil {
-		return err
-	}
-	defer a.Close()
-	hostname, _ := os.Hostname()
-	det, err := profiler.NewDetector(profiler.DetectorConfig{Mode: cfg.Mode, Budget: cfg.Budget, Window: cfg.Window, Hostname: hostname},
-		rules, lib, trip, out, a.Sensor(), a.Cgroups(), log)
-	if err != nil {
-		return err
-	}
-	if cfg.Mode == profiler.ModeEnforce {
-		var ids []uint64
-		for _, dir := range container.ContainerParents(cfg.Containers.Static) {
-			if id, err := a.Cgroups().IDOf(dir); err == nil {
-				ids = append(ids, id)
-			}
-		}
-		if err := a.Sensor().SetEnforcedAncestors(ids); err != nil {
-			return err
-		}
-	}
-	var rec *profiler.Recorder
-	if cfg.RecordFile != "" {
-		if rec, err = profiler.OpenRecorder(cfg.RecordFile, cfg.RecordMaxBytes); err != nil {
-			return err
-		}
-		defer func() {
-			if err := rec.Close(); err != nil {
-				log.Error("closing record file", "file", cfg.RecordFile, "err", err)
-			}
-		}()
-	}
-	m := metrics.New(&metricsSource{lib: lib, agent: a, out: out}, version)
-	det.Scored = m.ObserveScore
-	det.InStartup = learner.InStartup
-	out.OnSend(m.ObserveAlert)
-	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store, "rules", len(rules.Rules))
-
-	g2, ctx := errgroup.WithContext(ctx)
-	if ready != nil {
-		ready(lib)
-	}
-	if cfg.MetricsListen != "" {
-		g2.Go(func() error { return metrics.Serve(ctx, cfg.MetricsListen, m.Registry(), log) })
-	}
-	g2.Go(func() error { return control.Serve(ctx, control.SocketPath(cfg.Store), lib, log) })
-	g2.Go(func() error { return reloadRulesOnHUP(ctx, cfg.Rules, det, log) })
-	g2.Go(func() error {
-		return a.Run(ctx, profiler.Handlers{
-			Windows: func(ws []model.Window) {
-				det.EnforceWindows(ws)
-				if rec != nil {
-					if err := rec.Record(ws); err != nil {
-						log.Error("recording windows", "file", cfg.RecordFile, "err", err)
-					}
-				}
-				m.ObserveWindows(ws, lib.State)
-				det.OnWindows(ws)
-				res, err := learner.LearnWindows(ws)
-				if err != nil {
-					log.Error("persisting baselines", "store", cfg.Store, "err", err)
-				}
-				logWindows(log, a, ws, res)
-			},
-			Event: func(e model.Event) {
-				det.OnEvent(e)
-				if e.Kind == model.EventExec {
-					learner.ObserveExec(e)
-				}
-				if !e.Container.IsHost() && e.Kind != model.EventExec {
-					log.Debug("event", "syscall", e.Syscall, "detail", e.Describe(),
-						"container", containerLabel(e.Container), "image", e.Container.ImageRef(), "comm", e.Comm, "pid", e.PID)
-				}
-			},
-			Sampled: m.ObserveSample,
-			Removed: func(id uint64) {
-				trip.Forget(id)
-				learner.Forget(id)
-				det.Forget(id)
-				m.ForgetCgroup(id)
-			},
-		})
-	})
-	err = g2.Wait()
-	log.Info("stopped", "alerts_sent", out.Sent(), "alerts_suppressed", out.Suppressed())
-	return err
-}
-
-// metricsSource feeds the values Prometheus reads at scrape time.
-type metricsSource struct {
-	lib   *profiler.Library
-	agent *profiler.Agent
-	out   *alerts.Dispatcher
-}
-
-func (s *metricsSource) Baselines() []metrics.BaselineInfo {
-	var out []metrics.BaselineInfo
-	for _, b := range s.lib.Summaries() {
-		out = append(out, metrics.BaselineInfo{Image: b.Image, State: b.State, Windows: b.Windows, Syscalls: b.Syscalls})
-	}
-	return out
-}
-
-func (s *metricsSource) Sensor() metrics.SensorInfo {
-	st, _ := s.agent.Stats()
-	return metrics.SensorInfo{Events: st.Events, EventsLost: st.EventsLost, Killed: st.Killed, Undecodable: st.Undecodable,
-		HistFull: st.HistFull, AlertsSuppressed: s.out.Suppressed()}
-}
-
-func (s *metricsSource) SinkDrops() map[string]uint64 { return s.out.Drops() }
-
-// newDispatcher builds the alert outputs: stdout always, a file and a webhook
-// when configured.
-func newDispatcher(cfg profiler.AlertsConfig, stdout io.Writer, log *slog.Logger) (*alerts.Dispatcher, error) {
-	sinks := []alerts.Sink{alerts.NewWriter("stdout", stdout)}
-	if cfg.File != "" {
-		f, err := alerts.OpenFile(cfg.File)
-		if err != nil {
-			return nil, err
-		}
-		sinks = append(sinks, f)
-	}
-	if cfg.WebhookURL != "" {
-		sinks = append(sinks, alerts.NewWebhook(alerts.WebhookConfig{URL: cfg.WebhookURL, QueueSize: cfg.WebhookQueue,
-			MaxAttempts: cfg.WebhookAttempts, Backoff: cfg.WebhookBackoff}, log))
-	}
-	return alerts.NewDispatcher(cfg.DedupInterval, nil, sinks...), nil
-}
-
-// reloadRulesOnHUP reloads the rules file on SIGHUP; a broken file is refused and
-// the rules in force stay.
-func reloadRulesOnHUP(ctx context.Context, path string, det *profiler.Detector, log *slog.Logger) error {
+// notifyHUP turns SIGHUP into rule-reload requests until ctx is done.
+func notifyHUP(ctx context.Context) <-chan struct{} {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-hup:
-			rs, err := profiler.LoadRules(path)
-			if err == nil {
-				err = det.SetRules(rs)
+	reload := make(chan struct{})
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
 			}
-			if err != nil {
-				log.Error("rules reload refused; the previous rules stay active", "err", err)
-				continue
-			}
-			log.Info("rules reloaded", "rules", len(rs.Rules))
 		}
-	}
-}
-
-func logWindows(log *slog.Logger, a *profiler.Agent, ws []model.Window, res profiler.LearnResult) {
-	containers := 0
-	for _, w := range ws {
-		if !w.Container.IsHost() {
-			containers++
-		}
-	}
-	st, err := a.Stats()
-	if err != nil {
-		log.Warn("reading sensor stats", "err", err)
-	}
-	log.Info("window", "cgroups", len(ws), "containers", containers, "learned", res.Learned, "startup", res.Startup,
-		"poisoned", res.Poisoned, "events", st.Events, "events_lost", st.EventsLost, "hist_full", st.HistFull,
-		"tracked_cgroups", st.TrackedCgroups)
-}
-
-func containerLabel(c model.Container) string {
-	switch {
-	case c.IsHost():
-		return "host"
-	case c.Name != "":
-		return c.Name
-	case len(c.ID) > 12:
-		return c.ID[:12]
-	case c.ID != "":
-		return c.ID
-	}
-	return string(c.Runtime)
+	}()
+	return reload
 }
 
 // topRow is one line of `top --json`.
@@ -392,7 +199,7 @@ func printTop(w io.Writer, rows []topRow, clear bool) error {
 		}
 		name := r.ContainerName
 		if name == "" {
-			name = containerLabel(model.Container{ID: r.ContainerID, Runtime: r.Runtime})
+			name = profiler.ContainerLabel(model.Container{ID: r.ContainerID, Runtime: r.Runtime})
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%.0f\t%s\n", name, dash(r.Image), r.CgroupPath, float64(r.total)/r.Seconds, topSyscalls(r.Syscalls, r.Seconds, 4))
 	}
@@ -441,7 +248,7 @@ func newEventsCommand(g *globalOptions) *cobra.Command {
 					return
 				}
 				fmt.Fprintf(g.stdout, "%s %-14s %-24s %s[%d] %s\n", e.Time.Format("15:04:05.000"),
-					containerLabel(e.Container), dash(e.Container.ImageRef()), e.Comm, e.PID, e.Describe())
+					profiler.ContainerLabel(e.Container), dash(e.Container.ImageRef()), e.Comm, e.PID, e.Describe())
 			}})
 		},
 	}

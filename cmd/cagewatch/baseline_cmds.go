@@ -23,7 +23,7 @@ import (
 
 // baselineService talks to the running agent when there is one, and otherwise
 // opens the store file itself (bbolt allows one process at a time).
-func (g *globalOptions) baselineService(cmd *cobra.Command) (profiler.BaselineService, func(), error) {
+func (g *globalOptions) baselineService(cmd *cobra.Command) (control.Service, func(), error) {
 	v, err := g.viper(cmd.Flags(), map[string]string{"store": keyStore})
 	if err != nil {
 		return nil, nil, err
@@ -58,7 +58,7 @@ func (g *globalOptions) baselineService(cmd *cobra.Command) (profiler.BaselineSe
 }
 
 // withService runs fn with a baseline service and closes it afterwards.
-func (g *globalOptions) withService(fn func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error) func(*cobra.Command, []string) error {
+func (g *globalOptions) withService(fn func(cmd *cobra.Command, args []string, svc control.Service) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
 		svc, done, err := g.baselineService(cmd)
 		if err != nil {
@@ -78,7 +78,7 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 	var asJSON bool
 	list := &cobra.Command{
 		Use: "list", Short: "List baselines", Args: cobra.NoArgs,
-		RunE: g.withService(func(cmd *cobra.Command, _ []string, svc profiler.BaselineService) error {
+		RunE: g.withService(func(cmd *cobra.Command, _ []string, svc control.Service) error {
 			bs, err := svc.List(cmd.Context())
 			if err != nil {
 				return err
@@ -99,7 +99,7 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 	var top int
 	show := &cobra.Command{
 		Use: "show IMAGE", Short: "Show a baseline's syscalls with mean rate and spread", Args: cobra.ExactArgs(1),
-		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
 			b, err := svc.Get(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -116,7 +116,7 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 	var output string
 	export := &cobra.Command{
 		Use: "export [IMAGE...]", Short: "Export baselines (all when no image is named) to the versioned JSON format",
-		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
 			var bs []*model.Baseline
 			if len(args) == 0 {
 				all, err := svc.List(cmd.Context())
@@ -140,7 +140,7 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 	var merge bool
 	imp := &cobra.Command{
 		Use: "import FILE", Short: "Import baselines: all or nothing; --merge folds them into existing ones", Args: cobra.ExactArgs(1),
-		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
 			bs, err := readBaselineFile(args[0])
 			if err != nil {
 				return err
@@ -187,7 +187,7 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 
 	promote := &cobra.Command{
 		Use: "promote IMAGE", Short: "Mark a baseline stable now", Args: cobra.ExactArgs(1),
-		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
 			if err := svc.Promote(cmd.Context(), args[0]); err != nil {
 				return err
 			}
@@ -197,7 +197,7 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 	}
 	reset := &cobra.Command{
 		Use: "reset IMAGE", Short: "Forget a baseline: the image learns again from nothing", Args: cobra.ExactArgs(1),
-		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
 			if err := svc.Reset(cmd.Context(), args[0]); err != nil {
 				return err
 			}
@@ -216,7 +216,7 @@ func newSeccompCommand(g *globalOptions) *cobra.Command {
 	var output string
 	cmd := &cobra.Command{
 		Use: "seccomp IMAGE", Short: "Write an OCI seccomp profile allowing only the image's learned syscalls", Args: cobra.ExactArgs(1),
-		RunE: g.withService(func(cmd *cobra.Command, args []string, svc profiler.BaselineService) error {
+		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
 			b, err := svc.Get(cmd.Context(), args[0])
 			if err != nil {
 				return err
@@ -233,7 +233,7 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use: "status", Short: "Learning state and progress of every image", Args: cobra.NoArgs,
-		RunE: g.withService(func(cmd *cobra.Command, _ []string, svc profiler.BaselineService) error {
+		RunE: g.withService(func(cmd *cobra.Command, _ []string, svc control.Service) error {
 			st, err := svc.Status(cmd.Context())
 			if err != nil {
 				return err

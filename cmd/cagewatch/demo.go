@@ -110,7 +110,10 @@ func runDemo(ctx context.Context, g *globalOptions, learnTimeout time.Duration) 
 	alertsOut := &demoAlertPrinter{w: out}
 	libc := make(chan *profiler.Library, 1)
 	done := make(chan error, 1)
-	go func() { done <- runPipeline(ctx, cfg, log, alertsOut, func(l *profiler.Library) { libc <- l }) }()
+	go func() {
+		done <- profiler.Run(ctx, cfg, profiler.RunOptions{Log: log, AlertOut: alertsOut, Version: version,
+			Ready: func(l *profiler.Library) { libc <- l }})
+	}()
 	var lib *profiler.Library
 	select {
 	case lib = <-libc:

@@ -9,7 +9,6 @@ import (
 	"io"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -52,7 +51,7 @@ func newReplayCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r := &replayer{baselines: baselines, budget: budget, window: window, thresholds: map[thresholdKey]model.Threshold{}}
+			r := &replayer{baselines: baselines, budget: budget, window: window, thresholds: model.NewThresholdCache()}
 			sum, err := r.scoreFile(score, g.stdout, g.stderr)
 			if err != nil {
 				return err
@@ -139,17 +138,11 @@ func baselinesFromExport(path string) (map[string]*model.Baseline, error) {
 	return out, nil
 }
 
-type thresholdKey struct {
-	image  string
-	window float64
-}
-
 type replayer struct {
 	baselines  map[string]*model.Baseline
 	budget     float64
-	window     time.Duration
-	mu         sync.Mutex
-	thresholds map[thresholdKey]model.Threshold
+	window     time.Duration // for windows without a duration
+	thresholds *model.ThresholdCache
 }
 
 // baselineFor finds a window's baseline: by image, or the only one there is.
@@ -165,23 +158,14 @@ func (r *replayer) baselineFor(image string) *model.Baseline {
 	return nil
 }
 
-func (r *replayer) threshold(b *model.Baseline, seconds float64) model.Threshold {
-	if seconds <= 0 {
-		seconds = r.window.Seconds()
-	}
-	k := thresholdKey{b.Key(), seconds}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	t, ok := r.thresholds[k]
-	if !ok {
-		t = b.Calibrate(r.budget, seconds)
-		r.thresholds[k] = t
-	}
-	return t
+// verdict decides a recorded window exactly as the live agent does.
+func (r *replayer) verdict(b *model.Baseline, w model.Window) model.WindowVerdict {
+	return model.Verdict(model.VerdictInput{Baseline: b, Window: w, Budget: r.budget, DefaultWindow: r.window, Thresholds: r.thresholds})
 }
 
 type replayLine struct {
 	ID        string          `json:"id"`
+	Scored    bool            `json:"scored"` // false: a start-up window, or the baseline is not stable
 	Score     float64         `json:"score"`
 	Threshold float64         `json:"threshold"`
 	Alert     bool            `json:"alert"`
@@ -196,7 +180,7 @@ type replayContrib struct {
 }
 
 type replaySummary struct {
-	Scored, Alerts, Malformed, NoBaseline int
+	Scored, Alerts, Malformed, NoBaseline, NotScored int
 	NormalAlerts, AttackAlerts            int
 	PerImage                              map[string]int
 	PerHour                               map[time.Time]int
@@ -204,8 +188,7 @@ type replaySummary struct {
 	attack                                []bool
 }
 
-// scoreFile scores every window with model.Score and the baseline's calibrated
-// threshold — the code the live detector runs.
+// scoreFile decides every window with model.Verdict, as the live agent does.
 func (r *replayer) scoreFile(path string, stdout, stderr io.Writer) (*replaySummary, error) {
 	sum := &replaySummary{PerImage: map[string]int{}, PerHour: map[time.Time]int{}}
 	enc := json.NewEncoder(stdout)
@@ -216,16 +199,19 @@ func (r *replayer) scoreFile(path string, stdout, stderr io.Writer) (*replaySumm
 			sum.NoBaseline++
 			return
 		}
-		w := rw.Window()
-		s := model.Score(b, w.Counts, w.Duration.Seconds())
-		t := r.threshold(b, w.Duration.Seconds())
-		line := replayLine{ID: rw.ID, Score: s.Value, Threshold: t.Value, Novel: s.Novel,
-			Alert: len(s.Novel) > 0 || s.Value > t.Value, Top: []replayContrib{}}
+		v := r.verdict(b, rw.Window())
+		s := v.Score
+		line := replayLine{ID: rw.ID, Scored: v.Scored, Score: s.Value, Threshold: v.Threshold.Value, Novel: s.Novel,
+			Alert: v.Alert(), Top: []replayContrib{}}
 		for _, c := range s.Top {
 			line.Top = append(line.Top, replayContrib{Syscall: c.Syscall, Observed: c.Observed, Expected: c.Expected})
 		}
 		if err := enc.Encode(line); err != nil && werr == nil {
 			werr = err
+		}
+		if !v.Scored {
+			sum.NotScored++
+			return
 		}
 		sum.Scored++
 		if rw.Label != "" {
@@ -252,8 +238,8 @@ func (r *replayer) scoreFile(path string, stdout, stderr io.Writer) (*replaySumm
 }
 
 func (s *replaySummary) print(w io.Writer) {
-	fmt.Fprintf(w, "windows scored: %d, alerts: %d, malformed lines skipped: %d, without a baseline: %d\n",
-		s.Scored, s.Alerts, s.Malformed, s.NoBaseline)
+	fmt.Fprintf(w, "windows scored: %d, alerts: %d, malformed lines skipped: %d, without a baseline: %d, not scored (start-up or baseline not stable): %d\n",
+		s.Scored, s.Alerts, s.Malformed, s.NoBaseline, s.NotScored)
 	images := sortedKeys(s.PerImage)
 	for _, im := range images {
 		fmt.Fprintf(w, "  alerts for %s: %d\n", im, s.PerImage[im])

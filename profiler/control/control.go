@@ -19,17 +19,44 @@ import (
 	"time"
 
 	"github.com/cagewatch/cagewatch/model"
-	"github.com/cagewatch/cagewatch/profiler"
 	"github.com/cagewatch/cagewatch/store"
 )
+
+// Service is what the CLI needs from baselines, whether it talks to a running
+// agent over its control socket (Client) or opens the store itself (the agent's
+// baseline library).
+type Service interface {
+	List(ctx context.Context) ([]*model.Baseline, error)
+	Get(ctx context.Context, key string) (*model.Baseline, error)
+	// Import writes all baselines or none; merge folds each into the existing one.
+	Import(ctx context.Context, bs []*model.Baseline, merge bool) error
+	Promote(ctx context.Context, key string) error
+	Reset(ctx context.Context, key string) error
+	Status(ctx context.Context) (Status, error)
+}
+
+// Status is what `cagewatch status` prints.
+type Status struct {
+	AgentRunning bool          `json:"agent_running"`
+	Mode         string        `json:"mode,omitempty"`
+	Images       []ImageStatus `json:"images"`
+}
+
+// ImageStatus is one baseline's learning state and progress.
+type ImageStatus struct {
+	Image    string              `json:"image"`
+	State    model.BaselineState `json:"state"`
+	Progress model.Progress      `json:"progress"`
+	Updated  time.Time           `json:"updated"`
+}
 
 // SocketPath is where the agent listens for a given store file.
 func SocketPath(storePath string) string {
 	return filepath.Join(filepath.Dir(storePath), "cagewatch.sock")
 }
 
-// Serve answers BaselineService calls on a unix socket until ctx is done.
-func Serve(ctx context.Context, socket string, svc profiler.BaselineService, log *slog.Logger) error {
+// Serve answers Service calls on a unix socket until ctx is done.
+func Serve(ctx context.Context, socket string, svc Service, log *slog.Logger) error {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return fmt.Errorf("control socket %s: %w", socket, err)
 	}
@@ -82,7 +109,7 @@ func removeStaleSocket(socket string) error {
 
 const maxImportBytes = 256 << 20
 
-func handler(svc profiler.BaselineService, log *slog.Logger) http.Handler {
+func handler(svc Service, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/baselines", func(w http.ResponseWriter, r *http.Request) {
 		if key := r.URL.Query().Get("image"); key != "" {
@@ -137,7 +164,7 @@ func reply(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 	_ = json.NewEncoder(w).Encode(v)
 }
 
-// Client is a BaselineService backed by a running agent.
+// Client is a Service backed by a running agent.
 type Client struct {
 	socket string
 	http   *http.Client
@@ -191,13 +218,13 @@ func (c *Client) call(ctx context.Context, method, path string, query url.Values
 	return nil
 }
 
-// List implements profiler.BaselineService.
+// List implements Service.
 func (c *Client) List(ctx context.Context) ([]*model.Baseline, error) {
 	var bs []*model.Baseline
 	return bs, c.call(ctx, http.MethodGet, "/v1/baselines", nil, nil, &bs)
 }
 
-// Get implements profiler.BaselineService.
+// Get implements Service.
 func (c *Client) Get(ctx context.Context, key string) (*model.Baseline, error) {
 	var b model.Baseline
 	if err := c.call(ctx, http.MethodGet, "/v1/baselines", url.Values{"image": {key}}, nil, &b); err != nil {
@@ -206,7 +233,7 @@ func (c *Client) Get(ctx context.Context, key string) (*model.Baseline, error) {
 	return &b, nil
 }
 
-// Import implements profiler.BaselineService.
+// Import implements Service.
 func (c *Client) Import(ctx context.Context, bs []*model.Baseline, merge bool) error {
 	var buf bytes.Buffer
 	if err := store.Export(&buf, bs, time.Now()); err != nil {
@@ -219,18 +246,18 @@ func (c *Client) Import(ctx context.Context, bs []*model.Baseline, merge bool) e
 	return c.call(ctx, http.MethodPost, "/v1/baselines/import", q, &buf, nil)
 }
 
-// Promote implements profiler.BaselineService.
+// Promote implements Service.
 func (c *Client) Promote(ctx context.Context, key string) error {
 	return c.call(ctx, http.MethodPost, "/v1/baselines/promote", url.Values{"image": {key}}, nil, nil)
 }
 
-// Reset implements profiler.BaselineService.
+// Reset implements Service.
 func (c *Client) Reset(ctx context.Context, key string) error {
 	return c.call(ctx, http.MethodPost, "/v1/baselines/reset", url.Values{"image": {key}}, nil, nil)
 }
 
-// Status implements profiler.BaselineService.
-func (c *Client) Status(ctx context.Context) (profiler.Status, error) {
-	var st profiler.Status
+// Status implements Service.
+func (c *Client) Status(ctx context.Context) (Status, error) {
+	var st Status
 	return st, c.call(ctx, http.MethodGet, "/v1/status", nil, nil, &st)
 }

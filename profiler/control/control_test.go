@@ -68,7 +68,8 @@ type agent struct {
 func startAgent(t *testing.T, running bool) *agent {
 	t.Helper()
 	dir := t.TempDir()
-	st, err := store.Open(filepath.Join(dir, "baselines.db"), time.Second)
+	path := filepath.Join(dir, "baselines.db")
+	st, err := store.Open(path, time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,13 +81,13 @@ func startAgent(t *testing.T, running bool) *agent {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &agent{st: st, lib: lib, socket: control.SocketPath(st.Path())}
+	a := &agent{st: st, lib: lib, socket: control.SocketPath(path)}
 	a.cancel, a.done = serve(t, a.socket, lib)
 	return a
 }
 
 // serve runs control.Serve until the test ends and waits until it answers.
-func serve(t *testing.T, socket string, svc profiler.BaselineService) (context.CancelFunc, chan error) {
+func serve(t *testing.T, socket string, svc control.Service) (context.CancelFunc, chan error) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -592,7 +593,7 @@ func TestClientStatus(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Status: %v", err)
 			}
-			if got.AgentRunning != tt.running || got.Mode != tt.wantMode {
+			if got.AgentRunning != tt.running || got.Mode != string(tt.wantMode) {
 				t.Errorf("agent running %v mode %q, want %v %q", got.AgentRunning, got.Mode, tt.running, tt.wantMode)
 			}
 			want, _ := a.lib.Status(context.Background())
@@ -614,12 +615,12 @@ func TestClientStatus(t *testing.T) {
 }
 
 // failingService fails every call with a plain error.
-type failingService struct{ profiler.BaselineService }
+type failingService struct{ control.Service }
 
 var errBroken = errors.New("disk on fire")
 
-func (failingService) Status(context.Context) (profiler.Status, error) {
-	return profiler.Status{}, errBroken
+func (failingService) Status(context.Context) (control.Status, error) {
+	return control.Status{}, errBroken
 }
 
 func TestClientOtherErrors(t *testing.T) {

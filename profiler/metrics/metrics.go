@@ -36,8 +36,7 @@ type Metrics struct {
 	containers       *prometheus.GaugeVec
 	sampleDuration   prometheus.Histogram
 	deviation        *prometheus.GaugeVec
-	lastDeviating    map[string][]string  // image → syscalls exported in deviation
-	scoreLabels      map[uint64][2]string // cgroup → its anomaly_score labels, to delete on removal
+	lastDeviating    map[string][]string // image → syscalls exported in deviation
 	mu               sync.Mutex
 }
 
@@ -93,7 +92,6 @@ func New(src Source, version string) *Metrics {
 			Help: "Observed and expected rates (calls/s) of the top deviating syscalls of the image's last statistical alert.",
 		}, []string{"image", "syscall", "kind"}),
 		lastDeviating: map[string][]string{},
-		scoreLabels:   map[uint64][2]string{},
 	}
 	for _, s := range []string{string(model.StateLearning), string(model.StateStable), "none"} {
 		m.containers.WithLabelValues(s)
@@ -113,27 +111,22 @@ func New(src Source, version string) *Metrics {
 // Registry is the registry the handler serves (tests gather from it).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// ObserveScore records a scored window.
-func (m *Metrics) ObserveScore(w model.Window, s model.WindowScore, t model.Threshold) {
-	image := w.Container.ImageRef()
-	name := containerName(w.Container)
-	m.anomalyScore.WithLabelValues(image, name).Set(s.Value)
-	m.anomalyThreshold.WithLabelValues(image).Set(t.Value)
-	m.mu.Lock()
-	m.scoreLabels[w.CgroupID] = [2]string{image, name}
-	m.mu.Unlock()
+// ScoreSeries names one container's anomaly-score series.
+type ScoreSeries struct{ Image, Container string }
+
+// ObserveScore records a scored window and returns the series it set, which the
+// caller deletes (DeleteScore) when the container goes.
+func (m *Metrics) ObserveScore(w model.Window, s model.WindowScore, t model.Threshold) ScoreSeries {
+	series := ScoreSeries{Image: w.Container.ImageRef(), Container: containerName(w.Container)}
+	m.anomalyScore.WithLabelValues(series.Image, series.Container).Set(s.Value)
+	m.anomalyThreshold.WithLabelValues(series.Image).Set(t.Value)
+	return series
 }
 
-// ForgetCgroup drops a removed container's score series, so container churn does
+// DeleteScore drops a removed container's score series, so container churn does
 // not grow the series count.
-func (m *Metrics) ForgetCgroup(cgroupID uint64) {
-	m.mu.Lock()
-	labels, ok := m.scoreLabels[cgroupID]
-	delete(m.scoreLabels, cgroupID)
-	m.mu.Unlock()
-	if ok {
-		m.anomalyScore.DeleteLabelValues(labels[0], labels[1])
-	}
+func (m *Metrics) DeleteScore(series ScoreSeries) {
+	m.anomalyScore.DeleteLabelValues(series.Image, series.Container)
 }
 
 // ObserveWindows counts container syscalls and containers by state.
@@ -141,7 +134,7 @@ func (m *Metrics) ObserveWindows(ws []model.Window, state func(image string) (mo
 	counts := map[string]int{string(model.StateLearning): 0, string(model.StateStable): 0, "none": 0}
 	for _, w := range ws {
 		c := w.Container
-		if c.IsHost() || c.Runtime == model.RuntimeUnknown {
+		if !c.IsContainer() {
 			continue
 		}
 		m.containerCalls.WithLabelValues(c.ImageRef()).Add(float64(w.Total()))

@@ -74,7 +74,10 @@ cagewatch_alerts_suppressed_total 4
 func TestScoresAlertsAndCardinality(t *testing.T) {
 	m := New(&fakeSource{}, "test")
 	w := model.Window{CgroupID: 7, Container: web, Duration: time.Second, Counts: map[string]uint64{"read": 10, "write": 5}}
-	m.ObserveScore(w, model.WindowScore{Value: 2.5}, model.Threshold{Value: 9})
+	series := m.ObserveScore(w, model.WindowScore{Value: 2.5}, model.Threshold{Value: 9})
+	if want := (ScoreSeries{Image: "e2e/web:1", Container: "web1"}); series != want {
+		t.Errorf("ObserveScore series %+v, want %+v", series, want)
+	}
 	if got := testutil.ToFloat64(m.anomalyScore.WithLabelValues("e2e/web:1", "web1")); got != 2.5 {
 		t.Errorf("anomaly score %v, want 2.5", got)
 	}
@@ -109,7 +112,7 @@ func TestScoresAlertsAndCardinality(t *testing.T) {
 	}
 
 	// A removed container's score series goes away.
-	m.ForgetCgroup(7)
+	m.DeleteScore(series)
 	if n := testutil.CollectAndCount(m.anomalyScore); n != 0 {
 		t.Errorf("%d anomaly score series after the container left, want 0", n)
 	}

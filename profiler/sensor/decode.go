@@ -52,14 +52,15 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&e)), EventSize), raw)
 
 	ev := model.Event{
-		Time:     d.BootTime.Add(time.Duration(e.TsBootNs)),
-		PID:      e.Tgid,
-		TID:      e.Pid,
-		PPID:     e.Ppid,
-		UID:      e.Uid,
-		GID:      e.Gid,
-		Comm:     cString(e.Comm[:]),
-		CgroupID: e.CgroupId,
+		Time:        d.BootTime.Add(time.Duration(e.TsBootNs)),
+		PID:         e.Tgid,
+		TID:         e.Pid,
+		PPID:        e.Ppid,
+		ProcStartNs: e.ProcStartNs,
+		UID:         e.Uid,
+		GID:         e.Gid,
+		Comm:        cString(e.Comm[:]),
+		CgroupID:    e.CgroupId,
 		Namespaces: model.Namespaces{
 			Mnt: e.MntNs, PID: e.PidNs, Net: e.NetNs, User: e.UserNs, Cgroup: e.CgroupNs,
 		},

@@ -34,6 +34,7 @@ type sensorEvent struct {
 	TsBootNs          uint64
 	CgroupId          uint64
 	CapEffective      uint64
+	ProcStartNs       uint64
 	Args              [6]uint64
 	Flags             uint64
 	CapReqEffective   uint64

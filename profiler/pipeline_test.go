@@ -12,30 +12,26 @@ import (
 	"time"
 
 	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/alerts"
 	"github.com/cagewatch/cagewatch/profiler/sensor"
 )
 
-// recordingSender is a fake AlertSender that keeps every alert.
-type recordingSender struct {
+// recordingSink is an alert sink that keeps every alert.
+type recordingSink struct {
 	mu     sync.Mutex
 	alerts []model.Alert
-	dups   bool // Duplicate says every alert was already sent
 }
 
-func (s *recordingSender) Send(a model.Alert) bool {
+func (s *recordingSink) Name() string { return "test" }
+func (s *recordingSink) Close() error { return nil }
+
+func (s *recordingSink) Send(a model.Alert) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.alerts = append(s.alerts, a)
-	return true
 }
 
-func (s *recordingSender) Duplicate(string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.dups
-}
-
-func (s *recordingSender) take() []model.Alert {
+func (s *recordingSink) take() []model.Alert {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := s.alerts
@@ -48,12 +44,20 @@ type enforceCall struct {
 	on     bool
 }
 
-// fakeEnforcer records the policies and cgroups the detector hands the sensor.
+// fakeEnforcer records the policies and cgroups the pipeline hands the sensor.
 type fakeEnforcer struct {
-	mu       sync.Mutex
-	policies []sensor.EnforcePolicy
-	calls    []enforceCall
-	failNext error // returned (once) by SetEnforcement
+	mu        sync.Mutex
+	policies  []sensor.EnforcePolicy
+	calls     []enforceCall
+	ancestors []uint64
+	failNext  error // returned (once) by SetEnforcement
+}
+
+func (f *fakeEnforcer) SetEnforcedAncestors(ids []uint64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ancestors = append(f.ancestors, ids...)
+	return nil
 }
 
 func (f *fakeEnforcer) SetEnforcement(p sensor.EnforcePolicy) error {
@@ -90,7 +94,7 @@ func (f *fakeEnforcer) takePolicies() []sensor.EnforcePolicy {
 	return out
 }
 
-// fakeFreezer records frozen cgroup paths.
+// fakeFreezer records frozen cgroup paths; cgroup ids are the path's length.
 type fakeFreezer struct {
 	mu    sync.Mutex
 	paths []string
@@ -102,6 +106,8 @@ func (f *fakeFreezer) Freeze(path string) error {
 	f.paths = append(f.paths, path)
 	return nil
 }
+
+func (f *fakeFreezer) IDOf(path string) (uint64, error) { return uint64(len(path)), nil }
 
 func (f *fakeFreezer) take() []string {
 	f.mu.Lock()
@@ -132,14 +138,11 @@ var (
 )
 
 type detectorEnv struct {
-	d       *Detector
-	lib     *Library
-	trip    *TripLog
-	out     *recordingSender
-	enf     *fakeEnforcer
-	frz     *fakeFreezer
-	scored  *[]string // images of windows passed to Scored
-	scoreMu *sync.Mutex
+	p   *Pipeline
+	lib *Library
+	out *recordingSink
+	enf *fakeEnforcer
+	frz *fakeFreezer
 }
 
 // detectorBaselines are what the library holds: e2e/app:1 stable (learned from
@@ -153,6 +156,12 @@ func detectorBaselines() []*model.Baseline {
 }
 
 func newDetectorEnv(t *testing.T, mode Mode, rs *model.RuleSet) *detectorEnv {
+	return newPipelineEnv(t, mode, rs, nil)
+}
+
+// newPipelineEnv builds a pipeline over fakes: no kernel, a real store and
+// alert dispatcher. configure, when set, adjusts the config first.
+func newPipelineEnv(t *testing.T, mode Mode, rs *model.RuleSet, configure func(*Config)) *detectorEnv {
 	t.Helper()
 	st, _ := openStore(t)
 	lib := newLib(t, st, mode, true)
@@ -162,28 +171,43 @@ func newDetectorEnv(t *testing.T, mode Mode, rs *model.RuleSet) *detectorEnv {
 	if rs == nil {
 		rs = defaultRules(t)
 	}
-	env := &detectorEnv{lib: lib, trip: NewTripLog(), out: &recordingSender{}, enf: &fakeEnforcer{}, frz: &fakeFreezer{},
-		scored: new([]string), scoreMu: &sync.Mutex{}}
-	d, err := NewDetector(DetectorConfig{Mode: mode, Budget: 1, Window: time.Second, Hostname: "node-1"},
-		rs, lib, env.trip, env.out, env.enf, env.frz, discard())
+	cfg := Config{Mode: mode, Window: time.Second, Budget: 1, Learning: learnerConfig(0)}
+	if configure != nil {
+		configure(&cfg)
+	}
+	env := &detectorEnv{lib: lib, out: &recordingSink{}, enf: &fakeEnforcer{}, frz: &fakeFreezer{}}
+	p, err := NewPipeline(cfg, rs, Deps{Source: &fakeSource{}, Enforcer: env.enf, Cgroups: env.frz, Library: lib,
+		Sinks: []alerts.Sink{env.out}, Hostname: "node-1", Log: discard()})
 	if err != nil {
-		t.Fatalf("NewDetector: %v", err)
+		t.Fatalf("NewPipeline: %v", err)
 	}
-	d.Scored = func(w model.Window, s model.WindowScore, th model.Threshold) {
-		env.scoreMu.Lock()
-		*env.scored = append(*env.scored, w.Container.ImageRef())
-		env.scoreMu.Unlock()
-	}
-	env.d = d
+	t.Cleanup(func() { _ = p.Close() })
+	env.p = p
 	return env
 }
 
+// takeScored lists the images of the windows scored since the last call.
 func (env *detectorEnv) takeScored() []string {
-	env.scoreMu.Lock()
-	defer env.scoreMu.Unlock()
-	out := *env.scored
-	*env.scored = nil
+	tr := env.p.state
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	var out []string
+	for _, c := range tr.cgroups {
+		if c.scored {
+			out = append(out, c.scoreAs.Image)
+			c.scored = false
+		}
+	}
+	slices.Sort(out)
 	return out
+}
+
+// threshold is the threshold a one-second window of the image is held to, if
+// its baseline is stable.
+func (env *detectorEnv) threshold(image string) (model.Threshold, bool) {
+	repo, tag := model.SplitImageRef(image)
+	v := env.p.scorer.verdict(model.Window{Container: appContainer("probe", repo, tag), Duration: time.Second})
+	return v.Threshold, v.Scored
 }
 
 func detEvent(c model.Container, cg uint64, sec float64, syscall string, mod func(e *model.Event)) model.Event {
@@ -245,11 +269,10 @@ func TestDetectorIgnoresHostAndUnknown(t *testing.T) {
 			t.Run(fmt.Sprintf("%s %s", mode, c.name), func(t *testing.T) {
 				env := newDetectorEnv(t, mode, nil)
 				for _, e := range attackEvents(c.c, c.cg) {
-					env.d.OnEvent(e)
+					env.p.Event(e)
 				}
 				ws := []model.Window{novelWindow(c.c, c.cg, 100), anomalousWindow(c.c, c.cg, 101)}
-				env.d.EnforceWindows(ws)
-				env.d.OnWindows(ws)
+				env.p.Windows(ws)
 				if got := env.out.take(); len(got) > 0 {
 					t.Errorf("alerts %v, want none", alertRules(got))
 				}
@@ -262,7 +285,7 @@ func TestDetectorIgnoresHostAndUnknown(t *testing.T) {
 				if got := env.takeScored(); len(got) > 0 {
 					t.Errorf("scored %v", got)
 				}
-				if env.trip.Tripped(c.cg, t0, t0.Add(time.Hour)) {
+				if env.p.state.Tripped(c.cg, t0, t0.Add(time.Hour)) {
 					t.Error("trip log marked")
 				}
 			})
@@ -297,10 +320,10 @@ func TestDetectorRuntimeInit(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			env := newDetectorEnv(t, ModeDetect, nil)
 			for _, e := range tt.before {
-				env.d.OnEvent(e)
+				env.p.Event(e)
 			}
 			env.out.take()
-			env.d.OnEvent(detEvent(detApp, cgApp, 100, "unshare", func(e *model.Event) {
+			env.p.Event(detEvent(detApp, cgApp, 100, "unshare", func(e *model.Event) {
 				e.Flags = rlCloneNewNS | rlCloneNewUser
 				e.Comm = tt.comm
 			}))
@@ -319,7 +342,7 @@ func TestDetectorModes(t *testing.T) {
 		wantEvents []string // alerts from attackEvents of app
 		wantNovel  []string // alerts from a novel window of app
 		wantAnom   []string // alerts from an anomalous window of app
-		wantScored []string
+		wantScored []string // scored cgroups' images, besides the steady window's; nil: none
 	}{
 		{
 			name: "learn: hard rules only", mode: ModeLearn,
@@ -330,21 +353,21 @@ func TestDetectorModes(t *testing.T) {
 			wantEvents: append(slices.Clone(hard), "exec_drift"),
 			wantNovel:  []string{"syscall_novel"},
 			wantAnom:   []string{"syscall_anomaly"},
-			wantScored: []string{"e2e/app:1", "e2e/app:1"},
+			wantScored: []string{},
 		},
 		{
 			name: "enforce: everything", mode: ModeEnforce,
 			wantEvents: append(slices.Clone(hard), "exec_drift"),
 			wantNovel:  []string{"syscall_novel"},
 			wantAnom:   []string{"syscall_anomaly"},
-			wantScored: []string{"e2e/app:1", "e2e/app:1"},
+			wantScored: []string{},
 		},
 		{
 			name: "auto: stable images are detected", mode: ModeAuto,
 			wantEvents: append(slices.Clone(hard), "exec_drift"),
 			wantNovel:  []string{"syscall_novel"},
 			wantAnom:   []string{"syscall_anomaly"},
-			wantScored: []string{"e2e/app:1", "e2e/app:1"},
+			wantScored: []string{},
 		},
 	}
 	for _, tt := range tests {
@@ -352,14 +375,14 @@ func TestDetectorModes(t *testing.T) {
 			env := newDetectorEnv(t, tt.mode, nil)
 			slices.Sort(tt.wantEvents)
 			for _, e := range attackEvents(detApp, cgApp) {
-				env.d.OnEvent(e)
+				env.p.Event(e)
 			}
 			if got := alertRules(env.out.take()); !slices.Equal(got, tt.wantEvents) {
 				t.Errorf("event alerts %v, want %v", got, tt.wantEvents)
 			}
 			// A novel syscall alone outweighs 4 standard deviations, so at the minimum
 			// threshold it may fire syscall_anomaly too; syscall_novel it must fire.
-			env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 200)})
+			env.p.Windows([]model.Window{novelWindow(detApp, cgApp, 200)})
 			got := alertRules(env.out.take())
 			if tt.wantNovel == nil && len(got) > 0 {
 				t.Errorf("novel window alerts %v, want none", got)
@@ -368,13 +391,13 @@ func TestDetectorModes(t *testing.T) {
 				slices.ContainsFunc(got, func(r string) bool { return r != "syscall_novel" && r != "syscall_anomaly" })) {
 				t.Errorf("novel window alerts %v, want syscall_novel (and perhaps syscall_anomaly)", got)
 			}
-			env.d.OnWindows([]model.Window{anomalousWindow(detApp, cgApp, 201)})
+			env.p.Windows([]model.Window{anomalousWindow(detApp, cgApp, 201)})
 			if got := alertRules(env.out.take()); !slices.Equal(got, tt.wantAnom) {
 				t.Errorf("anomalous window alerts %v, want %v", got, tt.wantAnom)
 			}
 			// Windows of a learning baseline, of an image without one, and a steady
 			// window are not alerted; only stable baselines are scored.
-			env.d.OnWindows([]model.Window{
+			env.p.Windows([]model.Window{
 				novelWindow(detFresh, cgFresh, 202), anomalousWindow(detFresh, cgFresh, 203),
 				novelWindow(detOther, cgOther, 204), win(detApp, cgApp, 205, steady(205)),
 			})
@@ -394,22 +417,22 @@ func TestDetectorModes(t *testing.T) {
 
 func TestDetectorWindowAlerts(t *testing.T) {
 	env := newDetectorEnv(t, ModeDetect, nil)
-	th, ok := env.d.Threshold("e2e/app:1")
+	th, ok := env.threshold("e2e/app:1")
 	if !ok {
 		t.Fatal("no threshold for the stable baseline")
 	}
-	if _, ok := env.d.Threshold("e2e/fresh:1"); ok {
+	if _, ok := env.threshold("e2e/fresh:1"); ok {
 		t.Error("a learning baseline has a threshold")
 	}
-	if _, ok := env.d.Threshold("e2e/none:1"); ok {
+	if _, ok := env.threshold("e2e/none:1"); ok {
 		t.Error("a missing baseline has a threshold")
 	}
-	env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 300)})
+	env.p.Windows([]model.Window{novelWindow(detApp, cgApp, 300)})
 	novel := env.out.take()
 	if !slices.Contains(alertRules(novel), "syscall_novel") {
 		t.Fatalf("novel window alerts %v", alertRules(novel))
 	}
-	env.d.OnWindows([]model.Window{anomalousWindow(detApp2, cgApp2, 301)})
+	env.p.Windows([]model.Window{anomalousWindow(detApp2, cgApp2, 301)})
 	anomalous := env.out.take()
 	if got := alertRules(anomalous); !slices.Equal(got, []string{"syscall_anomaly"}) {
 		t.Fatalf("anomalous window alerts %v", got)
@@ -452,12 +475,12 @@ func TestDetectorMarksTripLog(t *testing.T) {
 	// The learner, sharing the trip log, must not learn a window in which the
 	// container tripped a hard rule, and must learn the next one.
 	env := newDetectorEnv(t, ModeLearn, nil)
-	learner := NewLearner(env.lib, ModeLearn, learnerConfig(0), env.trip, discard())
+	learner := track(env.p.learner)
 
-	env.d.OnEvent(detEvent(detFresh, cgFresh, 500.5, "unshare", func(e *model.Event) { e.Flags = rlCloneNewUser }))
+	env.p.Event(detEvent(detFresh, cgFresh, 500.5, "unshare", func(e *model.Event) { e.Flags = rlCloneNewUser }))
 	// exec_drift is not alerted in learn mode and so does not poison (fresh is
 	// learning anyway; app is stable and in another cgroup).
-	env.d.OnEvent(detExec(detApp, cgApp, 500.5, 77, "/tmp/new-binary"))
+	env.p.Event(detExec(detApp, cgApp, 500.5, 77, "/tmp/new-binary"))
 	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"ns_unshare"}) {
 		t.Fatalf("alerts %v, want [ns_unshare]", got)
 	}
@@ -469,27 +492,27 @@ func TestDetectorMarksTripLog(t *testing.T) {
 	if res.Poisoned != 1 || res.Learned != 2 {
 		t.Errorf("learned %d, poisoned %d; want 2 and 1 (the window of the unshare)", res.Learned, res.Poisoned)
 	}
-	if env.trip.Tripped(cgApp, t0.Add(500*time.Second), t0.Add(501*time.Second)) {
+	if env.p.state.Tripped(cgApp, t0.Add(500*time.Second), t0.Add(501*time.Second)) {
 		t.Error("an exec learn mode does not alert marked the trip log")
 	}
 }
 
 func TestDetectorEnforce(t *testing.T) {
 	env := newDetectorEnv(t, ModeEnforce, nil)
-	rs := env.d.Rules()
+	rs := env.p.Rules()
 	if got := env.enf.takePolicies(); len(got) != 1 || !reflect.DeepEqual(got[0], KillPolicy(rs)) {
 		t.Fatalf("SetEnforcement at construction: %+v, want once with KillPolicy(rules)", got)
 	}
 	t.Run("cgroups enforced once each", func(t *testing.T) {
 		// A cgroup is enforced once its workload execs (runc's setup is over) or
 		// once it shows up in a second sampling round; host and unknown never.
-		env.d.EnforceWindows([]model.Window{win(detApp, cgApp, 1, steady(1)), win(detHost, cgHost, 1, steady(1)),
+		env.p.Windows([]model.Window{win(detApp, cgApp, 1, steady(1)), win(detHost, cgHost, 1, steady(1)),
 			win(detUnknown, cgUnknown, 1, steady(1))})
-		env.d.OnEvent(detEvent(detApp, cgApp, 2, "openat", func(e *model.Event) { e.Path = "/etc/hostname" }))
-		env.d.OnEvent(detExec(detApp2, cgApp2, 2, 600, "/bin/app"))
-		env.d.EnforceWindows([]model.Window{win(detApp, cgApp, 3, steady(3)), win(detApp2, cgApp2, 3, steady(3)),
+		env.p.Event(detEvent(detApp, cgApp, 2, "openat", func(e *model.Event) { e.Path = "/etc/hostname" }))
+		env.p.Event(detExec(detApp2, cgApp2, 2, 600, "/bin/app"))
+		env.p.Windows([]model.Window{win(detApp, cgApp, 3, steady(3)), win(detApp2, cgApp2, 3, steady(3)),
 			win(detHost, cgHost, 3, steady(3))})
-		env.d.OnEvent(detEvent(detApp2, cgApp2, 4, "unshare", func(e *model.Event) { e.Comm, e.Flags = "runc:[2:INIT]", rlCloneNewNS }))
+		env.p.Event(detEvent(detApp2, cgApp2, 4, "unshare", func(e *model.Event) { e.Comm, e.Flags = "runc:[2:INIT]", rlCloneNewNS }))
 		want := []enforceCall{{cgApp2, true}, {cgApp, true}}
 		if got := env.enf.takeCalls(); !slices.Equal(got, want) {
 			t.Errorf("EnforceCgroup calls %v, want %v", got, want)
@@ -497,13 +520,13 @@ func TestDetectorEnforce(t *testing.T) {
 	})
 	t.Run("freeze once per cgroup for freeze-action alerts", func(t *testing.T) {
 		env.out.take()
-		env.d.OnEvent(detEvent(detApp, cgApp, 10, "unshare", func(e *model.Event) { e.Flags, e.Killed = rlCloneNewNS, true })) // kill, not freeze
+		env.p.Event(detEvent(detApp, cgApp, 10, "unshare", func(e *model.Event) { e.Flags, e.Killed = rlCloneNewNS, true })) // kill, not freeze
 		if got := env.frz.take(); len(got) > 0 {
 			t.Errorf("a kill-action alert froze %v", got)
 		}
-		env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 11)})
-		env.d.OnWindows([]model.Window{anomalousWindow(detApp, cgApp, 12), novelWindow(detApp, cgApp, 13)})
-		env.d.OnWindows([]model.Window{anomalousWindow(detApp2, cgApp2, 14)})
+		env.p.Windows([]model.Window{novelWindow(detApp, cgApp, 11)})
+		env.p.Windows([]model.Window{anomalousWindow(detApp, cgApp, 12), novelWindow(detApp, cgApp, 13)})
+		env.p.Windows([]model.Window{anomalousWindow(detApp2, cgApp2, 14)})
 		want := []string{detApp.CgroupPath, detApp2.CgroupPath}
 		if got := env.frz.take(); !slices.Equal(got, want) {
 			t.Errorf("froze %v, want %v", got, want)
@@ -515,16 +538,16 @@ func TestDetectorEnforce(t *testing.T) {
 		}
 	})
 	t.Run("forget releases the cgroup", func(t *testing.T) {
-		env.d.Forget(cgApp)
+		env.p.Removed(cgApp)
 		if got := env.enf.takeCalls(); !slices.Equal(got, []enforceCall{{cgApp, false}}) {
 			t.Errorf("Forget: EnforceCgroup calls %v, want [{%d false}]", got, cgApp)
 		}
 		// A new cgroup reusing the id is enforced and can be frozen again.
-		env.d.OnEvent(detExec(detApp, cgApp, 20, 700, "/bin/app"))
+		env.p.Event(detExec(detApp, cgApp, 20, 700, "/bin/app"))
 		if got := env.enf.takeCalls(); !slices.Equal(got, []enforceCall{{cgApp, true}}) {
 			t.Errorf("after Forget: EnforceCgroup calls %v, want [{%d true}]", got, cgApp)
 		}
-		env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 21)})
+		env.p.Windows([]model.Window{novelWindow(detApp, cgApp, 21)})
 		if got := env.frz.take(); !slices.Equal(got, []string{detApp.CgroupPath}) {
 			t.Errorf("after Forget froze %v, want %v", got, detApp.CgroupPath)
 		}
@@ -535,7 +558,7 @@ func TestDetectorEnforce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := env.d.SetRules(next); err != nil {
+		if err := env.p.SetRules(next); err != nil {
 			t.Fatalf("SetRules: %v", err)
 		}
 		got := env.enf.takePolicies()
@@ -544,12 +567,12 @@ func TestDetectorEnforce(t *testing.T) {
 		}
 	})
 	t.Run("a refused policy keeps the old rules", func(t *testing.T) {
-		before := env.d.Rules()
+		before := env.p.Rules()
 		env.enf.failNext = errors.New("map update failed")
-		if err := env.d.SetRules(defaultRules(t)); err == nil {
+		if err := env.p.SetRules(defaultRules(t)); err == nil {
 			t.Error("SetRules succeeded although the sensor refused the policy")
 		}
-		if env.d.Rules() != before {
+		if env.p.Rules() != before {
 			t.Error("rules swapped although the sensor kept the old policy")
 		}
 	})
@@ -560,13 +583,12 @@ func TestDetectorNoEnforcementOutsideEnforceMode(t *testing.T) {
 		t.Run(string(mode), func(t *testing.T) {
 			env := newDetectorEnv(t, mode, nil)
 			for _, e := range attackEvents(detApp, cgApp) {
-				env.d.OnEvent(e)
+				env.p.Event(e)
 			}
 			ws := []model.Window{novelWindow(detApp, cgApp, 100), anomalousWindow(detApp, cgApp, 101)}
-			env.d.EnforceWindows(ws)
-			env.d.OnWindows(ws)
-			env.d.Forget(cgApp)
-			if err := env.d.SetRules(defaultRules(t)); err != nil {
+			env.p.Windows(ws)
+			env.p.Removed(cgApp)
+			if err := env.p.SetRules(defaultRules(t)); err != nil {
 				t.Fatal(err)
 			}
 			if got := env.enf.takePolicies(); len(got) > 0 {
@@ -590,24 +612,21 @@ func TestDetectorFreezeActionOnEventRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	env := newDetectorEnv(t, ModeEnforce, rs)
-	env.d.OnEvent(detEvent(detApp2, cgApp2, 1, "bpf", nil))
+	env := newPipelineEnv(t, ModeEnforce, rs, func(c *Config) { c.Alerts.DedupInterval = time.Minute })
+	env.p.Event(detEvent(detApp2, cgApp2, 1, "bpf", nil))
 	if got := env.frz.take(); len(got) > 0 {
 		t.Errorf("an alert-action rule froze %v", got)
 	}
-	env.d.OnEvent(detEvent(detApp2, cgApp2, 2, "ptrace", nil))
-	env.d.OnEvent(detEvent(detApp2, cgApp2, 3, "ptrace", nil))
+	env.p.Event(detEvent(detApp2, cgApp2, 2, "ptrace", nil))
+	env.p.Event(detEvent(detApp2, cgApp2, 3, "ptrace", nil))
 	if got := env.frz.take(); !slices.Equal(got, []string{detApp2.CgroupPath}) {
 		t.Errorf("froze %v, want %v once", got, detApp2.CgroupPath)
 	}
 	// The same container restarted (same id, new cgroup) repeats the attack within
 	// the dedup interval: no new alert, but it is frozen again.
-	env.d.Forget(cgApp2)
+	env.p.Removed(cgApp2)
 	env.out.take()
-	env.out.mu.Lock()
-	env.out.dups = true
-	env.out.mu.Unlock()
-	env.d.OnEvent(detEvent(detApp2, cgApp2, 4, "ptrace", nil))
+	env.p.Event(detEvent(detApp2, cgApp2, 4, "ptrace", nil))
 	if got := env.out.take(); len(got) > 0 {
 		t.Errorf("a duplicate was sent: %v", alertRules(got))
 	}
@@ -619,7 +638,7 @@ func TestDetectorFreezeActionOnEventRule(t *testing.T) {
 func TestDetectorSetRulesSwaps(t *testing.T) {
 	env := newDetectorEnv(t, ModeDetect, nil)
 	unshare := detEvent(detApp, cgApp, 1, "unshare", func(e *model.Event) { e.Flags = rlCloneNewNS })
-	env.d.OnEvent(unshare)
+	env.p.Event(unshare)
 	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"ns_unshare"}) {
 		t.Fatalf("before reload: %v", got)
 	}
@@ -637,19 +656,19 @@ func TestDetectorSetRulesSwaps(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := env.d.SetRules(next); err != nil {
+	if err := env.p.SetRules(next); err != nil {
 		t.Fatal(err)
 	}
-	if env.d.Rules() != next {
+	if env.p.Rules() != next {
 		t.Error("Rules() is not the new set")
 	}
-	env.d.OnEvent(unshare)
-	env.d.OnEvent(detEvent(detApp, cgApp, 2, "ptrace", nil))
+	env.p.Event(unshare)
+	env.p.Event(detEvent(detApp, cgApp, 2, "ptrace", nil))
 	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"ptrace"}) {
 		t.Errorf("after reload: %v, want [ptrace]", got)
 	}
 	// Without the statistical rules, windows are scored but not alerted.
-	env.d.OnWindows([]model.Window{novelWindow(detApp, cgApp, 3), anomalousWindow(detApp, cgApp, 4)})
+	env.p.Windows([]model.Window{novelWindow(detApp, cgApp, 3), anomalousWindow(detApp, cgApp, 4)})
 	if got := env.out.take(); len(got) > 0 {
 		t.Errorf("statistical alerts %v without statistical rules", alertRules(got))
 	}
@@ -693,7 +712,7 @@ func TestDetectorAlertFields(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			env := newDetectorEnv(t, ModeLearn, nil) // learn: the exec itself does not alert
 			for _, e := range tt.events {
-				env.d.OnEvent(e)
+				env.p.Event(e)
 			}
 			alerts := env.out.take()
 			if len(alerts) != 1 {
@@ -727,7 +746,7 @@ func TestDetectorThresholdCache(t *testing.T) {
 	env := newDetectorEnv(t, ModeDetect, nil)
 	ctx := context.Background()
 	const key = "e2e/app:1"
-	cfg := DetectorConfig{Budget: 1, Window: time.Second}
+	cfg := Config{Budget: 1, Window: time.Second}
 	stable := func(n, seed int) *model.Baseline {
 		b := learned("e2e/app", "1", "app1", n, 0, noisyCounts(seed))
 		b.Promote()
@@ -742,7 +761,7 @@ func TestDetectorThresholdCache(t *testing.T) {
 	check := func(t *testing.T, b *model.Baseline) {
 		t.Helper()
 		want := b.Calibrate(cfg.Budget, cfg.Window.Seconds())
-		got, ok := env.d.Threshold(key)
+		got, ok := env.threshold(key)
 		if !ok || !sameThreshold(got, want) {
 			t.Errorf("Threshold = %+v (ok %v), want %+v (%d windows)", got, ok, want, b.Windows)
 		}
@@ -766,7 +785,7 @@ func TestDetectorThresholdCache(t *testing.T) {
 		if err := env.lib.Reset(ctx, key); err != nil {
 			t.Fatal(err)
 		}
-		if _, ok := env.d.Threshold(key); ok {
+		if _, ok := env.threshold(key); ok {
 			t.Error("threshold for a reset baseline")
 		}
 		put(t, b3)
@@ -775,7 +794,7 @@ func TestDetectorThresholdCache(t *testing.T) {
 	t.Run("window alerts use the current threshold", func(t *testing.T) {
 		want := b3.Calibrate(cfg.Budget, cfg.Window.Seconds())
 		w := win(detApp, cgApp, 900, map[string]uint64{"read": 5000, "write": 50, "futex": 10})
-		env.d.OnWindows([]model.Window{w})
+		env.p.Windows([]model.Window{w})
 		alerts := env.out.take()
 		if th, _ := alertThreshold(alerts); len(alerts) != 1 || !sameFloat(th, want.Value) {
 			var got []any
@@ -804,7 +823,7 @@ func alertThreshold(as []model.Alert) (float64, bool) {
 
 func TestDetectorConcurrentUse(t *testing.T) {
 	env := newDetectorEnv(t, ModeEnforce, nil)
-	rs := env.d.Rules()
+	rs := env.p.Rules()
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)
@@ -814,18 +833,17 @@ func TestDetectorConcurrentUse(t *testing.T) {
 				cg := uint64(cgApp + i%3)
 				switch (g + i) % 5 {
 				case 0:
-					env.d.OnEvent(detExec(detApp, cg, float64(i), uint32(1000+i), "/usr/bin/app", "x"))
+					env.p.Event(detExec(detApp, cg, float64(i), uint32(1000+i), "/usr/bin/app", "x"))
 				case 1:
-					env.d.OnEvent(detEvent(detApp, cg, float64(i), "unshare", func(e *model.Event) { e.PID, e.Flags = uint32(1000+i), rlCloneNewUser }))
+					env.p.Event(detEvent(detApp, cg, float64(i), "unshare", func(e *model.Event) { e.PID, e.Flags = uint32(1000+i), rlCloneNewUser }))
 				case 2:
 					ws := []model.Window{novelWindow(detApp, cg, i), win(detApp2, cg, i, steady(i))}
-					env.d.EnforceWindows(ws)
-					env.d.OnWindows(ws)
+					env.p.Windows(ws)
 				case 3:
-					env.d.Forget(cg)
+					env.p.Removed(cg)
 				case 4:
-					_ = env.d.SetRules(rs)
-					env.d.Threshold("e2e/app:1")
+					_ = env.p.SetRules(rs)
+					env.threshold("e2e/app:1")
 				}
 			}
 		}()
@@ -834,4 +852,31 @@ func TestDetectorConcurrentUse(t *testing.T) {
 	if len(env.out.take()) == 0 {
 		t.Error("no alerts")
 	}
+}
+
+// fakeSource replays scripted windows and events, as the sensor would deliver them.
+type fakeSource struct {
+	rounds [][]model.Window
+	events [][]model.Event // events[i] come before rounds[i]
+	gone   [][]uint64      // cgroups removed after rounds[i]
+}
+
+func (f *fakeSource) Stats() (Stats, error) { return Stats{}, nil }
+
+func (f *fakeSource) Run(ctx context.Context, h Handlers) error {
+	for i, ws := range f.rounds {
+		if i < len(f.events) {
+			for _, e := range f.events[i] {
+				h.Event(e)
+			}
+		}
+		h.Sampled(time.Millisecond)
+		h.Windows(ws)
+		if i < len(f.gone) {
+			for _, id := range f.gone[i] {
+				h.Removed(id)
+			}
+		}
+	}
+	return ctx.Err()
 }

@@ -1,0 +1,70 @@
+package profiler
+
+import (
+	"strings"
+	"sync/atomic"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// AlertSender takes alerts (the alerts.Dispatcher).
+type AlertSender interface {
+	Send(a model.Alert) bool
+	// Duplicate counts and reports an alert with this DedupKey that Send would
+	// suppress, so a repeat is dropped before it is built.
+	Duplicate(key string) bool
+}
+
+// activeRules is the rule set in force, shared by the event and window stages
+// and swapped whole on reload.
+type activeRules = atomic.Pointer[model.RuleSet]
+
+// EventRules is the hard-rule stage: it matches each container event against the
+// rules and sends alerts, marks the container tripped (its window is not
+// learned) and freezes for rules with action freeze.
+type EventRules struct {
+	mode        Mode
+	hostname    string
+	rules       *activeRules
+	lib         *Library
+	state       *Tracker
+	out         AlertSender
+	enforcement *Enforcement
+}
+
+func isRuntimeInit(comm string) bool { return strings.HasPrefix(comm, "runc:[") }
+
+// Event applies the hard rules to one event.
+func (r *EventRules) Event(e model.Event) {
+	c := e.Container
+	if !c.IsContainer() {
+		return
+	}
+	if isRuntimeInit(e.Comm) {
+		if _, execed := r.state.Process(e.Process()); !execed {
+			return // runc setting up (or entering) the container
+		}
+	}
+	rs := r.rules.Load()
+	var fired []*model.Rule
+	r.lib.view(c.ImageRef(), func(b *model.Baseline) { fired = rs.Match(e, b) })
+	for _, rule := range fired {
+		if rule.ID == model.RuleExecDrift && r.mode == ModeLearn {
+			continue // learn mode alerts on hard rules only
+		}
+		r.state.MarkTrip(e.CgroupID, e.Time)
+		// A repeat is dropped before its alert is built, but still freezes: the
+		// container may be a restarted one with the same id and a new cgroup.
+		if !r.out.Duplicate(model.EventDedupKey(rule, e)) {
+			cmdline, _ := r.state.Process(e.Process())
+			a := model.EventAlert(rule, e, cmdline, r.hostname)
+			if e.Killed {
+				a.OutputFields["cagewatch.action"] = "killed"
+			}
+			r.out.Send(a)
+		}
+		if rule.Action == model.ActionFreeze {
+			r.enforcement.Freeze(rule.ID, e.CgroupID, e.Container)
+		}
+	}
+}

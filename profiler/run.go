@@ -1,0 +1,106 @@
+package profiler
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/cagewatch/cagewatch/profiler/alerts"
+	"github.com/cagewatch/cagewatch/profiler/control"
+	"github.com/cagewatch/cagewatch/profiler/metrics"
+	"github.com/cagewatch/cagewatch/store"
+)
+
+// RunOptions are what the caller adds to the config.
+type RunOptions struct {
+	Log      *slog.Logger
+	AlertOut io.Writer // alerts as JSON lines (stdout)
+	Version  string
+	// Reload asks for the rules file to be read again (SIGHUP); a broken file is
+	// refused and the rules in force stay.
+	Reload <-chan struct{}
+	// Ready, when set, gets the baseline library once everything runs.
+	Ready func(*Library)
+}
+
+// Run is the agent: it loads the rules, opens the store, loads the kernel sensor,
+// builds the pipeline and serves metrics and the control socket until ctx is done.
+// `cagewatch run` and `cagewatch demo` both start here.
+func Run(ctx context.Context, cfg Config, opts RunOptions) error {
+	log := opts.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rules, err := LoadRules(cfg.Rules)
+	if err != nil {
+		return err
+	}
+	st, err := store.Open(cfg.Store, time.Second)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := st.Close(); err != nil {
+			log.Error("closing store", "store", cfg.Store, "err", err)
+		}
+	}()
+	lib, err := NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, true)
+	if err != nil {
+		return err
+	}
+	a, err := New(cfg, log)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	hostname, _ := os.Hostname()
+	p, err := NewPipeline(cfg, rules, Deps{Source: a, Enforcer: a.sensor, Cgroups: a.cgroups, Library: lib,
+		Sinks: []alerts.Sink{alerts.NewWriter("stdout", opts.AlertOut)}, Hostname: hostname, Version: opts.Version, Log: log})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := p.Close(); err != nil {
+			log.Error("closing alert outputs", "err", err)
+		}
+	}()
+	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store, "rules", len(rules.Rules))
+
+	g, ctx := errgroup.WithContext(ctx)
+	if opts.Ready != nil {
+		opts.Ready(lib)
+	}
+	if cfg.MetricsListen != "" {
+		g.Go(func() error { return metrics.Serve(ctx, cfg.MetricsListen, p.Metrics().Registry(), log) })
+	}
+	g.Go(func() error { return control.Serve(ctx, control.SocketPath(cfg.Store), lib, log) })
+	g.Go(func() error { p.reloadRules(ctx, opts.Reload); return nil })
+	g.Go(func() error { return p.Run(ctx) })
+	err = g.Wait()
+	log.Info("stopped", "alerts_sent", p.out.Sent(), "alerts_suppressed", p.out.Suppressed())
+	return err
+}
+
+// reloadRules reads the rules file again on each request until ctx is done.
+func (p *Pipeline) reloadRules(ctx context.Context, reload <-chan struct{}) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-reload:
+			rs, err := LoadRules(p.cfg.Rules)
+			if err == nil {
+				err = p.SetRules(rs)
+			}
+			if err != nil {
+				p.log.Error("rules reload refused; the previous rules stay active", "err", err)
+				continue
+			}
+			p.log.Info("rules reloaded", "rules", len(rs.Rules))
+		}
+	}
+}
