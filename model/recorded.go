@@ -21,6 +21,22 @@ type RecordedWindow struct {
 	Label     string            `json:"label,omitempty"`   // for labelled benchmark data: "normal" or "attack:<class>"
 	Startup   bool              `json:"startup,omitempty"` // in the container's setup seconds (model.Window.Startup)
 	Syscalls  map[string]uint64 `json:"syscalls"`
+	// Live is the live agent's decision on the window, when it scored windows.
+	Live *LiveVerdict `json:"live,omitempty"`
+}
+
+// LiveVerdict is a decision as recorded: replaying the window with the same
+// baseline and budget must reach the same one.
+type LiveVerdict struct {
+	Scored    bool    `json:"scored"`
+	Alert     bool    `json:"alert"`
+	Score     float64 `json:"score,omitempty"`
+	Threshold float64 `json:"threshold,omitempty"`
+}
+
+// Recorded is the verdict in its recorded form.
+func (v WindowVerdict) Recorded() *LiveVerdict {
+	return &LiveVerdict{Scored: v.Scored, Alert: v.Alert(), Score: v.Score.Value, Threshold: v.Threshold.Value}
 }
 
 // DecodeRecordedWindow parses and checks one JSON line.
@@ -61,10 +77,11 @@ func (r RecordedWindow) Window() Window {
 	}
 }
 
-// Record turns a live window into its recorded form.
-func Record(w Window, id string) RecordedWindow {
+// Record turns a live window into its recorded form; live is the agent's
+// decision on it, nil when the agent does not score.
+func Record(w Window, id string, live *LiveVerdict) RecordedWindow {
 	return RecordedWindow{ID: id, Time: w.Start, Duration: w.Duration.Seconds(), Image: w.Container.ImageRef(),
-		Container: w.Container.Name, Syscalls: w.Counts, Startup: w.Startup}
+		Container: w.Container.Name, Syscalls: w.Counts, Startup: w.Startup, Live: live}
 }
 
 // ROC summarises how well scores separate attacks (positive) from normal windows.

@@ -35,8 +35,8 @@ type Deps struct {
 
 // Pipeline is the agent's stages, declared in one place:
 //
-//	window round: note first sightings (start-up) → enforcement → record →
-//	              metrics → score (model.Verdict) → learn
+//	window round: note first sightings (start-up) → enforcement →
+//	              score (model.Verdict) → record (with the verdicts) → metrics → learn
 //	event:        process table (exec) → enforcement (exec) → hard rules →
 //	              exec learning
 //	removal:      Tracker.Forget → lift enforcement → drop the score series
@@ -129,13 +129,13 @@ func (p *Pipeline) Run(ctx context.Context) error {
 func (p *Pipeline) Windows(ws []model.Window) {
 	p.state.MarkStartup(ws, p.cfg.Learning.IgnoreFirst)
 	p.enforcement.Windows(ws, p.state.NextRound())
+	verdicts := p.scorer.Windows(ws)
 	if p.recorder != nil {
-		if err := p.recorder.Record(ws); err != nil {
+		if err := p.recorder.Record(ws, verdicts); err != nil {
 			p.log.Error("recording windows", "file", p.cfg.RecordFile, "err", err)
 		}
 	}
 	p.metrics.ObserveWindows(ws, p.lib.State)
-	p.scorer.Windows(ws)
 	res, err := p.learner.LearnWindows(ws)
 	if err != nil {
 		p.log.Error("persisting baselines", "store", p.cfg.Store, "err", err)

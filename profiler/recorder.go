@@ -44,15 +44,20 @@ func (r *Recorder) open() error {
 	return nil
 }
 
-// Record appends the container windows of one sampling round.
-func (r *Recorder) Record(ws []model.Window) error {
+// Record appends the container windows of one sampling round with the live
+// verdicts on them (nil when the agent does not score).
+func (r *Recorder) Record(ws []model.Window, verdicts []model.WindowVerdict) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	for _, w := range ws {
+	for i, w := range ws {
 		if !w.Container.IsContainer() {
 			continue
 		}
-		line, err := json.Marshal(model.Record(w, fmt.Sprintf("%d-%d", w.CgroupID, w.Start.UnixNano())))
+		var live *model.LiveVerdict
+		if verdicts != nil {
+			live = verdicts[i].Recorded()
+		}
+		line, err := json.Marshal(model.Record(w, fmt.Sprintf("%d-%d", w.CgroupID, w.Start.UnixNano()), live))
 		if err != nil {
 			return err
 		}

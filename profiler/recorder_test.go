@@ -20,7 +20,7 @@ func TestRecorderWritesReplayableLinesAndRotates(t *testing.T) {
 	host := model.Container{Runtime: model.RuntimeHost}
 	for i := range 40 {
 		ws := []model.Window{win(app, 7, i, steady(i)), {CgroupID: 1, Container: host, Duration: time.Second, Counts: map[string]uint64{"read": 1}}}
-		if err := r.Record(ws); err != nil {
+		if err := r.Record(ws, nil); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -24,18 +24,21 @@ type WindowScorer struct {
 	metrics     *metrics.Metrics
 }
 
-// Windows scores one sampling round's container windows.
-func (s *WindowScorer) Windows(ws []model.Window) {
+// Windows scores one sampling round's container windows and returns the
+// verdicts, one per window (nil in learn mode, which does not score).
+func (s *WindowScorer) Windows(ws []model.Window) []model.WindowVerdict {
 	if s.mode == ModeLearn {
-		return
+		return nil
 	}
 	rs := s.rules.Load()
 	novelRule, anomalyRule := rs.Rule(model.RuleSyscallNovel), rs.Rule(model.RuleSyscallAnomaly)
-	for _, w := range ws {
+	verdicts := make([]model.WindowVerdict, len(ws))
+	for i, w := range ws {
 		if !w.Container.HasBaseline() {
 			continue
 		}
 		v := s.verdict(w)
+		verdicts[i] = v
 		if !v.Scored {
 			continue
 		}
@@ -47,6 +50,7 @@ func (s *WindowScorer) Windows(ws []model.Window) {
 			s.alert(anomalyRule, w, v)
 		}
 	}
+	return verdicts
 }
 
 func (s *WindowScorer) verdict(w model.Window) model.WindowVerdict {

@@ -181,11 +181,14 @@ type replayContrib struct {
 
 type replaySummary struct {
 	Scored, Alerts, Malformed, NoBaseline, NotScored int
-	NormalAlerts, AttackAlerts            int
-	PerImage                              map[string]int
-	PerHour                               map[time.Time]int
-	scores                                []float64
-	attack                                []bool
+	// LiveRecorded windows carry the live agent's decision; DiffersFromLive of
+	// them were decided otherwise on replay (0 with the same baseline and budget).
+	LiveRecorded, DiffersFromLive int
+	NormalAlerts, AttackAlerts    int
+	PerImage                      map[string]int
+	PerHour                       map[time.Time]int
+	scores                        []float64
+	attack                        []bool
 }
 
 // scoreFile decides every window with model.Verdict, as the live agent does.
@@ -208,6 +211,12 @@ func (r *replayer) scoreFile(path string, stdout, stderr io.Writer) (*replaySumm
 		}
 		if err := enc.Encode(line); err != nil && werr == nil {
 			werr = err
+		}
+		if rw.Live != nil {
+			sum.LiveRecorded++
+			if rw.Live.Scored != v.Scored || rw.Live.Alert != v.Alert() {
+				sum.DiffersFromLive++
+			}
 		}
 		if !v.Scored {
 			sum.NotScored++
@@ -240,6 +249,9 @@ func (r *replayer) scoreFile(path string, stdout, stderr io.Writer) (*replaySumm
 func (s *replaySummary) print(w io.Writer) {
 	fmt.Fprintf(w, "windows scored: %d, alerts: %d, malformed lines skipped: %d, without a baseline: %d, not scored (start-up or baseline not stable): %d\n",
 		s.Scored, s.Alerts, s.Malformed, s.NoBaseline, s.NotScored)
+	if s.LiveRecorded > 0 {
+		fmt.Fprintf(w, "  windows recorded with the live decision: %d, decided otherwise on replay: %d\n", s.LiveRecorded, s.DiffersFromLive)
+	}
 	images := sortedKeys(s.PerImage)
 	for _, im := range images {
 		fmt.Fprintf(w, "  alerts for %s: %d\n", im, s.PerImage[im])
