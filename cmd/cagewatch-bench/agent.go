@@ -16,7 +16,7 @@ import (
 	"time"
 
 	"github.com/cagewatch/cagewatch/profiler/container"
-	"github.com/cagewatch/cagewatch/profiler/sensor"
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensorbench"
 )
 
 // benchCgroupParent holds the cgroups of the harness's fake containers; the agent
@@ -63,7 +63,7 @@ containers:
 	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
 		return nil, err
 	}
-	if a.minProg, err = sensor.HighestProgramID(); err != nil {
+	if a.minProg, err = sensorbench.HighestProgramID(); err != nil {
 		return nil, err
 	}
 	a.cmd = exec.Command(o.agent, "--config", cfgPath, "--log-level", "warn", "run")
@@ -74,7 +74,7 @@ containers:
 	}
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		st, err := sensor.LoadedProgramStats(sensor.SensorProgramName, false, a.minProg)
+		st, err := sensorbench.LoadedProgramStats(sensorbench.SensorProgramName, false, a.minProg)
 		if err == nil && !st.Missing {
 			if _, err := a.metric("cagewatch_build_info"); err == nil {
 				return a, nil
@@ -104,8 +104,8 @@ func (a *agentProc) stop() error {
 }
 
 // programStats reads the run statistics of the agent's program with that name.
-func (a *agentProc) programStats(name string) (sensor.RunStats, error) {
-	st, err := sensor.LoadedProgramStats(name, false, a.minProg)
+func (a *agentProc) programStats(name string) (sensorbench.RunStats, error) {
+	st, err := sensorbench.LoadedProgramStats(name, false, a.minProg)
 	if err == nil && st.Missing {
 		err = fmt.Errorf("agent program %s not loaded", name)
 	}

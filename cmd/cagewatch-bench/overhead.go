@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cagewatch/cagewatch/profiler/sensor"
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensorbench"
 )
 
 // bpftraceOneLiner is the peer the issue compares against: the same per-cgroup,
@@ -34,7 +34,7 @@ func getppidLoop(n int) float64 {
 // variant is one thing attached to sys_enter while the getppid loop runs.
 type variant struct {
 	name  string
-	setup func() (stats func() (sensor.RunStats, error), teardown func() error, err error)
+	setup func() (stats func() (sensorbench.RunStats, error), teardown func() error, err error)
 }
 
 // measured holds one variant's figures per repetition.
@@ -49,38 +49,38 @@ type measured struct {
 // loop timed by wall clock (run-time statistics off, as in production) and again
 // with the kernel's statistics on, plus the file workload where it matters.
 func measureOverhead(o options, r *report) error {
-	probes, err := sensor.LoadProbes()
+	probes, err := sensorbench.LoadProbes()
 	if err != nil {
 		return err
 	}
 	defer func() { _ = probes.Close() }()
-	probe := func(name string) func() (func() (sensor.RunStats, error), func() error, error) {
-		return func() (func() (sensor.RunStats, error), func() error, error) {
+	probe := func(name string) func() (func() (sensorbench.RunStats, error), func() error, error) {
+		return func() (func() (sensorbench.RunStats, error), func() error, error) {
 			l, err := probes.Attach(name)
 			if err != nil {
 				return nil, nil, err
 			}
-			return func() (sensor.RunStats, error) { return probes.Stats(name) }, l.Close, nil
+			return func() (sensorbench.RunStats, error) { return probes.Stats(name) }, l.Close, nil
 		}
 	}
 	var agent *agentProc // the current repetition's, for the switch program's figures
 	variants := []variant{
-		{"none", func() (func() (sensor.RunStats, error), func() error, error) {
+		{"none", func() (func() (sensorbench.RunStats, error), func() error, error) {
 			return nil, func() error { return nil }, nil
 		}},
-		{sensor.ProbeEmpty, probe(sensor.ProbeEmpty)},
-		{sensor.ProbeHistogram, probe(sensor.ProbeHistogram)},
-		{sensor.ProbeHash, probe(sensor.ProbeHash)},
-		{sensor.ProbeCgrpStorage, probe(sensor.ProbeCgrpStorage)},
-		{sensor.ProbePairs, probe(sensor.ProbePairs)},
-		{"agent", func() (func() (sensor.RunStats, error), func() error, error) {
+		{sensorbench.ProbeEmpty, probe(sensorbench.ProbeEmpty)},
+		{sensorbench.ProbeHistogram, probe(sensorbench.ProbeHistogram)},
+		{sensorbench.ProbeHash, probe(sensorbench.ProbeHash)},
+		{sensorbench.ProbeCgrpStorage, probe(sensorbench.ProbeCgrpStorage)},
+		{sensorbench.ProbePairs, probe(sensorbench.ProbePairs)},
+		{"agent", func() (func() (sensorbench.RunStats, error), func() error, error) {
 			a, err := startAgent(o, 10*time.Second)
 			if err != nil {
 				return nil, nil, err
 			}
 			agent = a
 			time.Sleep(time.Second) // past start-up: measure the agent as it runs
-			return func() (sensor.RunStats, error) { return a.programStats(sensor.SensorProgramName) }, a.stop, nil
+			return func() (sensorbench.RunStats, error) { return a.programStats(sensorbench.SensorProgramName) }, a.stop, nil
 		}},
 	}
 	// The peer is optional: a bpftrace that is missing or does not start (an old
@@ -143,15 +143,15 @@ func measureOverhead(o options, r *report) error {
 // measureKernel runs the getppid loop with the kernel's run-time statistics on
 // and records the per-run cost of the variant's program (and, for the agent, of
 // its context-switch program).
-func measureKernel(m *measured, stats func() (sensor.RunStats, error), calls int, isAgent bool, agent *agentProc) error {
-	on, err := sensor.EnableRunTimeStats()
+func measureKernel(m *measured, stats func() (sensorbench.RunStats, error), calls int, isAgent bool, agent *agentProc) error {
+	on, err := sensorbench.EnableRunTimeStats()
 	if err != nil {
 		return err
 	}
 	defer func() { _ = on.Close() }()
-	switchStats := func() (sensor.RunStats, error) { return sensor.RunStats{}, nil }
+	switchStats := func() (sensorbench.RunStats, error) { return sensorbench.RunStats{}, nil }
 	if isAgent {
-		switchStats = func() (sensor.RunStats, error) { return agent.programStats(sensor.SwitchProgramName) }
+		switchStats = func() (sensorbench.RunStats, error) { return agent.programStats(sensorbench.SwitchProgramName) }
 	}
 	before, err := stats()
 	if err != nil {
@@ -220,7 +220,7 @@ func openLoop(n int) (int, error) {
 // reportOverhead turns the repetitions into rows.
 func reportOverhead(r *report, res map[string]*measured) {
 	const k = "per-syscall cost, kernel BPF statistics"
-	empty := res[sensor.ProbeEmpty]
+	empty := res[sensorbench.ProbeEmpty]
 	beyond := func(name string) float64 {
 		if res[name] == nil {
 			return 0
@@ -229,10 +229,10 @@ func reportOverhead(r *report, res map[string]*measured) {
 	}
 	r.add(k, "empty tp_btf/sys_enter program (the floor)", median(empty.kernel), "ns/run", "run time as the kernel counts it", "")
 	r.add(k, "cagewatch agent's sys_enter beyond the floor", beyond("agent"), "ns/syscall", "PRIMARY: histogram + rule filter, agent running", "<= 25")
-	r.add(k, "histogram alone beyond the floor", beyond(sensor.ProbeHistogram), "ns/syscall", "per-CPU slots, no helper call, no atomic", "")
-	r.add(k, "first design: hash by cgroup id", beyond(sensor.ProbeHash), "ns/syscall", "2 helper calls + hash lookup + atomic add", "")
-	r.add(k, "cgroup local storage per syscall", beyond(sensor.ProbeCgrpStorage), "ns/syscall", "helper calls + atomic add", "")
-	r.add(k, "histogram + syscall-pair sketch (not in the sensor)", beyond(sensor.ProbePairs), "ns/syscall", "what #8's order sketch would cost", "")
+	r.add(k, "histogram alone beyond the floor", beyond(sensorbench.ProbeHistogram), "ns/syscall", "per-CPU slots, no helper call, no atomic", "")
+	r.add(k, "first design: hash by cgroup id", beyond(sensorbench.ProbeHash), "ns/syscall", "2 helper calls + hash lookup + atomic add", "")
+	r.add(k, "cgroup local storage per syscall", beyond(sensorbench.ProbeCgrpStorage), "ns/syscall", "helper calls + atomic add", "")
+	r.add(k, "histogram + syscall-pair sketch (not in the sensor)", beyond(sensorbench.ProbePairs), "ns/syscall", "what #8's order sketch would cost", "")
 	if res["bpftrace"] != nil {
 		r.add(k, "bpftrace one-liner beyond the floor", beyond("bpftrace"), "ns/syscall", "tracepoint:raw_syscalls:sys_enter @[cgroup, id] = count()", "")
 		if bt := beyond("bpftrace"); bt > 0 {
@@ -250,14 +250,14 @@ func reportOverhead(r *report, res map[string]*measured) {
 	none := res["none"]
 	added := func(name string) float64 { return medianDifference(res[name].wall, none.wall) }
 	r.add(w, "nothing attached", median(none.wall), "ns/call", "", "")
-	for _, name := range []string{sensor.ProbeEmpty, "agent", "bpftrace"} {
+	for _, name := range []string{sensorbench.ProbeEmpty, "agent", "bpftrace"} {
 		if res[name] == nil {
 			continue
 		}
-		label := map[string]string{sensor.ProbeEmpty: "empty tp_btf program (floor)", "agent": "cagewatch agent running", "bpftrace": "bpftrace one-liner"}[name]
+		label := map[string]string{sensorbench.ProbeEmpty: "empty tp_btf program (floor)", "agent": "cagewatch agent running", "bpftrace": "bpftrace one-liner"}[name]
 		r.add(w, label, median(res[name].wall), "ns/call", fmt.Sprintf("+%.1f ns", added(name)), "")
 	}
-	if f := added(sensor.ProbeEmpty); f > 0 {
+	if f := added(sensorbench.ProbeEmpty); f > 0 {
 		r.add(w, "ratio: cagewatch added ÷ floor added", added("agent")/f, "×", "", "")
 	}
 	if res["bpftrace"] != nil {
@@ -283,8 +283,8 @@ func medianDifference(a, base []float64) float64 {
 }
 
 // startBpftrace runs the one-liner until teardown, reading its program's statistics.
-func startBpftrace() (func() (sensor.RunStats, error), func() error, error) {
-	minID, err := sensor.HighestProgramID()
+func startBpftrace() (func() (sensorbench.RunStats, error), func() error, error) {
+	minID, err := sensorbench.HighestProgramID()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -328,8 +328,8 @@ func startBpftrace() (func() (sensor.RunStats, error), func() error, error) {
 		_ = waitQuietly(cmd)
 		return nil, nil, errors.New("bpftrace did not attach within 60s")
 	}
-	stats := func() (sensor.RunStats, error) {
-		st, err := sensor.LoadedProgramStats("sys_enter", true, minID)
+	stats := func() (sensorbench.RunStats, error) {
+		st, err := sensorbench.LoadedProgramStats("sys_enter", true, minID)
 		if err == nil && st.Missing {
 			err = errors.New("bpftrace's program is not loaded")
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler/sensor"
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensorbench"
 )
 
 // childCommand makes this binary a fake container's process (see runChild).
@@ -92,7 +93,7 @@ func measureSampling(o options, r *report) error {
 			s.Close()
 			return err
 		}
-		seed := sensor.SeedHistograms(s, n, 60, cpus)
+		seed := sensorbench.SeedHistograms(s, n, 60, cpus)
 		sampler := sensor.NewSampler(s, time.Now(), nil)
 		var took []float64
 		for i := range o.reps + 1 {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensortest"
 )
 
 const cgroup2Root = "/sys/fs/cgroup/unified"
@@ -92,19 +93,13 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// requireRoot skips or fails (sensortest.SkipOrFail) unless the test runs as
+// root with cgroup v2 mounted at cgroup2Root.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
-			t.Fatal("CAGEWATCH_REQUIRE_BPF is set but the tests do not run as root")
-		}
-		t.Skip("kernel feature missing for non-root: BPF and cgroup creation need root")
-	}
+	sensortest.RequireRoot(t, "BPF and cgroup creation need it")
 	if _, err := os.Stat(filepath.Join(cgroup2Root, "cgroup.procs")); err != nil {
-		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
-			t.Fatalf("cgroup v2 not mounted at %s", cgroup2Root)
-		}
-		t.Skipf("kernel feature missing: cgroup v2 at %s", cgroup2Root)
+		sensortest.SkipOrFail(t, "cgroup v2", "not mounted at %s: %v", cgroup2Root, err)
 	}
 }
 

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"text/tabwriter"
 	"time"
+
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensortest"
 )
 
 // End-to-end tests against the real Docker runtime (issue 6): learn benign
@@ -742,10 +744,7 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 	requireRoot(t)
 	dockerAvailable(t)
 	if _, err := exec.LookPath("bpftool"); err != nil {
-		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
-			t.Fatal("CAGEWATCH_REQUIRE_BPF is set but bpftool is not installed (apt-get install bpftool)")
-		}
-		t.Skip("bpftool not installed: it counts the kernel maps' entries")
+		sensortest.SkipOrFail(t, "bpftool", "it counts the kernel maps' entries (apt-get install bpftool)")
 	}
 	bin := cagewatchBinary(t)
 	dir := t.TempDir()

@@ -20,6 +20,7 @@ import (
 	"github.com/cagewatch/cagewatch/configs"
 	"github.com/cagewatch/cagewatch/profiler"
 	"github.com/cagewatch/cagewatch/profiler/control"
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensortest"
 )
 
 // Real-kernel tests of the hard rules: each technique runs in its own cgroup under
@@ -72,16 +73,13 @@ func rulesPy(code string) []string {
 	return []string{rulesPython, "-S", "-c", rulesPrelude + code}
 }
 
-// rulesRequireTools skips (or fails under CAGEWATCH_REQUIRE_BPF) without the host
+// rulesRequireTools skips or fails (sensortest.SkipOrFail) without the host
 // binaries the techniques use.
 func rulesRequireTools(t *testing.T) {
 	t.Helper()
 	for _, tool := range []string{rulesPython, "/bin/sh", "cat", "true", "unshare", "mount", "umount", "id"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
-				t.Fatalf("CAGEWATCH_REQUIRE_BPF is set but %s is missing: %v", tool, err)
-			}
-			t.Skipf("%s is missing: the techniques need it", tool)
+			sensortest.SkipOrFail(t, tool, "the techniques need it: %v", err)
 		}
 	}
 }
@@ -902,10 +900,7 @@ containers:
 		}
 		name := fmt.Sprintf("cwenforce%d", os.Getpid())
 		if out, err := exec.Command("mount", "-t", "cgroup", "-o", "none,name="+name, "cgroup", dir).CombinedOutput(); err != nil {
-			if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
-				t.Fatalf("mounting a named cgroup v1 hierarchy: %v %s", err, out)
-			}
-			t.Skipf("cannot mount a named cgroup v1 hierarchy here: %v %s", err, out)
+			sensortest.SkipOrFail(t, "a named cgroup v1 hierarchy", "mounting one: %v %s", err, out)
 		}
 		defer func() { _ = exec.Command("umount", dir).Run() }()
 		agentFile := filepath.Join(dir, "release_agent")

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensortest"
 )
 
 // pacedSteady does a fixed amount of work every 100ms whatever the CPU load: the
@@ -69,10 +71,7 @@ func pacedCgroup(t *testing.T, prefix, name string) (dir, parent string) {
 	t.Helper()
 	requireRoot(t)
 	if _, err := exec.LookPath("python3"); err != nil {
-		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
-			t.Fatal("python3 not installed, which these kernel tests need (.ci/run installs it)")
-		}
-		t.Skip("python3 not installed: the paced workloads need it")
+		sensortest.SkipOrFail(t, "python3", "the paced workloads need it (.ci/run installs it)")
 	}
 	parent = fmt.Sprintf("%s-%d", prefix, os.Getpid())
 	dir = filepath.Join(cgroup2Root, parent, name)

@@ -8,6 +8,8 @@ import (
 	"syscall"
 	"testing"
 	"testing/iotest"
+
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensortest"
 )
 
 // Real /proc/self/mountinfo excerpts.
@@ -189,22 +191,10 @@ func TestOpenCgroupFSRejects(t *testing.T) {
 	}
 }
 
-// skipOrFail skips a test that lacks a kernel feature, or fails it when CI demands
-// the feature (CAGEWATCH_REQUIRE_BPF set), per DESIGN.md convention 6.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
-		t.Fatalf("CAGEWATCH_REQUIRE_BPF is set but: "+format, args...)
-	}
-	t.Skipf(format, args...)
-}
-
 // TestCgroupFSPathOfRealCgroup needs root (mkdir in the cgroup2 hierarchy,
 // open_by_handle_at needs CAP_DAC_READ_SEARCH) and a mounted cgroup2 filesystem.
 func TestCgroupFSPathOfRealCgroup(t *testing.T) {
-	if os.Geteuid() != 0 {
-		skipOrFail(t, "needs root: creating cgroups and open_by_handle_at (CAP_DAC_READ_SEARCH)")
-	}
+	sensortest.RequireRoot(t, "creating cgroups and open_by_handle_at (CAP_DAC_READ_SEARCH) need it")
 	mount := "/sys/fs/cgroup/unified"
 	if f, err := os.Open("/proc/self/mountinfo"); err == nil {
 		found, ferr := FindCgroup2Mount(f)
@@ -214,12 +204,12 @@ func TestCgroupFSPathOfRealCgroup(t *testing.T) {
 		}
 	}
 	if _, err := os.Stat(filepath.Join(mount, "cgroup.procs")); err != nil {
-		skipOrFail(t, "no cgroup2 filesystem mounted (cgroup v2 unified hierarchy missing): %v", err)
+		sensortest.SkipOrFail(t, "cgroup v2", "no cgroup2 filesystem mounted: %v", err)
 	}
 
 	fs, err := OpenCgroupFS(mount)
 	if err != nil {
-		skipOrFail(t, "cgroup2 mount %s unusable: %v", mount, err)
+		sensortest.SkipOrFail(t, "cgroup v2", "cgroup2 mount %s unusable: %v", mount, err)
 	}
 	t.Cleanup(func() {
 		if err := fs.Close(); err != nil {
@@ -232,7 +222,7 @@ func TestCgroupFSPathOfRealCgroup(t *testing.T) {
 
 	parent, err := os.MkdirTemp(mount, "cagewatch-test-")
 	if err != nil {
-		skipOrFail(t, "cannot create a cgroup under %s (read-only or delegated hierarchy): %v", mount, err)
+		sensortest.SkipOrFail(t, "a writable cgroup v2 hierarchy", "cannot create a cgroup under %s (read-only or delegated hierarchy): %v", mount, err)
 	}
 	child := filepath.Join(parent, "child")
 	if err := os.Mkdir(child, 0o755); err != nil {
@@ -271,7 +261,7 @@ func TestCgroupFSPathOfRealCgroup(t *testing.T) {
 			got, err := fs.PathOf(tt.id)
 			if err != nil {
 				if errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EOPNOTSUPP) {
-					skipOrFail(t, "open_by_handle_at on cgroupfs not permitted: %v", err)
+					sensortest.SkipOrFail(t, "open_by_handle_at on cgroupfs", "not permitted: %v", err)
 				}
 				t.Fatalf("PathOf(%d) error = %v", tt.id, err)
 			}
@@ -324,12 +314,12 @@ func TestCgroupFSPathOfRealCgroup(t *testing.T) {
 func TestOpenCgroupFSFindsMount(t *testing.T) {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
-		skipOrFail(t, "no /proc/self/mountinfo: %v", err)
+		sensortest.SkipOrFail(t, "/proc/self/mountinfo", "%v", err)
 	}
 	want, err := FindCgroup2Mount(f)
 	f.Close()
 	if errors.Is(err, ErrNoCgroup2) {
-		skipOrFail(t, "no cgroup2 filesystem mounted (cgroup v2 unified hierarchy missing)")
+		sensortest.SkipOrFail(t, "cgroup v2", "no cgroup2 filesystem mounted")
 	}
 	if err != nil {
 		t.Fatalf("FindCgroup2Mount(/proc/self/mountinfo): %v", err)

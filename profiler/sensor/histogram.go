@@ -43,13 +43,23 @@ type histograms struct {
 }
 
 func newHistograms(array, free, pairs *ebpf.Map) (*histograms, error) {
-	h := &histograms{array: array, free: free, pairs: pairs, slots: array.MaxEntries(), owned: make(map[uint64][]uint32)}
-	for slot := h.slots - 1; slot >= 1; slot-- { // slot 0 is never handed out; 1 ends on top
+	if err := QueueHistogramSlots(free); err != nil {
+		return nil, err
+	}
+	return &histograms{array: array, free: free, pairs: pairs, slots: array.MaxEntries(), owned: make(map[uint64][]uint32)}, nil
+}
+
+// QueueHistogramSlots hands every slot but 0 to the kernel through free, the
+// free_slots stack of a loaded collection that includes bpf/histogram.h. Load
+// does it for the sensor; it is exported for profiler/sensor/sensorbench, whose
+// programs include the same header.
+func QueueHistogramSlots(free *ebpf.Map) error {
+	for slot := free.MaxEntries() - 1; slot >= 1; slot-- { // slot 0 is never handed out; 1 ends on top
 		if err := free.Update(nil, slot, ebpf.UpdateAny); err != nil {
-			return nil, fmt.Errorf("queueing histogram slot %d: %w", slot, err)
+			return fmt.Errorf("queueing histogram slot %d: %w", slot, err)
 		}
 	}
-	return h, nil
+	return nil
 }
 
 // slot returns slot n as it lies in the mapping, mapping more of the array if
@@ -227,20 +237,19 @@ func (h *histograms) recycle() error {
 // ErrBadHistogramSlots is returned for a slot count the kernel cannot map.
 var ErrBadHistogramSlots = errors.New("sensor.histogram_slots must be between 1 and 1048575")
 
-func histogramSlots(n int) (uint32, error) {
+// SizeHistogramMaps prepares a collection that includes bpf/histogram.h for n
+// (cgroup, CPU) slots, 0 meaning DefaultHistogramSlots: it sizes the slot maps and
+// tells the programs the CPU count. Load does it for the sensor; it is exported
+// for profiler/sensor/sensorbench, whose programs include the same header.
+func SizeHistogramMaps(spec *ebpf.CollectionSpec, n int) error {
 	if n == 0 {
 		n = DefaultHistogramSlots
 	}
 	if n < 1 || n >= 1<<20 {
-		return 0, fmt.Errorf("%w (got %d)", ErrBadHistogramSlots, n)
+		return fmt.Errorf("%w (got %d)", ErrBadHistogramSlots, n)
 	}
-	return uint32(n) + 1, nil // + slot 0
-}
-
-// sizeHistograms sizes a collection's histogram maps and tells it the CPU count.
-func sizeHistograms(spec *ebpf.CollectionSpec, slots uint32) error {
 	for _, name := range []string{"hist_slots", "free_slots", "pair_slots"} {
-		spec.Maps[name].MaxEntries = slots
+		spec.Maps[name].MaxEntries = uint32(n) + 1 // + slot 0
 	}
 	cpus, err := ebpf.PossibleCPU()
 	if err != nil {
@@ -248,6 +257,61 @@ func sizeHistograms(spec *ebpf.CollectionSpec, slots uint32) error {
 	}
 	if err := spec.Variables["nr_cpus"].Set(uint32(cpus)); err != nil {
 		return fmt.Errorf("setting CPU count: %w", err)
+	}
+	return nil
+}
+
+// ForgetHistogramSlots empties the list of slots in use (the pair hash) and
+// leaves the slots as they are, so that WriteHistogramSlot can lay out a detached
+// sensor's slots afresh without those the kernel handed out before Detach being
+// read too. For benchmarks (profiler/sensor/sensorbench); the agent does not use it.
+func (s *Sensor) ForgetHistogramSlots() error {
+	if s.links != nil {
+		return errors.New("forgetting the histogram slots of an attached sensor")
+	}
+	var key sensorSlotKey
+	var slot uint32
+	var keys []sensorSlotKey
+	it := s.hist.pairs.Iterate()
+	for it.Next(&key, &slot) {
+		keys = append(keys, key)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("listing histogram slots: %w", err)
+	}
+	for _, k := range keys {
+		if err := s.hist.pairs.Delete(k); err != nil {
+			return fmt.Errorf("clearing slot list: %w", err)
+		}
+	}
+	return nil
+}
+
+// WriteHistogramSlot fills slot n (1 up to the configured slot count) of a
+// detached sensor as the kernel would have after cgroupID's syscalls on cpu:
+// owner, CPU, counts and the bitmap of nonzero counts; and lists it in the pair
+// hash, so ReadHistograms reads it. For benchmarks (profiler/sensor/sensorbench);
+// the agent does not use it.
+func (s *Sensor) WriteHistogramSlot(n uint32, cgroupID uint64, cpu uint32, counts *Counts) error {
+	if s.links != nil {
+		return errors.New("writing a histogram slot of an attached sensor")
+	}
+	if n == 0 {
+		return errors.New("histogram slot 0 is never handed out")
+	}
+	v, err := s.hist.slot(n)
+	if err != nil {
+		return err
+	}
+	*v = sensorHist{CgroupId: cgroupID, Cpu: cpu, Counts: *counts}
+	for nr, c := range counts {
+		if c != 0 {
+			v.Seen[nr/64] |= 1 << (nr % 64)
+		}
+	}
+	key := sensorSlotKey{CgroupId: cgroupID, Cpu: cpu}
+	if err := s.hist.pairs.Update(key, n, ebpf.UpdateAny); err != nil {
+		return fmt.Errorf("listing histogram slot %d: %w", n, err)
 	}
 	return nil
 }

@@ -92,15 +92,11 @@ func Load(opts Options) (*Sensor, error) {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return nil, fmt.Errorf("removing memlock limit: %w", err)
 	}
-	slots, err := histogramSlots(opts.HistogramSlots)
-	if err != nil {
-		return nil, err
-	}
 	spec, err := loadSensor()
 	if err != nil {
 		return nil, err
 	}
-	if err := sizeHistograms(spec, slots); err != nil {
+	if err := SizeHistogramMaps(spec, opts.HistogramSlots); err != nil {
 		return nil, err
 	}
 	var mask [HistSlots / 64]uint64
@@ -134,14 +130,19 @@ func Load(opts Options) (*Sensor, error) {
 		s.Close()
 		return nil, err
 	}
-	if err := s.attach(); err != nil {
+	if err := s.Attach(); err != nil {
 		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
-func (s *Sensor) attach() error {
+// Attach attaches the programs, all or none. Load does; a benchmark calls it
+// again after Detach.
+func (s *Sensor) Attach() error {
+	if s.links != nil {
+		return errors.New("attaching an attached sensor")
+	}
 	for name, prog := range map[string]*ebpf.Program{
 		"sys_enter":          s.objs.SysEnter,
 		"sched_switch":       s.objs.SchedSwitch,
@@ -151,12 +152,28 @@ func (s *Sensor) attach() error {
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {
-			return fmt.Errorf("attaching tp_btf/%s: %w", name, err)
+			return errors.Join(fmt.Errorf("attaching tp_btf/%s: %w", name, err), s.Detach())
 		}
 		s.links = append(s.links, l)
 	}
 	return nil
 }
+
+// Detach detaches the programs and keeps the maps, so a benchmark can write the
+// histogram slots without the kernel claiming them too (WriteHistogramSlot).
+// Close detaches too.
+func (s *Sensor) Detach() error {
+	var errs []error
+	for _, l := range s.links {
+		errs = append(errs, l.Close())
+	}
+	s.links = nil
+	return errors.Join(errs...)
+}
+
+// SysEnterProgram is the loaded sys_enter program, for a benchmark reading its
+// run-time statistics; the agent does not use it.
+func (s *Sensor) SysEnterProgram() *ebpf.Program { return s.objs.SysEnter }
 
 func (s *Sensor) fillFilters(opts Options) error {
 	for _, p := range opts.WatchPrefixes {

@@ -21,6 +21,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensortest"
 )
 
 // cgroup2Root is where the test machines mount cgroup v2 (hybrid mode).
@@ -57,44 +58,20 @@ func runHelper(action string) int {
 	return 0
 }
 
-// loadTestSensor loads the sensor or, when the kernel really lacks a feature and CI
-// has not asked for BPF, skips naming that feature.
+// loadTestSensor loads the sensor, or skips or fails as sensortest.SkipOrFailLoad says.
 func loadTestSensor(tb testing.TB, opts Options) *Sensor {
 	tb.Helper()
 	s, err := Load(opts)
-	if err != nil {
-		failOrSkipLoad(tb, err)
-	}
+	sensortest.SkipOrFailLoad(tb, err)
 	tb.Cleanup(func() { s.Close() })
 	return s
-}
-
-// failOrSkipLoad fails on a load error, except that without CAGEWATCH_REQUIRE_BPF a
-// missing kernel feature is a skip that names the feature.
-func failOrSkipLoad(tb testing.TB, err error) {
-	tb.Helper()
-	switch {
-	case os.Getenv("CAGEWATCH_REQUIRE_BPF") != "":
-		tb.Fatalf("loading BPF programs (CAGEWATCH_REQUIRE_BPF is set): %v", err)
-	case errors.Is(err, ErrNoBTF):
-		tb.Skipf("kernel feature missing: BTF (%v)", err)
-	case errors.Is(err, ebpf.ErrNotSupported):
-		tb.Skipf("kernel feature missing: tp_btf/raw_tp programs or ring buffers (%v)", err)
-	case errors.Is(err, unix.EPERM):
-		tb.Skipf("BPF not permitted (needs root or CAP_BPF): %v", err)
-	default:
-		tb.Fatalf("loading BPF programs: %v", err)
-	}
 }
 
 // testCgroup creates a cgroup v2 directory for one test and returns its path and id.
 func testCgroup(t *testing.T) (string, uint64) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(cgroup2Root, "cgroup.procs")); err != nil {
-		if os.Getenv("CAGEWATCH_REQUIRE_BPF") != "" {
-			t.Fatalf("cgroup v2 not mounted at %s: %v", cgroup2Root, err)
-		}
-		t.Skipf("kernel feature missing: cgroup v2 at %s", cgroup2Root)
+		sensortest.SkipOrFail(t, "cgroup v2", "not mounted at %s: %v", cgroup2Root, err)
 	}
 	dir, err := os.MkdirTemp(cgroup2Root, "cagewatch-test-")
 	if err != nil {

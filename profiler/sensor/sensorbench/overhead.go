@@ -1,21 +1,17 @@
-package sensor
+package sensorbench
 
 import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
-	"sort"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
-)
 
-// This file is measurement support for `make bench` (cmd/cagewatch-bench): the
-// comparison programs of bpf/bench.bpf.c and the kernel's own per-program run
-// time statistics. The agent does not use it.
+	"github.com/cagewatch/cagewatch/profiler/sensor"
+)
 
 // Probe names of bpf/bench.bpf.c's sys_enter programs.
 const (
@@ -31,27 +27,22 @@ const (
 // Probes are the benchmark programs, loaded but not attached.
 type Probes struct {
 	objs benchObjects
-	hist *histograms
 }
 
-// LoadProbes loads bpf/bench.bpf.c.
+// LoadProbes loads bpf/bench.bpf.c, its histogram sized as the sensor's default.
 func LoadProbes() (*Probes, error) {
 	spec, err := loadBench()
 	if err != nil {
 		return nil, err
 	}
-	slots, err := histogramSlots(0)
-	if err != nil {
-		return nil, err
-	}
-	if err := sizeHistograms(spec, slots); err != nil {
+	if err := sensor.SizeHistogramMaps(spec, 0); err != nil {
 		return nil, err
 	}
 	var p Probes
 	if err := spec.LoadAndAssign(&p.objs, nil); err != nil {
 		return nil, fmt.Errorf("loading benchmark programs: %w", err)
 	}
-	if p.hist, err = newHistograms(p.objs.HistSlots, p.objs.FreeSlots, p.objs.PairSlots); err != nil {
+	if err := sensor.QueueHistogramSlots(p.objs.FreeSlots); err != nil {
 		_ = p.objs.Close()
 		return nil, err
 	}
@@ -59,10 +50,7 @@ func LoadProbes() (*Probes, error) {
 }
 
 // Close frees the programs and maps.
-func (p *Probes) Close() error {
-	p.hist.unmap()
-	return p.objs.Close()
-}
+func (p *Probes) Close() error { return p.objs.Close() }
 
 func (p *Probes) program(name string) (*ebpf.Program, bool) {
 	prog := map[string]*ebpf.Program{
@@ -118,7 +106,7 @@ func (ls links) Close() error {
 }
 
 // SwitchStats reads the run statistics of the histogram's context-switch program.
-func (p *Probes) SwitchStats() (RunStats, error) { return statsOf(p.objs.SchedSwitch) }
+func (p *Probes) SwitchStats() (RunStats, error) { return ProgramStats(p.objs.SchedSwitch) }
 
 // RunStats are a program's cumulative run count and run time, kept by the kernel
 // while run-time statistics are enabled.
@@ -141,7 +129,9 @@ func (s RunStats) PerRun() float64 {
 	return float64(s.Nanos) / float64(s.Runs)
 }
 
-func statsOf(prog *ebpf.Program) (RunStats, error) {
+// ProgramStats reads prog's run statistics, such as the sensor's
+// (sensor.Sensor.SysEnterProgram).
+func ProgramStats(prog *ebpf.Program) (RunStats, error) {
 	st, err := prog.Stats()
 	if err != nil {
 		return RunStats{}, fmt.Errorf("reading program statistics: %w", err)
@@ -155,7 +145,7 @@ func (p *Probes) Stats(name string) (RunStats, error) {
 	if !ok {
 		return RunStats{}, fmt.Errorf("no benchmark program %q", name)
 	}
-	return statsOf(prog)
+	return ProgramStats(prog)
 }
 
 // EnableRunTimeStats turns on the kernel's per-program run-time accounting (what
@@ -175,26 +165,17 @@ func EnableRunTimeStats() (io.Closer, error) {
 func LoadedProgramStats(name string, tracepoint bool, minID uint32) (RunStats, error) {
 	var total RunStats
 	matched := false
-	var id ebpf.ProgramID
-	for {
-		next, err := ebpf.ProgramGetNextID(id)
-		if errors.Is(err, unix.ENOENT) {
-			break
-		}
-		if err != nil {
-			return total, fmt.Errorf("listing programs: %w", err)
-		}
-		id = next
+	_, err := eachProgramID(func(id ebpf.ProgramID) {
 		if uint32(id) <= minID {
-			continue
+			return
 		}
 		prog, err := ebpf.NewProgramFromID(id)
 		if err != nil {
-			continue // unloaded meanwhile
+			return // unloaded meanwhile
 		}
 		info, err := prog.Info()
 		if err == nil && info.Name == name && (info.Type == ebpf.TracePoint) == tracepoint {
-			st, err := statsOf(prog)
+			st, err := ProgramStats(prog)
 			if err == nil {
 				total.Runs += st.Runs
 				total.Nanos += st.Nanos
@@ -202,6 +183,9 @@ func LoadedProgramStats(name string, tracepoint bool, minID uint32) (RunStats, e
 			}
 		}
 		_ = prog.Close()
+	})
+	if err != nil {
+		return total, err
 	}
 	total.Missing = !matched
 	return total, nil
@@ -209,97 +193,33 @@ func LoadedProgramStats(name string, tracepoint bool, minID uint32) (RunStats, e
 
 // HighestProgramID is the newest loaded program's id, to tell later loads apart.
 func HighestProgramID() (uint32, error) {
+	id, err := eachProgramID(func(ebpf.ProgramID) {})
+	if err != nil {
+		return 0, err
+	}
+	return uint32(id), nil
+}
+
+// eachProgramID calls fn with every loaded program's id, ascending, and returns
+// the last.
+func eachProgramID(fn func(ebpf.ProgramID)) (ebpf.ProgramID, error) {
 	var id ebpf.ProgramID
 	for {
 		next, err := ebpf.ProgramGetNextID(id)
 		if errors.Is(err, unix.ENOENT) {
-			return uint32(id), nil
+			return id, nil
 		}
 		if err != nil {
-			return 0, fmt.Errorf("listing programs: %w", err)
+			return id, fmt.Errorf("listing programs: %w", err)
 		}
 		id = next
+		fn(id)
 	}
 }
 
 // Kernel names of the sensor's per-syscall and per-context-switch programs, for
-// LoadedProgramStats.
+// LoadedProgramStats of an agent running in another process.
 const (
 	SensorProgramName = "sys_enter"
 	SwitchProgramName = "sched_switch"
 )
-
-// Detach detaches the sensor's programs and keeps its maps, so a benchmark can
-// write the histogram slots without the kernel claiming them too.
-func (s *Sensor) Detach() error {
-	var errs []error
-	for _, l := range s.links {
-		errs = append(errs, l.Close())
-	}
-	s.links = nil
-	return errors.Join(errs...)
-}
-
-// SeedHistograms gives n synthetic cgroups (ids from 1,000,000) a slot on each of
-// cpus CPUs with active busy syscalls, and returns a function that adds to every
-// busy count, as a window of activity would. The sensor must be detached and
-// have n*cpus slots.
-func SeedHistograms(s *Sensor, n, active, cpus int) func() error {
-	rng := rand.New(rand.NewPCG(1, 2))
-	h := s.hist
-	hists := make([]sensorHist, n*cpus)
-	for i := range n {
-		nrs := rng.Perm(460)[:active]
-		sort.Ints(nrs)
-		for cpu := range cpus {
-			hist := &hists[i*cpus+cpu]
-			hist.CgroupId = uint64(1_000_000 + i)
-			hist.Cpu = uint32(cpu)
-			for _, nr := range nrs {
-				hist.Counts[nr] = uint64(rng.IntN(1000)) + 1
-				hist.Seen[nr/64] |= 1 << (nr % 64)
-			}
-		}
-	}
-	wiped := false
-	return func() error {
-		if s.links != nil {
-			return errors.New("seeding histograms of an attached sensor")
-		}
-		if !wiped { // forget the slots the kernel handed out before Detach
-			var key sensorSlotKey
-			var slot uint32
-			var stale []sensorSlotKey
-			for it := h.pairs.Iterate(); it.Next(&key, &slot); {
-				stale = append(stale, key)
-			}
-			for _, k := range stale {
-				if err := h.pairs.Delete(k); err != nil {
-					return fmt.Errorf("clearing slot list: %w", err)
-				}
-			}
-			wiped = true
-		}
-		if uint32(len(hists)) >= h.slots {
-			return fmt.Errorf("%d cgroups on %d CPUs do not fit %d slots", n, cpus, h.slots-1)
-		}
-		for i := range hists {
-			for nr, c := range hists[i].Counts {
-				if c > 0 {
-					hists[i].Counts[nr] = c + uint64(rng.IntN(50))
-				}
-			}
-			slot := uint32(i + 1)
-			v, err := h.slot(slot)
-			if err != nil {
-				return err
-			}
-			*v = hists[i]
-			key := sensorSlotKey{CgroupId: hists[i].CgroupId, Cpu: hists[i].Cpu}
-			if err := h.pairs.Update(key, slot, ebpf.UpdateAny); err != nil {
-				return fmt.Errorf("seeding slot %d: %w", slot, err)
-			}
-		}
-		return nil
-	}
-}

@@ -1,4 +1,4 @@
-package sensor
+package sensorbench
 
 import (
 	"fmt"
@@ -7,7 +7,19 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cagewatch/cagewatch/profiler/sensor"
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensortest"
 )
+
+// loadTestSensor loads the sensor, or skips or fails as sensortest.SkipOrFailLoad says.
+func loadTestSensor(tb testing.TB, opts sensor.Options) *sensor.Sensor {
+	tb.Helper()
+	s, err := sensor.Load(opts)
+	sensortest.SkipOrFailLoad(tb, err)
+	tb.Cleanup(func() { s.Close() })
+	return s
+}
 
 // getppidLoop makes n getppid calls and returns the mean time per call.
 func getppidLoop(n int) float64 {
@@ -24,11 +36,9 @@ func getppidLoop(n int) float64 {
 // each is reported. cmd/cagewatch-bench prints the fuller table.
 func BenchmarkSysEnterOverhead(b *testing.B) {
 	probes, err := LoadProbes()
-	if err != nil {
-		failOrSkipLoad(b, err)
-	}
+	sensortest.SkipOrFailLoad(b, err)
 	b.Cleanup(func() { probes.Close() })
-	s := loadTestSensor(b, Options{})
+	s := loadTestSensor(b, sensor.Options{})
 	if err := s.Detach(); err != nil {
 		b.Fatal(err)
 	}
@@ -41,10 +51,10 @@ func BenchmarkSysEnterOverhead(b *testing.B) {
 	variants := []string{"none", ProbeEmpty, ProbeHistogram, ProbeEmptyRawTP, ProbeHistRawTP, ProbeHash, ProbeCgrpStorage, "sensor"}
 	attach := func(name string) (io.Closer, func() (RunStats, error), error) {
 		if name == "sensor" {
-			if err := s.attach(); err != nil {
+			if err := s.Attach(); err != nil {
 				return nil, nil, err
 			}
-			return closerFunc(s.Detach), func() (RunStats, error) { return statsOf(s.objs.SysEnter) }, nil
+			return closerFunc(s.Detach), func() (RunStats, error) { return ProgramStats(s.SysEnterProgram()) }, nil
 		}
 		l, err := probes.Attach(name)
 		return l, func() (RunStats, error) { return probes.Stats(name) }, err
@@ -100,7 +110,7 @@ func (f closerFunc) Close() error { return f() }
 func BenchmarkSample(b *testing.B) {
 	for _, n := range []int{10, 100, 1000, 10000} {
 		b.Run(fmt.Sprintf("cgroups=%d", n), func(b *testing.B) {
-			s := loadTestSensor(b, Options{HistogramSlots: 2 * n})
+			s := loadTestSensor(b, sensor.Options{HistogramSlots: 2 * n})
 			if err := s.Detach(); err != nil {
 				b.Fatal(err)
 			}
@@ -108,7 +118,7 @@ func BenchmarkSample(b *testing.B) {
 			if err := seed(); err != nil {
 				b.Fatal(err)
 			}
-			sampler := NewSampler(s, time.Now(), nil)
+			sampler := sensor.NewSampler(s, time.Now(), nil)
 			for b.Loop() {
 				b.StopTimer()
 				if err := seed(); err != nil {
