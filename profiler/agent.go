@@ -201,9 +201,3 @@ func (a *Agent) Sample(ctx context.Context, now time.Time) (windows []model.Wind
 	}
 	return windows, removed, err
 }
-
-// Sensor is the loaded kernel sensor (for enforcement).
-func (a *Agent) Sensor() *sensor.Sensor { return a.sensor }
-
-// Cgroups is the cgroup v2 filesystem (for freezing).
-func (a *Agent) Cgroups() *container.CgroupFS { return a.cgroups }

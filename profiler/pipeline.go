@@ -109,9 +109,6 @@ func (p *Pipeline) SetRules(rs *model.RuleSet) error {
 	return nil
 }
 
-// Rules is the rule set in force.
-func (p *Pipeline) Rules() *model.RuleSet { return p.rules.Load() }
-
 // Metrics are the pipeline's instruments.
 func (p *Pipeline) Metrics() *metrics.Metrics { return p.metrics }
 
@@ -199,9 +196,10 @@ func (p *Pipeline) logRound(ws []model.Window, res LearnResult) {
 	if err != nil {
 		p.log.Warn("reading sensor stats", "err", err)
 	}
+	stateCgroups, stateProcesses := p.state.Tracked()
 	p.log.Info("window", "cgroups", len(ws), "containers", containers, "learned", res.Learned, "startup", res.Startup,
 		"poisoned", res.Poisoned, "events", st.Events, "events_lost", st.EventsLost, "hist_full", st.HistFull,
-		"tracked_cgroups", st.TrackedCgroups)
+		"tracked_cgroups", st.TrackedCgroups, "state_cgroups", stateCgroups, "state_processes", stateProcesses)
 }
 
 // ContainerLabel is how logs and the CLI name a container.

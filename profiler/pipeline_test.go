@@ -117,7 +117,7 @@ func (f *fakeFreezer) take() []string {
 	return out
 }
 
-// Containers of the detector tests: app (stable baseline), fresh (learning
+// Containers of the pipeline tests: app (stable baseline), fresh (learning
 // baseline), other (no baseline), the host and an unresolved cgroup.
 const (
 	cgApp     = 11
@@ -137,7 +137,7 @@ var (
 	detUnknown = model.Container{Runtime: model.RuntimeUnknown, Image: "e2e/app", ImageTag: "1", CgroupPath: "/gone"}
 )
 
-type detectorEnv struct {
+type pipelineEnv struct {
 	p   *Pipeline
 	lib *Library
 	out *recordingSink
@@ -145,9 +145,9 @@ type detectorEnv struct {
 	frz *fakeFreezer
 }
 
-// detectorBaselines are what the library holds: e2e/app:1 stable (learned from
+// pipelineBaselines are what the library holds: e2e/app:1 stable (learned from
 // the steady workload), e2e/fresh:1 still learning.
-func detectorBaselines() []*model.Baseline {
+func pipelineBaselines() []*model.Baseline {
 	app := learned("e2e/app", "1", "app1", 60, 0, steady)
 	app.AddExec("/usr/bin/app")
 	app.Promote()
@@ -155,17 +155,17 @@ func detectorBaselines() []*model.Baseline {
 	return []*model.Baseline{app, fresh}
 }
 
-func newDetectorEnv(t *testing.T, mode Mode, rs *model.RuleSet) *detectorEnv {
+func newPipelineDefaults(t *testing.T, mode Mode, rs *model.RuleSet) *pipelineEnv {
 	return newPipelineEnv(t, mode, rs, nil)
 }
 
 // newPipelineEnv builds a pipeline over fakes: no kernel, a real store and
 // alert dispatcher. configure, when set, adjusts the config first.
-func newPipelineEnv(t *testing.T, mode Mode, rs *model.RuleSet, configure func(*Config)) *detectorEnv {
+func newPipelineEnv(t *testing.T, mode Mode, rs *model.RuleSet, configure func(*Config)) *pipelineEnv {
 	t.Helper()
 	st, _ := openStore(t)
 	lib := newLib(t, st, mode, true)
-	if err := lib.Import(context.Background(), detectorBaselines(), false); err != nil {
+	if err := lib.Import(context.Background(), pipelineBaselines(), false); err != nil {
 		t.Fatalf("Import: %v", err)
 	}
 	if rs == nil {
@@ -175,7 +175,7 @@ func newPipelineEnv(t *testing.T, mode Mode, rs *model.RuleSet, configure func(*
 	if configure != nil {
 		configure(&cfg)
 	}
-	env := &detectorEnv{lib: lib, out: &recordingSink{}, enf: &fakeEnforcer{}, frz: &fakeFreezer{}}
+	env := &pipelineEnv{lib: lib, out: &recordingSink{}, enf: &fakeEnforcer{}, frz: &fakeFreezer{}}
 	p, err := NewPipeline(cfg, rs, Deps{Source: &fakeSource{}, Enforcer: env.enf, Cgroups: env.frz, Library: lib,
 		Sinks: []alerts.Sink{env.out}, Hostname: "node-1", Log: discard()})
 	if err != nil {
@@ -187,7 +187,7 @@ func newPipelineEnv(t *testing.T, mode Mode, rs *model.RuleSet, configure func(*
 }
 
 // takeScored lists the images of the windows scored since the last call.
-func (env *detectorEnv) takeScored() []string {
+func (env *pipelineEnv) takeScored() []string {
 	tr := env.p.state
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
@@ -204,7 +204,7 @@ func (env *detectorEnv) takeScored() []string {
 
 // threshold is the threshold a one-second window of the image is held to, if
 // its baseline is stable.
-func (env *detectorEnv) threshold(image string) (model.Threshold, bool) {
+func (env *pipelineEnv) threshold(image string) (model.Threshold, bool) {
 	repo, tag := model.SplitImageRef(image)
 	v := env.p.scorer.verdict(model.Window{Container: appContainer("probe", repo, tag), Duration: time.Second})
 	return v.Threshold, v.Scored
@@ -259,7 +259,7 @@ func alertRules(as []model.Alert) []string {
 	return out
 }
 
-func TestDetectorIgnoresHostAndUnknown(t *testing.T) {
+func TestPipelineIgnoresHostAndUnknown(t *testing.T) {
 	for _, mode := range []Mode{ModeLearn, ModeDetect, ModeEnforce, ModeAuto} {
 		for _, c := range []struct {
 			name string
@@ -267,7 +267,7 @@ func TestDetectorIgnoresHostAndUnknown(t *testing.T) {
 			cg   uint64
 		}{{"host", detHost, cgHost}, {"unknown", detUnknown, cgUnknown}} {
 			t.Run(fmt.Sprintf("%s %s", mode, c.name), func(t *testing.T) {
-				env := newDetectorEnv(t, mode, nil)
+				env := newPipelineDefaults(t, mode, nil)
 				for _, e := range attackEvents(c.c, c.cg) {
 					env.p.Event(e)
 				}
@@ -293,7 +293,7 @@ func TestDetectorIgnoresHostAndUnknown(t *testing.T) {
 	}
 }
 
-func TestDetectorRuntimeInit(t *testing.T) {
+func TestPipelineRuntimeInit(t *testing.T) {
 	tests := []struct {
 		name string
 		// before are events of the same process before the checked one.
@@ -318,7 +318,7 @@ func TestDetectorRuntimeInit(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := newDetectorEnv(t, ModeDetect, nil)
+			env := newPipelineDefaults(t, ModeDetect, nil)
 			for _, e := range tt.before {
 				env.p.Event(e)
 			}
@@ -334,7 +334,7 @@ func TestDetectorRuntimeInit(t *testing.T) {
 	}
 }
 
-func TestDetectorModes(t *testing.T) {
+func TestPipelineModes(t *testing.T) {
 	hard := []string{"cgroup_escape", "cgroup_escape", "kernel_module", "mount", "ns_unshare", "sensitive_file"}
 	tests := []struct {
 		name       string
@@ -372,7 +372,7 @@ func TestDetectorModes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := newDetectorEnv(t, tt.mode, nil)
+			env := newPipelineDefaults(t, tt.mode, nil)
 			slices.Sort(tt.wantEvents)
 			for _, e := range attackEvents(detApp, cgApp) {
 				env.p.Event(e)
@@ -415,8 +415,8 @@ func TestDetectorModes(t *testing.T) {
 	}
 }
 
-func TestDetectorWindowAlerts(t *testing.T) {
-	env := newDetectorEnv(t, ModeDetect, nil)
+func TestPipelineWindowAlerts(t *testing.T) {
+	env := newPipelineDefaults(t, ModeDetect, nil)
 	th, ok := env.threshold("e2e/app:1")
 	if !ok {
 		t.Fatal("no threshold for the stable baseline")
@@ -471,10 +471,10 @@ func TestDetectorWindowAlerts(t *testing.T) {
 	}
 }
 
-func TestDetectorMarksTripLog(t *testing.T) {
+func TestPipelineMarksTripLog(t *testing.T) {
 	// The learner, sharing the trip log, must not learn a window in which the
 	// container tripped a hard rule, and must learn the next one.
-	env := newDetectorEnv(t, ModeLearn, nil)
+	env := newPipelineDefaults(t, ModeLearn, nil)
 	learner := track(env.p.learner)
 
 	env.p.Event(detEvent(detFresh, cgFresh, 500.5, "unshare", func(e *model.Event) { e.Flags = rlCloneNewUser }))
@@ -497,9 +497,9 @@ func TestDetectorMarksTripLog(t *testing.T) {
 	}
 }
 
-func TestDetectorEnforce(t *testing.T) {
-	env := newDetectorEnv(t, ModeEnforce, nil)
-	rs := env.p.Rules()
+func TestPipelineEnforce(t *testing.T) {
+	env := newPipelineDefaults(t, ModeEnforce, nil)
+	rs := env.p.rules.Load()
 	if got := env.enf.takePolicies(); len(got) != 1 || !reflect.DeepEqual(got[0], KillPolicy(rs)) {
 		t.Fatalf("SetEnforcement at construction: %+v, want once with KillPolicy(rules)", got)
 	}
@@ -567,21 +567,21 @@ func TestDetectorEnforce(t *testing.T) {
 		}
 	})
 	t.Run("a refused policy keeps the old rules", func(t *testing.T) {
-		before := env.p.Rules()
+		before := env.p.rules.Load()
 		env.enf.failNext = errors.New("map update failed")
 		if err := env.p.SetRules(defaultRules(t)); err == nil {
 			t.Error("SetRules succeeded although the sensor refused the policy")
 		}
-		if env.p.Rules() != before {
+		if env.p.rules.Load() != before {
 			t.Error("rules swapped although the sensor kept the old policy")
 		}
 	})
 }
 
-func TestDetectorNoEnforcementOutsideEnforceMode(t *testing.T) {
+func TestPipelineNoEnforcementOutsideEnforceMode(t *testing.T) {
 	for _, mode := range []Mode{ModeLearn, ModeDetect, ModeAuto} {
 		t.Run(string(mode), func(t *testing.T) {
-			env := newDetectorEnv(t, mode, nil)
+			env := newPipelineDefaults(t, mode, nil)
 			for _, e := range attackEvents(detApp, cgApp) {
 				env.p.Event(e)
 			}
@@ -604,7 +604,7 @@ func TestDetectorNoEnforcementOutsideEnforceMode(t *testing.T) {
 	}
 }
 
-func TestDetectorFreezeActionOnEventRule(t *testing.T) {
+func TestPipelineFreezeActionOnEventRule(t *testing.T) {
 	rs, err := model.CompileRules([]model.RuleSpec{
 		{ID: "ptrace", Priority: "Warning", Action: "freeze", Match: model.MatchSpec{Syscalls: []string{"ptrace"}}},
 		{ID: "bpf_syscall", Priority: "Warning", Action: "alert", Match: model.MatchSpec{Syscalls: []string{"bpf"}}},
@@ -635,8 +635,8 @@ func TestDetectorFreezeActionOnEventRule(t *testing.T) {
 	}
 }
 
-func TestDetectorSetRulesSwaps(t *testing.T) {
-	env := newDetectorEnv(t, ModeDetect, nil)
+func TestPipelineSetRulesSwaps(t *testing.T) {
+	env := newPipelineDefaults(t, ModeDetect, nil)
 	unshare := detEvent(detApp, cgApp, 1, "unshare", func(e *model.Event) { e.Flags = rlCloneNewNS })
 	env.p.Event(unshare)
 	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"ns_unshare"}) {
@@ -659,7 +659,7 @@ func TestDetectorSetRulesSwaps(t *testing.T) {
 	if err := env.p.SetRules(next); err != nil {
 		t.Fatal(err)
 	}
-	if env.p.Rules() != next {
+	if env.p.rules.Load() != next {
 		t.Error("Rules() is not the new set")
 	}
 	env.p.Event(unshare)
@@ -674,7 +674,7 @@ func TestDetectorSetRulesSwaps(t *testing.T) {
 	}
 }
 
-func TestDetectorAlertFields(t *testing.T) {
+func TestPipelineAlertFields(t *testing.T) {
 	tests := []struct {
 		name   string
 		events []model.Event
@@ -710,7 +710,7 @@ func TestDetectorAlertFields(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			env := newDetectorEnv(t, ModeLearn, nil) // learn: the exec itself does not alert
+			env := newPipelineDefaults(t, ModeLearn, nil) // learn: the exec itself does not alert
 			for _, e := range tt.events {
 				env.p.Event(e)
 			}
@@ -742,8 +742,8 @@ func noisyCounts(seed int) func(i int) map[string]uint64 {
 	}
 }
 
-func TestDetectorThresholdCache(t *testing.T) {
-	env := newDetectorEnv(t, ModeDetect, nil)
+func TestPipelineThresholdCache(t *testing.T) {
+	env := newPipelineDefaults(t, ModeDetect, nil)
 	ctx := context.Background()
 	const key = "e2e/app:1"
 	cfg := Config{Budget: 1, Window: time.Second}
@@ -821,9 +821,9 @@ func alertThreshold(as []model.Alert) (float64, bool) {
 	return v, ok
 }
 
-func TestDetectorConcurrentUse(t *testing.T) {
-	env := newDetectorEnv(t, ModeEnforce, nil)
-	rs := env.p.Rules()
+func TestPipelineConcurrentUse(t *testing.T) {
+	env := newPipelineDefaults(t, ModeEnforce, nil)
+	rs := env.p.rules.Load()
 	var wg sync.WaitGroup
 	for g := range 4 {
 		wg.Add(1)
@@ -879,4 +879,75 @@ func (f *fakeSource) Run(ctx context.Context, h Handlers) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// TestPipelineRunThroughStages drives the whole pipeline from a source, as the
+// agent runs it: events and windows reach the rules, scoring, enforcement and
+// metrics, and a removed cgroup leaves nothing behind.
+func TestPipelineRunThroughStages(t *testing.T) {
+	env := newPipelineEnv(t, ModeEnforce, nil, nil)
+	env.enf.takePolicies()
+	env.p.src = &fakeSource{
+		events: [][]model.Event{
+			{detExec(detApp, cgApp, 0.5, 900, "/usr/bin/app", "--serve")},
+			{detEvent(detApp, cgApp, 1.5, "unshare", func(e *model.Event) { e.PID, e.Flags = 900, rlCloneNewUser })},
+		},
+		rounds: [][]model.Window{{win(detApp, cgApp, 0, steady(0))}, {anomalousWindow(detApp, cgApp, 1)}},
+		gone:   [][]uint64{nil, {cgApp}},
+	}
+	if err := env.p.Run(context.Background()); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	got := env.out.take()
+	if rules := alertRules(got); !slices.Equal(rules, []string{"ns_unshare", "syscall_anomaly"}) {
+		t.Fatalf("alerts %v, want ns_unshare and syscall_anomaly", rules)
+	}
+	for _, a := range got {
+		if a.Rule == "ns_unshare" && a.OutputFields["proc.cmdline"] != "/usr/bin/app --serve" {
+			t.Errorf("ns_unshare alert names command line %v, want the exec'd one", a.OutputFields["proc.cmdline"])
+		}
+	}
+	// Enforced when the workload exec'd (once, though seen in two rounds), lifted on removal.
+	if calls := env.enf.takeCalls(); !slices.Equal(calls, []enforceCall{{cgApp, true}, {cgApp, false}}) {
+		t.Errorf("EnforceCgroup calls %v, want on then off", calls)
+	}
+	if cgroups, procs := env.p.state.Tracked(); cgroups != 0 || procs != 0 {
+		t.Errorf("after removal the state table holds %d cgroups and %d processes, want none", cgroups, procs)
+	}
+	families, err := env.p.Metrics().Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() == "cagewatch_anomaly_score" && len(f.GetMetric()) > 0 {
+			t.Errorf("the removed container's anomaly score series is still exported: %v", f.GetMetric())
+		}
+	}
+}
+
+// TestPipelineProcessIdentitySurvivesPIDReuse: a process that exec'd in a
+// container and exited leaves its PID to the next; the next is judged on its own.
+func TestPipelineProcessIdentitySurvivesPIDReuse(t *testing.T) {
+	env := newPipelineDefaults(t, ModeDetect, nil)
+	first := detExec(detApp, cgApp, 1, 4242, "/bin/sleep", "0.1")
+	first.ProcStartNs = 1_000
+	env.p.Event(first)
+	env.out.take() // exec_drift: sleep is not in the baseline
+	// runc's init of a new container gets the same PID: it must stay exempt.
+	setup := detEvent(detApp2, cgApp2, 5, "unshare", func(e *model.Event) {
+		e.PID, e.ProcStartNs, e.Comm, e.Flags = 4242, 9_000, "runc:[2:INIT]", rlCloneNewNS
+	})
+	env.p.Event(setup)
+	if got := env.out.take(); len(got) > 0 {
+		t.Errorf("runc init reusing an exec'd PID raised %v", alertRules(got))
+	}
+	// The process that did exec keeps its own identity (and command line).
+	renamed := detEvent(detApp, cgApp, 6, "unshare", func(e *model.Event) {
+		e.PID, e.ProcStartNs, e.Comm, e.Flags = 4242, 1_000, "runc:[2:INIT]", rlCloneNewNS
+	})
+	env.p.Event(renamed)
+	got := env.out.take()
+	if len(got) != 1 || got[0].OutputFields["proc.cmdline"] != "/bin/sleep 0.1" {
+		t.Errorf("the exec'd process renamed to runc init: alerts %v, want one naming its command line", alertRules(got))
+	}
 }

@@ -62,8 +62,8 @@ func newRunCommand(g *globalOptions) *cobra.Command {
 	return cmd
 }
 
-// runAgent wires the sensor, the learner, the detector, the alert sinks and the
-// control socket for `run`.
+// runAgent reads the config and runs the agent (profiler.Run) until a signal
+// stops it; SIGHUP reloads the rules.
 func (g *globalOptions) runAgent(cmd *cobra.Command) error {
 	log, err := g.logger()
 	if err != nil {

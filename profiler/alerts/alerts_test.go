@@ -495,7 +495,7 @@ func TestDispatcherDedup(t *testing.T) {
 			var wantSent, wantSupp uint64
 			for i, s := range tt.steps {
 				clock.set(s.at)
-				// A fresh copy per step, as the detector builds a new alert per event.
+				// A fresh copy per step, as the rules stage builds a new alert per event.
 				a := s.alert
 				a.OutputFields = cloneFields(s.alert.OutputFields)
 				if got := d.Send(a); got != s.sent {
@@ -611,7 +611,7 @@ func TestDispatcherConcurrentSend(t *testing.T) {
 	}
 }
 
-// TestDispatcherDuplicate: the detector asks before building an alert; a repeat
+// TestDispatcherDuplicate: the rules stage asks before building an alert; a repeat
 // it drops is counted exactly as a suppressed Send and reported on the next one.
 func TestDispatcherDuplicate(t *testing.T) {
 	sink := &recordingSink{name: "one"}
