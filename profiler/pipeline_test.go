@@ -542,14 +542,31 @@ func TestPipelineEnforce(t *testing.T) {
 		if got := env.enf.takeCalls(); !slices.Equal(got, []enforceCall{{cgApp, false}}) {
 			t.Errorf("Forget: EnforceCgroup calls %v, want [{%d false}]", got, cgApp)
 		}
-		// A new cgroup reusing the id is enforced and can be frozen again.
+		// Events read after the cgroup was forgotten leave nothing behind: no
+		// enforcement of a dead cgroup, no state.
+		cgroups, procs := env.p.state.Tracked()
 		env.p.Event(detExec(detApp, cgApp, 20, 700, "/bin/app"))
-		if got := env.enf.takeCalls(); !slices.Equal(got, []enforceCall{{cgApp, true}}) {
-			t.Errorf("after Forget: EnforceCgroup calls %v, want [{%d true}]", got, cgApp)
-		}
+		env.p.Event(detEvent(detApp, cgApp, 20, "unshare", func(e *model.Event) { e.Flags = rlCloneNewUser }))
 		env.p.Windows([]model.Window{novelWindow(detApp, cgApp, 21)})
+		if got := env.enf.takeCalls(); len(got) > 0 {
+			t.Errorf("late events of a forgotten cgroup: EnforceCgroup calls %v", got)
+		}
+		if got := env.frz.take(); len(got) > 0 {
+			t.Errorf("late events of a forgotten cgroup froze %v", got)
+		}
+		if c, p := env.p.state.Tracked(); c != cgroups || p != procs {
+			t.Errorf("late events of a forgotten cgroup: the state table went from %d cgroups and %d processes to %d and %d",
+				cgroups, procs, c, p)
+		}
+		// The container restarted in a new cgroup is enforced and can be frozen again.
+		const cgRestarted = cgApp + 100
+		env.p.Event(detExec(detApp, cgRestarted, 22, 701, "/bin/app"))
+		if got := env.enf.takeCalls(); !slices.Equal(got, []enforceCall{{cgRestarted, true}}) {
+			t.Errorf("restarted: EnforceCgroup calls %v, want [{%d true}]", got, cgRestarted)
+		}
+		env.p.Windows([]model.Window{novelWindow(detApp, cgRestarted, 23)})
 		if got := env.frz.take(); !slices.Equal(got, []string{detApp.CgroupPath}) {
-			t.Errorf("after Forget froze %v, want %v", got, detApp.CgroupPath)
+			t.Errorf("restarted: froze %v, want %v", got, detApp.CgroupPath)
 		}
 	})
 	t.Run("SetRules sends the new kill policy", func(t *testing.T) {
@@ -626,7 +643,7 @@ func TestPipelineFreezeActionOnEventRule(t *testing.T) {
 	// the dedup interval: no new alert, but it is frozen again.
 	env.p.Removed(cgApp2)
 	env.out.take()
-	env.p.Event(detEvent(detApp2, cgApp2, 4, "ptrace", nil))
+	env.p.Event(detEvent(detApp2, cgApp2+100, 4, "ptrace", nil))
 	if got := env.out.take(); len(got) > 0 {
 		t.Errorf("a duplicate was sent: %v", alertRules(got))
 	}

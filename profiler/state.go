@@ -19,7 +19,17 @@ type Tracker struct {
 	round   uint64 // sampling rounds so far
 	cgroups map[uint64]*cgroupState
 	procs   map[model.ProcessKey]procState
+	// gone are recently forgotten cgroups (ids are never reused): an event
+	// read from the ring buffer after its cgroup was forgotten must not bring
+	// the cgroup back, or the table would grow with container churn.
+	gone     map[uint64]struct{}
+	goneRing [goneMemory]uint64
+	goneNext int
 }
+
+// goneMemory is how many forgotten cgroups are remembered: far more than
+// containers end within the ring buffer's lag.
+const goneMemory = 4096
 
 type cgroupState struct {
 	firstSeen time.Time
@@ -49,14 +59,18 @@ const maxProcesses = 1 << 16
 
 // NewTracker returns an empty table.
 func NewTracker() *Tracker {
-	return &Tracker{cgroups: map[uint64]*cgroupState{}, procs: map[model.ProcessKey]procState{}}
+	return &Tracker{cgroups: map[uint64]*cgroupState{}, procs: map[model.ProcessKey]procState{}, gone: map[uint64]struct{}{}}
 }
 
+// cgroup is a cgroup's entry, created if missing; a forgotten cgroup gets a
+// scratch entry that is not kept.
 func (t *Tracker) cgroup(id uint64) *cgroupState {
 	c := t.cgroups[id]
 	if c == nil {
 		c = &cgroupState{}
-		t.cgroups[id] = c
+		if _, gone := t.gone[id]; !gone {
+			t.cgroups[id] = c
+		}
 	}
 	return c
 }
@@ -104,19 +118,24 @@ func (t *Tracker) SeenInRound(cgroupID, round uint64) (consecutive bool) {
 
 // SetEnforced marks a cgroup enforced and reports whether it already was.
 func (t *Tracker) SetEnforced(cgroupID uint64) (already bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	c := t.cgroup(cgroupID)
-	already, c.enforced = c.enforced, true
-	return already
+	return t.setFlag(cgroupID, func(c *cgroupState) *bool { return &c.enforced })
 }
 
 // SetFrozen marks a cgroup frozen and reports whether it already was.
 func (t *Tracker) SetFrozen(cgroupID uint64) (already bool) {
+	return t.setFlag(cgroupID, func(c *cgroupState) *bool { return &c.frozen })
+}
+
+// setFlag sets a flag and reports whether it was set; for a forgotten cgroup it
+// reports true, as there is nothing left to enforce or freeze.
+func (t *Tracker) setFlag(cgroupID uint64, flag func(*cgroupState) *bool) (already bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c := t.cgroup(cgroupID)
-	already, c.frozen = c.frozen, true
+	if _, gone := t.gone[cgroupID]; gone {
+		return true
+	}
+	f := flag(t.cgroup(cgroupID))
+	already, *f = *f, true
 	return already
 }
 
@@ -132,6 +151,9 @@ func (t *Tracker) Scored(cgroupID uint64, series metrics.ScoreSeries) {
 func (t *Tracker) Execed(e model.Event) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, gone := t.gone[e.CgroupID]; gone {
+		return
+	}
 	key := e.Process()
 	if _, ok := t.procs[key]; !ok && len(t.procs) >= maxProcesses {
 		t.evictProcesses()
@@ -174,6 +196,12 @@ func (t *Tracker) Process(key model.ProcessKey) (cmdline string, execed bool) {
 func (t *Tracker) Forget(cgroupID uint64) Forgotten {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if _, gone := t.gone[cgroupID]; !gone {
+		delete(t.gone, t.goneRing[t.goneNext])
+		t.goneRing[t.goneNext] = cgroupID
+		t.goneNext = (t.goneNext + 1) % goneMemory
+		t.gone[cgroupID] = struct{}{}
+	}
 	c := t.cgroups[cgroupID]
 	if c == nil {
 		return Forgotten{}

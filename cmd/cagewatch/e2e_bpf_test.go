@@ -255,8 +255,11 @@ func (a *e2eAgent) alertsFor(id string) []alertLine {
 }
 
 // trackedCgroups is tracked_cgroups of the agent's last window log line.
-func (a *e2eAgent) trackedCgroups() (int, bool) {
-	m := regexp.MustCompile(`msg=window .*tracked_cgroups=(\d+)`).FindAllStringSubmatch(a.log.String(), -1)
+func (a *e2eAgent) trackedCgroups() (int, bool) { return a.lastWindowField("tracked_cgroups") }
+
+// lastWindowField is a numeric field of the agent's last window log line.
+func (a *e2eAgent) lastWindowField(name string) (int, bool) {
+	m := regexp.MustCompile(`msg=window .*\b`+name+`=(\d+)`).FindAllStringSubmatch(a.log.String(), -1)
 	if len(m) == 0 {
 		return 0, false
 	}
@@ -753,15 +756,18 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 	config := writeConfig(t, fmt.Sprintf("mode: enforce\nwindow: 1s\nstore: %s/cagewatch.db\nmetrics: {listen: \"\"}\n", dir))
 	agent := e2eStartAgent(t, bin, config)
 	pid := agent.cmd.Process.Pid
-	type counts struct{ tracked, hist, enforced int }
+	// tracked: the sampler's cgroups; state, procs: the pipeline's state table.
+	type counts struct{ tracked, hist, enforced, state, procs int }
 	measure := func() (counts, error) {
 		n, _ := agent.trackedCgroups()
+		state, _ := agent.lastWindowField("state_cgroups")
+		procs, _ := agent.lastWindowField("state_processes")
 		hist, err := e2eMapEntries(pid, "pair_slots")
 		if err != nil {
 			return counts{}, err
 		}
 		enforced, err := e2eMapEntries(pid, "enforced_cgroup")
-		return counts{n, hist, enforced}, err
+		return counts{n, hist, enforced, state, procs}, err
 	}
 	mustMeasure := func() counts {
 		t.Helper()
@@ -818,7 +824,8 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 				if err != nil {
 					continue
 				}
-				peak = counts{max(peak.tracked, c.tracked), max(peak.hist, c.hist), max(peak.enforced, c.enforced)}
+				peak = counts{max(peak.tracked, c.tracked), max(peak.hist, c.hist), max(peak.enforced, c.enforced),
+					max(peak.state, c.state), max(peak.procs, c.procs)}
 			}
 		}
 	}()
@@ -837,15 +844,15 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 	for {
 		agent.waitWindows(t, 2)
 		after = mustMeasure()
-		if (after.tracked <= before.tracked+slack && after.hist <= before.hist+slack && after.enforced <= before.enforced+slack) ||
-			time.Now().After(deadline) {
+		if (after.tracked <= before.tracked+slack && after.hist <= before.hist+slack && after.enforced <= before.enforced+slack &&
+			after.state <= before.state+slack && after.procs <= before.procs+slack) || time.Now().After(deadline) {
 			break
 		}
 	}
-	t.Logf("%d containers in %v: tracked cgroups %d → peak %d → %d; histogram pair_slots entries %d → peak %d → %d; enforced_cgroups entries %d → peak %d → %d",
+	t.Logf("%d containers in %v: tracked cgroups %d → peak %d → %d; histogram pair_slots entries %d → peak %d → %d; enforced_cgroups entries %d → peak %d → %d; state table cgroups %d → peak %d → %d, processes %d → peak %d → %d",
 		containers, churn.Round(time.Second), before.tracked, peak.tracked, after.tracked, before.hist, peak.hist, after.hist,
-		before.enforced, peak.enforced, after.enforced)
-	if peak.tracked <= before.tracked && peak.hist <= before.hist {
+		before.enforced, peak.enforced, after.enforced, before.state, peak.state, after.state, before.procs, peak.procs, after.procs)
+	if peak.tracked <= before.tracked && peak.hist <= before.hist && peak.state <= before.state {
 		t.Errorf("the churn never showed in the agent (peaks %+v, before %+v): the measurement is blind", peak, before)
 	}
 	for _, c := range []struct {
@@ -855,6 +862,8 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 		{"tracked cgroups", before.tracked, after.tracked},
 		{"histogram pair_slots entries", before.hist, after.hist},
 		{"enforced_cgroups entries", before.enforced, after.enforced},
+		{"state table cgroups", before.state, after.state},
+		{"state table processes", before.procs, after.procs},
 	} {
 		if c.after > c.before+slack {
 			t.Errorf("%s grew from %d to %d after %d containers came and went", c.what, c.before, c.after, containers)
