@@ -182,12 +182,6 @@ func (b *Baseline) AddExec(path string) bool {
 	return !seen
 }
 
-// KnowsSyscall reports whether the image was seen making the syscall.
-func (b *Baseline) KnowsSyscall(name string) bool {
-	_, ok := b.Syscalls[name]
-	return ok || b.Startup[name] > 0
-}
-
 // SyscallStats returns the mean and standard deviation of a syscall's rate over
 // all learned windows (absent windows count as zero).
 func (b *Baseline) SyscallStats(name string) (mean, std float64) {

@@ -257,12 +257,6 @@ func (m *Matcher) Syscalls() []string {
 // Flags is the compiled flags_any mask.
 func (m *Matcher) Flags() uint64 { return m.flags }
 
-// Statistical reports whether the rule is fired by scoring (novel, anomaly).
-func (r *Rule) Statistical() bool {
-	e := r.Matchers[0].Spec.Event
-	return e == "novel" || e == "anomaly"
-}
-
 // Rule returns a rule by id, or nil.
 func (rs *RuleSet) Rule(id string) *Rule {
 	if rs == nil {

@@ -61,6 +61,9 @@ type Pipeline struct {
 
 // NewPipeline builds the stages. Close releases the alert sinks and the record file.
 func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
+	if d.Source == nil || d.Library == nil || rules == nil {
+		return nil, errors.New("pipeline: a source, a baseline library and rules are required")
+	}
 	log := d.Log
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)

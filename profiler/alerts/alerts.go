@@ -276,23 +276,15 @@ func (d *Dispatcher) Send(a model.Alert) bool {
 			}
 		}
 	}
-	onSend := d.onSend
 	d.mu.Unlock()
 	d.total.Add(1)
 	for _, s := range d.sinks {
 		s.Send(a)
 	}
-	if onSend != nil {
-		onSend(a)
+	if d.onSend != nil {
+		d.onSend(a)
 	}
 	return true
-}
-
-// OnSend sets the function that sees each sent alert (metrics).
-func (d *Dispatcher) OnSend(fn func(model.Alert)) {
-	d.mu.Lock()
-	d.onSend = fn
-	d.mu.Unlock()
 }
 
 // Drops reports, per sink, the alerts it gave up on (webhook drops, failed writes).

@@ -42,15 +42,6 @@ func (d Delta) Count(nr int) uint64 {
 	return 0
 }
 
-// CountMap returns the counts by syscall number.
-func (d Delta) CountMap() map[int]uint64 {
-	m := make(map[int]uint64, len(d.Counts))
-	for _, c := range d.Counts {
-		m[c.Nr] = c.Count
-	}
-	return m
-}
-
 // Window converts d to a model window keyed by syscall name.
 func (d Delta) Window(c model.Container) model.Window {
 	counts := make(map[string]uint64, len(d.Counts))

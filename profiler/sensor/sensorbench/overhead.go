@@ -105,9 +105,6 @@ func (ls links) Close() error {
 	return errors.Join(errs...)
 }
 
-// SwitchStats reads the run statistics of the histogram's context-switch program.
-func (p *Probes) SwitchStats() (RunStats, error) { return ProgramStats(p.objs.SchedSwitch) }
-
 // RunStats are a program's cumulative run count and run time, kept by the kernel
 // while run-time statistics are enabled.
 type RunStats struct {
