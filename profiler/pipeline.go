@@ -80,7 +80,7 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 	p.out, msrc.out = out, out
 	if cfg.RecordFile != "" {
 		if p.recorder, err = OpenRecorder(cfg.RecordFile, cfg.RecordMaxBytes); err != nil {
-			p.Close()
+			_ = p.Close()
 			return nil, err
 		}
 	}
@@ -92,11 +92,11 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 		enforcement: p.enforcement, metrics: p.metrics}
 	p.learner = NewLearner(p.lib, cfg.Mode, cfg.Learning, p.state, log)
 	if err := p.SetRules(rules); err != nil {
-		p.Close()
+		_ = p.Close()
 		return nil, err
 	}
 	if err := p.enforcement.EnforceBelow(container.ContainerParents(cfg.Containers.Static)); err != nil {
-		p.Close()
+		_ = p.Close()
 		return nil, err
 	}
 	return p, nil
