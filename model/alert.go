@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,39 +21,35 @@ type Alert struct {
 	OutputFields map[string]any `json:"output_fields"`
 
 	// Not part of the output: what the pipeline needs to act and deduplicate.
+	dedupKey  string
 	Action    Action    `json:"-"`
 	CgroupID  uint64    `json:"-"`
 	Container Container `json:"-"`
 }
 
-// dedupFields are the output fields that tell one alert of a rule from another.
-var dedupFields = []string{"evt.type", "fd.name", "proc.exepath", "fd.rip", "fd.rport", "cagewatch.novel_syscalls"}
-
-// DedupKey identifies "the same alert again from the same container".
-func (a Alert) DedupKey() string {
-	parts := []string{a.Container.ID, a.Container.CgroupPath, a.Rule}
-	for _, f := range dedupFields {
-		parts = append(parts, fmt.Sprint(a.OutputFields[f]))
-	}
-	return strings.Join(parts, "\x00")
-}
+// DedupKey identifies "the same alert again": the same rule, container and
+// process, and the same decisive detail (syscall, paths, flags, address and
+// port; the novel syscalls of a window). Anything coarser lets one alert mask
+// another: a noisy process would hide a second one doing the same kind of thing
+// to something else.
+func (a Alert) DedupKey() string { return a.dedupKey }
 
 // EventDedupKey is EventAlert(r, e, …).DedupKey() without building the alert, so
 // the event loop drops a repeat before paying for its formatting (a rule can fire
 // tens of thousands of times a second).
 func EventDedupKey(r *Rule, e Event) string {
-	const absent = "<nil>" // fmt.Sprint of a missing field
-	evtType, fdName, exePath, rip, rport := e.Syscall, absent, absent, absent, absent
-	if e.Path != "" {
-		fdName = e.Path
+	var addr string
+	if e.Addr.IsValid() {
+		addr = e.Addr.String()
 	}
-	if e.Kind == EventExec {
-		evtType, exePath = "execve", e.Path
-	}
-	if e.Port != 0 {
-		rip, rport = e.Addr.String(), strconv.Itoa(int(e.Port))
-	}
-	return strings.Join([]string{e.Container.ID, e.Container.CgroupPath, r.ID, evtType, fdName, exePath, rip, rport, absent}, "\x00")
+	return strings.Join([]string{e.Container.ID, e.Container.CgroupPath, r.ID, "event",
+		strconv.FormatUint(uint64(e.PID), 10), strconv.FormatUint(e.ProcStartNs, 10),
+		string(e.Kind), e.Syscall, e.Path, e.Path2, e.FsType, strconv.FormatUint(e.Flags, 16),
+		addr, strconv.Itoa(int(e.Port))}, "\x00")
+}
+
+func windowDedupKey(r *Rule, w Window, s WindowScore) string {
+	return strings.Join(append([]string{w.Container.ID, w.Container.CgroupPath, r.ID, "window"}, s.Novel...), "\x00")
 }
 
 func containerFields(c Container) map[string]any {
@@ -110,7 +107,8 @@ func EventAlert(r *Rule, e Event, cmdline, hostname string) Alert {
 	output := fmt.Sprintf("%s: %s %s (container=%s image=%s proc=%s pid=%d %s)", e.Time.Format("15:04:05.000000000"),
 		r.Priority, ruleSentence(r), name, e.Container.ImageRef(), e.Comm, e.PID, e.Describe())
 	return Alert{Time: e.Time, Rule: r.ID, Priority: r.Priority, Output: output, Source: "syscall", Tags: r.Tags,
-		Hostname: hostname, OutputFields: f, Action: r.Action, CgroupID: e.CgroupID, Container: e.Container}
+		Hostname: hostname, OutputFields: f, Action: r.Action, CgroupID: e.CgroupID, Container: e.Container,
+		dedupKey: EventDedupKey(r, e)}
 }
 
 // WindowAlert builds a statistical alert (syscall_novel, syscall_anomaly) for a window.
@@ -140,7 +138,44 @@ func WindowAlert(r *Rule, w Window, s WindowScore, t Threshold, hostname string)
 	output := fmt.Sprintf("%s: %s %s (container=%s image=%s top: %s)", end.Format("15:04:05.000000000"), r.Priority, what,
 		name, w.Container.ImageRef(), strings.Join(parts, "; "))
 	return Alert{Time: end, Rule: r.ID, Priority: r.Priority, Output: output, Source: "cagewatch",
-		Tags: r.Tags, Hostname: hostname, OutputFields: f, Action: r.Action, CgroupID: w.CgroupID, Container: w.Container}
+		Tags: r.Tags, Hostname: hostname, OutputFields: f, Action: r.Action, CgroupID: w.CgroupID, Container: w.Container,
+		dedupKey: windowDedupKey(r, w, s)}
+}
+
+// RuleAlertsHeldBack is the summary alert of a container past its alert cap.
+const RuleAlertsHeldBack = "alerts_held_back"
+
+// HeldBackAlert summarises the alerts held back from one container in
+// [from, to] because it passed its cap of limit alerts: how many, of which rules.
+func HeldBackAlert(c Container, cgroupID uint64, held map[string]uint64, from, to time.Time, limit int, hostname string) Alert {
+	f := containerFields(c)
+	f["evt.type"] = "summary"
+	rules := make([]string, 0, len(held))
+	var total uint64
+	counts := make(map[string]uint64, len(held))
+	for rule, n := range held {
+		rules = append(rules, rule)
+		counts[rule] = n
+		total += n
+	}
+	slices.Sort(rules)
+	parts := make([]string, len(rules))
+	for i, rule := range rules {
+		parts[i] = fmt.Sprintf("%s %d", rule, held[rule])
+	}
+	f["cagewatch.held_back"] = counts
+	f["cagewatch.held_back_total"] = total
+	f["cagewatch.alert_limit"] = limit
+	f["cagewatch.window_seconds"] = to.Sub(from).Seconds()
+	name := c.Name
+	if name == "" {
+		name = c.ID
+	}
+	output := fmt.Sprintf("%s: Warning %d alerts held back: the container passed %d alerts in %.0fs (container=%s image=%s held: %s)",
+		to.Format("15:04:05.000000000"), total, limit, to.Sub(from).Seconds(), name, c.ImageRef(), strings.Join(parts, ", "))
+	return Alert{Time: to, Rule: RuleAlertsHeldBack, Priority: "Warning", Output: output, Source: "cagewatch",
+		Hostname: hostname, OutputFields: f, Action: ActionAlert, CgroupID: cgroupID, Container: c,
+		dedupKey: strings.Join([]string{c.ID, c.CgroupPath, RuleAlertsHeldBack, to.String()}, "\x00")}
 }
 
 func ruleSentence(r *Rule) string {

@@ -407,10 +407,14 @@ func TestDedupKey(t *testing.T) {
 		same bool
 	}{
 		{name: "identical alerts", a: open(nil), b: open(nil), same: true},
-		{name: "same alert later from another process", a: open(nil), b: open(func(e *Event) {
+		{name: "same alert later from the same process", a: open(nil), b: open(func(e *Event) {
 			e.Time = e.Time.Add(time.Minute)
-			e.PID, e.TID, e.Comm = 99, 99, "less"
+			e.TID = 11
 		}), same: true},
+		{name: "another process", a: open(nil), b: open(func(e *Event) { e.PID, e.TID, e.Comm = 99, 99, "less" })},
+		{name: "a reused PID", a: open(func(e *Event) { e.ProcStartNs = 1 }), b: open(func(e *Event) { e.ProcStartNs = 2 })},
+		{name: "other flags", a: open(func(e *Event) { e.Flags = 1 }), b: open(func(e *Event) { e.Flags = 0x241 })},
+		{name: "another mount source", a: open(func(e *Event) { e.Path2 = "/dev/sda1" }), b: open(func(e *Event) { e.Path2 = "/dev/sda2" })},
 		{name: "another container", a: open(nil), b: open(func(e *Event) {
 			e.Container.ID = "ffff00001111"
 			e.Container.CgroupPath = "/kubepods/pod2/ffff00001111"
@@ -425,11 +429,9 @@ func TestDedupKey(t *testing.T) {
 		})},
 		{name: "another path", a: open(nil), b: open(func(e *Event) { e.Path = "/etc/gshadow" })},
 		{name: "another syscall", a: open(nil), b: open(func(e *Event) { e.Syscall = "open" })},
-		{name: "another rule", a: open(nil), b: func() Alert {
-			a := open(nil)
-			a.Rule = "other"
-			return a
-		}()},
+		{name: "another rule", a: open(nil), b: EventAlert(alertRule(t, "other", "Critical", ActionAlert,
+			MatchSpec{Syscalls: []string{"openat"}}), Event{Time: testT0, Kind: EventSyscall, Syscall: "openat", Path: "/etc/shadow",
+			PID: 10, Comm: "cat", CgroupID: 1, Container: alertContainer}, "", "node")},
 		{name: "another destination port", a: connect("10.0.0.1", 22), b: connect("10.0.0.1", 2375)},
 		{name: "another destination address", a: connect("10.0.0.1", 22), b: connect("10.0.0.2", 22)},
 		{name: "same destination", a: connect("10.0.0.1", 22), b: connect("10.0.0.1", 22), same: true},

@@ -73,7 +73,7 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 	// reports each sent alert to the metrics.
 	msrc := &metricsSource{lib: d.Library, src: d.Source}
 	p.metrics = metrics.New(msrc, d.Version)
-	out, err := newDispatcher(cfg.Alerts, d.Sinks, p.metrics.ObserveAlert, log)
+	out, err := newDispatcher(cfg.Alerts, d.Sinks, p.metrics.ObserveAlert, d.Hostname, log)
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +136,7 @@ func (p *Pipeline) Windows(ws []model.Window) {
 		}
 	}
 	p.metrics.ObserveWindows(ws, p.lib.State)
+	p.out.Flush() // summaries of containers past their alert cap
 	res, err := p.learner.LearnWindows(ws)
 	if err != nil {
 		p.log.Error("persisting baselines", "store", p.cfg.Store, "err", err)
@@ -222,7 +223,7 @@ func ContainerLabel(c model.Container) string {
 
 // newDispatcher builds the alert outputs: the given sinks, and a file and a
 // webhook when configured.
-func newDispatcher(cfg AlertsConfig, sinks []alerts.Sink, onSend func(model.Alert), log *slog.Logger) (*alerts.Dispatcher, error) {
+func newDispatcher(cfg AlertsConfig, sinks []alerts.Sink, onSend func(model.Alert), hostname string, log *slog.Logger) (*alerts.Dispatcher, error) {
 	sinks = slices.Clone(sinks)
 	if cfg.File != "" {
 		f, err := alerts.OpenFile(cfg.File)
@@ -235,7 +236,8 @@ func newDispatcher(cfg AlertsConfig, sinks []alerts.Sink, onSend func(model.Aler
 		sinks = append(sinks, alerts.NewWebhook(alerts.WebhookConfig{URL: cfg.WebhookURL, QueueSize: cfg.WebhookQueue,
 			MaxAttempts: cfg.WebhookAttempts, Backoff: cfg.WebhookBackoff}, log))
 	}
-	return alerts.NewDispatcher(cfg.DedupInterval, onSend, sinks...), nil
+	return alerts.NewDispatcher(alerts.DispatcherConfig{DedupInterval: cfg.DedupInterval, ContainerLimit: cfg.ContainerLimit,
+		Hostname: hostname, OnSend: onSend}, sinks...), nil
 }
 
 // metricsSource feeds the values Prometheus reads at scrape time.
@@ -256,7 +258,7 @@ func (s *metricsSource) Baselines() []metrics.BaselineInfo {
 func (s *metricsSource) Sensor() metrics.SensorInfo {
 	st, _ := s.src.Stats()
 	return metrics.SensorInfo{Events: st.Events, EventsLost: st.EventsLost, Killed: st.Killed, Undecodable: st.Undecodable,
-		HistFull: st.HistFull, AlertsSuppressed: s.out.Suppressed()}
+		HistFull: st.HistFull, AlertsSuppressed: s.out.Suppressed(), AlertsHeldBack: s.out.HeldBack()}
 }
 
 func (s *metricsSource) SinkDrops() map[string]uint64 { return s.out.Drops() }

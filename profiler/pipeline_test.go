@@ -968,3 +968,27 @@ func TestPipelineProcessIdentitySurvivesPIDReuse(t *testing.T) {
 		t.Errorf("the exec'd process renamed to runc init: alerts %v, want one naming its command line", alertRules(got))
 	}
 }
+
+// TestPipelineAlertsCannotMaskEachOther: a process repeating a rule is
+// de-duplicated, but another process of the same container tripping the same
+// rule, or the same process with another detail, still alerts.
+func TestPipelineAlertsCannotMaskEachOther(t *testing.T) {
+	env := newPipelineEnv(t, ModeDetect, nil, func(c *Config) { c.Alerts.DedupInterval = time.Minute })
+	noisy := func(sec float64, path string) model.Event {
+		return detEvent(detApp, cgApp, sec, "openat", func(e *model.Event) { e.PID, e.ProcStartNs, e.Path = 600, 6, path })
+	}
+	for i := range 50 {
+		env.p.Event(noisy(float64(i)/10, "/etc/shadow"))
+	}
+	env.p.Event(detEvent(detApp, cgApp, 6, "openat", func(e *model.Event) { e.PID, e.ProcStartNs, e.Path = 700, 7, "/etc/shadow" }))
+	env.p.Event(noisy(7, "/etc/gshadow"))
+	got := env.out.take()
+	var who []string
+	for _, a := range got {
+		who = append(who, fmt.Sprintf("%v %v", a.OutputFields["proc.pid"], a.OutputFields["fd.name"]))
+	}
+	want := []string{"600 /etc/shadow", "700 /etc/shadow", "600 /etc/gshadow"}
+	if !slices.Equal(who, want) {
+		t.Errorf("alerts from %v, want %v", who, want)
+	}
+}

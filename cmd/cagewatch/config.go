@@ -53,6 +53,7 @@ const (
 
 	keyBudget          = "scoring.false_positive_budget"
 	keyDedup           = "alerts.dedup_interval"
+	keyContainerLimit  = "alerts.container_limit"
 	keyWebhookURL      = "alerts.webhook.url"
 	keyWebhookQueue    = "alerts.webhook.queue_size"
 	keyWebhookAttempts = "alerts.webhook.max_attempts"
@@ -69,7 +70,7 @@ var knownKeys = []string{
 	keyCgroupRoot, keyDockerSocket, keyPodmanSocket, keyContainerdSocket, keyCRIOSocket, keyStatic,
 	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF, keyHistogramSlots,
 	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize,
-	keyBudget, keyDedup, keyWebhookURL, keyWebhookQueue, keyWebhookAttempts, keyWebhookBackoff,
+	keyBudget, keyDedup, keyContainerLimit, keyWebhookURL, keyWebhookQueue, keyWebhookAttempts, keyWebhookBackoff,
 	keyRecordFile, keyRecordMaxBytes,
 }
 
@@ -307,6 +308,9 @@ func loadAlerts(v *viper.Viper, bad func(string, error)) profiler.AlertsConfig {
 	var err error
 	if ac.DedupInterval, err = parseDuration(v.Get(keyDedup)); err != nil || ac.DedupInterval < 0 {
 		bad(keyDedup, cmp.Or(err, fmt.Errorf("negative duration %v", ac.DedupInterval)))
+	}
+	if ac.ContainerLimit, err = cast.ToIntE(v.Get(keyContainerLimit)); err != nil || ac.ContainerLimit < 0 {
+		bad(keyContainerLimit, fmt.Errorf("%v is not an integer >= 0 (0: no cap)", v.Get(keyContainerLimit)))
 	}
 	if ac.WebhookBackoff, err = parseDuration(v.Get(keyWebhookBackoff)); err != nil || ac.WebhookBackoff <= 0 {
 		bad(keyWebhookBackoff, cmp.Or(err, fmt.Errorf("%v is not positive", ac.WebhookBackoff)))

@@ -96,6 +96,7 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 		{name: "histogram slots", yaml: "sensor:\n  histogram_slots: 0\n", want: []string{"sensor.histogram_slots", "between 1 and 1048575"}},
 		{name: "relative watch prefix", yaml: "sensor:\n  watch_prefixes: [etc/shadow]\n", want: []string{"sensor.watch_prefixes[0]"}},
 		{name: "watch name with slash", yaml: "sensor:\n  watch_names: [a/b]\n", want: []string{"sensor.watch_names[0]"}},
+		{name: "negative alert cap", yaml: "alerts:\n  container_limit: -1\n", want: []string{"alerts.container_limit", "-1"}},
 		{name: "invalid yaml", yaml: "mode: [\n", want: []string{"config file"}},
 		{name: "bad mode from the environment", yaml: "", env: map[string]string{"CAGEWATCH_MODE": "bogus"}, want: []string{"mode", `"bogus"`}},
 		{name: "two problems, both named", yaml: "mode: x\nwindow: y\n", want: []string{"mode", "window"}},

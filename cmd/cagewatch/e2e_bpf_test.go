@@ -499,14 +499,14 @@ func TestE2E(t *testing.T) {
 
 	dir := t.TempDir()
 	store := filepath.Join(dir, "store", "cagewatch.db")
-	// No deduplication: the test wants every alert, e.g. a scenario's attack
+	// No deduplication and no cap: the test wants every alert, e.g. a scenario's attack
 	// after an earlier alert of the same rule from the same container.
 	config := func(mode, extra string) string {
 		return writeConfig(t, fmt.Sprintf(`mode: %s
 window: 1s
 store: %s
 metrics: {listen: ""}
-alerts: {dedup_interval: 0s}
+alerts: {dedup_interval: 0s, container_limit: 0}
 learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}
 %s`, mode, store, extra))
 	}

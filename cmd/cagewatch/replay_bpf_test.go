@@ -27,7 +27,7 @@ mode: auto
 window: 500ms
 store: %s/cagewatch.db
 record: {file: %s}
-alerts: {dedup_interval: 0s} # compare every alert, not deduplicated ones
+alerts: {dedup_interval: 0s, container_limit: 0} # compare every alert, not deduplicated or capped ones
 learning: {ignore_first: 1s, min_windows: 20, stable_windows: 5}
 containers:
   static: [{cgroup: "/%s/*", image: "e2e/replay:1"}]

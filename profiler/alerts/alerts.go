@@ -4,6 +4,7 @@ package alerts
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -218,22 +219,50 @@ func (w *Webhook) Close() error {
 type Dispatcher struct {
 	sinks    []Sink
 	interval time.Duration
+	limit    int           // alerts per container per limitWindow; 0: no cap
+	window   time.Duration // limitWindow
+	hostname string
 	now      func() time.Time
+	onSend   func(model.Alert)
 
 	mu         sync.Mutex
 	last       map[string]time.Time // dedup key → when last sent
 	suppressed map[string]uint64
+	budgets    map[string]*containerBudget // container → its alerts this window
 	total      atomic.Uint64
 	dups       atomic.Uint64
-	onSend     func(model.Alert)
+	held       atomic.Uint64
 }
 
-// NewDispatcher sends to sinks; identical alerts from one container within
-// interval are counted instead of sent, and the next one sent carries the count
-// (output_fields["cagewatch.suppressed"]). onSend (may be nil) sees each sent alert.
-func NewDispatcher(interval time.Duration, onSend func(model.Alert), sinks ...Sink) *Dispatcher {
-	return &Dispatcher{sinks: sinks, interval: interval, now: time.Now, last: map[string]time.Time{},
-		suppressed: map[string]uint64{}, onSend: onSend}
+// DispatcherConfig are the dispatcher's settings.
+type DispatcherConfig struct {
+	// DedupInterval: identical alerts within it are counted instead of sent, and
+	// the next one sent carries the count (output_fields["cagewatch.suppressed"]).
+	DedupInterval time.Duration
+	// ContainerLimit caps each container's alerts per LimitWindow (0: no cap).
+	// Past it, alerts are held back and counted by rule, and one summary alert
+	// per window says how many (rule alerts_held_back).
+	ContainerLimit int
+	LimitWindow    time.Duration // default one minute
+	Hostname       string        // of the summary alerts
+	// OnSend, when set, sees each sent alert (metrics).
+	OnSend func(model.Alert)
+}
+
+// containerBudget is one container's alerts in the current limit window.
+type containerBudget struct {
+	start     time.Time
+	sent      int
+	held      map[string]uint64 // rule → alerts held back
+	container model.Container
+	cgroupID  uint64
+}
+
+// NewDispatcher sends to sinks, de-duplicating and capping per container.
+func NewDispatcher(cfg DispatcherConfig, sinks ...Sink) *Dispatcher {
+	return &Dispatcher{sinks: sinks, interval: cfg.DedupInterval, limit: cfg.ContainerLimit,
+		window: cmp.Or(cfg.LimitWindow, time.Minute), hostname: cfg.Hostname, now: time.Now, onSend: cfg.OnSend,
+		last: map[string]time.Time{}, suppressed: map[string]uint64{}, budgets: map[string]*containerBudget{}}
 }
 
 // Duplicate reports whether an alert with this DedupKey would be suppressed now,
@@ -254,13 +283,20 @@ func (d *Dispatcher) suppressLocked(key string, now time.Time) bool {
 	return false
 }
 
-// Send dispatches one alert and reports whether it was sent (not deduplicated).
+// Send dispatches one alert and reports whether it was sent (neither a
+// duplicate nor held back by the container's cap).
 func (d *Dispatcher) Send(a model.Alert) bool {
 	key := a.DedupKey()
 	now := d.now()
 	d.mu.Lock()
 	if d.suppressLocked(key, now) {
 		d.mu.Unlock()
+		return false
+	}
+	summary, capped := d.budgetLocked(a, now)
+	if capped {
+		d.mu.Unlock()
+		d.deliver(summary)
 		return false
 	}
 	d.last[key] = now
@@ -277,14 +313,77 @@ func (d *Dispatcher) Send(a model.Alert) bool {
 		}
 	}
 	d.mu.Unlock()
+	d.deliver(summary)
+	d.deliver(&a)
+	return true
+}
+
+// budgetLocked counts a against its container's cap. It reports whether a is
+// held back, and returns the summary of the container's previous window when
+// that window just ended with alerts held back.
+func (d *Dispatcher) budgetLocked(a model.Alert, now time.Time) (summary *model.Alert, capped bool) {
+	if d.limit <= 0 {
+		return nil, false
+	}
+	ckey := a.Container.ID + "\x00" + a.Container.CgroupPath
+	b := d.budgets[ckey]
+	if b != nil && now.Sub(b.start) >= d.window {
+		summary = d.summaryLocked(b, now)
+		b = nil
+	}
+	if b == nil {
+		b = &containerBudget{start: now, held: map[string]uint64{}, container: a.Container, cgroupID: a.CgroupID}
+		d.budgets[ckey] = b
+	}
+	if b.sent >= d.limit {
+		b.held[a.Rule]++
+		d.held.Add(1)
+		return summary, true
+	}
+	b.sent++
+	return summary, false
+}
+
+func (d *Dispatcher) summaryLocked(b *containerBudget, now time.Time) *model.Alert {
+	if len(b.held) == 0 {
+		return nil
+	}
+	s := model.HeldBackAlert(b.container, b.cgroupID, b.held, b.start, now, d.limit, d.hostname)
+	return &s
+}
+
+// Flush sends the summaries of the containers whose cap window has ended, and
+// forgets their budgets. The pipeline calls it every sampling round, so a
+// summary goes out even if the container never alerts again.
+func (d *Dispatcher) Flush() {
+	now := d.now()
+	var out []*model.Alert
+	d.mu.Lock()
+	for k, b := range d.budgets {
+		if now.Sub(b.start) >= d.window {
+			if s := d.summaryLocked(b, now); s != nil {
+				out = append(out, s)
+			}
+			delete(d.budgets, k)
+		}
+	}
+	d.mu.Unlock()
+	for _, s := range out {
+		d.deliver(s)
+	}
+}
+
+func (d *Dispatcher) deliver(a *model.Alert) {
+	if a == nil {
+		return
+	}
 	d.total.Add(1)
 	for _, s := range d.sinks {
-		s.Send(a)
+		s.Send(*a)
 	}
 	if d.onSend != nil {
-		d.onSend(a)
+		d.onSend(*a)
 	}
-	return true
 }
 
 // Drops reports, per sink, the alerts it gave up on (webhook drops, failed writes).
@@ -303,6 +402,9 @@ func (d *Dispatcher) Drops() map[string]uint64 {
 
 // Suppressed is the number of duplicates counted instead of sent.
 func (d *Dispatcher) Suppressed() uint64 { return d.dups.Load() }
+
+// HeldBack is the number of alerts held back by the per-container cap.
+func (d *Dispatcher) HeldBack() uint64 { return d.held.Load() }
 
 // Sent is the number of alerts sent.
 func (d *Dispatcher) Sent() uint64 { return d.total.Load() }

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -489,7 +491,7 @@ func TestDispatcherDedup(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			sink1, sink2 := &recordingSink{name: "one"}, &recordingSink{name: "two"}
 			var onSend []model.Alert
-			d := NewDispatcher(tt.interval, func(a model.Alert) { onSend = append(onSend, a) }, sink1, sink2)
+			d := NewDispatcher(DispatcherConfig{DedupInterval: tt.interval, OnSend: func(a model.Alert) { onSend = append(onSend, a) }}, sink1, sink2)
 			clock := &fakeClock{}
 			d.now = clock.Now
 			var wantSent, wantSupp uint64
@@ -548,7 +550,7 @@ func TestDispatcherDoesNotModifyCallersAlert(t *testing.T) {
 	// The suppressed count belongs to one sent alert: a caller that sends the
 	// same alert value again must not find a stale count in it.
 	sink := &recordingSink{name: "one"}
-	d := NewDispatcher(time.Minute, nil, sink)
+	d := NewDispatcher(DispatcherConfig{DedupInterval: time.Minute}, sink)
 	clock := &fakeClock{now: t0}
 	d.now = clock.Now
 	a := alert("a", "/etc/shadow")
@@ -574,7 +576,7 @@ func TestDispatcherDoesNotModifyCallersAlert(t *testing.T) {
 func TestDispatcherClose(t *testing.T) {
 	errSink := errors.New("sink close failed")
 	s1, s2, s3 := &recordingSink{name: "one"}, &recordingSink{name: "two", err: errSink}, &recordingSink{name: "three"}
-	d := NewDispatcher(time.Minute, nil, s1, s2, s3)
+	d := NewDispatcher(DispatcherConfig{DedupInterval: time.Minute}, s1, s2, s3)
 	if err := d.Close(); !errors.Is(err, errSink) {
 		t.Errorf("Close = %v, want %v", err, errSink)
 	}
@@ -588,7 +590,7 @@ func TestDispatcherClose(t *testing.T) {
 func TestDispatcherConcurrentSend(t *testing.T) {
 	sink := &recordingSink{name: "one"}
 	var seen atomic.Int64
-	d := NewDispatcher(time.Hour, func(model.Alert) { seen.Add(1) }, sink)
+	d := NewDispatcher(DispatcherConfig{DedupInterval: time.Hour, OnSend: func(model.Alert) { seen.Add(1) }}, sink)
 	var wg sync.WaitGroup
 	const goroutines, each = 8, 100
 	for g := range goroutines {
@@ -615,7 +617,7 @@ func TestDispatcherConcurrentSend(t *testing.T) {
 // it drops is counted exactly as a suppressed Send and reported on the next one.
 func TestDispatcherDuplicate(t *testing.T) {
 	sink := &recordingSink{name: "one"}
-	d := NewDispatcher(time.Minute, nil, sink)
+	d := NewDispatcher(DispatcherConfig{DedupInterval: time.Minute}, sink)
 	clock := &fakeClock{}
 	d.now = clock.Now
 	clock.set(0)
@@ -647,5 +649,56 @@ func TestDispatcherDuplicate(t *testing.T) {
 	got := sink.take()
 	if len(got) != 2 || got[1].OutputFields["cagewatch.suppressed"] != uint64(2) {
 		t.Fatalf("alerts %+v, want the second to carry cagewatch.suppressed=2", got)
+	}
+}
+
+// TestDispatcherContainerLimit: past its cap a container's alerts are held back
+// and counted by rule, one summary per window says so, other containers are not
+// touched, and the next window starts afresh.
+func TestDispatcherContainerLimit(t *testing.T) {
+	sink := &recordingSink{name: "one"}
+	var seen []model.Alert
+	d := NewDispatcher(DispatcherConfig{ContainerLimit: 3, Hostname: "node-1", OnSend: func(a model.Alert) { seen = append(seen, a) }}, sink)
+	clock := &fakeClock{}
+	d.now = clock.Now
+	clock.set(0)
+	for i := range 10 { // a flood of distinct alerts: none is a duplicate
+		d.Send(alert("a", fmt.Sprintf("/etc/secret-%d", i)))
+	}
+	if !d.Send(alert("b", "/etc/shadow")) {
+		t.Error("another container's alert was held back")
+	}
+	if got := len(sink.take()); got != 4 {
+		t.Fatalf("%d alerts sent in the first window, want 3 of a and 1 of b", got)
+	}
+	if d.HeldBack() != 7 {
+		t.Errorf("HeldBack = %d, want 7", d.HeldBack())
+	}
+	clock.set(30 * time.Second)
+	d.Flush()
+	if got := sink.take(); len(got) != 0 {
+		t.Fatalf("a summary before the window ended: %v", got)
+	}
+	clock.set(61 * time.Second)
+	d.Flush()
+	got := sink.take()
+	if len(got) != 1 {
+		t.Fatalf("%d alerts at the window's end, want one summary", len(got))
+	}
+	s := got[0]
+	if s.Rule != model.RuleAlertsHeldBack || s.Container.ID != "a" || s.Hostname != "node-1" ||
+		s.OutputFields["cagewatch.held_back_total"] != uint64(7) ||
+		!reflect.DeepEqual(s.OutputFields["cagewatch.held_back"], map[string]uint64{"sensitive_file": 7}) {
+		t.Errorf("summary %s %v", s.Rule, s.OutputFields)
+	}
+	if len(seen) != 5 || seen[4].Rule != model.RuleAlertsHeldBack {
+		t.Errorf("OnSend saw %d alerts, want the 4 sent and the summary", len(seen))
+	}
+	d.Flush()
+	if got := sink.take(); len(got) != 0 {
+		t.Errorf("a second summary for the same window: %v", got)
+	}
+	if !d.Send(alert("a", "/etc/secret-0")) {
+		t.Error("the next window's first alert was held back")
 	}
 }

@@ -61,7 +61,7 @@ type BaselineInfo struct {
 // SensorInfo are the sensor's counters.
 type SensorInfo struct {
 	Events, EventsLost, Killed, Undecodable, HistFull uint64
-	AlertsSuppressed                                  uint64
+	AlertsSuppressed, AlertsHeldBack                  uint64
 }
 
 // New registers every collector on a fresh registry.
@@ -202,12 +202,13 @@ var (
 	descHistFull         = prometheus.NewDesc("cagewatch_syscalls_uncounted_total", "Syscalls not counted because no histogram slot was free (raise sensor.histogram_slots).", nil, nil)
 	descKilled           = prometheus.NewDesc("cagewatch_enforce_kills_total", "Processes killed in enforce mode.", nil, nil)
 	descSuppressed       = prometheus.NewDesc("cagewatch_alerts_suppressed_total", "Duplicate alerts counted instead of sent.", nil, nil)
+	descHeldBack         = prometheus.NewDesc("cagewatch_alerts_held_back_total", "Alerts held back because their container passed alerts.container_limit (summarised by alerts_held_back alerts).", nil, nil)
 	descSinkDropped      = prometheus.NewDesc("cagewatch_alert_sink_dropped_total", "Alerts a sink gave up on.", []string{"sink"}, nil)
 )
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBaselineState, descBaselineWindows, descBaselineSyscalls, descEvents,
-		descEventsLost, descUndecodable, descHistFull, descKilled, descSuppressed, descSinkDropped} {
+		descEventsLost, descUndecodable, descHistFull, descKilled, descSuppressed, descHeldBack, descSinkDropped} {
 		ch <- d
 	}
 }
@@ -231,6 +232,7 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(descHistFull, prometheus.CounterValue, float64(s.HistFull))
 	ch <- prometheus.MustNewConstMetric(descKilled, prometheus.CounterValue, float64(s.Killed))
 	ch <- prometheus.MustNewConstMetric(descSuppressed, prometheus.CounterValue, float64(s.AlertsSuppressed))
+	ch <- prometheus.MustNewConstMetric(descHeldBack, prometheus.CounterValue, float64(s.AlertsHeldBack))
 	drops := c.src.SinkDrops()
 	names := make([]string, 0, len(drops))
 	for n := range drops {

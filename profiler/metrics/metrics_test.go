@@ -25,7 +25,7 @@ var web = model.Container{ID: "c1", Name: "web1", Runtime: model.RuntimeStatic, 
 func TestScrapeCollector(t *testing.T) {
 	src := &fakeSource{
 		baselines: []BaselineInfo{{Image: "e2e/web:1", State: model.StateStable, Windows: 120, Syscalls: 31}},
-		sensor:    SensorInfo{Events: 10, EventsLost: 2, Killed: 1, Undecodable: 0, HistFull: 3, AlertsSuppressed: 4},
+		sensor:    SensorInfo{Events: 10, EventsLost: 2, Killed: 1, Undecodable: 0, HistFull: 3, AlertsSuppressed: 4, AlertsHeldBack: 5},
 		drops:     map[string]uint64{"stdout": 0, "webhook": 5},
 	}
 	m := New(src, "test")
@@ -66,7 +66,10 @@ cagewatch_enforce_kills_total 1
 # HELP cagewatch_alerts_suppressed_total Duplicate alerts counted instead of sent.
 # TYPE cagewatch_alerts_suppressed_total counter
 cagewatch_alerts_suppressed_total 4
-`), "cagewatch_enforce_kills_total", "cagewatch_alerts_suppressed_total"); err != nil {
+# HELP cagewatch_alerts_held_back_total Alerts held back because their container passed alerts.container_limit (summarised by alerts_held_back alerts).
+# TYPE cagewatch_alerts_held_back_total counter
+cagewatch_alerts_held_back_total 5
+`), "cagewatch_enforce_kills_total", "cagewatch_alerts_suppressed_total", "cagewatch_alerts_held_back_total"); err != nil {
 		t.Error(err)
 	}
 }
