@@ -49,6 +49,9 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader before load. */
 const volatile __u32 agent_tgid = 0;
+/* The host's mount namespace (/proc/1/ns/mnt), where container runtimes run; 0
+ * when unknown, and then no process is taken for a runtime's init. */
+const volatile __u32 host_mnt_ns = 0;
 
 /* Bit n set: syscall n produces an event (the loader fills it). */
 __u64 event_syscalls[HIST_SLOTS / 64] = {};
@@ -120,6 +123,39 @@ struct {
 
 #define MAX_ANCESTOR_LEVEL 8
 
+/* Where each task last exec'd, inherited at fork: the kernel's own record of
+ * which processes are a container runtime's init. runc init is exec'd by the
+ * runtime in the host's mount namespace and moved into the new container's
+ * cgroup after that exec; it may exec itself again there (runc 1.1 re-executes
+ * a sealed copy of its binary), still in the host's mount namespace, before it
+ * enters the container's namespaces and finally exec's the workload inside the
+ * container's mount namespace. So a task is the runtime setting up while
+ * - its last exec was in the host's mount namespace and it has been moved to
+ *   another cgroup since, or
+ * - it was such a task when it exec'd again in the host's mount namespace;
+ * and an exec in any other mount namespace (the workload's) ends it. Unlike the
+ * comm ("runc:[2:INIT]"), which prctl sets to anything, a container process
+ * cannot fake this: it exec's inside the container, and reaching the host's
+ * mount namespace takes a setns that the rules report. Tasks that predate the
+ * agent have no entry and are never taken for the runtime. */
+struct exec_site {
+	__u64 cgroup_id; /* cgroup of the last exec */
+	__u32 mnt_ns;    /* mount namespace of the last exec */
+	__u32 runtime;   /* the runtime's init, carried across its own re-exec */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct exec_site);
+} exec_sites SEC(".maps");
+
+static __always_inline int runtime_setup(struct exec_site *s, __u64 cgroup_id)
+{
+	return s && host_mnt_ns && s->mnt_ns == host_mnt_ns && (s->runtime || s->cgroup_id != cgroup_id);
+}
+
 /* Container cgroups under enforcement (user space adds them once resolved). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -150,6 +186,7 @@ static __always_inline void fill_event(struct event *e, __u32 kind, __s32 nr)
 	e->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	e->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 	e->cgroup_ns = BPF_CORE_READ(task, nsproxy, cgroup_ns, ns.inum);
+	e->runtime_setup = runtime_setup(bpf_task_storage_get(&exec_sites, task, 0, 0), e->cgroup_id);
 	e->user_ns = BPF_CORE_READ(task, cred, user_ns, ns.inum);
 	unsigned int level = BPF_CORE_READ(task, thread_pid, level);
 	e->pid_ns = BPF_CORE_READ(task, thread_pid, numbers[level & 31].ns, ns.inum);
@@ -260,12 +297,11 @@ static __always_inline __u8 path_watch_flags(struct event *e, long n)
 	return flags;
 }
 
-/* runc's init process ("runc:[2:INIT]") sets up a new container, or enters one
- * for docker exec, before the workload starts: that is not the workload. */
+/* The runtime's init (runc init) sets up a new container, or enters one for
+ * docker exec, before the workload starts: that is not the workload. */
 static __always_inline int is_runtime_init(struct event *e)
 {
-	return e->comm[0] == 'r' && e->comm[1] == 'u' && e->comm[2] == 'n' && e->comm[3] == 'c' && e->comm[4] == ':' &&
-	       e->comm[5] == '[';
+	return e->runtime_setup;
 }
 
 static __always_inline int cgroup_enforced(struct event *e)
@@ -537,6 +573,15 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
+	struct exec_site *site = bpf_task_storage_get(&exec_sites, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (site) {
+		__u64 cgroup_id = bpf_get_current_cgroup_id();
+		__u32 mnt_ns = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum);
+		/* A new entry is zero: mnt_ns 0 is never the host's, so not the runtime. */
+		site->runtime = mnt_ns == host_mnt_ns && runtime_setup(site, cgroup_id);
+		site->cgroup_id = cgroup_id;
+		site->mnt_ns = mnt_ns;
+	}
 	struct event *e = new_event(EVENT_EXEC, -1);
 	if (!e)
 		return 0;
@@ -552,6 +597,19 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 	if (len > 0 && !bpf_probe_read_user(e->path2, len, (void *)arg_start))
 		e->path2_len = len;
 	submit(e);
+	return 0;
+}
+
+/* A new task or thread starts where its parent last exec'd (exec_sites). */
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
+{
+	struct exec_site *from = bpf_task_storage_get(&exec_sites, parent, 0, 0);
+	if (!from)
+		return 0;
+	struct exec_site *to = bpf_task_storage_get(&exec_sites, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (to)
+		*to = *from;
 	return 0;
 }
 

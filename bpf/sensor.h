@@ -78,6 +78,9 @@ struct event {
 	__u32 cgroup_ns;
 	__u32 path2_len;
 	__u32 killed; /* the sensor sent SIGKILL for this event (enforce mode) */
+	/* The process is a container runtime's init setting up or entering a
+	 * container (see exec_sites). */
+	__u32 runtime_setup;
 	__u16 family;
 	__u16 port;
 	__u8 addr[16];

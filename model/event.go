@@ -58,6 +58,10 @@ type Event struct {
 	CapsRequested *CapSets `json:"caps_requested,omitempty"`
 	// Killed: the sensor sent SIGKILL at syscall entry (enforce mode).
 	Killed bool `json:"killed,omitempty"`
+	// RuntimeSetup: the kernel saw the process moved into its cgroup after its
+	// last exec, as a runtime's init is when it sets up or enters a container.
+	// Such a process is not the container's workload; hard rules skip it.
+	RuntimeSetup bool `json:"runtime_setup,omitempty"`
 
 	Container Container `json:"container"`
 }

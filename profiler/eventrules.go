@@ -1,7 +1,6 @@
 package profiler
 
 import (
-	"strings"
 	"sync/atomic"
 
 	"github.com/cagewatch/cagewatch/model"
@@ -32,18 +31,14 @@ type EventRules struct {
 	enforcement *Enforcement
 }
 
-func isRuntimeInit(comm string) bool { return strings.HasPrefix(comm, "runc:[") }
-
 // Event applies the hard rules to one event.
 func (r *EventRules) Event(e model.Event) {
 	c := e.Container
 	if !c.IsContainer() {
 		return
 	}
-	if isRuntimeInit(e.Comm) {
-		if _, execed := r.state.Process(e.Process()); !execed {
-			return // runc setting up (or entering) the container
-		}
+	if e.RuntimeSetup {
+		return // the runtime's init setting up (or entering) the container
 	}
 	rs := r.rules.Load()
 	var fired []*model.Rule
@@ -56,8 +51,7 @@ func (r *EventRules) Event(e model.Event) {
 		// A repeat is dropped before its alert is built, but still freezes: the
 		// container may be a restarted one with the same id and a new cgroup.
 		if !r.out.Duplicate(model.EventDedupKey(rule, e)) {
-			cmdline, _ := r.state.Process(e.Process())
-			a := model.EventAlert(rule, e, cmdline, r.hostname)
+			a := model.EventAlert(rule, e, r.state.Cmdline(e.Process()), r.hostname)
 			if e.Killed {
 				a.OutputFields["cagewatch.action"] = "killed"
 			}

@@ -147,7 +147,7 @@ func (p *Pipeline) Windows(ws []model.Window) {
 // Event runs one event through the event stages.
 func (p *Pipeline) Event(e model.Event) {
 	c := e.Container
-	if e.Kind == model.EventExec && !c.IsHost() && !isRuntimeInit(e.Comm) {
+	if e.Kind == model.EventExec && !c.IsHost() {
 		p.state.Execed(e)
 		if c.IsContainer() {
 			p.enforcement.WorkloadStarted(e.CgroupID) // the workload started: the runtime's setup is over

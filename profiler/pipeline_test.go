@@ -293,39 +293,28 @@ func TestPipelineIgnoresHostAndUnknown(t *testing.T) {
 	}
 }
 
+// TestPipelineRuntimeInit: the runtime's init is known by the kernel's fact
+// (moved into its cgroup after its last exec), never by its name.
 func TestPipelineRuntimeInit(t *testing.T) {
 	tests := []struct {
-		name string
-		// before are events of the same process before the checked one.
-		before []model.Event
-		comm   string
-		want   []string
+		name         string
+		comm         string
+		runtimeSetup bool
+		want         []string
 	}{
-		{name: "runc:[2:INIT] sets up the container", comm: "runc:[2:INIT]"},
-		{name: "runc:[1:CHILD]", comm: "runc:[1:CHILD]"},
-		{name: "runc:[0:PARENT]", comm: "runc:[0:PARENT]"},
+		{name: "runc:[2:INIT] sets up the container", comm: "runc:[2:INIT]", runtimeSetup: true},
+		{name: "runc:[1:CHILD]", comm: "runc:[1:CHILD]", runtimeSetup: true},
+		{name: "whatever the runtime calls itself", comm: "crun", runtimeSetup: true},
 		{name: "an ordinary process", comm: "sh", want: []string{"ns_unshare"}},
-		{name: "a process named like runc", comm: "runc-helper", want: []string{"ns_unshare"}},
-		{
-			// runc's init never execs inside the container before the entrypoint:
-			// a process that did is not runc, whatever it calls itself
-			// (prctl(PR_SET_NAME) or /proc/self/comm set comm to anything).
-			name:   "a container process renamed to runc:[2:INIT]",
-			before: []model.Event{detExec(detApp, cgApp, 99, 500, "/usr/bin/app")},
-			comm:   "runc:[2:INIT]",
-			want:   []string{"ns_unshare"},
-		},
+		// prctl(PR_SET_NAME) or /proc/self/comm set comm to anything.
+		{name: "a workload named runc:[2:INIT]", comm: "runc:[2:INIT]", want: []string{"ns_unshare"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			env := newPipelineDefaults(t, ModeDetect, nil)
-			for _, e := range tt.before {
-				env.p.Event(e)
-			}
-			env.out.take()
 			env.p.Event(detEvent(detApp, cgApp, 100, "unshare", func(e *model.Event) {
 				e.Flags = rlCloneNewNS | rlCloneNewUser
-				e.Comm = tt.comm
+				e.Comm, e.RuntimeSetup = tt.comm, tt.runtimeSetup
 			}))
 			if got := alertRules(env.out.take()); !slices.Equal(got, tt.want) {
 				t.Errorf("alerts %v, want %v", got, tt.want)
@@ -943,29 +932,28 @@ func TestPipelineRunThroughStages(t *testing.T) {
 }
 
 // TestPipelineProcessIdentitySurvivesPIDReuse: a process that exec'd in a
-// container and exited leaves its PID to the next; the next is judged on its own.
+// container and exited leaves its PID to the next; an alert names the command
+// line of the process that caused it, never of an earlier one with its PID.
 func TestPipelineProcessIdentitySurvivesPIDReuse(t *testing.T) {
 	env := newPipelineDefaults(t, ModeDetect, nil)
 	first := detExec(detApp, cgApp, 1, 4242, "/bin/sleep", "0.1")
 	first.ProcStartNs = 1_000
 	env.p.Event(first)
 	env.out.take() // exec_drift: sleep is not in the baseline
-	// runc's init of a new container gets the same PID: it must stay exempt.
-	setup := detEvent(detApp2, cgApp2, 5, "unshare", func(e *model.Event) {
-		e.PID, e.ProcStartNs, e.Comm, e.Flags = 4242, 9_000, "runc:[2:INIT]", rlCloneNewNS
-	})
-	env.p.Event(setup)
-	if got := env.out.take(); len(got) > 0 {
-		t.Errorf("runc init reusing an exec'd PID raised %v", alertRules(got))
+	unshare := func(start uint64) model.Event {
+		return detEvent(detApp, cgApp, 5, "unshare", func(e *model.Event) { e.PID, e.ProcStartNs, e.Flags = 4242, start, rlCloneNewNS })
 	}
-	// The process that did exec keeps its own identity (and command line).
-	renamed := detEvent(detApp, cgApp, 6, "unshare", func(e *model.Event) {
-		e.PID, e.ProcStartNs, e.Comm, e.Flags = 4242, 1_000, "runc:[2:INIT]", rlCloneNewNS
-	})
-	env.p.Event(renamed)
+	env.p.Event(unshare(9_000)) // a later process with the sleep's PID, which did not exec
+	env.p.Event(unshare(1_000)) // the sleep itself
 	got := env.out.take()
-	if len(got) != 1 || got[0].OutputFields["proc.cmdline"] != "/bin/sleep 0.1" {
-		t.Errorf("the exec'd process renamed to runc init: alerts %v, want one naming its command line", alertRules(got))
+	if len(got) != 2 {
+		t.Fatalf("alerts %v, want one per process", alertRules(got))
+	}
+	if cmd, ok := got[0].OutputFields["proc.cmdline"]; ok {
+		t.Errorf("the PID's new process was named with command line %q", cmd)
+	}
+	if cmd := got[1].OutputFields["proc.cmdline"]; cmd != "/bin/sleep 0.1" {
+		t.Errorf("the exec'd process was named with command line %v", cmd)
 	}
 }
 

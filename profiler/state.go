@@ -183,12 +183,12 @@ func (t *Tracker) evictProcesses() {
 	}
 }
 
-// Process reports whether a process exec'd in a container, and its command line.
-func (t *Tracker) Process(key model.ProcessKey) (cmdline string, execed bool) {
+// Cmdline is the command line of a process that exec'd in a container ("" when
+// it did not, or before the agent started).
+func (t *Tracker) Cmdline(key model.ProcessKey) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	p, ok := t.procs[key]
-	return p.cmdline, ok
+	return t.procs[key].cmdline
 }
 
 // Forget drops everything known about a removed cgroup and its processes, and

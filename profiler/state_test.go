@@ -30,12 +30,12 @@ func TestTrackerStaysBounded(t *testing.T) {
 
 	// One long-lived cgroup that forks and execs without end.
 	for pid := range uint32(maxProcesses + 100) {
-		tr.Execed(model.Event{Kind: model.EventExec, PID: pid, ProcStartNs: uint64(pid), CgroupID: 99_999})
+		tr.Execed(model.Event{Kind: model.EventExec, PID: pid, ProcStartNs: uint64(pid), CgroupID: 99_999, Argv: []string{"newest"}})
 	}
 	if _, procs := tr.Tracked(); procs > maxProcesses {
 		t.Errorf("%d processes kept, want at most %d", procs, maxProcesses)
 	}
-	if _, execed := tr.Process(model.ProcessKey{PID: maxProcesses + 99, StartNs: maxProcesses + 99}); !execed {
+	if tr.Cmdline(model.ProcessKey{PID: maxProcesses + 99, StartNs: maxProcesses + 99}) != "newest" {
 		t.Error("the newest process was evicted")
 	}
 }

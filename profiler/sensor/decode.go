@@ -64,12 +64,13 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 		Namespaces: model.Namespaces{
 			Mnt: e.MntNs, PID: e.PidNs, Net: e.NetNs, User: e.UserNs, Cgroup: e.CgroupNs,
 		},
-		CapEff: e.CapEffective,
-		Args:   e.Args,
-		Flags:  e.Flags,
-		Path:   cString(e.Path[:]),
-		FsType: cString(e.Fstype[:]),
-		Killed: e.Killed != 0,
+		CapEff:       e.CapEffective,
+		Args:         e.Args,
+		Flags:        e.Flags,
+		Path:         cString(e.Path[:]),
+		FsType:       cString(e.Fstype[:]),
+		Killed:       e.Killed != 0,
+		RuntimeSetup: e.RuntimeSetup != 0,
 	}
 
 	switch e.Kind {

@@ -113,6 +113,9 @@ func Load(opts Options) (*Sensor, error) {
 	if err := spec.Variables[sensorVarAgentTgid].Set(opts.IgnoreTGID); err != nil {
 		return nil, fmt.Errorf("setting agent tgid: %w", err)
 	}
+	if err := spec.Variables[sensorVarHostMntNs].Set(hostMountNamespace()); err != nil {
+		return nil, fmt.Errorf("setting host mount namespace: %w", err)
+	}
 
 	s := &Sensor{clock: bootTime(), opts: opts}
 	if err := spec.LoadAndAssign(&s.objs, &loadOpts); err != nil {
@@ -148,6 +151,7 @@ func (s *Sensor) Attach() error {
 		"sched_switch":       s.objs.SchedSwitch,
 		"cgroup_attach_task": s.objs.CgroupAttachTask,
 		"sched_process_exec": s.objs.SchedProcessExec,
+		"sched_process_fork": s.objs.SchedProcessFork,
 		"cgroup_rmdir":       s.objs.CgroupRmdir,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
@@ -239,4 +243,19 @@ func bootTime() time.Time {
 		return time.Unix(0, 0)
 	}
 	return time.Now().Add(-time.Duration(ts.Nano()))
+}
+
+// hostMountNamespace is the inode of the host's mount namespace, where container
+// runtimes run: PID 1's (the agent runs in the host's PID namespace), or the
+// agent's own when PID 1's cannot be read (some init processes are not
+// dumpable); 0 when neither can be, and then no process is taken for a
+// runtime's init.
+func hostMountNamespace() uint32 {
+	for _, path := range []string{"/proc/1/ns/mnt", "/proc/self/ns/mnt"} {
+		var st unix.Stat_t
+		if err := unix.Stat(path, &st); err == nil {
+			return uint32(st.Ino)
+		}
+	}
+	return 0
 }

@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"errors"
@@ -9,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -51,11 +53,40 @@ func runHelper(action string) int {
 		}
 	case "security":
 		securityCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
+	case "unshare-on-input": // once a line arrives, then as CAGEWATCH_HELPER_THEN says
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		self, _ := os.Executable()
+		env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, helperEnv+"=") })
+		env = append(env, helperEnv+"=unshare-now")
+		switch os.Getenv("CAGEWATCH_HELPER_THEN") {
+		case "reexec": // as runc 1.1's init re-executes its sealed binary
+			return execFailed(syscall.Exec(self, []string{self}, env))
+		case "new-mount-ns": // as a workload is exec'd inside the container's mount namespace
+			return execFailed(syscall.Exec("/usr/bin/unshare", []string{"unshare", "-m", self}, env))
+		}
+		unshareNow()
+	case "unshare-now":
+		unshareNow()
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper action", action)
 		return 2
 	}
 	return 0
+}
+
+// unshareNow makes one unshare call (EINVAL: Go is multithreaded), from a thread
+// named CAGEWATCH_HELPER_COMM when that is set.
+func unshareNow() {
+	runtime.LockOSThread() // comm is per thread: rename the one that calls
+	if name := os.Getenv("CAGEWATCH_HELPER_COMM"); name != "" {
+		_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(unsafe.StringData(name+"\x00"))), 0, 0, 0)
+	}
+	_ = unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWUSER)
+}
+
+func execFailed(err error) int {
+	fmt.Fprintln(os.Stderr, "exec:", err)
+	return 2
 }
 
 // loadTestSensor loads the sensor, or skips or fails as sensortest.SkipOrFailLoad says.
@@ -592,6 +623,85 @@ func TestBPFMovedTaskCountsInItsNewCgroup(t *testing.T) {
 	}
 	if a2-a1 > 100 {
 		t.Errorf("A kept counting the moved process: %d more getppid calls", a2-a1)
+	}
+}
+
+// TestBPFRuntimeSetupIsTheKernelsFact: a process moved into its cgroup after an
+// exec in the host's mount namespace is a runtime's init setting up (as runc
+// init is), also after it re-executes itself there; a process that exec'd in
+// its cgroup, or exec'd into another mount namespace, is a workload, whatever it
+// calls itself.
+func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	if _, err := exec.LookPath("unshare"); err != nil {
+		sensortest.SkipOrFail(t, "unshare(1)", "it execs a process in a new mount namespace (util-linux)")
+	}
+	tests := []struct {
+		name        string
+		moved       bool
+		then        string // what the helper does once moved: "", "reexec", "new-mount-ns"
+		comm        string
+		wantRuntime bool
+	}{
+		{name: "moved after its exec", moved: true, wantRuntime: true},
+		{name: "moved, then re-executed itself", moved: true, then: "reexec", wantRuntime: true},
+		{name: "moved, then exec'd into a new mount namespace", moved: true, then: "new-mount-ns"},
+		{name: "exec'd in its cgroup", moved: false},
+		{name: "exec'd in its cgroup, named runc:[2:INIT]", moved: false, comm: "runc:[2:INIT]"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			start, startID := testCgroup(t)
+			dir, id := start, startID
+			if tt.moved {
+				dir, id = testCgroup(t)
+			}
+			events := collectEvents(t, s, id)
+			fd, err := unix.Open(start, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), helperEnv+"=unshare-on-input", "CAGEWATCH_HELPER_COMM="+tt.comm,
+				"CAGEWATCH_HELPER_THEN="+tt.then)
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &out
+			err = cmd.Start()
+			unix.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tt.moved {
+				if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fmt.Fprintln(stdin)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("helper: %v\n%s", err, out.String())
+			}
+			deadline := time.After(5 * time.Second)
+			for {
+				select {
+				case e := <-events:
+					// The helper's own call: unshare(1) makes one too, with CLONE_NEWNS alone.
+					if e.Syscall != "unshare" || e.PID != uint32(cmd.Process.Pid) || e.Flags != unix.CLONE_NEWNS|unix.CLONE_NEWUSER {
+						continue
+					}
+					if e.RuntimeSetup != tt.wantRuntime || (tt.comm != "" && e.Comm != tt.comm) {
+						t.Errorf("unshare by %q: runtime setup %v, want %v", e.Comm, e.RuntimeSetup, tt.wantRuntime)
+					}
+					return
+				case <-deadline:
+					t.Fatal("no unshare event from the helper")
+				}
+			}
+		})
 	}
 }
 

@@ -54,6 +54,7 @@ type sensorEvent struct {
 	CgroupNs          uint32
 	Path2Len          uint32
 	Killed            uint32
+	RuntimeSetup      uint32
 	Family            uint16
 	Port              uint16
 	Addr              [16]uint8
@@ -62,6 +63,14 @@ type sensorEvent struct {
 	PathBits          uint32
 	Path              [256]int8
 	Path2             [256]int8
+	_                 [4]byte
+}
+
+type sensorExecSite struct {
+	_        structs.HostLayout
+	CgroupId uint64
+	MntNs    uint32
+	Runtime  uint32
 }
 
 type sensorHist struct {
@@ -100,6 +109,7 @@ const (
 	sensorMapEnforcedAncestors = "enforced_ancestors"
 	sensorMapEnforcedCgroups   = "enforced_cgroups"
 	sensorMapEvents            = "events"
+	sensorMapExecSites         = "exec_sites"
 	sensorMapFreeSlots         = "free_slots"
 	sensorMapHistSlots         = "hist_slots"
 	sensorMapNameScratch       = "name_scratch"
@@ -112,10 +122,12 @@ const (
 	sensorProgCgroupAttachTask = "cgroup_attach_task"
 	sensorProgCgroupRmdir      = "cgroup_rmdir"
 	sensorProgSchedProcessExec = "sched_process_exec"
+	sensorProgSchedProcessFork = "sched_process_fork"
 	sensorProgSchedSwitch      = "sched_switch"
 	sensorProgSysEnter         = "sys_enter"
 	sensorVarAgentTgid         = "agent_tgid"
 	sensorVarEventSyscalls     = "event_syscalls"
+	sensorVarHostMntNs         = "host_mnt_ns"
 	sensorVarNrCpus            = "nr_cpus"
 )
 
@@ -164,6 +176,7 @@ type sensorProgramSpecs struct {
 	CgroupAttachTask *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
 	CgroupRmdir      *ebpf.ProgramSpec `ebpf:"cgroup_rmdir"`
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
+	SchedProcessFork *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
 	SysEnter         *ebpf.ProgramSpec `ebpf:"sys_enter"`
 }
@@ -177,6 +190,7 @@ type sensorMapSpecs struct {
 	EnforcedAncestors *ebpf.MapSpec `ebpf:"enforced_ancestors"`
 	EnforcedCgroups   *ebpf.MapSpec `ebpf:"enforced_cgroups"`
 	Events            *ebpf.MapSpec `ebpf:"events"`
+	ExecSites         *ebpf.MapSpec `ebpf:"exec_sites"`
 	FreeSlots         *ebpf.MapSpec `ebpf:"free_slots"`
 	HistSlots         *ebpf.MapSpec `ebpf:"hist_slots"`
 	NameScratch       *ebpf.MapSpec `ebpf:"name_scratch"`
@@ -194,6 +208,7 @@ type sensorMapSpecs struct {
 type sensorVariableSpecs struct {
 	AgentTgid     *ebpf.VariableSpec `ebpf:"agent_tgid"`
 	EventSyscalls *ebpf.VariableSpec `ebpf:"event_syscalls"`
+	HostMntNs     *ebpf.VariableSpec `ebpf:"host_mnt_ns"`
 	NrCpus        *ebpf.VariableSpec `ebpf:"nr_cpus"`
 }
 
@@ -222,6 +237,7 @@ type sensorMaps struct {
 	EnforcedAncestors *ebpf.Map `ebpf:"enforced_ancestors"`
 	EnforcedCgroups   *ebpf.Map `ebpf:"enforced_cgroups"`
 	Events            *ebpf.Map `ebpf:"events"`
+	ExecSites         *ebpf.Map `ebpf:"exec_sites"`
 	FreeSlots         *ebpf.Map `ebpf:"free_slots"`
 	HistSlots         *ebpf.Map `ebpf:"hist_slots"`
 	NameScratch       *ebpf.Map `ebpf:"name_scratch"`
@@ -240,6 +256,7 @@ func (m *sensorMaps) Close() error {
 		m.EnforcedAncestors,
 		m.EnforcedCgroups,
 		m.Events,
+		m.ExecSites,
 		m.FreeSlots,
 		m.HistSlots,
 		m.NameScratch,
@@ -258,6 +275,7 @@ func (m *sensorMaps) Close() error {
 type sensorVariables struct {
 	AgentTgid     *ebpf.Variable `ebpf:"agent_tgid"`
 	EventSyscalls *ebpf.Variable `ebpf:"event_syscalls"`
+	HostMntNs     *ebpf.Variable `ebpf:"host_mnt_ns"`
 	NrCpus        *ebpf.Variable `ebpf:"nr_cpus"`
 }
 
@@ -268,6 +286,7 @@ type sensorPrograms struct {
 	CgroupAttachTask *ebpf.Program `ebpf:"cgroup_attach_task"`
 	CgroupRmdir      *ebpf.Program `ebpf:"cgroup_rmdir"`
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
+	SchedProcessFork *ebpf.Program `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
 	SysEnter         *ebpf.Program `ebpf:"sys_enter"`
 }
@@ -277,6 +296,7 @@ func (p *sensorPrograms) Close() error {
 		p.CgroupAttachTask,
 		p.CgroupRmdir,
 		p.SchedProcessExec,
+		p.SchedProcessFork,
 		p.SchedSwitch,
 		p.SysEnter,
 	)
