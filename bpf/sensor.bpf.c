@@ -123,21 +123,24 @@ struct {
 
 #define MAX_ANCESTOR_LEVEL 8
 
-/* Where each task last exec'd, inherited at fork: the kernel's own record of
- * which processes are a container runtime's init. runc init is exec'd by the
- * runtime in the host's mount namespace and moved into the new container's
- * cgroup after that exec; it may exec itself again there (runc 1.1 re-executes
- * a sealed copy of its binary), still in the host's mount namespace, before it
- * enters the container's namespaces and finally exec's the workload inside the
- * container's mount namespace. So a task is the runtime setting up while
- * - its last exec was in the host's mount namespace and it has been moved to
- *   another cgroup since, or
- * - it was such a task when it exec'd again in the host's mount namespace;
+/* Where each process last exec'd, inherited at fork: the kernel's own record
+ * of which processes are a container runtime's init. runc init is exec'd by the
+ * runtime in the host's mount namespace and moved by the runtime into the new
+ * container's cgroup after that exec; it may exec itself again there (runc 1.1
+ * re-executes a sealed copy of its binary), still in the host's mount
+ * namespace, before it enters the container's namespaces and finally exec's
+ * the workload inside the container's mount namespace. So a process is the
+ * runtime setting up while
+ * - its last exec was in the host's mount namespace and another process has
+ *   moved it to another cgroup since (a process moving itself counts as having
+ *   exec'd where it went), or
+ * - it was such a process when it exec'd again in the host's mount namespace;
  * and an exec in any other mount namespace (the workload's) ends it. Unlike the
  * comm ("runc:[2:INIT]"), which prctl sets to anything, a container process
  * cannot fake this: it exec's inside the container, and reaching the host's
- * mount namespace takes a setns that the rules report. Tasks that predate the
- * agent have no entry and are never taken for the runtime. */
+ * mount namespace takes a setns that the rules report. Processes that predate
+ * the agent have no entry and are never taken for the runtime. The entry lives
+ * on the thread group leader: the fact is the process's, not a thread's. */
 struct exec_site {
 	__u64 cgroup_id; /* cgroup of the last exec */
 	__u32 mnt_ns;    /* mount namespace of the last exec */
@@ -186,7 +189,8 @@ static __always_inline void fill_event(struct event *e, __u32 kind, __s32 nr)
 	e->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	e->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 	e->cgroup_ns = BPF_CORE_READ(task, nsproxy, cgroup_ns, ns.inum);
-	e->runtime_setup = runtime_setup(bpf_task_storage_get(&exec_sites, task, 0, 0), e->cgroup_id);
+	e->runtime_setup =
+		runtime_setup(bpf_task_storage_get(&exec_sites, task->group_leader, 0, 0), e->cgroup_id);
 	e->user_ns = BPF_CORE_READ(task, cred, user_ns, ns.inum);
 	unsigned int level = BPF_CORE_READ(task, thread_pid, level);
 	e->pid_ns = BPF_CORE_READ(task, thread_pid, numbers[level & 31].ns, ns.inum);
@@ -600,16 +604,35 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 	return 0;
 }
 
-/* A new task or thread starts where its parent last exec'd (exec_sites). */
+/* A new process starts where its parent last exec'd (exec_sites); a new thread
+ * shares its leader's entry. */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
 {
-	struct exec_site *from = bpf_task_storage_get(&exec_sites, parent, 0, 0);
+	if (child->group_leader != child)
+		return 0;
+	struct exec_site *from = bpf_task_storage_get(&exec_sites, parent->group_leader, 0, 0);
 	if (!from)
 		return 0;
 	struct exec_site *to = bpf_task_storage_get(&exec_sites, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	if (to)
 		*to = *from;
+	return 0;
+}
+
+/* A process that moves itself into a cgroup is treated as if it had exec'd
+ * there: only a process placed by another (as the runtime places its init) can
+ * be the runtime setting up. The tracepoint names a thread group's leader. */
+SEC("tp_btf/cgroup_attach_task")
+int BPF_PROG(exec_site_attach, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
+{
+	if (BPF_CORE_READ(dst, root, hierarchy_id) != 0) /* the v2 hierarchy */
+		return 0;
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) != (__u32)BPF_CORE_READ(task, tgid))
+		return 0;
+	struct exec_site *site = bpf_task_storage_get(&exec_sites, task->group_leader, 0, 0);
+	if (site && !site->runtime)
+		site->cgroup_id = BPF_CORE_READ(dst, kn, id);
 	return 0;
 }
 

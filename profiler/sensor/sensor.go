@@ -147,12 +147,13 @@ func (s *Sensor) Attach() error {
 		return errors.New("attaching an attached sensor")
 	}
 	for name, prog := range map[string]*ebpf.Program{
-		"sys_enter":          s.objs.SysEnter,
-		"sched_switch":       s.objs.SchedSwitch,
-		"cgroup_attach_task": s.objs.CgroupAttachTask,
-		"sched_process_exec": s.objs.SchedProcessExec,
-		"sched_process_fork": s.objs.SchedProcessFork,
-		"cgroup_rmdir":       s.objs.CgroupRmdir,
+		"sys_enter":                       s.objs.SysEnter,
+		"sched_switch":                    s.objs.SchedSwitch,
+		"cgroup_attach_task":              s.objs.CgroupAttachTask,
+		"sched_process_exec":              s.objs.SchedProcessExec,
+		"sched_process_fork":              s.objs.SchedProcessFork,
+		"cgroup_attach_task (exec sites)": s.objs.ExecSiteAttach,
+		"cgroup_rmdir":                    s.objs.CgroupRmdir,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {

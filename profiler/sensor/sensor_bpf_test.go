@@ -55,6 +55,12 @@ func runHelper(action string) int {
 		securityCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
 	case "unshare-on-input": // once a line arrives, then as CAGEWATCH_HELPER_THEN says
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		if dir := os.Getenv("CAGEWATCH_HELPER_JOIN"); dir != "" { // moves itself
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
+				fmt.Fprintln(os.Stderr, err)
+				return 2
+			}
+		}
 		self, _ := os.Executable()
 		env := slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, helperEnv+"=") })
 		env = append(env, helperEnv+"=unshare-now")
@@ -639,6 +645,7 @@ func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
 	tests := []struct {
 		name        string
 		moved       bool
+		self        bool   // the helper moves itself, instead of being moved
 		then        string // what the helper does once moved: "", "reexec", "new-mount-ns"
 		comm        string
 		wantRuntime bool
@@ -646,6 +653,8 @@ func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
 		{name: "moved after its exec", moved: true, wantRuntime: true},
 		{name: "moved, then re-executed itself", moved: true, then: "reexec", wantRuntime: true},
 		{name: "moved, then exec'd into a new mount namespace", moved: true, then: "new-mount-ns"},
+		{name: "moved itself after its exec", moved: true, self: true},
+		{name: "moved itself, then re-executed itself", moved: true, self: true, then: "reexec"},
 		{name: "exec'd in its cgroup", moved: false},
 		{name: "exec'd in its cgroup, named runc:[2:INIT]", moved: false, comm: "runc:[2:INIT]"},
 	}
@@ -664,6 +673,9 @@ func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
 			cmd := exec.Command(os.Args[0], "-test.run=^$")
 			cmd.Env = append(os.Environ(), helperEnv+"=unshare-on-input", "CAGEWATCH_HELPER_COMM="+tt.comm,
 				"CAGEWATCH_HELPER_THEN="+tt.then)
+			if tt.self {
+				cmd.Env = append(cmd.Env, "CAGEWATCH_HELPER_JOIN="+dir)
+			}
 			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 			stdin, err := cmd.StdinPipe()
 			if err != nil {
@@ -676,7 +688,7 @@ func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if tt.moved {
+			if tt.moved && !tt.self {
 				if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
 					t.Fatal(err)
 				}

@@ -121,6 +121,7 @@ const (
 	sensorMapWatchPrefixes     = "watch_prefixes"
 	sensorProgCgroupAttachTask = "cgroup_attach_task"
 	sensorProgCgroupRmdir      = "cgroup_rmdir"
+	sensorProgExecSiteAttach   = "exec_site_attach"
 	sensorProgSchedProcessExec = "sched_process_exec"
 	sensorProgSchedProcessFork = "sched_process_fork"
 	sensorProgSchedSwitch      = "sched_switch"
@@ -175,6 +176,7 @@ type sensorSpecs struct {
 type sensorProgramSpecs struct {
 	CgroupAttachTask *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
 	CgroupRmdir      *ebpf.ProgramSpec `ebpf:"cgroup_rmdir"`
+	ExecSiteAttach   *ebpf.ProgramSpec `ebpf:"exec_site_attach"`
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
 	SchedProcessFork *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
@@ -285,6 +287,7 @@ type sensorVariables struct {
 type sensorPrograms struct {
 	CgroupAttachTask *ebpf.Program `ebpf:"cgroup_attach_task"`
 	CgroupRmdir      *ebpf.Program `ebpf:"cgroup_rmdir"`
+	ExecSiteAttach   *ebpf.Program `ebpf:"exec_site_attach"`
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
 	SchedProcessFork *ebpf.Program `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
@@ -295,6 +298,7 @@ func (p *sensorPrograms) Close() error {
 	return _SensorClose(
 		p.CgroupAttachTask,
 		p.CgroupRmdir,
+		p.ExecSiteAttach,
 		p.SchedProcessExec,
 		p.SchedProcessFork,
 		p.SchedSwitch,
