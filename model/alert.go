@@ -37,13 +37,20 @@ func (a Alert) DedupKey() string { return a.dedupKey }
 // EventDedupKey is EventAlert(r, e, …).DedupKey() without building the alert, so
 // the event loop drops a repeat before paying for its formatting (a rule can fire
 // tens of thousands of times a second).
+//
+// The process of an exec is its parent, the one that forked it to run the file:
+// a shell loop running the same unknown binary a hundred times is one actor
+// doing one thing, and another process running it is another.
 func EventDedupKey(r *Rule, e Event) string {
 	var addr string
 	if e.Addr.IsValid() {
 		addr = e.Addr.String()
 	}
-	return strings.Join([]string{e.Container.ID, e.Container.CgroupPath, r.ID, "event",
-		strconv.FormatUint(uint64(e.PID), 10), strconv.FormatUint(e.ProcStartNs, 10),
+	actor := []string{"pid", strconv.FormatUint(uint64(e.PID), 10), strconv.FormatUint(e.ProcStartNs, 10)}
+	if e.Kind == EventExec {
+		actor = []string{"ppid", strconv.FormatUint(uint64(e.PPID), 10), ""}
+	}
+	return strings.Join([]string{e.Container.ID, e.Container.CgroupPath, r.ID, "event", actor[0], actor[1], actor[2],
 		string(e.Kind), e.Syscall, e.Path, e.Path2, e.FsType, strconv.FormatUint(e.Flags, 16),
 		addr, strconv.Itoa(int(e.Port))}, "\x00")
 }
@@ -146,7 +153,7 @@ func WindowAlert(r *Rule, w Window, s WindowScore, t Threshold, hostname string)
 const RuleAlertsHeldBack = "alerts_held_back"
 
 // HeldBackAlert summarises the alerts held back from one container in
-// [from, to] because it passed its cap of limit alerts: how many, of which rules.
+// [from, to] because rules passed their cap of limit alerts: how many, of which.
 func HeldBackAlert(c Container, cgroupID uint64, held map[string]uint64, from, to time.Time, limit int, hostname string) Alert {
 	f := containerFields(c)
 	f["evt.type"] = "summary"
@@ -171,7 +178,7 @@ func HeldBackAlert(c Container, cgroupID uint64, held map[string]uint64, from, t
 	if name == "" {
 		name = c.ID
 	}
-	output := fmt.Sprintf("%s: Warning %d alerts held back: the container passed %d alerts in %.0fs (container=%s image=%s held: %s)",
+	output := fmt.Sprintf("%s: Warning %d alerts held back: the container passed %d alerts of a rule in %.0fs (container=%s image=%s held: %s)",
 		to.Format("15:04:05.000000000"), total, limit, to.Sub(from).Seconds(), name, c.ImageRef(), strings.Join(parts, ", "))
 	return Alert{Time: to, Rule: RuleAlertsHeldBack, Priority: "Warning", Output: output, Source: "cagewatch",
 		Hostname: hostname, OutputFields: f, Action: ActionAlert, CgroupID: cgroupID, Container: c,

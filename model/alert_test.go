@@ -391,6 +391,11 @@ func TestDedupKey(t *testing.T) {
 		}
 		return EventAlert(r, e, "", "node")
 	}
+	drift := alertRule(t, RuleExecDrift, "Warning", ActionAlert, MatchSpec{Event: "exec"})
+	exec := func(ppid, pid uint32, path string) Alert {
+		return EventAlert(drift, Event{Time: testT0, Kind: EventExec, Path: path, Argv: []string{path}, PID: pid, PPID: ppid,
+			ProcStartNs: uint64(pid), Comm: "x", CgroupID: 1, Container: alertContainer}, "", "node")
+	}
 	connect := func(addr string, port uint16) Alert {
 		return EventAlert(ssh, Event{Time: testT0, Kind: EventSyscall, Syscall: "connect", Family: "inet",
 			Addr: netip.MustParseAddr(addr), Port: port, PID: 10, Comm: "curl", CgroupID: 1, Container: alertContainer}, "", "node")
@@ -413,6 +418,9 @@ func TestDedupKey(t *testing.T) {
 		}), same: true},
 		{name: "another process", a: open(nil), b: open(func(e *Event) { e.PID, e.TID, e.Comm = 99, 99, "less" })},
 		{name: "a reused PID", a: open(func(e *Event) { e.ProcStartNs = 1 }), b: open(func(e *Event) { e.ProcStartNs = 2 })},
+		{name: "one parent exec'ing the same file again", a: exec(7, 100, "/tmp/x"), b: exec(7, 101, "/tmp/x"), same: true},
+		{name: "another parent exec'ing the same file", a: exec(7, 100, "/tmp/x"), b: exec(8, 101, "/tmp/x")},
+		{name: "one parent exec'ing another file", a: exec(7, 100, "/tmp/x"), b: exec(7, 101, "/tmp/y")},
 		{name: "other flags", a: open(func(e *Event) { e.Flags = 1 }), b: open(func(e *Event) { e.Flags = 0x241 })},
 		{name: "another mount source", a: open(func(e *Event) { e.Path2 = "/dev/sda1" }), b: open(func(e *Event) { e.Path2 = "/dev/sda2" })},
 		{name: "another container", a: open(nil), b: open(func(e *Event) {

@@ -66,7 +66,7 @@ type SensorConfig struct {
 type AlertsConfig struct {
 	File            string
 	DedupInterval   time.Duration
-	ContainerLimit  int // alerts per container per minute; 0: no cap
+	ContainerLimit  int // alerts per container and rule per minute; 0: no cap
 	WebhookURL      string
 	WebhookQueue    int
 	WebhookAttempts int

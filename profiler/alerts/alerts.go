@@ -219,7 +219,7 @@ func (w *Webhook) Close() error {
 type Dispatcher struct {
 	sinks    []Sink
 	interval time.Duration
-	limit    int           // alerts per container per limitWindow; 0: no cap
+	limit    int           // alerts per container and rule per limitWindow; 0: no cap
 	window   time.Duration // limitWindow
 	hostname string
 	now      func() time.Time
@@ -239,9 +239,11 @@ type DispatcherConfig struct {
 	// DedupInterval: identical alerts within it are counted instead of sent, and
 	// the next one sent carries the count (output_fields["cagewatch.suppressed"]).
 	DedupInterval time.Duration
-	// ContainerLimit caps each container's alerts per LimitWindow (0: no cap).
-	// Past it, alerts are held back and counted by rule, and one summary alert
-	// per window says how many (rule alerts_held_back).
+	// ContainerLimit caps each container's alerts of each rule per LimitWindow
+	// (0: no cap). Past it, that rule's alerts are held back and counted, and
+	// one summary alert per window says how many of which rules (rule
+	// alerts_held_back). The cap is per rule so that a flood of one rule (a
+	// loop exec'ing a new binary) cannot hold back another's alert.
 	ContainerLimit int
 	LimitWindow    time.Duration // default one minute
 	Hostname       string        // of the summary alerts
@@ -252,7 +254,7 @@ type DispatcherConfig struct {
 // containerBudget is one container's alerts in the current limit window.
 type containerBudget struct {
 	start     time.Time
-	sent      int
+	sent      map[string]int    // rule → alerts sent
 	held      map[string]uint64 // rule → alerts held back
 	container model.Container
 	cgroupID  uint64
@@ -332,15 +334,15 @@ func (d *Dispatcher) budgetLocked(a model.Alert, now time.Time) (summary *model.
 		b = nil
 	}
 	if b == nil {
-		b = &containerBudget{start: now, held: map[string]uint64{}, container: a.Container, cgroupID: a.CgroupID}
+		b = &containerBudget{start: now, sent: map[string]int{}, held: map[string]uint64{}, container: a.Container, cgroupID: a.CgroupID}
 		d.budgets[ckey] = b
 	}
-	if b.sent >= d.limit {
+	if b.sent[a.Rule] >= d.limit {
 		b.held[a.Rule]++
 		d.held.Add(1)
 		return summary, true
 	}
-	b.sent++
+	b.sent[a.Rule]++
 	return summary, false
 }
 

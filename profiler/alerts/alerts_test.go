@@ -31,6 +31,7 @@ var testRules = func() *model.RuleSet {
 	rs, err := model.CompileRules([]model.RuleSpec{
 		{ID: "sensitive_file", Priority: "Critical", Action: "kill", Tags: []string{"container"},
 			Match: model.MatchSpec{Syscalls: []string{"openat"}, PathPrefixes: []string{"/etc/shadow"}}},
+		{ID: "ptrace", Priority: "Warning", Action: "alert", Match: model.MatchSpec{Syscalls: []string{"ptrace"}}},
 	})
 	if err != nil {
 		panic(err)
@@ -652,9 +653,9 @@ func TestDispatcherDuplicate(t *testing.T) {
 	}
 }
 
-// TestDispatcherContainerLimit: past its cap a container's alerts are held back
-// and counted by rule, one summary per window says so, other containers are not
-// touched, and the next window starts afresh.
+// TestDispatcherContainerLimit: past its cap a container's alerts of a rule are
+// held back and counted, one summary per window says so, other rules and other
+// containers are not touched, and the next window starts afresh.
 func TestDispatcherContainerLimit(t *testing.T) {
 	sink := &recordingSink{name: "one"}
 	var seen []model.Alert
@@ -668,8 +669,13 @@ func TestDispatcherContainerLimit(t *testing.T) {
 	if !d.Send(alert("b", "/etc/shadow")) {
 		t.Error("another container's alert was held back")
 	}
-	if got := len(sink.take()); got != 4 {
-		t.Fatalf("%d alerts sent in the first window, want 3 of a and 1 of b", got)
+	other := model.EventAlert(testRules.Rule("ptrace"), model.Event{Time: t0, Kind: model.EventSyscall, Syscall: "ptrace",
+		PID: 42, Comm: "gdb", CgroupID: 7, Container: container("a")}, "", "node-1")
+	if !d.Send(other) {
+		t.Error("the flood of one rule held back another rule's alert")
+	}
+	if got := len(sink.take()); got != 5 {
+		t.Fatalf("%d alerts sent in the first window, want 3 of a's flood, b's and a's ptrace", got)
 	}
 	if d.HeldBack() != 7 {
 		t.Errorf("HeldBack = %d, want 7", d.HeldBack())
@@ -691,8 +697,8 @@ func TestDispatcherContainerLimit(t *testing.T) {
 		!reflect.DeepEqual(s.OutputFields["cagewatch.held_back"], map[string]uint64{"sensitive_file": 7}) {
 		t.Errorf("summary %s %v", s.Rule, s.OutputFields)
 	}
-	if len(seen) != 5 || seen[4].Rule != model.RuleAlertsHeldBack {
-		t.Errorf("OnSend saw %d alerts, want the 4 sent and the summary", len(seen))
+	if len(seen) != 6 || seen[5].Rule != model.RuleAlertsHeldBack {
+		t.Errorf("OnSend saw %d alerts, want the 5 sent and the summary", len(seen))
 	}
 	d.Flush()
 	if got := sink.take(); len(got) != 0 {

@@ -202,7 +202,7 @@ var (
 	descHistFull         = prometheus.NewDesc("cagewatch_syscalls_uncounted_total", "Syscalls not counted because no histogram slot was free (raise sensor.histogram_slots).", nil, nil)
 	descKilled           = prometheus.NewDesc("cagewatch_enforce_kills_total", "Processes killed in enforce mode.", nil, nil)
 	descSuppressed       = prometheus.NewDesc("cagewatch_alerts_suppressed_total", "Duplicate alerts counted instead of sent.", nil, nil)
-	descHeldBack         = prometheus.NewDesc("cagewatch_alerts_held_back_total", "Alerts held back because their container passed alerts.container_limit (summarised by alerts_held_back alerts).", nil, nil)
+	descHeldBack         = prometheus.NewDesc("cagewatch_alerts_held_back_total", "Alerts held back because their container passed alerts.container_limit for the rule (summarised by alerts_held_back alerts).", nil, nil)
 	descSinkDropped      = prometheus.NewDesc("cagewatch_alert_sink_dropped_total", "Alerts a sink gave up on.", []string{"sink"}, nil)
 )
 

@@ -66,7 +66,7 @@ cagewatch_enforce_kills_total 1
 # HELP cagewatch_alerts_suppressed_total Duplicate alerts counted instead of sent.
 # TYPE cagewatch_alerts_suppressed_total counter
 cagewatch_alerts_suppressed_total 4
-# HELP cagewatch_alerts_held_back_total Alerts held back because their container passed alerts.container_limit (summarised by alerts_held_back alerts).
+# HELP cagewatch_alerts_held_back_total Alerts held back because their container passed alerts.container_limit for the rule (summarised by alerts_held_back alerts).
 # TYPE cagewatch_alerts_held_back_total counter
 cagewatch_alerts_held_back_total 5
 `), "cagewatch_enforce_kills_total", "cagewatch_alerts_suppressed_total", "cagewatch_alerts_held_back_total"); err != nil {
