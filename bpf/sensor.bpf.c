@@ -574,6 +574,110 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	return capture_syscall(regs, (__s32)id);
 }
 
+struct path_buf {
+	char buf[PATH_LEN * 2]; /* the path is built backwards in the first half; the second is scratch */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_buf);
+} path_scratch SEC(".maps");
+
+#define PATH_WALK_STEPS 40 /* dentries and mount crossings */
+
+/* Writes into e->path the path of dentry on vfsmnt as the task sees it from
+ * its root directory, followed by the name in s->buf[PATH_LEN..] when
+ * tail_len > 0, and returns EXEC_FILE_* flags. It walks dentries and mounts
+ * with CO-RE reads, as d_path does: bpf_d_path is not allowed in tp_btf
+ * programs. */
+static __always_inline __u64 resolve_path(struct event *e, struct path_buf *s, struct dentry *dentry,
+					  struct vfsmount *vfsmnt, struct task_struct *task, __u32 tail_len)
+{
+	struct dentry *root_dentry = BPF_CORE_READ(task, fs, root.dentry);
+	struct vfsmount *root_mnt = BPF_CORE_READ(task, fs, root.mnt);
+	__u32 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct mount *mnt = (void *)vfsmnt - mnt_off;
+	__u64 flags = 0;
+	__u32 off = PATH_LEN - 1;
+	s->buf[PATH_LEN - 1] = 0;
+	if (tail_len > 0 && tail_len + 1 < off) {
+		off -= tail_len;
+		bpf_probe_read_kernel(&s->buf[off & (PATH_LEN - 1)], tail_len & (PATH_LEN - 1), &s->buf[PATH_LEN]);
+		off--;
+		s->buf[off & (PATH_LEN - 1)] = '/';
+	}
+	int i;
+	for (i = 0; i < PATH_WALK_STEPS; i++) {
+		if (dentry == root_dentry && vfsmnt == root_mnt)
+			break;
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+			if (!up || up == mnt) { /* the top of a tree the root is not in */
+				flags |= EXEC_FILE_OUTSIDE_ROOT;
+				break;
+			}
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = up;
+			vfsmnt = (void *)up + mnt_off;
+			continue;
+		}
+		__u32 len = BPF_CORE_READ(dentry, d_name.len);
+		if (len + 1 > off) {
+			flags |= EXEC_FILE_TRUNCATED;
+			break;
+		}
+		off -= len;
+		bpf_probe_read_kernel(&s->buf[off & (PATH_LEN - 1)], len & (PATH_LEN - 1), BPF_CORE_READ(dentry, d_name.name));
+		off--;
+		s->buf[off & (PATH_LEN - 1)] = '/';
+		if (dentry == parent) { /* a pseudo file's lone dentry: a memfd's, a pipe's */
+			flags |= EXEC_FILE_OUTSIDE_ROOT;
+			break;
+		}
+		dentry = parent;
+	}
+	if (i == PATH_WALK_STEPS)
+		flags |= EXEC_FILE_TRUNCATED;
+	if (off == PATH_LEN - 1) { /* the root itself */
+		off--;
+		s->buf[off] = '/';
+	}
+	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), &s->buf[off & (PATH_LEN - 1)]);
+	e->path_bits = n > 0 ? (n - 1) * 8 : 0;
+	return flags;
+}
+
+/* The file an exec ran, not the name it was given: /proc/self/exe, an fd,
+ * a symlink or a relative name all resolve to the binary the kernel loaded.
+ * A script's file is closed by the time the new image starts, so a script is
+ * its name, made absolute from the working directory. */
+static __always_inline void exec_file(struct event *e, struct task_struct *p, struct linux_binprm *bprm)
+{
+	__u32 zero = 0;
+	struct path_buf *s = bpf_map_lookup_elem(&path_scratch, &zero);
+	if (!s)
+		return;
+	const char *filename = BPF_CORE_READ(bprm, filename);
+	if (BPF_CORE_READ(bprm, interp) != filename) {
+		e->flags = EXEC_FILE_INTERPRETED;
+		long n = bpf_probe_read_kernel_str(&s->buf[PATH_LEN], PATH_LEN, filename);
+		if (n <= 1 || s->buf[PATH_LEN] == '/') {
+			n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
+			e->path_bits = n > 0 ? (n - 1) * 8 : 0;
+			return;
+		}
+		e->flags |= resolve_path(e, s, BPF_CORE_READ(p, fs, pwd.dentry), BPF_CORE_READ(p, fs, pwd.mnt), p, n - 1);
+		return;
+	}
+	struct file *f = BPF_CORE_READ(bprm, file);
+	e->flags = resolve_path(e, s, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), p, 0);
+	if (BPF_CORE_READ(f, f_inode, __i_nlink) == 0)
+		e->flags |= EXEC_FILE_DELETED;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -589,9 +693,7 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 	struct event *e = new_event(EVENT_EXEC, -1);
 	if (!e)
 		return 0;
-	const char *filename = BPF_CORE_READ(bprm, filename);
-	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), filename);
-	e->path_bits = n > 0 ? (n - 1) * 8 : 0;
+	exec_file(e, p, bprm);
 
 	unsigned long arg_start = BPF_CORE_READ(p, mm, arg_start);
 	unsigned long arg_end = BPF_CORE_READ(p, mm, arg_end);

@@ -31,6 +31,17 @@ enum watch_flag {
 	WATCH_KILL_ANY = 4,   /* kill on any open */
 };
 
+/* Exec events: what kind of file ran (in event.flags). */
+enum exec_file_flag {
+	EXEC_FILE_DELETED = 1,      /* unlinked when it ran: a memfd, or fexecve of a deleted file */
+	EXEC_FILE_OUTSIDE_ROOT = 2, /* not below the process's root directory (a memfd, a host file via an fd) */
+	EXEC_FILE_TRUNCATED = 4,    /* path too long or too deep: path is its tail */
+	/* A script: path is the script as named, made absolute from the working
+	 * directory (its interpreter is argv[0]); the kernel no longer holds the
+	 * script's file when the new image starts. */
+	EXEC_FILE_INTERPRETED = 8,
+};
+
 /* Enforce-mode policy, one entry, filled by user space from the rules with action kill. */
 struct enforce_policy {
 	__u64 kill_syscalls[HIST_SLOTS / 64]; /* bit n: syscall n kills */

@@ -44,8 +44,9 @@ type Event struct {
 
 	Args  [6]uint64 `json:"args"`
 	Flags uint64    `json:"flags"` // clone/unshare/setns/mount/open flags, ptrace request, bpf cmd…
-	// Path is the open/mount target/exec filename/unix socket path; Path2 the mount
-	// source, pivot_root put_old or module parameters.
+	// Path is the open/mount target/unix socket path, or the file an exec ran
+	// (see ExecFile); Path2 the mount source, pivot_root put_old or module
+	// parameters.
 	Path   string   `json:"path,omitempty"`
 	Path2  string   `json:"path2,omitempty"`
 	Argv   []string `json:"argv,omitempty"`
@@ -54,6 +55,9 @@ type Event struct {
 	Family string     `json:"family,omitempty"` // "inet", "inet6", "unix"
 	Addr   netip.Addr `json:"addr,omitzero"`
 	Port   uint16     `json:"port,omitempty"`
+
+	// Exec says what kind of file an exec ran (exec events only).
+	Exec *ExecFile `json:"exec,omitempty"`
 
 	CapsRequested *CapSets `json:"caps_requested,omitempty"`
 	// Killed: the sensor sent SIGKILL at syscall entry (enforce mode).
@@ -64,6 +68,28 @@ type Event struct {
 	RuntimeSetup bool `json:"runtime_setup,omitempty"`
 
 	Container Container `json:"container"`
+}
+
+// ExecFile is what the kernel knew of the file an exec ran. An exec's Path is
+// that file's own path as the process sees it from its root, not the name it
+// was given: /proc/self/exe, /proc/self/fd/N, symlinks and relative names all
+// resolve to the binary loaded. Path has a form of its own where the file has
+// no ordinary path: "memfd:NAME" for a memfd, a " (deleted)" suffix for an
+// unlinked file (as /proc/PID/exe shows it), and a leading "..." when only the
+// path's tail fitted.
+type ExecFile struct {
+	// Memfd: an anonymous memory file (memfd_create), execution that leaves no file.
+	Memfd bool `json:"memfd,omitempty"`
+	// Deleted: the file was unlinked when it ran (memfds are too).
+	Deleted bool `json:"deleted,omitempty"`
+	// OutsideRoot: the file is not below the process's root directory, e.g. a
+	// host binary reached through a leaked file descriptor.
+	OutsideRoot bool `json:"outside_root,omitempty"`
+	// Script: Path is a script as it was named (made absolute from the working
+	// directory); its interpreter is Argv[0]. Symlinks in the name are not resolved.
+	Script bool `json:"script,omitempty"`
+	// Truncated: the path was too long or deep and Path is its tail.
+	Truncated bool `json:"truncated,omitempty"`
 }
 
 // CapSets are the capability sets a capset call asks for.

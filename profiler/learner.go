@@ -44,10 +44,11 @@ func (l *Learner) learnable(state model.BaselineState, exists bool) bool {
 	return false
 }
 
-// ObserveExec learns the executed binary.
+// ObserveExec learns the executed binary. The runtime's init re-executing
+// itself while it sets up the container is not one of the image's binaries.
 func (l *Learner) ObserveExec(e model.Event) {
 	c := e.Container
-	if !c.HasBaseline() {
+	if !c.HasBaseline() || e.RuntimeSetup {
 		return
 	}
 	state, exists := l.lib.State(c.ImageRef())

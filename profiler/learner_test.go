@@ -757,6 +757,16 @@ func TestLearnerObserveExec(t *testing.T) {
 			want:   map[string]uint64{"/usr/bin/app": 2, "/bin/sh": 1},
 		},
 		{
+			name: "the runtime's init re-executing itself",
+			mode: ModeLearn,
+			events: []model.Event{exec(app1, 1, "/usr/bin/app"), func() model.Event {
+				e := exec(app1, 1, "memfd:runc_cloned:/proc/self/exe")
+				e.RuntimeSetup = true
+				return e
+			}()},
+			want: map[string]uint64{"/usr/bin/app": 1},
+		},
+		{
 			name:   "auto mode without a baseline",
 			mode:   ModeAuto,
 			events: []model.Event{exec(app1, 1, "/usr/bin/app")},

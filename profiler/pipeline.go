@@ -147,7 +147,10 @@ func (p *Pipeline) Windows(ws []model.Window) {
 // Event runs one event through the event stages.
 func (p *Pipeline) Event(e model.Event) {
 	c := e.Container
-	if e.Kind == model.EventExec && !c.IsHost() {
+	// The runtime's init exec'ing (runc re-executing a sealed copy of itself)
+	// is neither the workload starting nor one of the image's binaries.
+	workloadExec := e.Kind == model.EventExec && !e.RuntimeSetup
+	if workloadExec && !c.IsHost() {
 		p.state.Execed(e)
 		if c.IsContainer() {
 			p.enforcement.WorkloadStarted(e.CgroupID) // the workload started: the runtime's setup is over

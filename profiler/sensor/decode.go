@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"path"
 	"strings"
 	"time"
 	"unsafe"
@@ -17,6 +18,14 @@ const (
 	kindSyscall      = 1
 	kindExec         = 2
 	kindCgroupRemove = 3
+)
+
+// Exec file flags (event.flags of exec events), mirroring enum exec_file_flag in bpf/sensor.h.
+const (
+	execFileDeleted     = 1
+	execFileOutsideRoot = 2
+	execFileTruncated   = 4
+	execFileInterpreted = 8
 )
 
 // Address families the sensor reports, as in <sys/socket.h>.
@@ -83,12 +92,41 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 		ev.Kind = model.EventExec
 		ev.Syscall = "execve"
 		ev.Argv = splitArgv(e.Path2[:min(int(e.Path2Len), len(e.Path2))])
+		ev.Exec, ev.Path = decodeExecFile(e.Flags, ev.Path)
+		ev.Flags = 0
 	case kindCgroupRemove:
 		ev.Kind = model.EventCgroupRemove
 	default:
 		return model.Event{}, fmt.Errorf("unknown event kind %d", e.Kind)
 	}
 	return ev, nil
+}
+
+// decodeExecFile turns the kernel's resolved path and flags into the file's
+// name as model.ExecFile describes it.
+func decodeExecFile(flags uint64, p string) (*model.ExecFile, string) {
+	f := &model.ExecFile{
+		Deleted:     flags&execFileDeleted != 0,
+		OutsideRoot: flags&execFileOutsideRoot != 0,
+		Truncated:   flags&execFileTruncated != 0,
+		Script:      flags&execFileInterpreted != 0,
+	}
+	switch {
+	case f.Script:
+		if strings.HasPrefix(p, "/") {
+			p = path.Clean(p) // "/app/./run.sh" is /app/run.sh
+		}
+	// The kernel names a memfd's file "memfd:NAME" on an internal mount.
+	case f.Deleted && f.OutsideRoot && strings.HasPrefix(p, "/memfd:"):
+		f.Memfd = true
+		p = p[1:]
+	case f.Deleted:
+		p += " (deleted)"
+	}
+	if f.Truncated {
+		p = "..." + p
+	}
+	return f, p
 }
 
 func decodeSyscallDetails(e *sensorEvent, ev *model.Event) {

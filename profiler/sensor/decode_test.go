@@ -245,6 +245,7 @@ func decodeCases() []decodeCase {
 			want: func() model.Event {
 				e := baseEvent(model.EventExec, "execve")
 				e.Path = "/bin/sh"
+				e.Exec = &model.ExecFile{}
 				e.Argv = []string{"sh", "-c", "echo hi"}
 				return e
 			}(),
@@ -261,6 +262,7 @@ func decodeCases() []decodeCase {
 			want: func() model.Event {
 				e := baseEvent(model.EventExec, "execve")
 				e.Path = "/bin/sh"
+				e.Exec = &model.ExecFile{}
 				e.Argv = []string{"sh", strings.Repeat("A", 256-3)}
 				return e
 			}(),
@@ -277,7 +279,83 @@ func decodeCases() []decodeCase {
 			want: func() model.Event {
 				e := baseEvent(model.EventExec, "execve")
 				e.Path = "/bin/sh"
+				e.Exec = &model.ExecFile{}
 				e.Argv = []string{"sh"}
+				return e
+			}(),
+		},
+		{
+			name: "exec of a memfd",
+			rec: func() sensorEvent {
+				e := baseRecord(kindExec, -1)
+				putCString(e.Path[:], "/memfd:payload")
+				e.Flags = execFileDeleted | execFileOutsideRoot
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventExec, "execve")
+				e.Path = "memfd:payload"
+				e.Exec = &model.ExecFile{Memfd: true, Deleted: true, OutsideRoot: true}
+				return e
+			}(),
+		},
+		{
+			name: "exec of a deleted file",
+			rec: func() sensorEvent {
+				e := baseRecord(kindExec, -1)
+				putCString(e.Path[:], "/tmp/x")
+				e.Flags = execFileDeleted
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventExec, "execve")
+				e.Path = "/tmp/x (deleted)"
+				e.Exec = &model.ExecFile{Deleted: true}
+				return e
+			}(),
+		},
+		{
+			name: "a deleted file named memfd: on a real mount is no memfd",
+			rec: func() sensorEvent {
+				e := baseRecord(kindExec, -1)
+				putCString(e.Path[:], "/memfd:x")
+				e.Flags = execFileDeleted
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventExec, "execve")
+				e.Path = "/memfd:x (deleted)"
+				e.Exec = &model.ExecFile{Deleted: true}
+				return e
+			}(),
+		},
+		{
+			name: "exec of a script named relative to the working directory",
+			rec: func() sensorEvent {
+				e := baseRecord(kindExec, -1)
+				putCString(e.Path[:], "/app/./bin/../run.sh")
+				e.Flags = execFileInterpreted
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventExec, "execve")
+				e.Path = "/app/run.sh"
+				e.Exec = &model.ExecFile{Script: true}
+				return e
+			}(),
+		},
+		{
+			name: "exec of a host file outside the root, path truncated",
+			rec: func() sensorEvent {
+				e := baseRecord(kindExec, -1)
+				putCString(e.Path[:], "/deep/bin/tool")
+				e.Flags = execFileOutsideRoot | execFileTruncated
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventExec, "execve")
+				e.Path = ".../deep/bin/tool"
+				e.Exec = &model.ExecFile{OutsideRoot: true, Truncated: true}
 				return e
 			}(),
 		},

@@ -73,6 +73,8 @@ func runHelper(action string) int {
 		unshareNow()
 	case "unshare-now":
 		unshareNow()
+	case "exec-fd":
+		return execFailed(execFD())
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper action", action)
 		return 2
@@ -88,6 +90,55 @@ func unshareNow() {
 		_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(unsafe.StringData(name+"\x00"))), 0, 0, 0)
 	}
 	_ = unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWUSER)
+}
+
+// execFD runs CAGEWATCH_HELPER_FILE through a file descriptor (execveat with
+// AT_EMPTY_PATH, as fexecve does), with argv CAGEWATCH_HELPER_ARGV. Before
+// that, as the environment says: copy the file into a memfd of that name
+// (_MEMFD), unlink it (_UNLINK), or chroot away from it (_CHROOT).
+func execFD() error {
+	file := os.Getenv("CAGEWATCH_HELPER_FILE")
+	fd, err := unix.Open(file, unix.O_RDONLY, 0)
+	if err != nil {
+		return err
+	}
+	if name := os.Getenv("CAGEWATCH_HELPER_MEMFD"); name != "" {
+		data, err := os.ReadFile(file)
+		if err != nil {
+			return err
+		}
+		if fd, err = unix.MemfdCreate(name, 0); err != nil {
+			return err
+		}
+		if _, err := unix.Write(fd, data); err != nil {
+			return err
+		}
+	}
+	if os.Getenv("CAGEWATCH_HELPER_UNLINK") != "" {
+		if err := os.Remove(file); err != nil {
+			return err
+		}
+	}
+	if dir := os.Getenv("CAGEWATCH_HELPER_CHROOT"); dir != "" {
+		if err := unix.Chroot(dir); err != nil {
+			return err
+		}
+		if err := unix.Chdir("/"); err != nil {
+			return err
+		}
+	}
+	argv, err := syscall.SlicePtrFromStrings(strings.Fields(os.Getenv("CAGEWATCH_HELPER_ARGV")))
+	if err != nil {
+		return err
+	}
+	envv, err := syscall.SlicePtrFromStrings(os.Environ())
+	if err != nil {
+		return err
+	}
+	empty, _ := unix.BytePtrFromString("")
+	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
+		uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])), unix.AT_EMPTY_PATH, 0)
+	return errno
 }
 
 func execFailed(err error) int {
@@ -259,6 +310,10 @@ func securityCalls(dir string) {
 }
 
 func TestBPFSecurityEvents(t *testing.T) {
+	trueBinary, err := filepath.EvalSymlinks("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
 	scratch := t.TempDir()
 	if err := os.WriteFile(filepath.Join(scratch, "release_agent"), nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -330,7 +385,8 @@ func TestBPFSecurityEvents(t *testing.T) {
 			}
 			return nil
 		}},
-		{syscall: "execve", kind: model.EventExec, match: isPath("/bin/true"), check: func(e model.Event) error {
+		// The exec's path is the file that ran: /bin is a symlink on merged-/usr systems.
+		{syscall: "execve", kind: model.EventExec, match: isPath(trueBinary), check: func(e model.Event) error {
 			if len(e.Argv) != 2 || e.Argv[1] != "cagewatch-arg" {
 				return fmt.Errorf("argv %q", e.Argv)
 			}
@@ -766,5 +822,118 @@ func pathIs(p string) func(model.Event) error {
 			return fmt.Errorf("path %q, want %q", e.Path, p)
 		}
 		return nil
+	}
+}
+
+// TestBPFExecPathIsTheFileThatRan: an exec's path is the file the kernel
+// loaded, whatever name it was given, as the process sees it from its root.
+func TestBPFExecPathIsTheFileThatRan(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		sensortest.SkipOrFail(t, "busybox", "a static binary runs after chroot (apt-get install busybox-static)")
+	}
+	dir, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb := filepath.Join(dir, "busybox") // busybox runs argv[1] as the applet when argv[0] is busybox
+	data, err := os.ReadFile(busybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"busybox", "gone"} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink(bb, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "run.sh"), []byte("#!"+bb+" sh\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "jail"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cgDir, cgID := testCgroup(t)
+	events := collectEvents(t, s, cgID)
+
+	helper := func(env ...string) *exec.Cmd {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), append(env, helperEnv+"=exec-fd")...)
+		return cmd
+	}
+	tests := []struct {
+		name string
+		cmd  func(marker string) *exec.Cmd
+		want string
+		file model.ExecFile
+	}{
+		{name: "through a symlink", want: bb,
+			cmd: func(m string) *exec.Cmd {
+				return &exec.Cmd{Path: filepath.Join(dir, "link"), Args: []string{"true", m}}
+			}},
+		{name: "relative to the working directory", want: bb,
+			cmd: func(m string) *exec.Cmd { return &exec.Cmd{Path: "./busybox", Args: []string{"true", m}, Dir: dir} }},
+		{name: "/proc/self/exe", want: bb,
+			cmd: func(m string) *exec.Cmd { return exec.Command(bb, "sh", "-c", "exec /proc/self/exe true "+m) }},
+		{name: "/proc/self/fd/N", want: bb,
+			cmd: func(m string) *exec.Cmd {
+				return exec.Command(bb, "sh", "-c", "exec 3<"+bb+"; exec /proc/self/fd/3 true "+m)
+			}},
+		{name: "a memfd", want: "memfd:payload", file: model.ExecFile{Memfd: true, Deleted: true, OutsideRoot: true},
+			cmd: func(m string) *exec.Cmd {
+				return helper("CAGEWATCH_HELPER_FILE="+bb, "CAGEWATCH_HELPER_MEMFD=payload", "CAGEWATCH_HELPER_ARGV=true "+m)
+			}},
+		{name: "a deleted file", want: filepath.Join(dir, "gone") + " (deleted)", file: model.ExecFile{Deleted: true},
+			cmd: func(m string) *exec.Cmd {
+				return helper("CAGEWATCH_HELPER_FILE="+filepath.Join(dir, "gone"), "CAGEWATCH_HELPER_UNLINK=1",
+					"CAGEWATCH_HELPER_ARGV=true "+m)
+			}},
+		{name: "a file outside the root", want: bb, file: model.ExecFile{OutsideRoot: true},
+			cmd: func(m string) *exec.Cmd {
+				return helper("CAGEWATCH_HELPER_FILE="+bb, "CAGEWATCH_HELPER_CHROOT="+filepath.Join(dir, "jail"),
+					"CAGEWATCH_HELPER_ARGV=true "+m)
+			}},
+		{name: "a script named relative to the working directory", want: filepath.Join(dir, "run.sh"),
+			file: model.ExecFile{Script: true},
+			cmd:  func(m string) *exec.Cmd { return &exec.Cmd{Path: "./run.sh", Args: []string{"./run.sh", m}, Dir: dir} }},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			marker := fmt.Sprintf("cagewatch-exec-case-%d", i)
+			cmd := tt.cmd(marker)
+			fd, err := unix.Open(cgDir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+			out, err := cmd.CombinedOutput()
+			unix.Close(fd)
+			// /proc/self/exe and the fd run busybox as an unknown applet: that
+			// exits 127, after the exec under test.
+			if err != nil && !strings.Contains(string(out), "applet not found") {
+				t.Fatalf("%v: %v\n%s", cmd.Args, err, out)
+			}
+			deadline := time.After(5 * time.Second)
+			for {
+				select {
+				case e := <-events:
+					if e.Kind != model.EventExec || !slices.Contains(e.Argv, marker) {
+						continue
+					}
+					if e.Path != tt.want {
+						t.Errorf("exec path %q, want %q (argv %q)", e.Path, tt.want, e.Argv)
+					}
+					if e.Exec == nil || *e.Exec != tt.file {
+						t.Errorf("exec file %+v, want %+v", e.Exec, tt.file)
+					}
+					return
+				case <-deadline:
+					t.Fatalf("no exec event with argv %q", marker)
+				}
+			}
+		})
 	}
 }

@@ -87,6 +87,11 @@ type sensorNameKey struct {
 	Words [8]uint64
 }
 
+type sensorPathBuf struct {
+	_   structs.HostLayout
+	Buf [512]int8
+}
+
 type sensorPrefixKey struct {
 	_         structs.HostLayout
 	Prefixlen uint32
@@ -114,6 +119,7 @@ const (
 	sensorMapHistSlots         = "hist_slots"
 	sensorMapNameScratch       = "name_scratch"
 	sensorMapPairSlots         = "pair_slots"
+	sensorMapPathScratch       = "path_scratch"
 	sensorMapScratch           = "scratch"
 	sensorMapStats             = "stats"
 	sensorMapWatchNames        = "watch_names"
@@ -197,6 +203,7 @@ type sensorMapSpecs struct {
 	HistSlots         *ebpf.MapSpec `ebpf:"hist_slots"`
 	NameScratch       *ebpf.MapSpec `ebpf:"name_scratch"`
 	PairSlots         *ebpf.MapSpec `ebpf:"pair_slots"`
+	PathScratch       *ebpf.MapSpec `ebpf:"path_scratch"`
 	Scratch           *ebpf.MapSpec `ebpf:"scratch"`
 	Stats             *ebpf.MapSpec `ebpf:"stats"`
 	WatchNames        *ebpf.MapSpec `ebpf:"watch_names"`
@@ -244,6 +251,7 @@ type sensorMaps struct {
 	HistSlots         *ebpf.Map `ebpf:"hist_slots"`
 	NameScratch       *ebpf.Map `ebpf:"name_scratch"`
 	PairSlots         *ebpf.Map `ebpf:"pair_slots"`
+	PathScratch       *ebpf.Map `ebpf:"path_scratch"`
 	Scratch           *ebpf.Map `ebpf:"scratch"`
 	Stats             *ebpf.Map `ebpf:"stats"`
 	WatchNames        *ebpf.Map `ebpf:"watch_names"`
@@ -263,6 +271,7 @@ func (m *sensorMaps) Close() error {
 		m.HistSlots,
 		m.NameScratch,
 		m.PairSlots,
+		m.PathScratch,
 		m.Scratch,
 		m.Stats,
 		m.WatchNames,
