@@ -111,15 +111,17 @@ struct {
 	__type(value, struct enforce_policy);
 } enforce SEC(".maps");
 
-/* Cgroups whose descendants are all containers (/docker, /kubepods, static
- * parents): enforced from a new container's first syscall, with no race against
- * user space resolving it. */
+/* Cgroup path prefixes below which new cgroups are containers' (/docker/, the
+ * literal part of a static glob): a cgroup created there is enforced from its
+ * first syscall, before user space has classified it, and user space releases
+ * it if it is no container after all. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 64);
-	__type(key, __u64);
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 256);
+	__type(key, struct prefix_key);
 	__type(value, __u8);
-} enforced_ancestors SEC(".maps");
+} enforce_prefixes SEC(".maps");
 
 #define MAX_ANCESTOR_LEVEL 8
 
@@ -139,8 +141,10 @@ struct {
  * comm ("runc:[2:INIT]"), which prctl sets to anything, a container process
  * cannot fake this: it exec's inside the container, and reaching the host's
  * mount namespace takes a setns that the rules report. Processes that predate
- * the agent have no entry and are never taken for the runtime. The entry lives
- * on the thread group leader: the fact is the process's, not a thread's. */
+ * the agent have no entry and are never taken for the runtime. The fact is the
+ * process's, but every thread carries its own copy: an exec from a thread that
+ * is not the leader (Go's runtime picks any) turns that thread into the
+ * leader and frees the old leader with its storage. */
 struct exec_site {
 	__u64 cgroup_id; /* cgroup of the last exec */
 	__u32 mnt_ns;    /* mount namespace of the last exec */
@@ -159,7 +163,9 @@ static __always_inline int runtime_setup(struct exec_site *s, __u64 cgroup_id)
 	return s && host_mnt_ns && s->mnt_ns == host_mnt_ns && (s->runtime || s->cgroup_id != cgroup_id);
 }
 
-/* Container cgroups under enforcement (user space adds them once resolved). */
+/* Container cgroups under enforcement, with every cgroup below them: added at
+ * mkdir (enforce_prefixes), by user space once it has classified a cgroup, and
+ * deleted at rmdir. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 16384);
@@ -189,8 +195,7 @@ static __always_inline void fill_event(struct event *e, __u32 kind, __s32 nr)
 	e->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	e->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 	e->cgroup_ns = BPF_CORE_READ(task, nsproxy, cgroup_ns, ns.inum);
-	e->runtime_setup =
-		runtime_setup(bpf_task_storage_get(&exec_sites, task->group_leader, 0, 0), e->cgroup_id);
+	e->runtime_setup = runtime_setup(bpf_task_storage_get(&exec_sites, task, 0, 0), e->cgroup_id);
 	e->user_ns = BPF_CORE_READ(task, cred, user_ns, ns.inum);
 	unsigned int level = BPF_CORE_READ(task, thread_pid, level);
 	e->pid_ns = BPF_CORE_READ(task, thread_pid, numbers[level & 31].ns, ns.inum);
@@ -316,7 +321,7 @@ static __always_inline int cgroup_enforced(struct event *e)
 		__u64 id = bpf_get_current_ancestor_cgroup_id(level);
 		if (!id || id == e->cgroup_id)
 			return 0;
-		if (bpf_map_lookup_elem(&enforced_ancestors, &id))
+		if (bpf_map_lookup_elem(&enforced_cgroups, &id))
 			return 1;
 	}
 	return 0;
@@ -706,14 +711,11 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 	return 0;
 }
 
-/* A new process starts where its parent last exec'd (exec_sites); a new thread
- * shares its leader's entry. */
+/* A new process or thread starts where its parent last exec'd (exec_sites). */
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
 {
-	if (child->group_leader != child)
-		return 0;
-	struct exec_site *from = bpf_task_storage_get(&exec_sites, parent->group_leader, 0, 0);
+	struct exec_site *from = bpf_task_storage_get(&exec_sites, parent, 0, 0);
 	if (!from)
 		return 0;
 	struct exec_site *to = bpf_task_storage_get(&exec_sites, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -724,7 +726,7 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 
 /* A process that moves itself into a cgroup is treated as if it had exec'd
  * there: only a process placed by another (as the runtime places its init) can
- * be the runtime setting up. The tracepoint names a thread group's leader. */
+ * be the runtime setting up. The tracepoint fires for each thread moved. */
 SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(exec_site_attach, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
 {
@@ -732,9 +734,34 @@ int BPF_PROG(exec_site_attach, struct cgroup *dst, const char *path, struct task
 		return 0;
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) != (__u32)BPF_CORE_READ(task, tgid))
 		return 0;
-	struct exec_site *site = bpf_task_storage_get(&exec_sites, task->group_leader, 0, 0);
+	struct exec_site *site = bpf_task_storage_get(&exec_sites, task, 0, 0);
 	if (site && !site->runtime)
 		site->cgroup_id = BPF_CORE_READ(dst, kn, id);
+	return 0;
+}
+
+/* Enforces a new cgroup below an enforce_prefixes entry at once, and tells user
+ * space, which classifies it (flags 1: the kernel enforced it). */
+SEC("tp_btf/cgroup_mkdir")
+int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
+{
+	if (BPF_CORE_READ(cgrp, root, hierarchy_id) != 0) /* 0 is the v2 default hierarchy */
+		return 0;
+	struct event *e = new_event(EVENT_CGROUP_MKDIR, -1);
+	if (!e)
+		return 0;
+	__u64 id = BPF_CORE_READ(cgrp, kn, id);
+	e->cgroup_id = id;
+	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
+	e->path_bits = n > 0 ? (n - 1) * 8 : 0;
+	__u32 zero = 0;
+	struct enforce_policy *p = bpf_map_lookup_elem(&enforce, &zero);
+	if (p && p->enabled && n > 1 && bpf_map_lookup_elem(&enforce_prefixes, &e->path_bits)) {
+		__u8 on = 1;
+		if (!bpf_map_update_elem(&enforced_cgroups, &id, &on, BPF_ANY))
+			e->flags = 1;
+	}
+	submit(e);
 	return 0;
 }
 
@@ -749,6 +776,7 @@ int BPF_PROG(cgroup_rmdir, struct cgroup *cgrp, const char *path)
 	if (!e)
 		return 0;
 	e->cgroup_id = BPF_CORE_READ(cgrp, kn, id);
+	bpf_map_delete_elem(&enforced_cgroups, &e->cgroup_id);
 	bpf_probe_read_kernel_str(e->path, sizeof(e->path), path);
 	submit(e);
 	return 0;

@@ -12,6 +12,7 @@ enum event_kind {
 	EVENT_SYSCALL = 1,
 	EVENT_EXEC = 2,
 	EVENT_CGROUP_RMDIR = 3,
+	EVENT_CGROUP_MKDIR = 4,
 };
 
 /* Indexes of the per-CPU stats array; user space sums them. */

@@ -12,6 +12,9 @@ const (
 	EventSyscall      EventKind = "syscall"
 	EventExec         EventKind = "exec"
 	EventCgroupRemove EventKind = "cgroup_rmdir"
+	// EventCgroupCreate: Flags 1 says the kernel enforced the new cgroup at once
+	// (its path is below an enforced prefix, in enforce mode).
+	EventCgroupCreate EventKind = "cgroup_mkdir"
 )
 
 // Namespaces are the inode numbers of a task's namespaces, as in /proc/PID/ns.

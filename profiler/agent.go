@@ -174,11 +174,13 @@ func (a *Agent) Run(ctx context.Context, h Handlers) error {
 }
 
 func (a *Agent) handleEvent(ctx context.Context, e model.Event, h Handlers) {
-	if e.Kind == model.EventCgroupRemove {
+	switch e.Kind {
+	case model.EventCgroupRemove:
 		a.sampler.CgroupRemoved(e.CgroupID)
-		return
+	case model.EventCgroupCreate: // classified by its path: no runtime knows it yet
+	default:
+		e.Container = a.resolver.Resolve(ctx, e.CgroupID)
 	}
-	e.Container = a.resolver.Resolve(ctx, e.CgroupID)
 	if h.Event != nil {
 		h.Event(e)
 	}

@@ -84,7 +84,8 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 			return nil, err
 		}
 	}
-	p.enforcement = NewEnforcement(cfg.Mode, d.Enforcer, d.Cgroups, p.state, log)
+	p.enforcement = NewEnforcement(cfg.Mode, d.Enforcer, d.Cgroups, container.NewPathClassifier(cfg.Containers.Static),
+		p.state, log)
 	p.events = &EventRules{mode: cfg.Mode, hostname: d.Hostname, rules: &p.rules, lib: p.lib, state: p.state,
 		out: p.out, enforcement: p.enforcement}
 	p.scorer = &WindowScorer{mode: cfg.Mode, budget: cfg.Budget, window: cfg.Window, hostname: d.Hostname,
@@ -95,7 +96,7 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 		_ = p.Close()
 		return nil, err
 	}
-	if err := p.enforcement.EnforceBelow(container.ContainerParents(cfg.Containers.Static)); err != nil {
+	if err := p.enforcement.Start(); err != nil {
 		_ = p.Close()
 		return nil, err
 	}
@@ -146,6 +147,14 @@ func (p *Pipeline) Windows(ws []model.Window) {
 
 // Event runs one event through the event stages.
 func (p *Pipeline) Event(e model.Event) {
+	switch e.Kind {
+	case model.EventCgroupCreate:
+		p.enforcement.CgroupCreated(e.CgroupID, e.Path, e.Flags&1 != 0)
+		return
+	case model.EventCgroupRemove:
+		p.enforcement.Removed(e.CgroupID)
+		return
+	}
 	c := e.Container
 	// The runtime's init exec'ing (runc re-executing a sealed copy of itself)
 	// is neither the workload starting nor one of the image's binaries.

@@ -1,18 +1,22 @@
 package profiler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler/alerts"
+	"github.com/cagewatch/cagewatch/profiler/container"
 	"github.com/cagewatch/cagewatch/profiler/sensor"
 )
 
@@ -46,17 +50,17 @@ type enforceCall struct {
 
 // fakeEnforcer records the policies and cgroups the pipeline hands the sensor.
 type fakeEnforcer struct {
-	mu        sync.Mutex
-	policies  []sensor.EnforcePolicy
-	calls     []enforceCall
-	ancestors []uint64
-	failNext  error // returned (once) by SetEnforcement
+	mu       sync.Mutex
+	policies []sensor.EnforcePolicy
+	calls    []enforceCall
+	prefixes []string
+	failNext error // returned (once) by SetEnforcement
 }
 
-func (f *fakeEnforcer) SetEnforcedAncestors(ids []uint64) error {
+func (f *fakeEnforcer) SetEnforcedPrefixes(prefixes []string) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.ancestors = append(f.ancestors, ids...)
+	f.prefixes = prefixes
 	return nil
 }
 
@@ -94,10 +98,11 @@ func (f *fakeEnforcer) takePolicies() []sensor.EnforcePolicy {
 	return out
 }
 
-// fakeFreezer records frozen cgroup paths; cgroup ids are the path's length.
+// fakeFreezer records frozen cgroup paths and walks a fixed tree.
 type fakeFreezer struct {
 	mu    sync.Mutex
 	paths []string
+	tree  map[string]uint64 // the cgroups that exist: path → id
 }
 
 func (f *fakeFreezer) Freeze(path string) error {
@@ -107,7 +112,12 @@ func (f *fakeFreezer) Freeze(path string) error {
 	return nil
 }
 
-func (f *fakeFreezer) IDOf(path string) (uint64, error) { return uint64(len(path)), nil }
+func (f *fakeFreezer) Walk(fn func(path string, id uint64)) error {
+	for _, p := range slices.Sorted(maps.Keys(f.tree)) {
+		fn(p, f.tree[p])
+	}
+	return nil
+}
 
 func (f *fakeFreezer) take() []string {
 	f.mu.Lock()
@@ -137,6 +147,12 @@ var (
 	detUnknown = model.Container{Runtime: model.RuntimeUnknown, Image: "e2e/app", ImageTag: "1", CgroupPath: "/gone"}
 )
 
+// existingCgroups is the cgroup tree when a test pipeline starts.
+var existingCgroups = map[string]uint64{
+	"/": 1, "/system.slice": 3, "/app-1": 40, "/app-1/init.scope": 41, "/apps": 50, "/apps/job-1": 51,
+	"/docker/" + strings.Repeat("ab", 32): 60,
+}
+
 type pipelineEnv struct {
 	p   *Pipeline
 	lib *Library
@@ -163,6 +179,12 @@ func newPipelineDefaults(t *testing.T, mode Mode, rs *model.RuleSet) *pipelineEn
 // alert dispatcher. configure, when set, adjusts the config first.
 func newPipelineEnv(t *testing.T, mode Mode, rs *model.RuleSet, configure func(*Config)) *pipelineEnv {
 	t.Helper()
+	return newPipelineEnvTree(t, mode, rs, configure, nil)
+}
+
+// newPipelineEnvTree is newPipelineEnv on a host where the cgroups of tree exist.
+func newPipelineEnvTree(t *testing.T, mode Mode, rs *model.RuleSet, configure func(*Config), tree map[string]uint64) *pipelineEnv {
+	t.Helper()
 	st, _ := openStore(t)
 	lib := newLib(t, st, mode, true)
 	if err := lib.Import(context.Background(), pipelineBaselines(), false); err != nil {
@@ -175,7 +197,7 @@ func newPipelineEnv(t *testing.T, mode Mode, rs *model.RuleSet, configure func(*
 	if configure != nil {
 		configure(&cfg)
 	}
-	env := &pipelineEnv{lib: lib, out: &recordingSink{}, enf: &fakeEnforcer{}, frz: &fakeFreezer{}}
+	env := &pipelineEnv{lib: lib, out: &recordingSink{}, enf: &fakeEnforcer{}, frz: &fakeFreezer{tree: tree}}
 	p, err := NewPipeline(cfg, rs, Deps{Source: &fakeSource{}, Enforcer: env.enf, Cgroups: env.frz, Library: lib,
 		Sinks: []alerts.Sink{env.out}, Hostname: "node-1", Log: discard()})
 	if err != nil {
@@ -979,4 +1001,61 @@ func TestPipelineAlertsCannotMaskEachOther(t *testing.T) {
 	if !slices.Equal(who, want) {
 		t.Errorf("alerts from %v, want %v", who, want)
 	}
+}
+
+// TestEnforcementFromTheFirstSyscall: in enforce mode every container cgroup is
+// in the kernel's enforced set before its workload runs, whether it existed at
+// start or was created later, at any depth.
+func TestEnforcementFromTheFirstSyscall(t *testing.T) {
+	static := func(cfg *Config) {
+		cfg.Containers.Static = []container.StaticRule{{Cgroup: "/app-*", Image: "e2e/app:1"}, {Cgroup: "/apps/job-?", Image: "e2e/job:1"}}
+	}
+	mkdir := func(id uint64, path string, kernelEnforced bool) model.Event {
+		e := model.Event{Kind: model.EventCgroupCreate, CgroupID: id, Path: path}
+		if kernelEnforced {
+			e.Flags = 1
+		}
+		return e
+	}
+	t.Run("enforce", func(t *testing.T) {
+		env := newPipelineEnvTree(t, ModeEnforce, nil, static, existingCgroups)
+		// At start: every container cgroup of the tree, sub-cgroups included.
+		got := env.enf.takeCalls()
+		slices.SortFunc(got, func(a, b enforceCall) int { return cmp.Compare(a.cgroup, b.cgroup) })
+		want := []enforceCall{{40, true}, {41, true}, {51, true}, {60, true}}
+		if !slices.Equal(got, want) {
+			t.Errorf("at start enforced %v, want %v", got, want)
+		}
+		for _, prefix := range []string{"/app-", "/apps/job-", "/docker/"} {
+			if !slices.Contains(env.enf.prefixes, prefix) {
+				t.Errorf("kernel prefixes %q lack %q", env.enf.prefixes, prefix)
+			}
+		}
+		for _, tt := range []struct {
+			name string
+			e    model.Event
+			want []enforceCall
+		}{
+			{"a container the kernel enforced at mkdir", mkdir(70, "/app-2", true), nil},
+			{"a kernel-prefix match that is no container", mkdir(71, "/apps/job-12", true), []enforceCall{{71, false}}},
+			{"a container below no kernel prefix", mkdir(72, "/custom/"+strings.Repeat("cd", 32), false), []enforceCall{{72, true}}},
+			{"a host cgroup", mkdir(73, "/system.slice/cron.service", false), nil},
+			{"a removed cgroup", model.Event{Kind: model.EventCgroupRemove, CgroupID: 72}, []enforceCall{{72, false}}},
+		} {
+			env.p.Event(tt.e)
+			if got := env.enf.takeCalls(); !slices.Equal(got, tt.want) {
+				t.Errorf("%s: enforcement calls %v, want %v", tt.name, got, tt.want)
+			}
+		}
+		if got := env.out.take(); len(got) != 0 {
+			t.Errorf("cgroup events raised alerts: %v", got)
+		}
+	})
+	t.Run("detect", func(t *testing.T) {
+		env := newPipelineEnvTree(t, ModeDetect, nil, static, existingCgroups)
+		env.p.Event(mkdir(72, "/custom/"+strings.Repeat("cd", 32), false))
+		if got := env.enf.takeCalls(); len(got) != 0 || env.enf.prefixes != nil {
+			t.Errorf("detect mode enforced %v, prefixes %q", got, env.enf.prefixes)
+		}
+	})
 }

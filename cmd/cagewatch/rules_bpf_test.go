@@ -818,6 +818,18 @@ func TestBPFRuncInitDoesNotAlert(t *testing.T) {
 	t.Logf("%d runc init events from %s, no alert", runcEvents, name)
 }
 
+// killedBySIGKILL fails the test unless a command's err says SIGKILL ended it.
+func killedBySIGKILL(t *testing.T, err error, out string) {
+	t.Helper()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) {
+		t.Fatalf("not killed: err %v, output %q", err, out)
+	}
+	if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("exit %v, want death by SIGKILL (output %q)", exit, out)
+	}
+}
+
 // TestBPFEnforceKillsReleaseAgentWrite runs the agent in enforce mode: in a
 // running container, opening a file named release_agent for writing is killed at
 // syscall entry (the write never happens), reading it is not, and the alert says
@@ -862,16 +874,6 @@ containers:
 		if got, err := os.ReadFile(releaseAgent); err != nil || string(got) != original {
 			t.Errorf("release_agent now holds %q (err %v), want %q unchanged", got, err, original)
 			_ = os.WriteFile(releaseAgent, []byte(original), 0o600)
-		}
-	}
-	killedBySIGKILL := func(t *testing.T, err error, out string) {
-		t.Helper()
-		var exit *exec.ExitError
-		if !errors.As(err, &exit) {
-			t.Fatalf("not killed: err %v, output %q", err, out)
-		}
-		if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
-			t.Fatalf("exit %v, want death by SIGKILL (output %q)", exit, out)
 		}
 	}
 
@@ -1118,5 +1120,75 @@ containers:
 		if !hasPtrace(ptraceIn(t)) {
 			t.Error("no ptrace alert after the shipped rules were reloaded")
 		}
+	})
+}
+
+// TestBPFEnforceFromTheFirstSyscall: static containers directly below the
+// cgroup root, with no enforced parent, are under the kill policy from their
+// first syscall, whether their cgroup existed before the agent started or was
+// created a moment before the write, and so are their sub-cgroups. A host
+// cgroup beside them is not.
+func TestBPFEnforceFromTheFirstSyscall(t *testing.T) {
+	requireRoot(t)
+	rulesRequireTools(t)
+	scratch := t.TempDir()
+	store := filepath.Join(scratch, "store", "cagewatch.db")
+	prefix := fmt.Sprintf("cwroot%d-", os.Getpid())
+	releaseAgent := filepath.Join(scratch, "release_agent")
+	const original = "original content\n"
+	if err := os.WriteFile(releaseAgent, []byte(original), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cgroup := func(name string) string {
+		t.Helper()
+		dir := filepath.Join(cgroup2Root, name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { rulesRemoveCgroup(t, dir) })
+		return dir
+	}
+	existing := cgroup(prefix + "old")
+	config := rulesConfig(t, fmt.Sprintf(`
+mode: enforce
+window: 1s
+store: %s
+containers:
+  static: [{cgroup: "/%s*", image: "e2e/enforce:1"}]
+`, store, prefix), nil, nil)
+	startRulesAgent(t, config, store)
+
+	// The process moves itself into the cgroup and writes at once: no exec in
+	// the cgroup, so no event can have warned user space first.
+	joinAndWrite := func(dir string) (string, error) {
+		cmd := exec.Command(rulesPython, "-S", "-c", fmt.Sprintf(
+			"import os\nopen(%q, 'w').write(str(os.getpid()))\nfd = os.open(%q, os.O_WRONLY|os.O_APPEND)\nos.write(fd, b'pwned')\nprint('survived')",
+			filepath.Join(dir, "cgroup.procs"), releaseAgent))
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+	for _, tt := range []struct {
+		name string
+		dir  func() string
+	}{
+		{"a container that existed before the agent", func() string { return existing }},
+		{"a container created just now", func() string { return cgroup(prefix + "new") }},
+		{"a sub-cgroup created just now in a container", func() string { return cgroup(filepath.Join(prefix+"old", "sub")) }},
+	} {
+		t.Run(tt.name+" is killed at its first write", func(t *testing.T) {
+			out, err := joinAndWrite(tt.dir())
+			killedBySIGKILL(t, err, out)
+			if got, err := os.ReadFile(releaseAgent); err != nil || string(got) != original {
+				t.Errorf("release_agent now holds %q (err %v)", got, err)
+				_ = os.WriteFile(releaseAgent, []byte(original), 0o600)
+			}
+		})
+	}
+	t.Run("a host cgroup is not enforced", func(t *testing.T) {
+		out, err := joinAndWrite(cgroup(fmt.Sprintf("cwhost%d", os.Getpid())))
+		if err != nil || !strings.Contains(out, "survived") {
+			t.Errorf("host process: err %v output %q, want it to survive", err, out)
+		}
+		_ = os.WriteFile(releaseAgent, []byte(original), 0o600)
 	})
 }

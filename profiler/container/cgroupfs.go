@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
-	"path"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -170,16 +172,32 @@ func (c *CgroupFS) IDOf(cgroupPath string) (uint64, error) {
 	return st.Ino, nil
 }
 
-// ContainerParents are the cgroup directories below which every cgroup belongs to
-// a container: the runtimes' cgroupfs parents, and the fixed directory part of
-// static rules (e.g. /cagewatch-e2e for /cagewatch-e2e/*).
-func ContainerParents(static []StaticRule) []string {
-	parents := []string{"/docker", "/kubepods", "/kubepods.slice"}
-	for _, r := range static {
-		dir := path.Dir(r.Cgroup)
-		if dir != "/" && !strings.ContainsAny(dir, "*?[") {
-			parents = append(parents, dir)
+// Walk calls fn with the path (relative to the mount) and id of every cgroup
+// in the tree, parents first. Cgroups removed while it walks are skipped.
+func (c *CgroupFS) Walk(fn func(cgroupPath string, id uint64)) error {
+	return filepath.WalkDir(c.Mount, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return fmt.Errorf("walking cgroup tree: %w", err)
 		}
-	}
-	return parents
+		if !d.IsDir() {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil {
+			return nil // removed since it was listed
+		}
+		st, ok := info.Sys().(*syscall.Stat_t)
+		if !ok {
+			return fmt.Errorf("walking cgroup tree: no inode for %s", p)
+		}
+		rel := strings.TrimPrefix(p, c.Mount)
+		if rel == "" {
+			rel = "/"
+		}
+		fn(rel, st.Ino)
+		return nil
+	})
 }

@@ -274,6 +274,18 @@ func TestCgroupFSPathOfRealCgroup(t *testing.T) {
 		})
 	}
 
+	t.Run("walk finds every cgroup with its id", func(t *testing.T) {
+		walked := map[string]uint64{}
+		if err := fs.Walk(func(p string, id uint64) { walked[p] = id }); err != nil {
+			t.Fatal(err)
+		}
+		for _, tt := range tests {
+			if got, ok := walked[tt.want]; !ok || got != tt.id {
+				t.Errorf("Walk: %s has id %d (found %v), want %d", tt.want, got, ok, tt.id)
+			}
+		}
+	})
+
 	t.Run("removed cgroup is gone", func(t *testing.T) {
 		if err := os.Remove(child); err != nil {
 			t.Fatalf("rmdir %s: %v", child, err)

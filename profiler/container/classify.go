@@ -6,6 +6,7 @@ package container
 import (
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/cagewatch/cagewatch/model"
@@ -82,14 +83,73 @@ func ClassifyPath(cgroupPath string) (ref Ref, ok bool) {
 	return Ref{}, false
 }
 
-// MatchStatic returns the first static rule whose glob matches cgroupPath.
-func MatchStatic(rules []StaticRule, cgroupPath string) (StaticRule, bool) {
-	for _, r := range rules {
-		if ok, _ := path.Match(r.Cgroup, cgroupPath); ok {
-			return r, true
+// MatchStatic returns the first static rule whose glob matches cgroupPath or
+// one of its ancestors, and the outermost path matched: as with ClassifyPath,
+// a cgroup below a container's (a container's own sub-cgroups) belongs to it.
+func MatchStatic(rules []StaticRule, cgroupPath string) (rule StaticRule, containerPath string, ok bool) {
+	if len(rules) == 0 {
+		return StaticRule{}, "", false
+	}
+	for end := 1; end <= len(cgroupPath); end++ {
+		if end < len(cgroupPath) && cgroupPath[end] != '/' {
+			continue
+		}
+		p := cgroupPath[:end]
+		for _, r := range rules {
+			if ok, _ := path.Match(r.Cgroup, p); ok {
+				return r, p, true
+			}
 		}
 	}
-	return StaticRule{}, false
+	return StaticRule{}, "", false
+}
+
+// PathClassifier tells container cgroups from host ones by their path alone,
+// with no runtime to ask: what enforcement needs at a cgroup's mkdir, before
+// any runtime knows of the container.
+type PathClassifier struct {
+	static []StaticRule
+}
+
+// NewPathClassifier classifies by the runtimes' path shapes and these static rules.
+func NewPathClassifier(static []StaticRule) PathClassifier {
+	return PathClassifier{static: static}
+}
+
+// IsContainer reports whether a cgroup path belongs to a container.
+func (c PathClassifier) IsContainer(cgroupPath string) bool {
+	if _, _, ok := MatchStatic(c.static, cgroupPath); ok {
+		return true
+	}
+	_, ok := ClassifyPath(cgroupPath)
+	return ok
+}
+
+// runtimePrefixes are where the runtimes create container cgroups: cgroupfs
+// parents whose every descendant is a container's (or a pod's), and systemd
+// scope units of the system and machine slices.
+var runtimePrefixes = []string{
+	"/docker/", "/kubepods/", "/kubepods.slice/",
+	"/system.slice/docker-", "/system.slice/cri-containerd-", "/system.slice/crio-", "/machine.slice/libpod-",
+}
+
+// KernelPrefixes are the path prefixes the kernel enforces at mkdir: the
+// runtimes' and the literal start of each static glob (up to its first
+// wildcard). A prefix may take in a cgroup the classifier rejects (a glob's
+// "?" or "[...]" part, a pod's own slice); IsContainer is asked at the mkdir
+// event and releases those.
+func (c PathClassifier) KernelPrefixes() []string {
+	prefixes := slices.Clone(runtimePrefixes)
+	for _, r := range c.static {
+		prefix := r.Cgroup
+		if i := strings.IndexAny(prefix, `*?[\`); i >= 0 {
+			prefix = prefix[:i]
+		}
+		if prefix != "" && !slices.Contains(prefixes, prefix) {
+			prefixes = append(prefixes, prefix)
+		}
+	}
+	return prefixes
 }
 
 var hexPrefix = regexp.MustCompile(`^[0-9a-f]{6,64}$`)

@@ -1,6 +1,8 @@
 package container
 
 import (
+	"cmp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -240,11 +242,13 @@ func TestMatchStatic(t *testing.T) {
 		{Cgroup: "/exact", Image: "exact/img"},
 	}
 	tests := []struct {
-		name   string
-		rules  []StaticRule
-		path   string
-		want   StaticRule
-		wantOK bool
+		name  string
+		rules []StaticRule
+		path  string
+		want  StaticRule
+		// wantContainer is the container's own cgroup; "" means path itself.
+		wantContainer string
+		wantOK        bool
 	}{
 		{
 			name:   "glob matches child",
@@ -275,7 +279,16 @@ func TestMatchStatic(t *testing.T) {
 			wantOK: true,
 		},
 		{name: "parent of glob does not match", rules: rules, path: "/cagewatch-e2e", wantOK: false},
-		{name: "star does not cross a slash", rules: rules, path: "/cagewatch-e2e/web/init.scope", wantOK: false},
+		{
+			name:          "a cgroup below a match belongs to that container",
+			rules:         rules,
+			path:          "/cagewatch-e2e/web/init.scope",
+			want:          StaticRule{Cgroup: "/cagewatch-e2e/*", Image: "e2e/app:1"},
+			wantContainer: "/cagewatch-e2e/web",
+			wantOK:        true,
+		},
+		{name: "star does not cross a slash", rules: []StaticRule{{Cgroup: "/a/*/c", Image: "x"}}, path: "/a/b/d/c", wantOK: false},
+		{name: "a name that only starts like a match", rules: rules, path: "/exactly", wantOK: false},
 		{name: "question mark is one character", rules: rules, path: "/batch.slice/job-12.scope", wantOK: false},
 		{name: "host path", rules: rules, path: "/system.slice/sshd.service", wantOK: false},
 		{name: "no rules", rules: nil, path: "/cagewatch-e2e/web", wantOK: false},
@@ -292,12 +305,16 @@ func TestMatchStatic(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := MatchStatic(tt.rules, tt.path)
+			got, container, ok := MatchStatic(tt.rules, tt.path)
 			if ok != tt.wantOK {
 				t.Fatalf("MatchStatic(%q) ok = %v, want %v (rule %+v)", tt.path, ok, tt.wantOK, got)
 			}
 			if got != tt.want {
 				t.Errorf("MatchStatic(%q) = %+v, want %+v", tt.path, got, tt.want)
+			}
+			wantContainer := cmp.Or(tt.wantContainer, tt.path)
+			if ok && container != wantContainer {
+				t.Errorf("MatchStatic(%q) container %q, want %q", tt.path, container, wantContainer)
 			}
 		})
 	}
@@ -326,5 +343,46 @@ func TestIsImageID(t *testing.T) {
 				t.Errorf("isImageID(%q) = %v, want %v", tt.ref, got, tt.want)
 			}
 		})
+	}
+}
+
+func TestPathClassifier(t *testing.T) {
+	c := NewPathClassifier([]StaticRule{
+		{Cgroup: "/app-*", Image: "app:1"},
+		{Cgroup: "/apps/job-?", Image: "job:1"},
+		{Cgroup: "/exact", Image: "exact:1"},
+	})
+	id := strings.Repeat("ab", 32)
+	for _, tt := range []struct {
+		path      string
+		container bool
+	}{
+		{"/app-1", true},
+		{"/app-1/sub", true},
+		{"/apps/job-1", true},
+		{"/apps/job-12", false},
+		{"/apps", false},
+		{"/exact", true},
+		{"/docker/" + id, true},
+		{"/system.slice/docker-" + id + ".scope", true},
+		{"/system.slice/sshd.service", false},
+		{"/", false},
+	} {
+		if got := c.IsContainer(tt.path); got != tt.container {
+			t.Errorf("IsContainer(%q) = %v, want %v", tt.path, got, tt.container)
+		}
+	}
+	prefixes := c.KernelPrefixes()
+	for _, want := range []string{"/docker/", "/system.slice/docker-", "/app-", "/apps/job-", "/exact"} {
+		if !slices.Contains(prefixes, want) {
+			t.Errorf("KernelPrefixes() = %q, lacks %q", prefixes, want)
+		}
+	}
+	// Every container path above is below a kernel prefix: the kernel enforces
+	// them at mkdir, before user space has classified them.
+	for _, p := range []string{"/app-1", "/apps/job-1", "/exact", "/docker/" + id, "/system.slice/docker-" + id + ".scope"} {
+		if !slices.ContainsFunc(prefixes, func(prefix string) bool { return strings.HasPrefix(p, prefix) }) {
+			t.Errorf("container cgroup %s is below no kernel prefix %q", p, prefixes)
+		}
 	}
 }

@@ -84,8 +84,8 @@ func (r *Resolver) Resolve(ctx context.Context, id uint64) model.Container {
 // identify classifies a cgroup path; complete is false when a runtime should have
 // known more but could not be asked.
 func (r *Resolver) identify(ctx context.Context, cgPath string) (c model.Container, complete bool) {
-	if rule, ok := MatchStatic(r.static, cgPath); ok {
-		name := path.Base(cgPath)
+	if rule, containerPath, ok := MatchStatic(r.static, cgPath); ok {
+		name := path.Base(containerPath)
 		repo, tag := model.SplitImageRef(rule.Image)
 		return model.Container{
 			ID: name, Name: name, Runtime: model.RuntimeStatic, Image: repo, ImageTag: tag, CgroupPath: cgPath,

@@ -18,6 +18,7 @@ const (
 	kindSyscall      = 1
 	kindExec         = 2
 	kindCgroupRemove = 3
+	kindCgroupCreate = 4
 )
 
 // Exec file flags (event.flags of exec events), mirroring enum exec_file_flag in bpf/sensor.h.
@@ -96,6 +97,8 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 		ev.Flags = 0
 	case kindCgroupRemove:
 		ev.Kind = model.EventCgroupRemove
+	case kindCgroupCreate:
+		ev.Kind = model.EventCgroupCreate
 	default:
 		return model.Event{}, fmt.Errorf("unknown event kind %d", e.Kind)
 	}

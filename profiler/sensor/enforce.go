@@ -157,13 +157,34 @@ func (s *Sensor) EnforceCgroup(cgroupID uint64, on bool) error {
 	return nil
 }
 
-// SetEnforcedAncestors enforces every cgroup below these (e.g. /docker): new
-// containers there are under the kill policy from their first syscall.
-func (s *Sensor) SetEnforcedAncestors(ids []uint64) error {
-	for _, id := range ids {
-		if err := s.objs.EnforcedAncestors.Put(id, uint8(1)); err != nil {
-			return fmt.Errorf("enforcing cgroups below %d: %w", id, err)
+// SetEnforcedPrefixes replaces the cgroup path prefixes (e.g. "/docker/")
+// whose new cgroups the kernel enforces at mkdir, before their first process
+// runs and before user space has classified them.
+func (s *Sensor) SetEnforcedPrefixes(prefixes []string) error {
+	s.enforceMu.Lock()
+	defer s.enforceMu.Unlock()
+	keys := make([]sensorPrefixKey, 0, len(prefixes))
+	for _, p := range prefixes {
+		key, err := prefixKey(p)
+		if err != nil {
+			return fmt.Errorf("enforced cgroup prefix: %w", err)
 		}
+		keys = append(keys, key)
+	}
+	for _, old := range s.enforcedPrefixes {
+		if !slices.Contains(prefixes, old) {
+			key, _ := prefixKey(old)
+			if err := s.objs.EnforcePrefixes.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("removing enforced cgroup prefix %q: %w", old, err)
+			}
+		}
+	}
+	s.enforcedPrefixes = nil
+	for i, key := range keys {
+		if err := s.objs.EnforcePrefixes.Put(key, uint8(1)); err != nil {
+			return fmt.Errorf("adding enforced cgroup prefix %q: %w", prefixes[i], err)
+		}
+		s.enforcedPrefixes = append(s.enforcedPrefixes, prefixes[i])
 	}
 	return nil
 }

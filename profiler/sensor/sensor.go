@@ -73,6 +73,8 @@ type Sensor struct {
 	enforceMu    sync.Mutex
 	killPrefixes []string // entries the last policy changed
 	killNames    []string
+	// enforcedPrefixes are the cgroup path prefixes in enforce_prefixes.
+	enforcedPrefixes []string
 }
 
 // Load checks the kernel, loads the programs with opts' filters and attaches them.
@@ -154,6 +156,7 @@ func (s *Sensor) Attach() error {
 		"sched_process_fork":              s.objs.SchedProcessFork,
 		"cgroup_attach_task (exec sites)": s.objs.ExecSiteAttach,
 		"cgroup_rmdir":                    s.objs.CgroupRmdir,
+		"cgroup_mkdir":                    s.objs.CgroupMkdir,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {

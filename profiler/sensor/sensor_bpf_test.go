@@ -53,7 +53,8 @@ func runHelper(action string) int {
 		}
 	case "security":
 		securityCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
-	case "unshare-on-input": // once a line arrives, then as CAGEWATCH_HELPER_THEN says
+	case "unshare-on-input": // says it runs, then once a line arrives, as CAGEWATCH_HELPER_THEN says
+		fmt.Println("running")
 		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
 		if dir := os.Getenv("CAGEWATCH_HELPER_JOIN"); dir != "" { // moves itself
 			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(os.Getpid())), 0); err != nil {
@@ -67,6 +68,18 @@ func runHelper(action string) int {
 		switch os.Getenv("CAGEWATCH_HELPER_THEN") {
 		case "reexec": // as runc 1.1's init re-executes its sealed binary
 			return execFailed(syscall.Exec(self, []string{self}, env))
+		case "reexec-thread": // the same from a thread that is not the leader
+			runtime.LockOSThread() // keeps the main goroutine, and so no other, on the leader
+			failed := make(chan error)
+			go func() {
+				runtime.LockOSThread()
+				if unix.Gettid() == unix.Getpid() {
+					failed <- errors.New("exec'ing goroutine runs on the leader thread")
+					return
+				}
+				failed <- syscall.Exec(self, []string{self}, env)
+			}()
+			return execFailed(<-failed)
 		case "new-mount-ns": // as a workload is exec'd inside the container's mount namespace
 			return execFailed(syscall.Exec("/usr/bin/unshare", []string{"unshare", "-m", self}, env))
 		}
@@ -470,7 +483,7 @@ func TestBPFUnwatchedOpensAreFiltered(t *testing.T) {
 	for {
 		select {
 		case e := <-events:
-			if e.Kind != model.EventExec && e.Syscall != "bpf" {
+			if e.Kind == model.EventSyscall && e.Syscall != "bpf" {
 				t.Errorf("unexpected event: %s %s", e.Syscall, e.Describe())
 			}
 		case <-deadline:
@@ -708,6 +721,7 @@ func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
 	}{
 		{name: "moved after its exec", moved: true, wantRuntime: true},
 		{name: "moved, then re-executed itself", moved: true, then: "reexec", wantRuntime: true},
+		{name: "moved, then re-executed itself from another thread", moved: true, then: "reexec-thread", wantRuntime: true},
 		{name: "moved, then exec'd into a new mount namespace", moved: true, then: "new-mount-ns"},
 		{name: "moved itself after its exec", moved: true, self: true},
 		{name: "moved itself, then re-executed itself", moved: true, self: true, then: "reexec"},
@@ -738,11 +752,21 @@ func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
 				t.Fatal(err)
 			}
 			var out strings.Builder
-			cmd.Stdout, cmd.Stderr = &out, &out
+			cmd.Stderr = &out
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
 			err = cmd.Start()
 			unix.Close(fd)
 			if err != nil {
 				t.Fatal(err)
+			}
+			// Start returns once the exec is past its point of no return, which
+			// may be before the kernel's exec tracepoint: a runtime, too, moves
+			// its init only once the init runs.
+			if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "running\n" {
+				t.Fatalf("helper said %q, %v", line, err)
 			}
 			if tt.moved && !tt.self {
 				if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
@@ -935,5 +959,73 @@ func TestBPFExecPathIsTheFileThatRan(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestBPFCgroupMkdirEnforcesBelowPrefixes: in enforce mode the kernel enforces a
+// cgroup created below an enforced prefix in the mkdir itself, says so in the
+// mkdir event, and forgets it at rmdir.
+func TestBPFCgroupMkdirEnforcesBelowPrefixes(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	parent, _ := testCgroup(t)
+	rel := strings.TrimPrefix(parent, cgroup2Root)
+	if err := s.SetEnforcement(EnforcePolicy{Enabled: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetEnforcedPrefixes([]string{rel + "/app-"}); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := s.OpenEvents()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	mkdirs := make(chan model.Event, 16)
+	done := make(chan error, 1)
+	go func() {
+		done <- ReadEvents(ctx, reader, s.Decoder(), func(e model.Event) {
+			if e.Kind == model.EventCgroupCreate && strings.HasPrefix(e.Path, rel+"/") {
+				mkdirs <- e
+			}
+		}, func(err error) { t.Errorf("undecodable record: %v", err) })
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ReadEvents: %v", err)
+		}
+	}()
+	enforced := func(id uint64) bool {
+		var v uint8
+		return s.objs.EnforcedCgroups.Lookup(id, &v) == nil
+	}
+	for _, tt := range []struct {
+		name string
+		want bool
+	}{{"app-1", true}, {"other", false}} {
+		dir := filepath.Join(parent, tt.name)
+		if err := os.Mkdir(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(dir, &st); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-mkdirs:
+			if e.Path != rel+"/"+tt.name || e.CgroupID != st.Ino || (e.Flags == 1) != tt.want {
+				t.Errorf("mkdir event %q id %d flags %d, want %q id %d enforced %v", e.Path, e.CgroupID, e.Flags,
+					rel+"/"+tt.name, st.Ino, tt.want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no mkdir event for %s", dir)
+		}
+		if got := enforced(st.Ino); got != tt.want {
+			t.Errorf("%s: in enforced_cgroups %v, want %v", tt.name, got, tt.want)
+		}
+		removeCgroup(t, dir)
+		if enforced(st.Ino) {
+			t.Errorf("%s: still in enforced_cgroups after rmdir", tt.name)
+		}
 	}
 }

@@ -111,7 +111,7 @@ type sensorSlotKey struct {
 const (
 	sensorMapCpuState          = "cpu_state"
 	sensorMapEnforce           = "enforce"
-	sensorMapEnforcedAncestors = "enforced_ancestors"
+	sensorMapEnforcePrefixes   = "enforce_prefixes"
 	sensorMapEnforcedCgroups   = "enforced_cgroups"
 	sensorMapEvents            = "events"
 	sensorMapExecSites         = "exec_sites"
@@ -126,6 +126,7 @@ const (
 	sensorMapWatchPorts        = "watch_ports"
 	sensorMapWatchPrefixes     = "watch_prefixes"
 	sensorProgCgroupAttachTask = "cgroup_attach_task"
+	sensorProgCgroupMkdir      = "cgroup_mkdir"
 	sensorProgCgroupRmdir      = "cgroup_rmdir"
 	sensorProgExecSiteAttach   = "exec_site_attach"
 	sensorProgSchedProcessExec = "sched_process_exec"
@@ -181,6 +182,7 @@ type sensorSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorProgramSpecs struct {
 	CgroupAttachTask *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
+	CgroupMkdir      *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
 	CgroupRmdir      *ebpf.ProgramSpec `ebpf:"cgroup_rmdir"`
 	ExecSiteAttach   *ebpf.ProgramSpec `ebpf:"exec_site_attach"`
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
@@ -193,22 +195,22 @@ type sensorProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type sensorMapSpecs struct {
-	CpuState          *ebpf.MapSpec `ebpf:"cpu_state"`
-	Enforce           *ebpf.MapSpec `ebpf:"enforce"`
-	EnforcedAncestors *ebpf.MapSpec `ebpf:"enforced_ancestors"`
-	EnforcedCgroups   *ebpf.MapSpec `ebpf:"enforced_cgroups"`
-	Events            *ebpf.MapSpec `ebpf:"events"`
-	ExecSites         *ebpf.MapSpec `ebpf:"exec_sites"`
-	FreeSlots         *ebpf.MapSpec `ebpf:"free_slots"`
-	HistSlots         *ebpf.MapSpec `ebpf:"hist_slots"`
-	NameScratch       *ebpf.MapSpec `ebpf:"name_scratch"`
-	PairSlots         *ebpf.MapSpec `ebpf:"pair_slots"`
-	PathScratch       *ebpf.MapSpec `ebpf:"path_scratch"`
-	Scratch           *ebpf.MapSpec `ebpf:"scratch"`
-	Stats             *ebpf.MapSpec `ebpf:"stats"`
-	WatchNames        *ebpf.MapSpec `ebpf:"watch_names"`
-	WatchPorts        *ebpf.MapSpec `ebpf:"watch_ports"`
-	WatchPrefixes     *ebpf.MapSpec `ebpf:"watch_prefixes"`
+	CpuState        *ebpf.MapSpec `ebpf:"cpu_state"`
+	Enforce         *ebpf.MapSpec `ebpf:"enforce"`
+	EnforcePrefixes *ebpf.MapSpec `ebpf:"enforce_prefixes"`
+	EnforcedCgroups *ebpf.MapSpec `ebpf:"enforced_cgroups"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	ExecSites       *ebpf.MapSpec `ebpf:"exec_sites"`
+	FreeSlots       *ebpf.MapSpec `ebpf:"free_slots"`
+	HistSlots       *ebpf.MapSpec `ebpf:"hist_slots"`
+	NameScratch     *ebpf.MapSpec `ebpf:"name_scratch"`
+	PairSlots       *ebpf.MapSpec `ebpf:"pair_slots"`
+	PathScratch     *ebpf.MapSpec `ebpf:"path_scratch"`
+	Scratch         *ebpf.MapSpec `ebpf:"scratch"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	WatchNames      *ebpf.MapSpec `ebpf:"watch_names"`
+	WatchPorts      *ebpf.MapSpec `ebpf:"watch_ports"`
+	WatchPrefixes   *ebpf.MapSpec `ebpf:"watch_prefixes"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -241,29 +243,29 @@ func (o *sensorObjects) Close() error {
 //
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorMaps struct {
-	CpuState          *ebpf.Map `ebpf:"cpu_state"`
-	Enforce           *ebpf.Map `ebpf:"enforce"`
-	EnforcedAncestors *ebpf.Map `ebpf:"enforced_ancestors"`
-	EnforcedCgroups   *ebpf.Map `ebpf:"enforced_cgroups"`
-	Events            *ebpf.Map `ebpf:"events"`
-	ExecSites         *ebpf.Map `ebpf:"exec_sites"`
-	FreeSlots         *ebpf.Map `ebpf:"free_slots"`
-	HistSlots         *ebpf.Map `ebpf:"hist_slots"`
-	NameScratch       *ebpf.Map `ebpf:"name_scratch"`
-	PairSlots         *ebpf.Map `ebpf:"pair_slots"`
-	PathScratch       *ebpf.Map `ebpf:"path_scratch"`
-	Scratch           *ebpf.Map `ebpf:"scratch"`
-	Stats             *ebpf.Map `ebpf:"stats"`
-	WatchNames        *ebpf.Map `ebpf:"watch_names"`
-	WatchPorts        *ebpf.Map `ebpf:"watch_ports"`
-	WatchPrefixes     *ebpf.Map `ebpf:"watch_prefixes"`
+	CpuState        *ebpf.Map `ebpf:"cpu_state"`
+	Enforce         *ebpf.Map `ebpf:"enforce"`
+	EnforcePrefixes *ebpf.Map `ebpf:"enforce_prefixes"`
+	EnforcedCgroups *ebpf.Map `ebpf:"enforced_cgroups"`
+	Events          *ebpf.Map `ebpf:"events"`
+	ExecSites       *ebpf.Map `ebpf:"exec_sites"`
+	FreeSlots       *ebpf.Map `ebpf:"free_slots"`
+	HistSlots       *ebpf.Map `ebpf:"hist_slots"`
+	NameScratch     *ebpf.Map `ebpf:"name_scratch"`
+	PairSlots       *ebpf.Map `ebpf:"pair_slots"`
+	PathScratch     *ebpf.Map `ebpf:"path_scratch"`
+	Scratch         *ebpf.Map `ebpf:"scratch"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	WatchNames      *ebpf.Map `ebpf:"watch_names"`
+	WatchPorts      *ebpf.Map `ebpf:"watch_ports"`
+	WatchPrefixes   *ebpf.Map `ebpf:"watch_prefixes"`
 }
 
 func (m *sensorMaps) Close() error {
 	return _SensorClose(
 		m.CpuState,
 		m.Enforce,
-		m.EnforcedAncestors,
+		m.EnforcePrefixes,
 		m.EnforcedCgroups,
 		m.Events,
 		m.ExecSites,
@@ -295,6 +297,7 @@ type sensorVariables struct {
 // It can be passed to loadSensorObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sensorPrograms struct {
 	CgroupAttachTask *ebpf.Program `ebpf:"cgroup_attach_task"`
+	CgroupMkdir      *ebpf.Program `ebpf:"cgroup_mkdir"`
 	CgroupRmdir      *ebpf.Program `ebpf:"cgroup_rmdir"`
 	ExecSiteAttach   *ebpf.Program `ebpf:"exec_site_attach"`
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
@@ -306,6 +309,7 @@ type sensorPrograms struct {
 func (p *sensorPrograms) Close() error {
 	return _SensorClose(
 		p.CgroupAttachTask,
+		p.CgroupMkdir,
 		p.CgroupRmdir,
 		p.ExecSiteAttach,
 		p.SchedProcessExec,
