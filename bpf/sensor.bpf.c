@@ -687,11 +687,12 @@ SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
 	struct exec_site *site = bpf_task_storage_get(&exec_sites, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
+	__u64 cgroup_id = bpf_get_current_cgroup_id();
+	/* A new entry is zero: mnt_ns 0 is never the host's, so not the runtime. */
+	int was_runtime = runtime_setup(site, cgroup_id);
 	if (site) {
-		__u64 cgroup_id = bpf_get_current_cgroup_id();
 		__u32 mnt_ns = BPF_CORE_READ(p, nsproxy, mnt_ns, ns.inum);
-		/* A new entry is zero: mnt_ns 0 is never the host's, so not the runtime. */
-		site->runtime = mnt_ns == host_mnt_ns && runtime_setup(site, cgroup_id);
+		site->runtime = mnt_ns == host_mnt_ns && was_runtime;
 		site->cgroup_id = cgroup_id;
 		site->mnt_ns = mnt_ns;
 	}
@@ -699,6 +700,8 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 	if (!e)
 		return 0;
 	exec_file(e, p, bprm);
+	if (was_runtime && !e->runtime_setup)
+		e->flags |= EXEC_ENDS_RUNTIME_SETUP;
 
 	unsigned long arg_start = BPF_CORE_READ(p, mm, arg_start);
 	unsigned long arg_end = BPF_CORE_READ(p, mm, arg_end);

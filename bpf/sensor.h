@@ -41,6 +41,9 @@ enum exec_file_flag {
 	 * directory (its interpreter is argv[0]); the kernel no longer holds the
 	 * script's file when the new image starts. */
 	EXEC_FILE_INTERPRETED = 8,
+	/* The runtime's init exec'd the workload (or a docker exec's command): the
+	 * runtime's setup of the container ends here. */
+	EXEC_ENDS_RUNTIME_SETUP = 16,
 };
 
 /* Enforce-mode policy, one entry, filled by user space from the rules with action kill. */

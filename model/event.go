@@ -93,6 +93,9 @@ type ExecFile struct {
 	Script bool `json:"script,omitempty"`
 	// Truncated: the path was too long or deep and Path is its tail.
 	Truncated bool `json:"truncated,omitempty"`
+	// EndsSetup: the runtime's init exec'd this (the container's workload, or
+	// a docker exec's command), which ends the runtime's setup.
+	EndsSetup bool `json:"ends_setup,omitempty"`
 }
 
 // CapSets are the capability sets a capset call asks for.

@@ -168,6 +168,9 @@ func (p *Pipeline) Event(e model.Event) {
 	if e.Kind == model.EventExec && c.HasBaseline() {
 		p.state.Sighted(e.CgroupID, e.Time)
 	}
+	if c.HasBaseline() && (e.RuntimeSetup || (e.Exec != nil && e.Exec.EndsSetup)) {
+		p.state.SetupSeen(e.CgroupID, e.Time)
+	}
 	p.events.Event(e)
 	if e.Kind == model.EventExec {
 		p.learner.ObserveExec(e)

@@ -1059,3 +1059,42 @@ func TestEnforcementFromTheFirstSyscall(t *testing.T) {
 		}
 	})
 }
+
+// TestPipelineStartupFollowsTheRuntime: the runtime's setup is never scored,
+// even when the container is started long after it was created, or when docker
+// exec sets up again in a running container.
+func TestPipelineStartupFollowsTheRuntime(t *testing.T) {
+	env := newPipelineEnv(t, ModeDetect, nil, func(c *Config) { c.Learning.IgnoreFirst = 2 * time.Second })
+	setup := func(sec float64) model.Event {
+		return detEvent(detApp, cgApp, sec, "mount", func(e *model.Event) { e.RuntimeSetup = true })
+	}
+	workload := func(sec float64) model.Event {
+		e := detExec(detApp, cgApp, sec, 600, "/usr/bin/app")
+		e.Exec = &model.ExecFile{EndsSetup: true}
+		return e
+	}
+	for _, step := range []struct {
+		name   string
+		events []model.Event
+		window int
+		scored bool
+	}{
+		{name: "the first window of a created container", window: 100},
+		{name: "within ignore_first of the first sighting", window: 101},
+		{name: "once past it", window: 103, scored: true},
+		{name: "started 10 s after it was created", events: []model.Event{setup(110.2), workload(110.5)}, window: 110},
+		{name: "within ignore_first of the workload's start", window: 112},
+		{name: "running", window: 113, scored: true},
+		{name: "an exec of the workload's own", events: []model.Event{detExec(detApp, cgApp, 120.2, 601, "/usr/bin/app")}, window: 120, scored: true},
+		{name: "docker exec", events: []model.Event{setup(130.3), workload(130.4)}, window: 130},
+		{name: "after the exec", window: 133, scored: true},
+	} {
+		for _, e := range step.events {
+			env.p.Event(e)
+		}
+		env.p.Windows([]model.Window{win(detApp, cgApp, step.window, steady(step.window))})
+		if got := len(env.takeScored()) > 0; got != step.scored {
+			t.Errorf("%s (window at %d s): scored %v, want %v", step.name, step.window, got, step.scored)
+		}
+	}
+}

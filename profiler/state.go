@@ -33,6 +33,7 @@ const goneMemory = 4096
 
 type cgroupState struct {
 	firstSeen time.Time
+	lastSetup time.Time // the runtime last set the container up or entered it
 	lastRound uint64 // the sampling round it was last seen in
 	trips     []tripRun
 	enforced  bool
@@ -87,13 +88,32 @@ func (t *Tracker) Sighted(cgroupID uint64, at time.Time) time.Time {
 	return c.firstSeen
 }
 
-// MarkStartup sets Startup on the windows of containers in their first
-// ignoreFirst, noting first sightings: runtime setup is not behaviour.
+// SetupSeen notes the container runtime at work in a container's cgroup: its
+// init setting the container up, or entering it for docker exec, until it
+// exec's the workload.
+func (t *Tracker) SetupSeen(cgroupID uint64, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.cgroup(cgroupID); at.After(c.lastSetup) {
+		c.lastSetup = at
+	}
+}
+
+// MarkStartup sets Startup on the windows of containers within ignoreFirst of
+// their first sighting or of the runtime's last setup in them, noting first
+// sightings: runtime setup is not behaviour. (A container may be created long
+// before it starts, and docker exec sets up again in a running container.)
 func (t *Tracker) MarkStartup(ws []model.Window, ignoreFirst time.Duration) {
 	for i := range ws {
-		if w := &ws[i]; w.Container.HasBaseline() {
-			w.Startup = w.Start.Before(t.Sighted(w.CgroupID, w.Start).Add(ignoreFirst))
+		w := &ws[i]
+		if !w.Container.HasBaseline() {
+			continue
 		}
+		first := t.Sighted(w.CgroupID, w.Start)
+		t.mu.Lock()
+		setup := t.cgroup(w.CgroupID).lastSetup
+		t.mu.Unlock()
+		w.Startup = w.Start.Before(first.Add(ignoreFirst)) || (!setup.IsZero() && w.Start.Before(setup.Add(ignoreFirst)))
 	}
 }
 

@@ -27,6 +27,7 @@ const (
 	execFileOutsideRoot = 2
 	execFileTruncated   = 4
 	execFileInterpreted = 8
+	execEndsSetup       = 16
 )
 
 // Address families the sensor reports, as in <sys/socket.h>.
@@ -113,6 +114,7 @@ func decodeExecFile(flags uint64, p string) (*model.ExecFile, string) {
 		OutsideRoot: flags&execFileOutsideRoot != 0,
 		Truncated:   flags&execFileTruncated != 0,
 		Script:      flags&execFileInterpreted != 0,
+		EndsSetup:   flags&execEndsSetup != 0,
 	}
 	switch {
 	case f.Script:

@@ -778,15 +778,23 @@ func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
 				t.Fatalf("helper: %v\n%s", err, out.String())
 			}
 			deadline := time.After(5 * time.Second)
+			endedSetup := false // an exec of the helper's said the runtime's setup ended there
 			for {
 				select {
 				case e := <-events:
+					if e.Kind == model.EventExec && e.PID == uint32(cmd.Process.Pid) && e.Exec != nil && e.Exec.EndsSetup {
+						endedSetup = true
+					}
 					// The helper's own call: unshare(1) makes one too, with CLONE_NEWNS alone.
 					if e.Syscall != "unshare" || e.PID != uint32(cmd.Process.Pid) || e.Flags != unix.CLONE_NEWNS|unix.CLONE_NEWUSER {
 						continue
 					}
 					if e.RuntimeSetup != tt.wantRuntime || (tt.comm != "" && e.Comm != tt.comm) {
 						t.Errorf("unshare by %q: runtime setup %v, want %v", e.Comm, e.RuntimeSetup, tt.wantRuntime)
+					}
+					// Only the exec into the workload's mount namespace ends a setup.
+					if want := tt.then == "new-mount-ns"; endedSetup != want {
+						t.Errorf("an exec ended the runtime's setup: %v, want %v", endedSetup, want)
 					}
 					return
 				case <-deadline:
