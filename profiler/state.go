@@ -34,7 +34,7 @@ const goneMemory = 4096
 type cgroupState struct {
 	firstSeen time.Time
 	lastSetup time.Time // the runtime last set the container up or entered it
-	lastRound uint64 // the sampling round it was last seen in
+	lastRound uint64    // the sampling round it was last seen in
 	trips     []tripRun
 	enforced  bool
 	frozen    bool

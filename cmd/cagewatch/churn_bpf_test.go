@@ -283,7 +283,7 @@ learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}
 }
 
 type churnCounts struct {
-	when                      string
+	when                       string
 	rssKiB, hist, state, procs int
 }
 
