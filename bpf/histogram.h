@@ -47,11 +47,21 @@ struct {
 	__type(value, __u32);
 } pair_slots SEC(".maps");
 
+/* Whether a task's syscalls are left out of its cgroup's histogram. A program
+ * including this header may define it before: the sensor leaves out a
+ * container runtime setting a container up, whose syscalls are not the
+ * container's behaviour. */
+#ifndef histogram_skips
+#define histogram_skips(task, cgid) 0
+#endif
+
 struct cpu_state {
 	__u64 cgroup_id;   /* the running task's cgroup v2 id; 0: unknown */
 	__u64 slot_cgroup; /* the cgroup whose slot is cached */
 	__u32 slot;
-	__u32 cpu; /* this CPU, so the hot path checks the owner with no helper call */
+	__u32 cpu;  /* this CPU, so the hot path checks the owner with no helper call */
+	__u32 skip; /* the running task is not counted (histogram_skips) */
+	__u32 pad;
 };
 
 struct {
@@ -122,11 +132,17 @@ static __always_inline void count_syscall(long id)
 	if (!st)
 		return;
 	__u64 cgid = st->cgroup_id;
+	__u32 skip = st->skip;
 	/* No switch seen since load, or a task moved: ask the task, and leave the cache
 	 * to sched_switch (storing here could race a move on another CPU and keep a
 	 * stale id until the next switch). */
-	if (!cgid)
-		cgid = task_cgroup_id(bpf_get_current_task_btf());
+	if (!cgid) {
+		struct task_struct *task = bpf_get_current_task_btf();
+		cgid = task_cgroup_id(task);
+		skip = histogram_skips(task, cgid);
+	}
+	if (skip)
+		return;
 	struct hist *h = NULL;
 	if (st->slot_cgroup == cgid) {
 		__u32 slot = st->slot;
@@ -159,8 +175,11 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 {
 	__u32 zero = 0;
 	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);
-	if (st)
-		st->cgroup_id = task_cgroup_id(next);
+	if (st) {
+		__u64 cgid = task_cgroup_id(next);
+		st->cgroup_id = cgid;
+		st->skip = histogram_skips(next, cgid);
+	}
 	return 0;
 }
 

@@ -6,6 +6,55 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_tracing.h>
 #include "sensor.h"
+
+/* The host's mount namespace (/proc/1/ns/mnt), where container runtimes run; 0
+ * when unknown, and then no process is taken for a runtime's init. Set by the
+ * loader. */
+const volatile __u32 host_mnt_ns = 0;
+
+/* Where each process last exec'd, inherited at fork: the kernel's own record
+ * of which processes are a container runtime's init. runc init is exec'd by the
+ * runtime in the host's mount namespace and moved by the runtime into the new
+ * container's cgroup after that exec; it may exec itself again there (runc 1.1
+ * re-executes a sealed copy of its binary), still in the host's mount
+ * namespace, before it enters the container's namespaces and finally exec's
+ * the workload inside the container's mount namespace. So a process is the
+ * runtime setting up while
+ * - its last exec was in the host's mount namespace and another process has
+ *   moved it to another cgroup since (a process moving itself counts as having
+ *   exec'd where it went), or
+ * - it was such a process when it exec'd again in the host's mount namespace;
+ * and an exec in any other mount namespace (the workload's) ends it. Unlike the
+ * comm ("runc:[2:INIT]"), which prctl sets to anything, a container process
+ * cannot fake this: it exec's inside the container, and reaching the host's
+ * mount namespace takes a setns that the rules report. Processes that predate
+ * the agent have no entry and are never taken for the runtime. The fact is the
+ * process's, but every thread carries its own copy: an exec from a thread that
+ * is not the leader (Go's runtime picks any) turns that thread into the
+ * leader and frees the old leader with its storage. */
+struct exec_site {
+	__u64 cgroup_id; /* cgroup of the last exec */
+	__u32 mnt_ns;    /* mount namespace of the last exec */
+	__u32 runtime;   /* the runtime's init, carried across its own re-exec */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct exec_site);
+} exec_sites SEC(".maps");
+
+static __always_inline int runtime_setup(struct exec_site *s, __u64 cgroup_id)
+{
+	return s && host_mnt_ns && s->mnt_ns == host_mnt_ns && (s->runtime || s->cgroup_id != cgroup_id);
+}
+
+/* The histogram leaves out the runtime's init: its setup (mounts, its Go
+ * runtime starting) happens in the container's cgroup but is not the
+ * container's behaviour, and would make a window of it look anomalous. */
+#define histogram_skips(task, cgid) runtime_setup(bpf_task_storage_get(&exec_sites, task, 0, 0), cgid)
+
 #include "histogram.h"
 
 char LICENSE[] SEC("license") = "GPL";
@@ -49,9 +98,6 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* Set by the loader before load. */
 const volatile __u32 agent_tgid = 0;
-/* The host's mount namespace (/proc/1/ns/mnt), where container runtimes run; 0
- * when unknown, and then no process is taken for a runtime's init. */
-const volatile __u32 host_mnt_ns = 0;
 
 /* Bit n set: syscall n produces an event (the loader fills it). */
 __u64 event_syscalls[HIST_SLOTS / 64] = {};
@@ -124,44 +170,6 @@ struct {
 } enforce_prefixes SEC(".maps");
 
 #define MAX_ANCESTOR_LEVEL 8
-
-/* Where each process last exec'd, inherited at fork: the kernel's own record
- * of which processes are a container runtime's init. runc init is exec'd by the
- * runtime in the host's mount namespace and moved by the runtime into the new
- * container's cgroup after that exec; it may exec itself again there (runc 1.1
- * re-executes a sealed copy of its binary), still in the host's mount
- * namespace, before it enters the container's namespaces and finally exec's
- * the workload inside the container's mount namespace. So a process is the
- * runtime setting up while
- * - its last exec was in the host's mount namespace and another process has
- *   moved it to another cgroup since (a process moving itself counts as having
- *   exec'd where it went), or
- * - it was such a process when it exec'd again in the host's mount namespace;
- * and an exec in any other mount namespace (the workload's) ends it. Unlike the
- * comm ("runc:[2:INIT]"), which prctl sets to anything, a container process
- * cannot fake this: it exec's inside the container, and reaching the host's
- * mount namespace takes a setns that the rules report. Processes that predate
- * the agent have no entry and are never taken for the runtime. The fact is the
- * process's, but every thread carries its own copy: an exec from a thread that
- * is not the leader (Go's runtime picks any) turns that thread into the
- * leader and frees the old leader with its storage. */
-struct exec_site {
-	__u64 cgroup_id; /* cgroup of the last exec */
-	__u32 mnt_ns;    /* mount namespace of the last exec */
-	__u32 runtime;   /* the runtime's init, carried across its own re-exec */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, int);
-	__type(value, struct exec_site);
-} exec_sites SEC(".maps");
-
-static __always_inline int runtime_setup(struct exec_site *s, __u64 cgroup_id)
-{
-	return s && host_mnt_ns && s->mnt_ns == host_mnt_ns && (s->runtime || s->cgroup_id != cgroup_id);
-}
 
 /* Container cgroups under enforcement, with every cgroup below them: added at
  * mkdir (enforce_prefixes), by user space once it has classified a cgroup, and
@@ -702,6 +710,11 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 	exec_file(e, p, bprm);
 	if (was_runtime && !e->runtime_setup)
 		e->flags |= EXEC_ENDS_RUNTIME_SETUP;
+	/* This CPU counts the new image as sched_switch would judge it. */
+	__u32 zero = 0;
+	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);
+	if (st && st->cgroup_id == cgroup_id)
+		st->skip = e->runtime_setup;
 
 	unsigned long arg_start = BPF_CORE_READ(p, mm, arg_start);
 	unsigned long arg_end = BPF_CORE_READ(p, mm, arg_end);

@@ -142,7 +142,7 @@ func (p *Pipeline) Windows(ws []model.Window) {
 	if err != nil {
 		p.log.Error("persisting baselines", "store", p.cfg.Store, "err", err)
 	}
-	p.logRound(ws, res)
+	p.logRound(ws, verdicts, res)
 }
 
 // Event runs one event through the event stages.
@@ -204,11 +204,16 @@ func (p *Pipeline) Close() error {
 	return errors.Join(errs...)
 }
 
-func (p *Pipeline) logRound(ws []model.Window, res LearnResult) {
-	containers := 0
+func (p *Pipeline) logRound(ws []model.Window, verdicts []model.WindowVerdict, res LearnResult) {
+	containers, scored := 0, 0
 	for _, w := range ws {
 		if !w.Container.IsHost() {
 			containers++
+		}
+	}
+	for _, v := range verdicts {
+		if v.Scored {
+			scored++
 		}
 	}
 	st, err := p.src.Stats()
@@ -216,7 +221,7 @@ func (p *Pipeline) logRound(ws []model.Window, res LearnResult) {
 		p.log.Warn("reading sensor stats", "err", err)
 	}
 	stateCgroups, stateProcesses := p.state.Tracked()
-	p.log.Info("window", "cgroups", len(ws), "containers", containers, "learned", res.Learned, "startup", res.Startup,
+	p.log.Info("window", "cgroups", len(ws), "containers", containers, "scored", scored, "learned", res.Learned, "startup", res.Startup,
 		"poisoned", res.Poisoned, "events", st.Events, "events_lost", st.EventsLost, "hist_full", st.HistFull,
 		"tracked_cgroups", st.TrackedCgroups, "state_cgroups", stateCgroups, "state_processes", stateProcesses)
 }

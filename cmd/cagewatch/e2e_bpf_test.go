@@ -267,6 +267,16 @@ func (a *e2eAgent) lastWindowField(name string) (int, bool) {
 	return n, err == nil
 }
 
+// sumWindowField adds up a numeric field over all of the agent's window log lines.
+func (a *e2eAgent) sumWindowField(name string) int {
+	sum := 0
+	for _, m := range regexp.MustCompile(`msg=window .*\b`+name+`=(\d+)`).FindAllStringSubmatch(a.log.String(), -1) {
+		n, _ := strconv.Atoi(m[1])
+		sum += n
+	}
+	return sum
+}
+
 func (a *e2eAgent) windows() int { return strings.Count(a.log.String(), "msg=window") }
 
 // waitWindows waits until the agent has logged n more windows.
@@ -739,7 +749,7 @@ func e2eMapEntries(pid int, name string) (int, error) {
 	return 0, fmt.Errorf("no BPF map %q among the agent's (pid %d) maps %v", name, pid, owned)
 }
 
-// TestBPFDockerChurnNoGrowth starts and stops 200 short containers under a
+// TestBPFDockerChurnNoGrowth starts and stops 120 short containers under a
 // running agent in enforce mode (so each container cgroup also enters the
 // kernel's enforcement map): the agent's tracked cgroups and the sensor's
 // histogram and enforcement map entries must come back to where they were.
@@ -830,7 +840,7 @@ func TestBPFDockerChurnNoGrowth(t *testing.T) {
 		}
 	}()
 	began := time.Now()
-	const containers = 200
+	const containers = 120
 	run(containers, 6)
 	close(stopPeak)
 	<-peakDone

@@ -86,6 +86,13 @@ func runHelper(action string) int {
 		unshareNow()
 	case "unshare-now":
 		unshareNow()
+	case "getppid-on-input": // says it runs, then once a line arrives, CAGEWATCH_HELPER_N getppid calls
+		fmt.Println("running")
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		n, _ := strconv.Atoi(os.Getenv("CAGEWATCH_HELPER_N"))
+		for range n {
+			unix.Getppid()
+		}
 	case "exec-fd":
 		return execFailed(execFD())
 	default:
@@ -675,7 +682,9 @@ func TestBPFMovedTaskCountsInItsNewCgroup(t *testing.T) {
 	}
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=spin")
-	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	// In a mount namespace of its own: a process exec'd in the host's and then
+	// moved by another is a container runtime's init, which is not counted.
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Cloneflags: unix.CLONE_NEWNS}
 	err = cmd.Start()
 	unix.Close(fd)
 	if err != nil {
@@ -1035,5 +1044,69 @@ func TestBPFCgroupMkdirEnforcesBelowPrefixes(t *testing.T) {
 		if enforced(st.Ino) {
 			t.Errorf("%s: still in enforced_cgroups after rmdir", tt.name)
 		}
+	}
+}
+
+// TestBPFRuntimeSetupIsNotCounted: the syscalls of a container runtime's init
+// setting a container up (exec'd in the host's mount namespace, then moved into
+// the container's cgroup by another process) stay out of the container's
+// histogram; those of a process exec'd in its own mount namespace and moved the
+// same way are counted.
+func TestBPFRuntimeSetupIsNotCounted(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	const calls = 5000
+	for _, tt := range []struct {
+		name      string
+		cloneFlag uintptr
+		counted   bool
+	}{
+		{name: "runtime init", counted: false},
+		{name: "process of another mount namespace", cloneFlag: unix.CLONE_NEWNS, counted: true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			start, _ := testCgroup(t)
+			dir, id := testCgroup(t)
+			fd, err := unix.Open(start, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(os.Args[0], "-test.run=^$")
+			cmd.Env = append(os.Environ(), helperEnv+"=getppid-on-input", fmt.Sprintf("CAGEWATCH_HELPER_N=%d", calls))
+			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Cloneflags: tt.cloneFlag}
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cmd.Start()
+			unix.Close(fd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "running\n" {
+				t.Fatalf("helper said %q, %v", line, err)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
+				t.Fatal(err)
+			}
+			fmt.Fprintln(stdin)
+			if err := cmd.Wait(); err != nil {
+				t.Fatalf("helper: %v", err)
+			}
+			var n uint64
+			if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount) {
+				if owner == id {
+					n += Delta{Counts: counts}.Count(110) // getppid
+				}
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if got := n >= calls; got != tt.counted {
+				t.Errorf("getppid counted %d times in the cgroup after %d calls; want counted %v", n, calls, tt.counted)
+			}
+		})
 	}
 }

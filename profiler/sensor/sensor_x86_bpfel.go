@@ -19,6 +19,8 @@ type sensorCpuState struct {
 	SlotCgroup uint64
 	Slot       uint32
 	Cpu        uint32
+	Skip       uint32
+	Pad        uint32
 }
 
 type sensorEnforcePolicy struct {

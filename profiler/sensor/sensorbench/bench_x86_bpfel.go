@@ -19,6 +19,8 @@ type benchCpuState struct {
 	SlotCgroup uint64
 	Slot       uint32
 	Cpu        uint32
+	Skip       uint32
+	Pad        uint32
 }
 
 type benchHist struct {
