@@ -99,6 +99,12 @@ func EventAlert(r *Rule, e Event, cmdline, hostname string) Alert {
 		f["evt.type"] = "execve"
 		f["proc.exepath"] = e.Path
 		f["proc.cmdline"] = strings.Join(e.Argv, " ")
+		if x := e.Exec; x != nil {
+			f["proc.is_exe_from_memfd"] = x.Memfd // Falco's field
+			if *x != (ExecFile{}) {
+				f["cagewatch.exec"] = *x
+			}
+		}
 	}
 	if e.Port != 0 {
 		f["fd.rip"] = e.Addr.String()

@@ -138,6 +138,29 @@ func TestEventAlert(t *testing.T) {
 			output: []string{"proc=xmrig", "/tmp/xmrig"},
 		},
 		{
+			name: "exec of a memfd says so",
+			rule: alertRule(t, RuleExecDrift, "Warning", ActionAlert, MatchSpec{Event: "exec", NotInBaseline: true}),
+			ev: func(e *Event) {
+				e.Kind = EventExec
+				e.Path = "memfd:payload"
+				e.Argv = []string{"x"}
+				e.Exec = &ExecFile{Memfd: true, Deleted: true, OutsideRoot: true}
+			},
+			want: map[string]string{"proc.exepath": "memfd:payload", "proc.is_exe_from_memfd": "true", "evt.type": "execve",
+				"cagewatch.exec": "{true true true false false false}"},
+		},
+		{
+			name: "exec of an ordinary file",
+			rule: alertRule(t, RuleExecDrift, "Warning", ActionAlert, MatchSpec{Event: "exec", NotInBaseline: true}),
+			ev: func(e *Event) {
+				e.Kind = EventExec
+				e.Path = "/usr/bin/app"
+				e.Exec = &ExecFile{}
+			},
+			want:   map[string]string{"proc.is_exe_from_memfd": "false", "evt.type": "execve"},
+			absent: []string{"cagewatch.exec"},
+		},
+		{
 			name: "container without a name is named by id",
 			rule: alertRule(t, "ptrace", "Warning", ActionAlert, MatchSpec{Syscalls: []string{"ptrace"}}),
 			ev: func(e *Event) {
