@@ -168,6 +168,53 @@ func decodeCases() []decodeCase {
 			}(),
 		},
 		{
+			name: "cgroup mkdir enforced by the kernel",
+			rec: func() sensorEvent {
+				e := baseRecord(kindCgroupCreate, -1)
+				e.CgroupId = 0x5678
+				e.Flags = 1
+				putCString(e.Path[:], "/docker/abc")
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventCgroupCreate, "")
+				e.CgroupID = 0x5678
+				e.Flags = 1
+				e.Path = "/docker/abc"
+				return e
+			}(),
+		},
+		{
+			name: "socket packet",
+			rec: func() sensorEvent {
+				e := baseRecord(kindSyscall, 41)
+				e.Family = afPacket
+				e.Flags = 3
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventSyscall, "socket")
+				e.Family = "packet"
+				e.Flags = 3
+				return e
+			}(),
+		},
+		{
+			name: "exec with a socket on stdio",
+			rec: func() sensorEvent {
+				e := baseRecord(kindExec, -1)
+				putCString(e.Path[:], "/bin/sh")
+				e.Flags = execStdioSocket | execEndsSetup
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventExec, "execve")
+				e.Path = "/bin/sh"
+				e.Exec = &model.ExecFile{StdioSocket: true, EndsSetup: true}
+				return e
+			}(),
+		},
+		{
 			name: "connect inet6",
 			rec: func() sensorEvent {
 				e := baseRecord(kindSyscall, 42)
@@ -584,7 +631,7 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		switch ev.Kind {
-		case model.EventSyscall, model.EventExec, model.EventCgroupRemove:
+		case model.EventSyscall, model.EventExec, model.EventCgroupRemove, model.EventCgroupCreate:
 		default:
 			t.Fatalf("decoded unknown kind %q", ev.Kind)
 		}
