@@ -61,6 +61,11 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* x86_64 syscall numbers of the events we capture. */
 #define NR_open 2
+#define NR_socket 41
+#define NR_chmod 90
+#define NR_fchmod 91
+#define NR_fchmodat 268
+#define NR_fchmodat2 452
 #define NR_connect 42
 #define NR_clone 56
 #define NR_ptrace 101
@@ -91,6 +96,14 @@ char LICENSE[] SEC("license") = "GPL";
 #define AF_UNIX 1
 #define AF_INET 2
 #define AF_INET6 10
+#define AF_PACKET 17
+#define SOCK_RAW 3
+#define SOCK_TYPE_MASK 0xf
+
+#define S_ISUID 04000
+#define S_ISGID 02000
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
 
 /* CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET; CLONE_NEWTIME only in clone3. */
 #define CLONE_NEW_MASK 0x7E020000ULL
@@ -417,6 +430,24 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 	/* Direct BTF loads, not BPF_CORE_READ: each of those is a helper call. */
 	__u64 a0 = regs->di, a1 = regs->si, a2 = regs->dx;
 	__u64 a3 = regs->r10, a4 = regs->r8, a5 = regs->r9;
+	/* chmod and socket are common: only setuid/setgid modes and raw or packet
+	 * sockets are worth an event. */
+	switch (nr) {
+	case NR_socket:
+		if (a0 != AF_PACKET && !((a0 == AF_INET || a0 == AF_INET6) && (a1 & SOCK_TYPE_MASK) == SOCK_RAW))
+			return 0;
+		break;
+	case NR_chmod:
+	case NR_fchmod:
+		if (!(a1 & (S_ISUID | S_ISGID)))
+			return 0;
+		break;
+	case NR_fchmodat:
+	case NR_fchmodat2:
+		if (!(a2 & (S_ISUID | S_ISGID)))
+			return 0;
+		break;
+	}
 	/* Opens are most of the syscalls that reach here, and nearly all are of paths
 	 * nobody watches: judge the path before paying for the rest of the event. */
 	struct event *e;
@@ -553,6 +584,22 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 		break;
 	case NR_io_uring_setup:
 		break;
+	case NR_socket:
+		e->family = a0;
+		e->flags = a1; /* the socket type */
+		break;
+	case NR_chmod:
+		read_user_path(e, (void *)a0);
+		e->flags = a1; /* the mode */
+		break;
+	case NR_fchmod:
+		e->flags = a1;
+		break;
+	case NR_fchmodat:
+	case NR_fchmodat2:
+		read_user_path(e, (void *)a1);
+		e->flags = a2;
+		break;
 	default:
 		return 0;
 	}
@@ -663,6 +710,27 @@ static __always_inline __u64 resolve_path(struct event *e, struct path_buf *s, s
 	return flags;
 }
 
+/* Whether fd 0, 1 or 2 of the new image is an IPv4 or IPv6 socket: a shell
+ * whose input and output are a network connection is a reverse shell. */
+static __always_inline int stdio_is_inet_socket(struct task_struct *p)
+{
+	struct fdtable *fdt = BPF_CORE_READ(p, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	for (unsigned int i = 0; i < 3 && i < max; i++) {
+		struct file *f = NULL;
+		if (bpf_probe_read_kernel(&f, sizeof(f), &fds[i]) || !f)
+			continue;
+		if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+			continue;
+		struct socket *sock = BPF_CORE_READ(f, private_data);
+		__u16 family = BPF_CORE_READ(sock, sk, __sk_common.skc_family);
+		if (family == AF_INET || family == AF_INET6)
+			return 1;
+	}
+	return 0;
+}
+
 /* The file an exec ran, not the name it was given: /proc/self/exe, an fd,
  * a symlink or a relative name all resolve to the binary the kernel loaded.
  * A script's file is closed by the time the new image starts, so a script is
@@ -710,6 +778,12 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 	exec_file(e, p, bprm);
 	if (was_runtime && !e->runtime_setup)
 		e->flags |= EXEC_ENDS_RUNTIME_SETUP;
+	if (stdio_is_inet_socket(p))
+		e->flags |= EXEC_STDIO_SOCKET;
+	/* Killed here, the new image never runs an instruction. */
+	__u32 zero_policy = 0;
+	struct enforce_policy *policy = bpf_map_lookup_elem(&enforce, &zero_policy);
+	enforce_kill(e, policy && (e->flags & policy->kill_exec_flags));
 	/* This CPU counts the new image as sched_switch would judge it. */
 	__u32 zero = 0;
 	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);

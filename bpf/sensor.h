@@ -44,6 +44,7 @@ enum exec_file_flag {
 	/* The runtime's init exec'd the workload (or a docker exec's command): the
 	 * runtime's setup of the container ends here. */
 	EXEC_ENDS_RUNTIME_SETUP = 16,
+	EXEC_STDIO_SOCKET = 32, /* fd 0, 1 or 2 is an IPv4/IPv6 socket */
 };
 
 /* Enforce-mode policy, one entry, filled by user space from the rules with action kill. */
@@ -52,6 +53,7 @@ struct enforce_policy {
 	__u64 kill_clone_flags;               /* clone/clone3 with any of these flags kill */
 	__u32 enabled;
 	__u32 kill_unshare_by_flags;          /* unshare kills when its flags meet kill_clone_flags */
+	__u64 kill_exec_flags;                /* an exec with any of these exec_file_flag bits kills */
 };
 
 /* One cgroup's counts on one CPU; cgroup_id and cpu name the slot's owner

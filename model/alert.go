@@ -101,8 +101,8 @@ func EventAlert(r *Rule, e Event, cmdline, hostname string) Alert {
 		f["proc.cmdline"] = strings.Join(e.Argv, " ")
 		if x := e.Exec; x != nil {
 			f["proc.is_exe_from_memfd"] = x.Memfd // Falco's field
-			if *x != (ExecFile{}) {
-				f["cagewatch.exec"] = *x
+			if kinds := x.Kinds(); len(kinds) > 0 {
+				f["cagewatch.exec"] = kinds
 			}
 		}
 	}

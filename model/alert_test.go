@@ -147,7 +147,7 @@ func TestEventAlert(t *testing.T) {
 				e.Exec = &ExecFile{Memfd: true, Deleted: true, OutsideRoot: true}
 			},
 			want: map[string]string{"proc.exepath": "memfd:payload", "proc.is_exe_from_memfd": "true", "evt.type": "execve",
-				"cagewatch.exec": "{true true true false false false}"},
+				"cagewatch.exec": "[memfd deleted outside_root]"},
 		},
 		{
 			name: "exec of an ordinary file",

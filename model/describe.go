@@ -39,7 +39,11 @@ func NamespaceFlags(flags uint64, withTime bool) string {
 func (e Event) Describe() string {
 	switch e.Kind {
 	case EventExec:
-		return strings.TrimSpace(fmt.Sprintf("exec %s %s", e.Path, strings.Join(e.Argv, " ")))
+		d := strings.TrimSpace(fmt.Sprintf("exec %s %s", e.Path, strings.Join(e.Argv, " ")))
+		if e.Exec != nil && e.Exec.StdioSocket {
+			d += " (stdio is a network socket)"
+		}
+		return d
 	case EventCgroupRemove:
 		return "cgroup removed"
 	}
@@ -73,6 +77,12 @@ func (e Event) Describe() string {
 		return fmt.Sprintf("%s %s", e.Syscall, e.Path2)
 	case "bpf", "keyctl":
 		return fmt.Sprintf("%s cmd=%d", e.Syscall, e.Flags)
+	case "socket":
+		return fmt.Sprintf("socket %s type=%d", e.Family, e.Flags&0xf)
+	case "chmod", "fchmodat", "fchmodat2":
+		return fmt.Sprintf("%s %s mode=%#o", e.Syscall, e.Path, e.Flags&0o7777)
+	case "fchmod":
+		return fmt.Sprintf("fchmod fd=%d mode=%#o", e.Args[0], e.Flags&0o7777)
 	}
 	return e.Syscall
 }

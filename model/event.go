@@ -55,7 +55,7 @@ type Event struct {
 	Argv   []string `json:"argv,omitempty"`
 	FsType string   `json:"fstype,omitempty"`
 
-	Family string     `json:"family,omitempty"` // "inet", "inet6", "unix"
+	Family string     `json:"family,omitempty"` // "inet", "inet6", "unix", "packet"
 	Addr   netip.Addr `json:"addr,omitzero"`
 	Port   uint16     `json:"port,omitempty"`
 
@@ -96,6 +96,9 @@ type ExecFile struct {
 	// EndsSetup: the runtime's init exec'd this (the container's workload, or
 	// a docker exec's command), which ends the runtime's setup.
 	EndsSetup bool `json:"ends_setup,omitempty"`
+	// StdioSocket: fd 0, 1 or 2 of the new image is an IPv4 or IPv6 socket, as
+	// a reverse shell's are.
+	StdioSocket bool `json:"stdio_socket,omitempty"`
 }
 
 // CapSets are the capability sets a capset call asks for.

@@ -64,7 +64,51 @@ type MatchSpec struct {
 	CapsAdded bool `yaml:"caps_added" json:"caps_added,omitempty"`
 	// NotInBaseline: the executed binary is not in the image's baseline (exec_drift).
 	NotInBaseline bool `yaml:"not_in_baseline" json:"not_in_baseline,omitempty"`
+	// ExecFile (exec events): the exec is any of these kinds: memfd, deleted,
+	// outside_root, stdio_socket (fd 0, 1 or 2 is a network socket).
+	ExecFile []string `yaml:"exec_file" json:"exec_file,omitempty"`
+	// SocketTypes (socket): the socket's type is one of these: raw, dgram, stream.
+	SocketTypes []string `yaml:"socket_types" json:"socket_types,omitempty"`
+	// ModeAny (chmod family): the mode sets any of these bits: setuid, setgid.
+	ModeAny []string `yaml:"mode_any" json:"mode_any,omitempty"`
 }
+
+// ExecFileKinds are the kinds exec_file names.
+var ExecFileKinds = []string{"memfd", "deleted", "outside_root", "stdio_socket"}
+
+// Kinds lists what the exec was, beyond an ordinary file on disk: the
+// ExecFileKinds that hold, then "script" and "truncated".
+func (x *ExecFile) Kinds() []string {
+	var out []string
+	for _, k := range append(ExecFileKinds, "script", "truncated") {
+		if x.is(k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+func (x *ExecFile) is(kind string) bool {
+	switch kind {
+	case "script":
+		return x.Script
+	case "truncated":
+		return x.Truncated
+	case "memfd":
+		return x.Memfd
+	case "deleted":
+		return x.Deleted
+	case "outside_root":
+		return x.OutsideRoot
+	case "stdio_socket":
+		return x.StdioSocket
+	}
+	return false
+}
+
+var socketTypeValues = map[string]uint64{"stream": 1, "dgram": 2, "raw": 3}
+
+var modeBitValues = map[string]uint64{"setuid": 0o4000, "setgid": 0o2000}
 
 // Rule is a compiled, validated rule.
 type Rule struct {
@@ -83,6 +127,7 @@ type Matcher struct {
 	syscalls map[string]bool
 	flags    uint64
 	ports    map[uint16]bool
+	mode     uint64 // mode_any bits
 }
 
 // RuleSet is an immutable set of compiled rules.
@@ -111,7 +156,8 @@ var namespaceFlagValues = func() map[string]uint64 {
 }()
 
 // kernelDecidable are the syscalls whose rules the BPF program can enforce itself.
-var kernelDecidable = []string{"unshare", "setns", "clone", "clone3", "init_module", "finit_module", "delete_module", "open", "openat", "openat2"}
+var kernelDecidable = []string{"unshare", "setns", "clone", "clone3", "init_module", "finit_module", "delete_module",
+	"open", "openat", "openat2", "chmod", "fchmod", "fchmodat", "fchmodat2"}
 
 // CompileRules validates specs and builds a rule set. Errors name the rule (by id,
 // or by position when it has none) and the field.
@@ -174,7 +220,7 @@ func compileRule(s RuleSpec) (*Rule, error) {
 		r.Matchers = append(r.Matchers, m)
 	}
 	if r.Action == ActionKill && !r.Matchers[0].kernelDecidable() {
-		return nil, fmt.Errorf("action: kill needs a match the kernel can decide at syscall entry (syscalls among %v, no port, family, fstype, capability or baseline condition); use freeze or alert", kernelDecidable)
+		return nil, fmt.Errorf("action: kill needs a match the kernel can decide at syscall entry (syscalls among %v, no port, family, socket type, fstype, capability or baseline condition, mode_any naming both setuid and setgid; or an exec whose only condition is exec_file among deleted, outside_root, stdio_socket); use freeze or alert", kernelDecidable)
 	}
 	return r, nil
 }
@@ -214,9 +260,29 @@ func compileMatch(m MatchSpec) (*Matcher, error) {
 		}
 	}
 	for _, f := range m.Families {
-		if f != "inet" && f != "inet6" && f != "unix" {
-			return nil, fmt.Errorf("families: %q is not inet, inet6 or unix", f)
+		if f != "inet" && f != "inet6" && f != "unix" && f != "packet" {
+			return nil, fmt.Errorf("families: %q is not inet, inet6, unix or packet", f)
 		}
+	}
+	for _, k := range m.ExecFile {
+		if !slices.Contains(ExecFileKinds, k) {
+			return nil, fmt.Errorf("exec_file: %q is not one of %v", k, ExecFileKinds)
+		}
+	}
+	if len(m.ExecFile) > 0 && m.Event != "exec" {
+		return nil, errors.New("exec_file: only for event: exec")
+	}
+	for _, st := range m.SocketTypes {
+		if _, ok := socketTypeValues[st]; !ok {
+			return nil, fmt.Errorf("socket_types: %q is not raw, dgram or stream", st)
+		}
+	}
+	for _, b := range m.ModeAny {
+		v, ok := modeBitValues[b]
+		if !ok {
+			return nil, fmt.Errorf("mode_any: %q is not setuid or setgid", b)
+		}
+		c.mode |= v
 	}
 	for _, p := range m.Ports {
 		if p < 1 || p > 65535 {
@@ -233,7 +299,17 @@ func compileMatch(m MatchSpec) (*Matcher, error) {
 
 func (m *Matcher) kernelDecidable() bool {
 	s := m.Spec
-	if s.Event != "" && s.Event != "syscall" || len(s.Ports) > 0 || len(s.Families) > 0 || s.CapsAdded || s.NotInBaseline || len(s.FsTypes) > 0 {
+	if s.Event == "exec" { // judged at sched_process_exec, before the new image runs
+		return len(s.ExecFile) > 0 && !slices.Contains(s.ExecFile, "memfd") && len(s.PathPrefixes) == 0 &&
+			len(s.PathNames) == 0 && !s.NotInBaseline
+	}
+	// The kernel reports the chmod family only when the mode sets setuid or
+	// setgid: mode_any must name both to mean what the kernel decides.
+	if m.mode != 0 && m.mode != modeBitValues["setuid"]|modeBitValues["setgid"] {
+		return false
+	}
+	if s.Event != "" && s.Event != "syscall" || len(s.Ports) > 0 || len(s.Families) > 0 || len(s.SocketTypes) > 0 ||
+		s.CapsAdded || s.NotInBaseline || len(s.FsTypes) > 0 {
 		return false
 	}
 	for name := range m.syscalls {
@@ -296,6 +372,9 @@ func (c *Matcher) matches(e Event, b *Baseline) bool {
 		if m.NotInBaseline && (b == nil || b.State != StateStable || b.Binaries[e.Path] > 0) {
 			return false
 		}
+		if len(m.ExecFile) > 0 && (e.Exec == nil || !slices.ContainsFunc(m.ExecFile, e.Exec.is)) {
+			return false
+		}
 	default:
 		if e.Kind != EventSyscall || !c.syscalls[e.Syscall] {
 			return false
@@ -331,6 +410,14 @@ func (c *Matcher) matches(e Event, b *Baseline) bool {
 		return false
 	}
 	if m.CapsAdded && (e.CapsRequested == nil || e.CapsRequested.Effective&^e.CapEff == 0) {
+		return false
+	}
+	if len(m.SocketTypes) > 0 && !slices.ContainsFunc(m.SocketTypes, func(st string) bool {
+		return e.Flags&0xf == socketTypeValues[st]
+	}) {
+		return false
+	}
+	if c.mode != 0 && e.Flags&c.mode == 0 {
 		return false
 	}
 	return true

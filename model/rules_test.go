@@ -81,6 +81,32 @@ func TestCompileRulesErrors(t *testing.T) {
 			want:  []string{`rule "r1"`, "priority"},
 		},
 		{
+			name:  "unknown exec kind",
+			specs: []RuleSpec{{ID: "r1", Priority: "Critical", Match: MatchSpec{Event: "exec", ExecFile: []string{"ghost"}}}},
+			want:  []string{`rule "r1"`, "exec_file", "ghost"},
+		},
+		{
+			name:  "exec kind on a syscall condition",
+			specs: []RuleSpec{{ID: "r1", Priority: "Critical", Match: MatchSpec{Syscalls: []string{"chmod"}, ExecFile: []string{"deleted"}}}},
+			want:  []string{`rule "r1"`, "exec_file", "event: exec"},
+		},
+		{
+			name: "unknown socket type and mode bit",
+			specs: []RuleSpec{{ID: "r1", Priority: "Critical", Match: MatchSpec{Syscalls: []string{"socket"}, SocketTypes: []string{"warp"}}},
+				{ID: "r2", Priority: "Critical", Match: MatchSpec{Syscalls: []string{"chmod"}, ModeAny: []string{"sticky"}}}},
+			want: []string{`rule "r1"`, "socket_types", "warp", `rule "r2"`, "mode_any", "sticky"},
+		},
+		{
+			name:  "kill on a memfd the kernel cannot name",
+			specs: []RuleSpec{{ID: "r1", Priority: "Critical", Action: "kill", Match: MatchSpec{Event: "exec", ExecFile: []string{"memfd"}}}},
+			want:  []string{`rule "r1"`, "action: kill"},
+		},
+		{
+			name:  "kill on one mode bit the kernel does not tell apart",
+			specs: []RuleSpec{{ID: "r1", Priority: "Critical", Action: "kill", Match: MatchSpec{Syscalls: []string{"chmod"}, ModeAny: []string{"setuid"}}}},
+			want:  []string{`rule "r1"`, "action: kill"},
+		},
+		{
 			name:  "bad action",
 			specs: []RuleSpec{func() RuleSpec { s := validSpec("r1"); s.Action = "shoot"; return s }()},
 			want:  []string{`rule "r1"`, "action", "shoot"},

@@ -122,6 +122,10 @@ func KillPolicy(rs *model.RuleSet) sensor.EnforcePolicy {
 		}
 		m := r.Matchers[0]
 		spec := m.Spec
+		if spec.Event == "exec" {
+			p.KillExecFile = append(p.KillExecFile, spec.ExecFile...)
+			continue
+		}
 		mode := sensor.KillOnAny
 		if spec.OpenWrite {
 			mode = sensor.KillOnWrite

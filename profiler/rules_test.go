@@ -15,7 +15,9 @@ import (
 // requiredRuleIDs are the rule ids issue 4 makes stable (tests and dashboards use them).
 var requiredRuleIDs = []string{"ns_unshare", "ns_setns", "ns_clone", "cap_raise", "mount", "sensitive_file",
 	"cgroup_escape", "runtime_socket", "ptrace", "kernel_module", "bpf_syscall", "kernel_attack_surface",
-	"host_port_connect", "exec_drift", "syscall_novel", "syscall_anomaly"}
+	"host_port_connect", "exec_drift", "syscall_novel", "syscall_anomaly",
+	// issue 15
+	"setuid_bit", "raw_socket", "fileless_exec", "reverse_shell"}
 
 // Namespace and open flag bits as the kernel passes them.
 const (
@@ -377,6 +379,27 @@ func TestDefaultRulesMatch(t *testing.T) {
 		{name: "connect [::1]:10250", ev: rlConnect("inet6", "::1", 10250), want: []string{"host_port_connect"}},
 		{name: "benign: connect :443", ev: rlConnect("inet", "93.184.216.34", 443)},
 		{name: "benign: connect :5432", ev: rlConnect("inet6", "fd00::5", 5432)},
+		// setuid_bit
+		{name: "chmod u+s", ev: rlSyscall("chmod", func(e *model.Event) { e.Path = "/tmp/sh"; e.Flags = 0o4755 }), want: []string{"setuid_bit"}},
+		{name: "fchmodat g+s", ev: rlSyscall("fchmodat", func(e *model.Event) { e.Path = "x"; e.Flags = 0o2755 }), want: []string{"setuid_bit"}},
+		{name: "fchmod u+s", ev: rlSyscall("fchmod", func(e *model.Event) { e.Flags = 0o6755 }), want: []string{"setuid_bit"}},
+		{name: "benign: chmod 755", ev: rlSyscall("chmod", func(e *model.Event) { e.Path = "/tmp/x"; e.Flags = 0o755 })},
+		{name: "benign: chmod with the sticky bit", ev: rlSyscall("fchmodat2", func(e *model.Event) { e.Flags = 0o1777 })},
+		// raw_socket
+		{name: "socket AF_PACKET", ev: rlSyscall("socket", func(e *model.Event) { e.Family = "packet"; e.Flags = 3 }), want: []string{"raw_socket"}},
+		{name: "socket AF_PACKET SOCK_DGRAM", ev: rlSyscall("socket", func(e *model.Event) { e.Family = "packet"; e.Flags = 2 }), want: []string{"raw_socket"}},
+		{name: "socket AF_INET SOCK_RAW", ev: rlSyscall("socket", func(e *model.Event) { e.Family = "inet"; e.Flags = 3 | 0o2000000 }), want: []string{"raw_socket"}},
+		{name: "socket AF_INET6 SOCK_RAW", ev: rlSyscall("socket", func(e *model.Event) { e.Family = "inet6"; e.Flags = 3 }), want: []string{"raw_socket"}},
+		{name: "benign: socket AF_INET SOCK_STREAM", ev: rlSyscall("socket", func(e *model.Event) { e.Family = "inet"; e.Flags = 1 })},
+		// fileless_exec
+		{name: "exec a memfd", ev: rlExecFile("memfd:x", model.ExecFile{Memfd: true, Deleted: true, OutsideRoot: true}), baseline: stable,
+			want: []string{"exec_drift", "fileless_exec"}},
+		{name: "exec a deleted file", ev: rlExecFile("/tmp/x (deleted)", model.ExecFile{Deleted: true}), want: []string{"fileless_exec"}},
+		{name: "exec from /dev/shm", ev: rlExecFile("/dev/shm/x", model.ExecFile{}), want: []string{"fileless_exec"}},
+		{name: "benign: exec a file on disk", ev: rlExecFile("/usr/local/bin/shop", model.ExecFile{}), baseline: stable},
+		// reverse_shell
+		{name: "exec with a socket on stdio", ev: rlExecFile("/bin/sh", model.ExecFile{StdioSocket: true}), baseline: stable,
+			want: []string{"reverse_shell"}},
 		// exec_drift
 		{name: "exec a dropped binary", ev: rlExec("/tmp/xmrig"), baseline: stable, want: []string{"exec_drift"}},
 		{name: "benign: exec the image's binary", ev: rlExec("/usr/local/bin/shop"), baseline: stable},
@@ -401,6 +424,12 @@ func TestDefaultRulesMatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+func rlExecFile(path string, f model.ExecFile) model.Event {
+	e := rlExec(path)
+	e.Exec = &f
+	return e
 }
 
 func ruleIDs(rules []*model.Rule) []string {
@@ -521,6 +550,15 @@ func TestKillPolicy(t *testing.T) {
 			want: sensor.EnforcePolicy{Enabled: true, KillSyscalls: []string{"delete_module"}, KillCloneFlags: rlCloneNewUser | rlCloneNewNet,
 				KillPrefixes: map[string]sensor.KillOpen{}, KillNames: map[string]sensor.KillOpen{}},
 		},
+		{
+			name: "exec kinds kill at exec",
+			specs: []model.RuleSpec{
+				{ID: "a", Priority: "Critical", Action: "kill", Match: model.MatchSpec{Event: "exec", ExecFile: []string{"deleted", "stdio_socket"}}},
+				{ID: "b", Priority: "Critical", Action: "kill", Match: model.MatchSpec{Syscalls: []string{"chmod"}, ModeAny: []string{"setuid", "setgid"}}},
+			},
+			want: sensor.EnforcePolicy{Enabled: true, KillSyscalls: []string{"chmod"}, KillExecFile: []string{"deleted", "stdio_socket"},
+				KillPrefixes: map[string]sensor.KillOpen{}, KillNames: map[string]sensor.KillOpen{}},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -530,7 +568,7 @@ func TestKillPolicy(t *testing.T) {
 			}
 			got := KillPolicy(rs)
 			if got.Enabled != tt.want.Enabled || got.KillCloneFlags != tt.want.KillCloneFlags ||
-				!slices.Equal(got.KillSyscalls, tt.want.KillSyscalls) ||
+				!slices.Equal(got.KillSyscalls, tt.want.KillSyscalls) || !slices.Equal(got.KillExecFile, tt.want.KillExecFile) ||
 				!mapsEqual(got.KillPrefixes, tt.want.KillPrefixes) || !mapsEqual(got.KillNames, tt.want.KillNames) {
 				t.Errorf("KillPolicy = %+v, want %+v", got, tt.want)
 			}

@@ -88,6 +88,11 @@ func e2eScenarios(cgroupName string) []e2eScenario {
 		{name: "etc_shadow", script: "attack-shadow.sh", expect: []string{"sensitive_file"}, image: batch},
 		{name: "host_ssh", script: "attack-host-ssh.sh", expect: []string{"host_port_connect"}, image: sidecar},
 		{name: "exec_drift", script: "attack-exec-drift.sh", expect: []string{"exec_drift"}, image: sidecar},
+		// Only the image's own busybox: no exec drift to catch them instead.
+		{name: "setuid_bit", script: "attack-setuid.sh", expect: []string{"setuid_bit"}, image: http},
+		{name: "raw_socket", script: "attack-raw-socket.sh", expect: []string{"raw_socket"}, image: batch},
+		{name: "fileless_exec", script: "attack-fileless.sh", expect: []string{"fileless_exec"}, image: sidecar},
+		{name: "reverse_shell", script: "attack-reverse-shell.sh", expect: []string{"reverse_shell"}, image: http},
 		// Delayed past the container's first windows, so only the burst can fire
 		// the statistical rules it expects.
 		{name: "miner_burst", script: "attack-miner.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, delay: 3 * time.Second},

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 	"unsafe"
@@ -28,13 +29,15 @@ const (
 	execFileTruncated   = 4
 	execFileInterpreted = 8
 	execEndsSetup       = 16
+	execStdioSocket     = 32
 )
 
 // Address families the sensor reports, as in <sys/socket.h>.
 const (
-	afUnix  = 1
-	afInet  = 2
-	afInet6 = 10
+	afUnix   = 1
+	afInet   = 2
+	afInet6  = 10
+	afPacket = 17
 )
 
 // EventSize is the size of one ring-buffer record.
@@ -115,6 +118,7 @@ func decodeExecFile(flags uint64, p string) (*model.ExecFile, string) {
 		Truncated:   flags&execFileTruncated != 0,
 		Script:      flags&execFileInterpreted != 0,
 		EndsSetup:   flags&execEndsSetup != 0,
+		StdioSocket: flags&execStdioSocket != 0,
 	}
 	switch {
 	case f.Script:
@@ -140,6 +144,8 @@ func decodeSyscallDetails(e *sensorEvent, ev *model.Event) {
 		ev.CapsRequested = &model.CapSets{
 			Effective: e.CapReqEffective, Permitted: e.CapReqPermitted, Inheritable: e.CapReqInheritable,
 		}
+	case "socket":
+		ev.Family = familyName(e.Family)
 	case "connect":
 		switch e.Family {
 		case afInet:
@@ -154,6 +160,20 @@ func decodeSyscallDetails(e *sensorEvent, ev *model.Event) {
 			ev.Family = "unix"
 		}
 	}
+}
+
+func familyName(f uint16) string {
+	switch f {
+	case afUnix:
+		return "unix"
+	case afInet:
+		return "inet"
+	case afInet6:
+		return "inet6"
+	case afPacket:
+		return "packet"
+	}
+	return strconv.Itoa(int(f))
 }
 
 func cString[T int8 | uint8](b []T) string {

@@ -37,6 +37,14 @@ type EnforcePolicy struct {
 	KillUnshareByFlags bool
 	KillPrefixes       map[string]KillOpen
 	KillNames          map[string]KillOpen
+	// KillExecFile: an exec of any of these kinds (model.ExecFileKinds) kills
+	// the process before the new image runs.
+	KillExecFile []string
+}
+
+// execKillBits are the exec_file_flag bits each kernel-decidable kind kills on.
+var execKillBits = map[string]uint64{
+	"deleted": execFileDeleted, "outside_root": execFileOutsideRoot, "stdio_socket": execStdioSocket,
 }
 
 // SetEnforcement replaces the kill policy; it can be called again (rules reload).
@@ -52,6 +60,13 @@ func (s *Sensor) SetEnforcement(p EnforcePolicy) error {
 		kp.KillSyscalls[nr/64] |= 1 << (nr % 64)
 	}
 	kp.KillCloneFlags = p.KillCloneFlags
+	for _, kind := range p.KillExecFile {
+		bit, ok := execKillBits[kind]
+		if !ok {
+			return fmt.Errorf("kill on exec of %q: the kernel cannot tell that kind", kind)
+		}
+		kp.KillExecFlags |= bit
+	}
 	if p.KillUnshareByFlags {
 		kp.KillUnshareByFlags = 1
 	}

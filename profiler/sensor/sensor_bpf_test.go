@@ -95,6 +95,8 @@ func runHelper(action string) int {
 		}
 	case "exec-fd":
 		return execFailed(execFD())
+	case "breadth":
+		breadthCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper action", action)
 		return 2
@@ -1109,4 +1111,180 @@ func TestBPFRuntimeSetupIsNotCounted(t *testing.T) {
 			}
 		})
 	}
+}
+
+// breadthCalls makes the setuid-bit and raw-socket calls the sensor reports,
+// and their benign twins, which it must filter out in the kernel.
+func breadthCalls(dir string) {
+	f := filepath.Join(dir, "f")
+	_ = os.WriteFile(f, nil, 0o755)
+	chmod := func(mode uint32) { // chmod(2) itself: Go's Chmod calls fchmodat
+		p, _ := unix.BytePtrFromString(f)
+		_, _, _ = unix.Syscall(unix.SYS_CHMOD, uintptr(unsafe.Pointer(p)), uintptr(mode), 0)
+	}
+	chmod(0o755)  // benign
+	chmod(0o4755) // setuid
+	_ = unix.Fchmodat(unix.AT_FDCWD, f, 0o2755, 0) // setgid
+	for _, s := range [][2]int{
+		{unix.AF_INET, unix.SOCK_STREAM}, // benign
+		{unix.AF_PACKET, unix.SOCK_RAW},
+		{unix.AF_INET, unix.SOCK_RAW | unix.SOCK_CLOEXEC},
+	} {
+		if fd, err := unix.Socket(s[0], s[1], 0); err == nil {
+			unix.Close(fd)
+		}
+	}
+}
+
+// TestBPFBreadthEvents: setuid/setgid chmods and packet or raw sockets are
+// reported with their decisive detail; plain chmods and stream sockets never
+// leave the kernel.
+func TestBPFBreadthEvents(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	dir, id := testCgroup(t)
+	events := collectEvents(t, s, id)
+	scratch := t.TempDir()
+	runInCgroup(t, dir, "breadth", "CAGEWATCH_HELPER_DIR="+scratch)
+	f := filepath.Join(scratch, "f")
+	type seen struct {
+		syscall, family, path string
+		flags                 uint64
+	}
+	want := []seen{
+		{syscall: "chmod", path: f, flags: 0o4755},
+		{syscall: "fchmodat", path: f, flags: 0o2755},
+		{syscall: "socket", family: "packet", flags: unix.SOCK_RAW},
+		{syscall: "socket", family: "inet", flags: unix.SOCK_RAW | unix.SOCK_CLOEXEC},
+	}
+	var got []seen
+	deadline := time.After(3 * time.Second)
+	for len(got) < len(want) {
+		select {
+		case e := <-events:
+			if e.Kind == model.EventSyscall && (e.Syscall == "socket" || strings.Contains(e.Syscall, "chmod")) {
+				got = append(got, seen{syscall: e.Syscall, family: e.Family, path: e.Path, flags: e.Flags})
+			}
+		case <-deadline:
+			t.Fatalf("events %+v, want %+v", got, want)
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("events %+v, want %+v (a benign call leaked or the detail is wrong)", got, want)
+	}
+}
+
+// TestBPFReverseShellAndExecKill: an exec whose stdin is a TCP connection is
+// marked; in enforce mode an exec of a deleted file is killed before the new
+// image runs, and an ordinary exec beside it is not.
+func TestBPFReverseShellAndExecKill(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	busybox, err := exec.LookPath("busybox")
+	if err != nil {
+		sensortest.SkipOrFail(t, "busybox", "a static binary to exec (apt-get install busybox-static)")
+	}
+	dir, id := testCgroup(t)
+	events := collectEvents(t, s, id)
+	inCgroup := func(cmd *exec.Cmd) (*exec.Cmd, func()) {
+		fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+		return cmd, func() { unix.Close(fd) }
+	}
+	execOf := func(marker string) model.Event {
+		t.Helper()
+		deadline := time.After(5 * time.Second)
+		for {
+			select {
+			case e := <-events:
+				if e.Kind == model.EventExec && slices.Contains(e.Argv, marker) {
+					return e
+				}
+			case <-deadline:
+				t.Fatalf("no exec event with argv %q", marker)
+			}
+		}
+	}
+
+	t.Run("stdin and stdout a TCP connection", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				defer c.Close()
+				time.Sleep(time.Second)
+			}
+		}()
+		conn, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		sock, err := conn.(*net.TCPConn).File()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sock.Close()
+		cmd, done := inCgroup(exec.Command(busybox, "true", "cagewatch-revshell"))
+		cmd.Stdin, cmd.Stdout = sock, sock
+		err = cmd.Run()
+		done()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e := execOf("cagewatch-revshell"); e.Exec == nil || !e.Exec.StdioSocket {
+			t.Errorf("exec with a TCP stdin: %+v, want stdio_socket", e.Exec)
+		}
+		cmd, done = inCgroup(exec.Command(busybox, "true", "cagewatch-pipes"))
+		out, err := cmd.CombinedOutput() // stdout a pipe, stdin /dev/null
+		done()
+		if err != nil {
+			t.Fatalf("%v %s", err, out)
+		}
+		if e := execOf("cagewatch-pipes"); e.Exec == nil || e.Exec.StdioSocket {
+			t.Errorf("exec with pipes: %+v, want no stdio_socket", e.Exec)
+		}
+	})
+
+	t.Run("enforce kills an exec of a deleted file", func(t *testing.T) {
+		if err := s.SetEnforcement(EnforcePolicy{Enabled: true, KillExecFile: []string{"deleted"}}); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.EnforceCgroup(id, true); err != nil {
+			t.Fatal(err)
+		}
+		gone := filepath.Join(t.TempDir(), "gone")
+		data, err := os.ReadFile(busybox)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(gone, data, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd, done := inCgroup(exec.Command(os.Args[0], "-test.run=^$"))
+		cmd.Env = append(os.Environ(), helperEnv+"=exec-fd", "CAGEWATCH_HELPER_FILE="+gone, "CAGEWATCH_HELPER_UNLINK=1",
+			"CAGEWATCH_HELPER_ARGV=echo cagewatch-fileless ran")
+		out, err := cmd.CombinedOutput()
+		done()
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) || exit.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+			t.Errorf("exec of a deleted file: %v, output %q; want death by SIGKILL", err, out)
+		}
+		if strings.Contains(string(out), "ran") {
+			t.Errorf("the deleted file's program ran: %q", out)
+		}
+		if e := execOf("cagewatch-fileless"); !e.Killed {
+			t.Errorf("exec event not marked killed: %+v", e)
+		}
+		cmd, done = inCgroup(exec.Command(busybox, "echo", "cagewatch-ordinary"))
+		out, err = cmd.CombinedOutput()
+		done()
+		if err != nil || !strings.Contains(string(out), "cagewatch-ordinary") {
+			t.Errorf("an ordinary exec under the same policy: %v, %q", err, out)
+		}
+	})
 }

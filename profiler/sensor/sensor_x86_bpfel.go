@@ -29,6 +29,7 @@ type sensorEnforcePolicy struct {
 	KillCloneFlags     uint64
 	Enabled            uint32
 	KillUnshareByFlags uint32
+	KillExecFlags      uint64
 }
 
 type sensorEvent struct {
