@@ -1122,8 +1122,8 @@ func breadthCalls(dir string) {
 		p, _ := unix.BytePtrFromString(f)
 		_, _, _ = unix.Syscall(unix.SYS_CHMOD, uintptr(unsafe.Pointer(p)), uintptr(mode), 0)
 	}
-	chmod(0o755)  // benign
-	chmod(0o4755) // setuid
+	chmod(0o755)                                   // benign
+	chmod(0o4755)                                  // setuid
 	_ = unix.Fchmodat(unix.AT_FDCWD, f, 0o2755, 0) // setgid
 	for _, s := range [][2]int{
 		{unix.AF_INET, unix.SOCK_STREAM}, // benign
