@@ -1,7 +1,7 @@
 #!/bin/sh
-# Attack: run a payload from /dev/shm, the memory-backed directory droppers use
-# to leave nothing on the image's filesystem (busybox runs a copy of itself as
-# an applet because its name starts with "busybox"). Expected: fileless_exec.
+# Attack: fileless execution. The payload (a copy of the image's busybox) is
+# written into a memfd and run from there, so nothing lands on the image's
+# filesystem (Docker mounts /dev/shm noexec, so droppers use memfds).
+# Expected: fileless_exec.
 sleep "${E2E_DELAY:-0}"
-cp /bin/busybox /dev/shm/busybox-payload
-/dev/shm/busybox-payload true && echo "payload ran from /dev/shm"
+"${E2E_HELPER:-/e2e-bin/e2ehelper}" memfd-exec /bin/busybox && echo "payload ran from a memfd"

@@ -12,6 +12,7 @@
 //	e2ehelper docker-sock PATH   GET /version on a Docker Engine API unix socket
 //	e2ehelper burst SECONDS      a tight loop of getrandom and sched_yield (a miner's shape)
 //	e2ehelper spawn N            exec N short processes (a minimal exit(0) binary), two at a time
+//	e2ehelper memfd-exec FILE    copy FILE into a memfd and exec it with argv "busybox true" (fileless)
 package main
 
 import (
@@ -61,6 +62,12 @@ func main() {
 			}
 		}
 		burst(time.Duration(secs * float64(time.Second)))
+	case "memfd-exec":
+		file := "/bin/busybox"
+		if len(os.Args) > 2 {
+			file = os.Args[2]
+		}
+		err = memfdExec(file)
 	case "spawn":
 		n := 0
 		if len(os.Args) > 2 {
@@ -290,4 +297,32 @@ func spawn(n int) error {
 	}
 	fmt.Println(ran[0] + ran[1])
 	return nil
+}
+
+// memfdExec runs a copy of file from a memfd (memfd_create, then execveat on
+// the fd with AT_EMPTY_PATH, as fexecve does): nothing on the filesystem.
+func memfdExec(file string) error {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return err
+	}
+	fd, err := unix.MemfdCreate("payload", 0)
+	if err != nil {
+		return err
+	}
+	if _, err := unix.Write(fd, data); err != nil {
+		return err
+	}
+	argv, err := syscall.SlicePtrFromStrings([]string{"busybox", "true"})
+	if err != nil {
+		return err
+	}
+	envv, err := syscall.SlicePtrFromStrings(os.Environ())
+	if err != nil {
+		return err
+	}
+	empty, _ := unix.BytePtrFromString("")
+	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
+		uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])), unix.AT_EMPTY_PATH, 0)
+	return errno
 }
