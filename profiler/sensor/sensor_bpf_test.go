@@ -149,18 +149,7 @@ func execFD() error {
 			return err
 		}
 	}
-	argv, err := syscall.SlicePtrFromStrings(strings.Fields(os.Getenv("CAGEWATCH_HELPER_ARGV")))
-	if err != nil {
-		return err
-	}
-	envv, err := syscall.SlicePtrFromStrings(os.Environ())
-	if err != nil {
-		return err
-	}
-	empty, _ := unix.BytePtrFromString("")
-	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
-		uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])), unix.AT_EMPTY_PATH, 0)
-	return errno
+	return sensortest.Fexecve(fd, strings.Fields(os.Getenv("CAGEWATCH_HELPER_ARGV")), os.Environ())
 }
 
 func execFailed(err error) int {

@@ -14,7 +14,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"golang.org/x/sys/unix"
@@ -75,4 +77,22 @@ func SkipOrFailLoad(tb testing.TB, err error) {
 		SkipOrFail(tb, "BPF permission (root or CAP_BPF)", "loading BPF programs: %v", err)
 	}
 	tb.Fatalf("loading BPF programs: %v", err)
+}
+
+// Fexecve runs the file open at fd with argv and env, as fexecve(3) does
+// (execveat with an empty path and AT_EMPTY_PATH): the tests' and scenarios'
+// way to exec a memfd or an unlinked file. It returns only on failure.
+func Fexecve(fd int, argv, env []string) error {
+	argvp, err := syscall.SlicePtrFromStrings(argv)
+	if err != nil {
+		return err
+	}
+	envp, err := syscall.SlicePtrFromStrings(env)
+	if err != nil {
+		return err
+	}
+	empty, _ := unix.BytePtrFromString("")
+	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
+		uintptr(unsafe.Pointer(&argvp[0])), uintptr(unsafe.Pointer(&envp[0])), unix.AT_EMPTY_PATH, 0)
+	return errno
 }

@@ -29,6 +29,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/cagewatch/cagewatch/profiler/sensor/sensortest"
 )
 
 func main() {
@@ -313,16 +315,5 @@ func memfdExec(file string) error {
 	if _, err := unix.Write(fd, data); err != nil {
 		return err
 	}
-	argv, err := syscall.SlicePtrFromStrings([]string{"busybox", "true"})
-	if err != nil {
-		return err
-	}
-	envv, err := syscall.SlicePtrFromStrings(os.Environ())
-	if err != nil {
-		return err
-	}
-	empty, _ := unix.BytePtrFromString("")
-	_, _, errno := unix.Syscall6(unix.SYS_EXECVEAT, uintptr(fd), uintptr(unsafe.Pointer(empty)),
-		uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])), unix.AT_EMPTY_PATH, 0)
-	return errno
+	return sensortest.Fexecve(fd, []string{"busybox", "true"}, os.Environ())
 }
