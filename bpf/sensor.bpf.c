@@ -29,9 +29,11 @@ const volatile __u32 host_mnt_ns = 0;
  * cannot fake this: it exec's inside the container, and reaching the host's
  * mount namespace takes a setns that the rules report. Processes that predate
  * the agent have no entry and are never taken for the runtime. The fact is the
- * process's, but every thread carries its own copy: an exec from a thread that
- * is not the leader (Go's runtime picks any) turns that thread into the
- * leader and frees the old leader with its storage. */
+ * process's and lives on the thread group's leader, which the cgroup_attach
+ * tracepoint names; every thread also carries a copy, made when it starts,
+ * because an exec from a thread that is not the leader (Go's runtime picks
+ * any) turns that thread into the leader and frees the old leader with its
+ * storage. The leader's entry is read first. */
 struct exec_site {
 	__u64 cgroup_id; /* cgroup of the last exec */
 	__u32 mnt_ns;    /* mount namespace of the last exec */
@@ -50,10 +52,17 @@ static __always_inline int runtime_setup(struct exec_site *s, __u64 cgroup_id)
 	return s && host_mnt_ns && s->mnt_ns == host_mnt_ns && (s->runtime || s->cgroup_id != cgroup_id);
 }
 
+/* The process's entry: its leader's, or the thread's own copy. */
+static __always_inline struct exec_site *exec_site_of(struct task_struct *task)
+{
+	struct exec_site *s = bpf_task_storage_get(&exec_sites, task->group_leader, 0, 0);
+	return s ? s : bpf_task_storage_get(&exec_sites, task, 0, 0);
+}
+
 /* The histogram leaves out the runtime's init: its setup (mounts, its Go
  * runtime starting) happens in the container's cgroup but is not the
  * container's behaviour, and would make a window of it look anomalous. */
-#define histogram_skips(task, cgid) runtime_setup(bpf_task_storage_get(&exec_sites, task, 0, 0), cgid)
+#define histogram_skips(task, cgid) runtime_setup(exec_site_of(task), cgid)
 
 #include "histogram.h"
 
@@ -216,7 +225,7 @@ static __always_inline void fill_event(struct event *e, __u32 kind, __s32 nr)
 	e->mnt_ns = BPF_CORE_READ(task, nsproxy, mnt_ns, ns.inum);
 	e->net_ns = BPF_CORE_READ(task, nsproxy, net_ns, ns.inum);
 	e->cgroup_ns = BPF_CORE_READ(task, nsproxy, cgroup_ns, ns.inum);
-	e->runtime_setup = runtime_setup(bpf_task_storage_get(&exec_sites, task, 0, 0), e->cgroup_id);
+	e->runtime_setup = runtime_setup(exec_site_of(task), e->cgroup_id);
 	e->user_ns = BPF_CORE_READ(task, cred, user_ns, ns.inum);
 	unsigned int level = BPF_CORE_READ(task, thread_pid, level);
 	e->pid_ns = BPF_CORE_READ(task, thread_pid, numbers[level & 31].ns, ns.inum);
@@ -805,7 +814,7 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 SEC("tp_btf/sched_process_fork")
 int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct *child)
 {
-	struct exec_site *from = bpf_task_storage_get(&exec_sites, parent, 0, 0);
+	struct exec_site *from = exec_site_of(parent);
 	if (!from)
 		return 0;
 	struct exec_site *to = bpf_task_storage_get(&exec_sites, child, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -816,7 +825,8 @@ int BPF_PROG(sched_process_fork, struct task_struct *parent, struct task_struct 
 
 /* A process that moves itself into a cgroup is treated as if it had exec'd
  * there: only a process placed by another (as the runtime places its init) can
- * be the runtime setting up. The tracepoint fires for each thread moved. */
+ * be the runtime setting up. The tracepoint names the thread group's leader;
+ * the moving thread's own copy is brought up to date too. */
 SEC("tp_btf/cgroup_attach_task")
 int BPF_PROG(exec_site_attach, struct cgroup *dst, const char *path, struct task_struct *task, bool threadgroup)
 {
@@ -824,9 +834,13 @@ int BPF_PROG(exec_site_attach, struct cgroup *dst, const char *path, struct task
 		return 0;
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) != (__u32)BPF_CORE_READ(task, tgid))
 		return 0;
+	__u64 id = BPF_CORE_READ(dst, kn, id);
 	struct exec_site *site = bpf_task_storage_get(&exec_sites, task, 0, 0);
 	if (site && !site->runtime)
-		site->cgroup_id = BPF_CORE_READ(dst, kn, id);
+		site->cgroup_id = id;
+	site = bpf_task_storage_get(&exec_sites, bpf_get_current_task_btf(), 0, 0);
+	if (site && !site->runtime)
+		site->cgroup_id = id;
 	return 0;
 }
 

@@ -104,14 +104,25 @@ func runHelper(action string) int {
 	return 0
 }
 
-// unshareNow makes one unshare call (EINVAL: Go is multithreaded), from a thread
-// named CAGEWATCH_HELPER_COMM when that is set.
+// unshareNow makes one unshare call (EINVAL: Go is multithreaded) from a
+// thread that is not the leader, named CAGEWATCH_HELPER_COMM when that is set:
+// the process's facts must hold on every thread, not only on the leader.
 func unshareNow() {
-	runtime.LockOSThread() // comm is per thread: rename the one that calls
-	if name := os.Getenv("CAGEWATCH_HELPER_COMM"); name != "" {
-		_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(unsafe.StringData(name+"\x00"))), 0, 0, 0)
-	}
-	_ = unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWUSER)
+	runtime.LockOSThread() // keeps the main goroutine, and so no other, on the leader
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		runtime.LockOSThread() // comm is per thread: rename the one that calls
+		if unix.Gettid() == unix.Getpid() {
+			fmt.Fprintln(os.Stderr, "unshare would run on the leader thread")
+			os.Exit(3)
+		}
+		if name := os.Getenv("CAGEWATCH_HELPER_COMM"); name != "" {
+			_ = unix.Prctl(unix.PR_SET_NAME, uintptr(unsafe.Pointer(unsafe.StringData(name+"\x00"))), 0, 0, 0)
+		}
+		_ = unix.Unshare(unix.CLONE_NEWNS | unix.CLONE_NEWUSER)
+	}()
+	<-done
 }
 
 // execFD runs CAGEWATCH_HELPER_FILE through a file descriptor (execveat with
