@@ -214,6 +214,31 @@ learning: {ignore_first: %s, min_windows: 20, min_containers: 2, stable_windows:
 		t.Fatalf("the cycle exec'd %d processes, fewer than pid_max %d", execs, pidMax)
 	}
 
+	// Each image's learners leave once it is stable: their job was to teach it,
+	// and a loop scored under the churn's swings of CPU load runs at rates the
+	// scorer (absolute rates, #14) takes for anomalies. The benign pass below
+	// is what is scored.
+	learnersDone := make(chan struct{})
+	stopLearners := make(chan struct{})
+	go func() {
+		defer close(learnersDone)
+		removed := map[string]bool{}
+		for len(removed) < len(churnWorkloads) {
+			select {
+			case <-stopLearners:
+				return
+			case <-time.After(250 * time.Millisecond):
+			}
+			log := agent.log.String()
+			for i, w := range churnWorkloads {
+				if !removed[w.image] && strings.Contains(log, `msg="baseline stable" image=`+w.image) {
+					removed[w.image] = true
+					_ = exec.Command("docker", "rm", "-f", learners[2*i], learners[2*i+1]).Run()
+				}
+			}
+		}
+	}()
+
 	// 3. Churn: containers start on reused PIDs while their images learn.
 	churnStart := time.Now()
 	churn(churnContainers / 2)
@@ -231,6 +256,8 @@ learning: {ignore_first: %s, min_windows: 20, min_containers: 2, stable_windows:
 		}
 		return true
 	})
+	close(stopLearners)
+	<-learnersDone
 	_ = exec.Command("docker", append([]string{"rm", "-f"}, learners...)...).Run()
 	var benign []string
 	benignStart := time.Now()
