@@ -71,10 +71,6 @@ char LICENSE[] SEC("license") = "GPL";
 /* x86_64 syscall numbers of the events we capture. */
 #define NR_open 2
 #define NR_socket 41
-#define NR_link 86
-#define NR_symlink 88
-#define NR_linkat 265
-#define NR_symlinkat 266
 #define NR_chmod 90
 #define NR_fchmod 91
 #define NR_fchmodat 268
@@ -465,25 +461,11 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 	 * nobody watches: judge the path before paying for the rest of the event. */
 	struct event *e;
 	__u8 open_watch = 0;
-	/* A hard or symbolic link's target is judged like an opened path: a link
-	 * onto /etc/shadow is a way to read or write it under another name. */
-	const void *link_target = 0;
-	switch (nr) {
-	case NR_link:
-	case NR_symlink:
-	case NR_symlinkat:
-		link_target = (void *)a0;
-		break;
-	case NR_linkat:
-		link_target = (void *)a1;
-		break;
-	}
-	if (nr == NR_open || nr == NR_openat || nr == NR_openat2 || link_target) {
+	if (nr == NR_open || nr == NR_openat || nr == NR_openat2) {
 		e = scratch_event();
 		if (!e)
 			return 0;
-		const void *p = link_target ? link_target : (void *)(nr == NR_open ? a0 : a1);
-		open_watch = path_watch_flags(e, read_user_path(e, p));
+		open_watch = path_watch_flags(e, read_user_path(e, (void *)(nr == NR_open ? a0 : a1)));
 		if (!open_watch)
 			return 0;
 		fill_event(e, EVENT_SYSCALL, nr);
@@ -610,20 +592,6 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 		e->flags = a4;
 		break;
 	case NR_io_uring_setup:
-		break;
-	case NR_link:
-	case NR_symlink:
-		read_user_str2(e, (void *)a1); /* the new name */
-		open_watch = 0;                /* report only: kills are for opens */
-		break;
-	case NR_linkat:
-		read_user_str2(e, (void *)a3);
-		e->flags = a4;
-		open_watch = 0;
-		break;
-	case NR_symlinkat:
-		read_user_str2(e, (void *)a2);
-		open_watch = 0;
 		break;
 	case NR_socket:
 		e->family = a0;

@@ -77,8 +77,6 @@ func (e Event) Describe() string {
 		return fmt.Sprintf("%s %s", e.Syscall, e.Path2)
 	case "bpf", "keyctl":
 		return fmt.Sprintf("%s cmd=%d", e.Syscall, e.Flags)
-	case "link", "linkat", "symlink", "symlinkat":
-		return fmt.Sprintf("%s %s as %s", e.Syscall, e.Path, e.Path2)
 	case "socket":
 		return fmt.Sprintf("socket %s type=%d", e.Family, e.Flags&0xf)
 	case "chmod", "fchmodat", "fchmodat2":

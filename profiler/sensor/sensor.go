@@ -33,7 +33,7 @@ var eventSyscalls = []string{
 	"mount", "umount2", "pivot_root", "move_mount", "fsopen", "fsmount", "open_tree", "mount_setattr",
 	"ptrace", "init_module", "finit_module", "delete_module", "bpf", "keyctl", "userfaultfd",
 	"io_uring_setup", "open_by_handle_at", "perf_event_open",
-	"socket", "chmod", "fchmod", "fchmodat", "fchmodat2", "link", "linkat", "symlink", "symlinkat",
+	"socket", "chmod", "fchmod", "fchmodat", "fchmodat2",
 }
 
 // Options are the in-kernel filters the loader fills before attaching.
