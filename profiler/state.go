@@ -81,7 +81,10 @@ func (t *Tracker) cgroup(id uint64) *cgroupState {
 func (t *Tracker) Sighted(cgroupID uint64, at time.Time) time.Time {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	c := t.cgroup(cgroupID)
+	return t.cgroup(cgroupID).sighted(at)
+}
+
+func (c *cgroupState) sighted(at time.Time) time.Time {
 	if c.firstSeen.IsZero() || at.Before(c.firstSeen) {
 		c.firstSeen = at
 	}
@@ -109,9 +112,9 @@ func (t *Tracker) MarkStartup(ws []model.Window, ignoreFirst time.Duration) {
 		if !w.Container.HasBaseline() {
 			continue
 		}
-		first := t.Sighted(w.CgroupID, w.Start)
 		t.mu.Lock()
-		setup := t.cgroup(w.CgroupID).lastSetup
+		c := t.cgroup(w.CgroupID)
+		first, setup := c.sighted(w.Start), c.lastSetup
 		t.mu.Unlock()
 		w.Startup = w.Start.Before(first.Add(ignoreFirst)) || (!setup.IsZero() && w.Start.Before(setup.Add(ignoreFirst)))
 	}

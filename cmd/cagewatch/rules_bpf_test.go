@@ -1139,15 +1139,7 @@ func TestBPFEnforceFromTheFirstSyscall(t *testing.T) {
 	if err := os.WriteFile(releaseAgent, []byte(original), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cgroup := func(name string) string {
-		t.Helper()
-		dir := filepath.Join(cgroup2Root, name)
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { rulesRemoveCgroup(t, dir) })
-		return dir
-	}
+	cgroup := func(name string) string { return rulesChild(t, cgroup2Root, name) }
 	existing := cgroup(prefix + "old")
 	config := rulesConfig(t, fmt.Sprintf(`
 mode: enforce

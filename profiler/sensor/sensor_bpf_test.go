@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -166,6 +167,39 @@ func execFD() error {
 func execFailed(err error) int {
 	fmt.Fprintln(os.Stderr, "exec:", err)
 	return 2
+}
+
+// startWaitingHelper starts the test binary as helper action in cgroup dir
+// (born there, with cloneFlags) and returns once it says it runs, with its
+// stdin: a line on it lets the helper go on. Start returns once the exec is
+// past its point of no return, which may be before the kernel's exec
+// tracepoint; a runtime, too, moves its init only once the init runs.
+func startWaitingHelper(t *testing.T, dir string, cloneFlags uintptr, stderr io.Writer, env ...string) (*exec.Cmd, io.WriteCloser) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Cloneflags: cloneFlags}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "running\n" {
+		t.Fatalf("helper said %q, %v", line, err)
+	}
+	return cmd, stdin
 }
 
 // loadTestSensor loads the sensor, or skips or fails as sensortest.SkipOrFailLoad says.
@@ -747,38 +781,12 @@ func TestBPFRuntimeSetupIsTheKernelsFact(t *testing.T) {
 				dir, id = testCgroup(t)
 			}
 			events := collectEvents(t, s, id)
-			fd, err := unix.Open(start, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"=unshare-on-input", "CAGEWATCH_HELPER_COMM="+tt.comm,
-				"CAGEWATCH_HELPER_THEN="+tt.then)
+			env := []string{helperEnv + "=unshare-on-input", "CAGEWATCH_HELPER_COMM=" + tt.comm, "CAGEWATCH_HELPER_THEN=" + tt.then}
 			if tt.self {
-				cmd.Env = append(cmd.Env, "CAGEWATCH_HELPER_JOIN="+dir)
-			}
-			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
+				env = append(env, "CAGEWATCH_HELPER_JOIN="+dir)
 			}
 			var out strings.Builder
-			cmd.Stderr = &out
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = cmd.Start()
-			unix.Close(fd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			// Start returns once the exec is past its point of no return, which
-			// may be before the kernel's exec tracepoint: a runtime, too, moves
-			// its init only once the init runs.
-			if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "running\n" {
-				t.Fatalf("helper said %q, %v", line, err)
-			}
+			cmd, stdin := startWaitingHelper(t, start, 0, &out, env...)
 			if tt.moved && !tt.self {
 				if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
 					t.Fatal(err)
@@ -1068,29 +1076,8 @@ func TestBPFRuntimeSetupIsNotCounted(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			start, _ := testCgroup(t)
 			dir, id := testCgroup(t)
-			fd, err := unix.Open(start, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-			if err != nil {
-				t.Fatal(err)
-			}
-			cmd := exec.Command(os.Args[0], "-test.run=^$")
-			cmd.Env = append(os.Environ(), helperEnv+"=getppid-on-input", fmt.Sprintf("CAGEWATCH_HELPER_N=%d", calls))
-			cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd, Cloneflags: tt.cloneFlag}
-			stdin, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			stdout, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			err = cmd.Start()
-			unix.Close(fd)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || line != "running\n" {
-				t.Fatalf("helper said %q, %v", line, err)
-			}
+			cmd, stdin := startWaitingHelper(t, start, tt.cloneFlag, nil, helperEnv+"=getppid-on-input",
+				fmt.Sprintf("CAGEWATCH_HELPER_N=%d", calls))
 			if err := os.WriteFile(filepath.Join(dir, "cgroup.procs"), []byte(strconv.Itoa(cmd.Process.Pid)), 0); err != nil {
 				t.Fatal(err)
 			}
