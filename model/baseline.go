@@ -45,6 +45,11 @@ type Baseline struct {
 	Syscalls map[string]Moments `json:"syscalls"`
 	// Total is the statistics of the total rate over all windows.
 	Total Moments `json:"total"`
+	// The three views the model scores (see views.go); Volume is the log of
+	// the total rate over windows that made any call.
+	Composition Composition `json:"composition"`
+	Order       Order       `json:"order"`
+	Volume      Moments     `json:"volume"`
 	// Startup counts syscalls seen in containers' first seconds, which are not
 	// learned as rates but must be allowed by a generated seccomp profile.
 	Startup map[string]uint64 `json:"startup_syscalls"`
@@ -65,6 +70,7 @@ type SampledWindow struct {
 	Start     time.Time         `json:"start"`
 	Seconds   float64           `json:"seconds"`
 	Counts    map[string]uint64 `json:"syscalls"`
+	Grams     map[string]uint64 `json:"grams,omitempty"`
 }
 
 // Convergence tracks what the learning state machine needs: per-syscall sums of
@@ -105,6 +111,7 @@ func NewBaseline(image, tag, imageID string) *Baseline {
 		Image: image, Tag: tag, ImageID: imageID, State: StateLearning,
 		Containers: map[string]uint64{}, Syscalls: map[string]Moments{},
 		Startup: map[string]uint64{}, Binaries: map[string]uint64{},
+		Composition: Composition{Shares: map[string]Moments{}}, Order: Order{Grams: map[string]uint64{}},
 	}
 }
 
@@ -137,7 +144,13 @@ func (b *Baseline) AddWindow(w Window, sampleSize int) (novel []string) {
 		m.Add(Rate(c, secs))
 		b.Syscalls[name] = m
 	}
-	b.Total.Add(Rate(w.Total(), secs))
+	total := w.Total()
+	b.Total.Add(Rate(total, secs))
+	b.Composition.add(w.Counts, total)
+	b.Order.add(w.Grams)
+	if total > 0 {
+		b.Volume.Add(logVolume(total, secs))
+	}
 	b.Windows++
 	b.Seconds += secs
 	b.Containers[w.Container.ID]++
@@ -153,7 +166,7 @@ func (b *Baseline) AddWindow(w Window, sampleSize int) (novel []string) {
 	}
 	b.sample(SampledWindow{
 		Priority: windowPriority(w), Container: w.Container.ID, Start: w.Start, Seconds: secs,
-		Counts: cloneCounts(w.Counts),
+		Counts: cloneCounts(w.Counts), Grams: cloneGrams(w.Grams),
 	}, sampleSize)
 	if len(novel) > 0 {
 		b.Convergence.LastNovelty = b.Windows
@@ -222,6 +235,13 @@ func bottomK(ws []SampledWindow, k int) []SampledWindow {
 	return ws
 }
 
+func cloneGrams(m map[string]uint64) map[string]uint64 {
+	if len(m) == 0 {
+		return nil
+	}
+	return cloneCounts(m)
+}
+
 func cloneCounts(m map[string]uint64) map[string]uint64 {
 	out := make(map[string]uint64, len(m))
 	for k, v := range m {
@@ -248,6 +268,15 @@ func (b *Baseline) Merge(o *Baseline, sampleSize int) error {
 		b.Syscalls[name] = b.Syscalls[name].Merge(m)
 	}
 	b.Total = b.Total.Merge(o.Total)
+	b.Composition.Windows += o.Composition.Windows
+	for name, m := range o.Composition.Shares {
+		b.Composition.Shares[name] = b.Composition.Shares[name].Merge(m)
+	}
+	b.Order.Windows += o.Order.Windows
+	for g, n := range o.Order.Grams {
+		b.Order.Grams[g] += n
+	}
+	b.Volume = b.Volume.Merge(o.Volume)
 	b.Windows += o.Windows
 	b.Seconds += o.Seconds
 	for id, n := range o.Containers {
@@ -289,9 +318,12 @@ func (b *Baseline) Clone() *Baseline {
 	for k, v := range b.Syscalls {
 		c.Syscalls[k] = v
 	}
+	c.Composition.Shares = maps.Clone(b.Composition.Shares)
+	c.Order.Grams = cloneCounts(b.Order.Grams)
 	c.Sample = make([]SampledWindow, len(b.Sample))
 	for i, s := range b.Sample {
 		s.Counts = cloneCounts(s.Counts)
+		s.Grams = cloneGrams(s.Grams)
 		c.Sample[i] = s
 	}
 	c.Convergence.CheckpointSums = maps.Clone(b.Convergence.CheckpointSums)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -21,6 +22,10 @@ type RecordedWindow struct {
 	Label     string            `json:"label,omitempty"`   // for labelled benchmark data: "normal" or "attack:<class>"
 	Startup   bool              `json:"startup,omitempty"` // in the container's setup seconds (model.Window.Startup)
 	Syscalls  map[string]uint64 `json:"syscalls"`
+	// Grams are the window's order counts (Window.Grams). Third-party traces
+	// give Sequence instead: one thread's syscalls in order.
+	Grams    map[string]uint64 `json:"grams,omitempty"`
+	Sequence []string          `json:"sequence,omitempty"`
 	// Live is the live agent's decision on the window, when it scored windows.
 	Live *LiveVerdict `json:"live,omitempty"`
 }
@@ -60,6 +65,19 @@ func DecodeRecordedWindow(line []byte) (RecordedWindow, error) {
 			return RecordedWindow{}, errors.New("syscall with an empty name")
 		}
 	}
+	if len(w.Grams) > 0 && len(w.Sequence) > 0 {
+		return RecordedWindow{}, errors.New("window with both grams and a sequence")
+	}
+	for _, name := range w.Sequence {
+		if name == "" || strings.Contains(name, gramSep) {
+			return RecordedWindow{}, fmt.Errorf("sequence entry %q is not a syscall name", name)
+		}
+	}
+	for g := range w.Grams {
+		if err := validGram(g); err != nil {
+			return RecordedWindow{}, err
+		}
+	}
 	return w, nil
 }
 
@@ -73,6 +91,7 @@ func (r RecordedWindow) Window() Window {
 	return Window{
 		Container: Container{ID: id, Name: r.Container, Runtime: RuntimeStatic, Image: repo, ImageTag: tag},
 		Start:     r.Time, Duration: time.Duration(math.Round(r.Duration * float64(time.Second))), Counts: r.Syscalls,
+		Grams: r.grams(),
 		Startup: r.Startup,
 	}
 }
@@ -81,7 +100,14 @@ func (r RecordedWindow) Window() Window {
 // decision on it, nil when the agent does not score.
 func Record(w Window, id string, live *LiveVerdict) RecordedWindow {
 	return RecordedWindow{ID: id, Time: w.Start, Duration: w.Duration.Seconds(), Image: w.Container.ImageRef(),
-		Container: w.Container.Name, Syscalls: w.Counts, Startup: w.Startup, Live: live}
+		Container: w.Container.Name, Syscalls: w.Counts, Grams: w.Grams, Startup: w.Startup, Live: live}
+}
+
+func (r RecordedWindow) grams() map[string]uint64 {
+	if len(r.Sequence) > 0 {
+		return GramsOfSequence(r.Sequence)
+	}
+	return r.Grams
 }
 
 // ROC summarises how well scores separate attacks (positive) from normal windows.

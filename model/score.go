@@ -4,16 +4,15 @@ import (
 	"cmp"
 	"math"
 	"slices"
-	"sort"
 
 	"gonum.org/v1/gonum/stat"
 )
 
-// Contribution is one syscall's part in a window's score.
+// Contribution is one syscall's part in the composition view's score.
 type Contribution struct {
 	Syscall  string  `json:"syscall"`
-	Observed float64 `json:"observed"` // rate in the window
-	Expected float64 `json:"expected"` // learned mean rate
+	Observed float64 `json:"observed"` // share of the window's calls
+	Expected float64 `json:"expected"` // learned mean share
 	Spread   float64 `json:"spread"`   // learned standard deviation (with its floor)
 	Score    float64 `json:"score"`    // squared standardized deviation
 	Novel    bool    `json:"novel,omitempty"`
@@ -21,76 +20,29 @@ type Contribution struct {
 
 // WindowScore is a window scored against its image's baseline.
 type WindowScore struct {
-	Value float64        `json:"score"`
-	Novel []string       `json:"novel,omitempty"` // syscalls never seen in learning
-	Top   []Contribution `json:"top"`             // largest contributions first
+	// Value is the combined score: the largest standardized score of the
+	// composition and order views.
+	Value float64            `json:"score"`
+	Views []ViewScore        `json:"views,omitempty"`
+	Novel []string           `json:"novel,omitempty"` // syscalls never seen in learning
+	Top   []Contribution     `json:"top"`             // composition: largest contributions first
+	Pairs []PairContribution `json:"pairs,omitempty"` // order: pairs rare or never seen in learning
 }
 
-// Scoring parameters. A syscall's deviation is measured in units of its learned
-// standard deviation, floored at 10% of its mean and at a one-call-per-window
-// rate so steady or rare syscalls do not turn noise into huge z-scores. Rates
-// below the mean count too (a stalled workload), at half weight.
+// Composition scoring parameters. Rates below the mean count too (a stalled
+// workload), at half weight.
 const (
 	relativeFloor  = 0.10
 	belowWeight    = 0.5
-	novelPenalty   = 16.0 // per novel syscall, plus its log-rate: one novel call outweighs 4 sd
+	novelPenalty   = 16.0 // per novel syscall: one novel call outweighs 4 sd
 	topContributed = 5
 )
 
-// Score scores a window's counts over seconds (0: counts per window) against b.
-// It is a pure function of (baseline, window), so recorded windows replay exactly.
-func Score(b *Baseline, counts map[string]uint64, seconds float64) WindowScore {
-	return scoreWith(b, b.Windows, b.Syscalls, counts, seconds)
-}
-
-func scoreWith(b *Baseline, windows uint64, syscalls map[string]Moments, counts map[string]uint64, seconds float64) WindowScore {
-	var top topContributions
-	var novel []string
-	scores := make([]float64, 0, len(syscalls)+len(counts))
-	minRate := Rate(1, seconds)
-	present := 0 // counts keys that are learned syscalls
-	for name, m := range syscalls {
-		mean, variance := m.Over(windows)
-		c, ok := counts[name]
-		if ok {
-			present++
-		}
-		x := Rate(c, seconds)
-		spread := max(math.Sqrt(variance), relativeFloor*mean, minRate) // no NaNs here
-		z := (x - mean) / spread
-		s := z * z
-		if z < 0 {
-			s *= belowWeight
-		}
-		scores = append(scores, s)
-		top.offer(Contribution{Syscall: name, Observed: x, Expected: mean, Spread: spread, Score: s})
-	}
-	// A window syscall can be novel only if some key was not matched above.
-	for name, c := range counts {
-		if present == len(counts) {
-			break
-		}
-		if c == 0 {
-			continue
-		}
-		if _, known := syscalls[name]; known || b.Startup[name] > 0 {
-			continue
-		}
-		x := Rate(c, seconds)
-		s := novelPenalty + math.Log1p(x)
-		novel = append(novel, name)
-		scores = append(scores, s)
-		top.offer(Contribution{Syscall: name, Observed: x, Spread: minRate, Score: s, Novel: true})
-	}
-	// Sum in value order: map order must not change the score's last bits.
-	slices.Sort(scores)
-	sum := 0.0
-	for _, s := range scores {
-		sum += s
-	}
-	slices.Sort(novel)
-	// sqrt keeps the scale near "standard deviations" as syscalls add up.
-	return WindowScore{Value: math.Sqrt(sum), Novel: novel, Top: top.list()}
+// Score scores a window against b. It is a pure function of (baseline,
+// window), so recorded windows replay exactly. Scoring many windows against
+// one baseline version should reuse b.Calibration().
+func Score(b *Baseline, w Window) WindowScore {
+	return b.Calibration().Score(w.Counts, w.Grams, w.Duration.Seconds())
 }
 
 // topContributions keeps the largest contributions, ties broken by name, without
@@ -126,30 +78,6 @@ func (t *topContributions) list() []Contribution {
 	return slices.Clone(t.best[:t.n])
 }
 
-// HeldOutScores scores every sampled learning window against the baseline without
-// that window (leave-one-out): what normal windows score when they are not part
-// of what they are compared with.
-func (b *Baseline) HeldOutScores() []float64 {
-	scores := make([]float64, 0, len(b.Sample))
-	if b.Windows < 3 {
-		return scores
-	}
-	for _, w := range b.Sample {
-		without := make(map[string]Moments, len(b.Syscalls))
-		for name, m := range b.Syscalls {
-			if c, ok := w.Counts[name]; ok && c > 0 {
-				m = m.remove(Rate(c, w.Seconds))
-				if m.N == 0 {
-					continue // only this window made it: novel when held out
-				}
-			}
-			without[name] = m
-		}
-		scores = append(scores, scoreWith(b, b.Windows-1, without, w.Counts, w.Seconds).Value)
-	}
-	return scores
-}
-
 // remove undoes Add(x) (exactly, up to rounding); Max is kept.
 func (m Moments) remove(x float64) Moments {
 	if m.N <= 1 {
@@ -179,9 +107,7 @@ const minThreshold = 4.0
 // held-out scores at 1-exceedance, extrapolated beyond the sample by fitting an
 // exponential tail (peaks over threshold) to the top 20% of held-out scores.
 func (b *Baseline) Calibrate(budgetPerDay float64, window float64) Threshold {
-	scores := b.HeldOutScores()
-	sort.Float64s(scores)
-	return calibrateSorted(scores, budgetPerDay, window)
+	return b.Calibration().Threshold(budgetPerDay, window)
 }
 
 // calibrateSorted is Calibrate on held-out scores sorted in increasing order,
@@ -196,19 +122,7 @@ func calibrateSorted(scores []float64, budgetPerDay float64, window float64) Thr
 		}
 		return t
 	}
-	const tailFraction = 0.2
-	u := stat.Quantile(1-tailFraction, stat.Empirical, scores, nil)
-	var excess []float64
-	for _, s := range scores {
-		if s > u {
-			excess = append(excess, s-u)
-		}
-	}
-	beta := 0.0
-	if len(excess) > 0 {
-		beta = stat.Mean(excess, nil)
-	}
-	pu := float64(len(excess)) / float64(len(scores))
+	u, pu, beta := tailFit(scores)
 	value := u
 	if p < pu && beta > 0 {
 		value = u + beta*math.Log(pu/p)

@@ -1,7 +1,6 @@
 package model
 
 import (
-	"sort"
 	"sync"
 	"time"
 )
@@ -44,9 +43,8 @@ func Verdict(in VerdictInput) WindowVerdict {
 	if b == nil || b.State != StateStable || in.Window.Startup {
 		return WindowVerdict{}
 	}
-	seconds := in.Window.Duration.Seconds()
-	score := Score(b, in.Window.Counts, seconds)
-	t := in.Thresholds.get(b, CalibrationWindow(in.Window.Duration, in.DefaultWindow), in.Budget)
+	cal, t := in.Thresholds.get(b, CalibrationWindow(in.Window.Duration, in.DefaultWindow), in.Budget)
+	score := cal.Score(in.Window.Counts, in.Window.Grams, in.Window.Duration.Seconds())
 	return WindowVerdict{Scored: true, Score: score, Threshold: t,
 		Novel: len(score.Novel) > 0, Anomalous: score.Value > t.Value}
 }
@@ -77,7 +75,7 @@ type ThresholdCache struct {
 type calibration struct {
 	baseline *Baseline
 	windows  uint64
-	heldOut  []float64 // sorted
+	views    *Calibration
 	byWindow map[calibrationKey]Threshold
 }
 
@@ -91,26 +89,25 @@ func NewThresholdCache() *ThresholdCache {
 	return &ThresholdCache{images: map[string]*calibration{}}
 }
 
-func (c *ThresholdCache) get(b *Baseline, window time.Duration, budget float64) Threshold {
+func (c *ThresholdCache) get(b *Baseline, window time.Duration, budget float64) (*Calibration, Threshold) {
 	if c == nil {
-		return b.Calibrate(budget, window.Seconds())
+		views := b.Calibration()
+		return views, views.Threshold(budget, window.Seconds())
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	cal := c.images[b.Key()]
 	if cal == nil || cal.baseline != b || cal.windows != b.Windows {
-		scores := b.HeldOutScores()
-		sort.Float64s(scores)
-		cal = &calibration{baseline: b, windows: b.Windows, heldOut: scores, byWindow: map[calibrationKey]Threshold{}}
+		cal = &calibration{baseline: b, windows: b.Windows, views: b.Calibration(), byWindow: map[calibrationKey]Threshold{}}
 		c.images[b.Key()] = cal
 	}
 	k := calibrationKey{window: window, budget: budget}
 	t, ok := cal.byWindow[k]
 	if !ok {
-		t = calibrateSorted(cal.heldOut, budget, window.Seconds())
+		t = cal.views.Threshold(budget, window.Seconds())
 		cal.byWindow[k] = t
 	}
-	return t
+	return cal.views, t
 }
 
 // Forget drops an image's calibrations (its baseline was reset or removed).

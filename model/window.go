@@ -10,6 +10,9 @@ type Window struct {
 	Start     time.Time         `json:"start"`
 	Duration  time.Duration     `json:"duration"`
 	Counts    map[string]uint64 `json:"syscalls"`
+	// Grams counts each syscall with up to GramOrder-1 predecessors of its
+	// thread (see GramKey); nil when the sensor does not count order.
+	Grams map[string]uint64 `json:"grams,omitempty"`
 	// Startup: the window falls in its container's setup seconds, when the
 	// runtime's init runs in the new cgroup. Such windows are neither learned as
 	// behaviour nor scored.
@@ -17,10 +20,4 @@ type Window struct {
 }
 
 // Total is the number of syscalls in the window.
-func (w Window) Total() uint64 {
-	var n uint64
-	for _, c := range w.Counts {
-		n += c
-	}
-	return n
-}
+func (w Window) Total() uint64 { return sumCounts(w.Counts) }
