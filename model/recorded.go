@@ -91,7 +91,7 @@ func (r RecordedWindow) Window() Window {
 	return Window{
 		Container: Container{ID: id, Name: r.Container, Runtime: RuntimeStatic, Image: repo, ImageTag: tag},
 		Start:     r.Time, Duration: time.Duration(math.Round(r.Duration * float64(time.Second))), Counts: r.Syscalls,
-		Grams: r.grams(),
+		Grams:   r.grams(),
 		Startup: r.Startup,
 	}
 }

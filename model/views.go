@@ -141,13 +141,13 @@ func tailFit(sorted []float64) (u, pu, beta float64) {
 // per baseline version: the order view's language model and each measure's
 // held-out distribution (leave-one-out over the sampled learning windows).
 type Calibration struct {
-	b                  *Baseline
-	lm                 *gramTables
-	orderUsable        bool
-	composition        measure
-	surprisal, unseen  measure
-	volume             measure
-	heldOut            []float64 // combined held-out scores, increasing
+	b                 *Baseline
+	lm                *gramTables
+	orderUsable       bool
+	composition       measure
+	surprisal, unseen measure
+	volume            measure
+	heldOut           []float64 // combined held-out scores, increasing
 }
 
 // Calibrate computes the baseline's calibration: a leave-one-out pass over its
