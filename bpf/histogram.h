@@ -62,6 +62,7 @@ struct cpu_state {
 	__u32 cpu;  /* this CPU, so the hot path checks the owner with no helper call */
 	__u32 skip; /* the running task is not counted (histogram_skips) */
 	__u32 pad;
+	__u64 recent; /* the running thread's last three syscalls as gram fields; 0: none */
 };
 
 struct {
@@ -124,6 +125,31 @@ static __always_inline __u64 task_cgroup_id(struct task_struct *task)
 	return task->cgroups->dfl_cgrp->kn->id;
 }
 
+/* Counts the syscall with its thread's predecessors on this CPU. Linear probing
+ * from a multiplicative hash; the table is the slot's, so plain stores suffice. */
+static __always_inline void count_gram(struct hist *h, struct cpu_state *st, long id)
+{
+	__u64 field = GRAM_OTHER;
+	if (id >= 0 && id < GRAM_OTHER - 1)
+		field = (__u64)id + 1;
+	__u64 key = ((st->recent << GRAM_BITS) | field) & GRAM_KEY_MASK;
+	st->recent = key & GRAM_RECENT_MASK;
+	__u32 at = (__u32)((key * 0x9E3779B97F4A7C15ULL) >> (64 - GRAM_TABLE_LOG2));
+	for (__u32 i = 0; i < GRAM_PROBES; i++) {
+		__u64 *e = &h->grams[(at + i) & (GRAM_TABLE - 1)];
+		__u64 cur = *e;
+		if ((cur & GRAM_KEY_MASK) == key) {
+			*e = cur + GRAM_ONE;
+			return;
+		}
+		if (!cur) {
+			*e = key | GRAM_ONE;
+			return;
+		}
+	}
+	h->grams_lost += 1;
+}
+
 /* Counts one syscall of the current task's cgroup v2. */
 static __always_inline void count_syscall(long id)
 {
@@ -167,6 +193,7 @@ static __always_inline void count_syscall(long id)
 	if (!(h->seen[nr >> 6] & bit)) /* a store only the first time */
 		h->seen[nr >> 6] |= bit;
 	h->counts[nr] += 1;
+	count_gram(h, st, id);
 }
 
 /* The task about to run is the one whose syscalls count next. */
@@ -179,6 +206,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		__u64 cgid = task_cgroup_id(next);
 		st->cgroup_id = cgid;
 		st->skip = histogram_skips(next, cgid);
+		st->recent = 0; /* order is per thread: the next syscall starts a run */
 	}
 	return 0;
 }

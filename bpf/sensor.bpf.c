@@ -771,6 +771,10 @@ static __always_inline void exec_file(struct event *e, struct task_struct *p, st
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
+	__u32 zero = 0;
+	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);
+	if (st)
+		st->recent = 0; /* a new program: its first syscall has no predecessor */
 	struct exec_site *site = bpf_task_storage_get(&exec_sites, p, 0, BPF_LOCAL_STORAGE_GET_F_CREATE);
 	__u64 cgroup_id = bpf_get_current_cgroup_id();
 	/* A new entry is zero: mnt_ns 0 is never the host's, so not the runtime. */
@@ -794,8 +798,6 @@ int BPF_PROG(sched_process_exec, struct task_struct *p, pid_t old_pid, struct li
 	struct enforce_policy *policy = bpf_map_lookup_elem(&enforce, &zero_policy);
 	enforce_kill(e, policy && (e->flags & policy->kill_exec_flags));
 	/* This CPU counts the new image as sched_switch would judge it. */
-	__u32 zero = 0;
-	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);
 	if (st && st->cgroup_id == cgroup_id)
 		st->skip = e->runtime_setup;
 

@@ -56,6 +56,23 @@ struct enforce_policy {
 	__u64 kill_exec_flags;                /* an exec with any of these exec_file_flag bits kills */
 };
 
+/* Order: each syscall is counted once more with up to three predecessors of
+ * its thread (a 4-gram), in an open-addressed table per slot. A key packs four
+ * GRAM_BITS fields, oldest first: 0 is "no predecessor" (the thread was just
+ * switched in or exec'd), n+1 is syscall n, and GRAM_OTHER the rest. A key is
+ * never 0, so an empty entry is 0. The count sits above the key and wraps in
+ * its GRAM_COUNT_BITS; user space takes differences modulo that. */
+#define GRAM_TABLE_LOG2 10
+#define GRAM_TABLE (1 << GRAM_TABLE_LOG2) /* entries per slot */
+#define GRAM_PROBES 8   /* a full probe run counts in grams_lost */
+#define GRAM_BITS 9
+#define GRAM_OTHER ((1 << GRAM_BITS) - 1)
+#define GRAM_KEY_BITS (4 * GRAM_BITS)
+#define GRAM_KEY_MASK ((1ULL << GRAM_KEY_BITS) - 1)
+#define GRAM_RECENT_MASK ((1ULL << (3 * GRAM_BITS)) - 1)
+#define GRAM_ONE (1ULL << GRAM_KEY_BITS)
+#define GRAM_COUNT_BITS (64 - GRAM_KEY_BITS)
+
 /* One cgroup's counts on one CPU; cgroup_id and cpu name the slot's owner
  * (cgroup_id 0: free). Only that CPU writes the counts, so they need no atomics. */
 struct hist {
@@ -64,6 +81,8 @@ struct hist {
 	__u32 pad;
 	__u64 seen[HIST_SLOTS / 64]; /* bit n: syscall n counted; user space reads only those */
 	__u64 counts[HIST_SLOTS];
+	__u64 grams_lost; /* syscalls whose 4-gram found no entry */
+	__u64 grams[GRAM_TABLE];
 };
 
 struct prefix_key {

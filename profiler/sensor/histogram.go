@@ -1,6 +1,7 @@
 package sensor
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	mathbits "math/bits"
@@ -92,12 +93,13 @@ func (h *histograms) unmap() {
 }
 
 // ReadHistograms calls fn with every cgroup's cumulative nonzero counts, by
-// ascending syscall number, summed over the CPUs it ran on. counts is only valid
-// during the call. The slots in use are listed from the pair hash, so unused slots
+// ascending syscall number, and its cumulative gram counts by ascending key,
+// each summed over the CPUs it ran on. counts and grams are only valid during
+// the call. The slots in use are listed from the pair hash, so unused slots
 // are neither mapped nor touched; within a slot only the counters its seen bitmap
 // marks are read, each once, so a count racing with the read lands in this window
 // or the next, never both.
-func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount)) error {
+func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount, grams []GramCount)) error {
 	h := s.hist
 	_ = h.recycle() // a slot that could not be handed back stays queued for the next try
 	slots, err := h.usedSlots()
@@ -122,6 +124,8 @@ func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount))
 	}
 	h.owned = owned
 	counts := make([]SyscallCount, 0, 128)
+	grams := make([]GramCount, 0, 256)
+	gramSums := make(map[uint64]uint32, 256)
 	var views []*sensorHist
 	for _, id := range order {
 		views = views[:0]
@@ -146,9 +150,28 @@ func (s *Sensor) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount))
 				}
 			}
 		}
-		fn(id, counts)
+		grams = sumGrams(views, gramSums, grams[:0])
+		fn(id, counts, grams)
 	}
 	return nil
+}
+
+// sumGrams adds up the gram tables of one cgroup's slots, modulo the count's
+// width, into out by ascending key.
+func sumGrams(views []*sensorHist, sums map[uint64]uint32, out []GramCount) []GramCount {
+	clear(sums)
+	for _, v := range views {
+		for _, e := range v.Grams {
+			if e != 0 {
+				sums[e&gramKeyMask] += uint32(e >> gramKeyBits)
+			}
+		}
+	}
+	for k, c := range sums {
+		out = append(out, GramCount{Key: k, Count: c & gramCountMask})
+	}
+	slices.SortFunc(out, func(a, b GramCount) int { return cmp.Compare(a.Key, b.Key) })
+	return out
 }
 
 // usedSlots lists the slots the kernel has handed out, once each, ascending.

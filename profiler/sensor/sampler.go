@@ -12,8 +12,9 @@ import (
 // HistogramSource is the part of the sensor the sampler needs; tests fake it.
 type HistogramSource interface {
 	// ReadHistograms calls fn with each cgroup's cumulative nonzero counts by
-	// ascending syscall number, valid only during the call.
-	ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount)) error
+	// ascending syscall number and its cumulative gram counts by ascending
+	// key, valid only during the call.
+	ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount, grams []GramCount)) error
 	DeleteHistograms(ids []uint64) error
 }
 
@@ -23,6 +24,7 @@ type Delta struct {
 	Start    time.Time
 	Duration time.Duration
 	Counts   []SyscallCount // nonzero only, by ascending syscall number
+	Grams    []GramCount    // nonzero only, by ascending key
 }
 
 // SyscallCount is one syscall number's count in a Delta. A sorted slice rather
@@ -52,7 +54,8 @@ func (d Delta) Window(c model.Container) model.Window {
 		}
 		counts[model.SyscallName(sc.Nr)] += sc.Count
 	}
-	return model.Window{CgroupID: d.CgroupID, Container: c, Start: d.Start, Duration: d.Duration, Counts: counts}
+	return model.Window{CgroupID: d.CgroupID, Container: c, Start: d.Start, Duration: d.Duration, Counts: counts,
+		Grams: gramsByName(d.Grams)}
 }
 
 // Sampler turns the kernel's cumulative per-cgroup counts into per-window deltas and
@@ -68,19 +71,21 @@ type Sampler struct {
 
 	// prev holds each cgroup's cumulative counts at the last sample, nonzero only:
 	// about 1 KiB for a busy service instead of a 4 KiB array.
-	prev    map[uint64][]SyscallCount
-	tracked atomic.Int64
-	last    time.Time
+	prev      map[uint64][]SyscallCount
+	prevGrams map[uint64][]GramCount
+	tracked   atomic.Int64
+	last      time.Time
 }
 
 // NewSampler starts counting windows at start (when the sensor was loaded).
 func NewSampler(src HistogramSource, start time.Time, alive func(uint64) bool) *Sampler {
 	return &Sampler{
-		src:     src,
-		alive:   alive,
-		removed: make(map[uint64]struct{}),
-		prev:    make(map[uint64][]SyscallCount),
-		last:    start,
+		src:       src,
+		alive:     alive,
+		removed:   make(map[uint64]struct{}),
+		prev:      make(map[uint64][]SyscallCount),
+		prevGrams: make(map[uint64][]GramCount),
+		last:      start,
 	}
 }
 
@@ -114,9 +119,10 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 
 	// Counts of changed cgroups, applied to s.prev only once the whole read succeeded.
 	changed := make(map[uint64][]SyscallCount)
+	changedGrams := make(map[uint64][]GramCount)
 	var idle []uint64
 	seen := make(map[uint64]struct{}, len(s.prev))
-	err = s.src.ReadHistograms(func(id uint64, cur []SyscallCount) {
+	err = s.src.ReadHistograms(func(id uint64, cur []SyscallCount, curGrams []GramCount) {
 		seen[id] = struct{}{}
 		prev, known := s.prev[id]
 		diff := diffCounts(prev, cur)
@@ -125,8 +131,10 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 			return
 		}
 		changed[id] = slices.Clone(cur)
+		changedGrams[id] = slices.Clone(curGrams)
 		if len(diff) > 0 {
-			deltas = append(deltas, Delta{CgroupID: id, Start: s.last, Duration: now.Sub(s.last), Counts: diff})
+			deltas = append(deltas, Delta{CgroupID: id, Start: s.last, Duration: now.Sub(s.last), Counts: diff,
+				Grams: diffGrams(s.prevGrams[id], curGrams)})
 		}
 	})
 	if err != nil {
@@ -136,10 +144,12 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 	s.last = now
 	for id, c := range changed {
 		s.prev[id] = c
+		s.prevGrams[id] = changedGrams[id]
 	}
 	for id := range s.prev {
 		if _, ok := seen[id]; !ok { // deleted behind our back
 			delete(s.prev, id)
+			delete(s.prevGrams, id)
 		}
 	}
 
@@ -159,6 +169,7 @@ func (s *Sampler) Sample(now time.Time) (deltas []Delta, gone []uint64, err erro
 		}
 		for _, id := range gone {
 			delete(s.prev, id)
+			delete(s.prevGrams, id)
 		}
 	}
 	s.tracked.Store(int64(len(s.prev)))

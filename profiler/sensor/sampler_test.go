@@ -17,6 +17,7 @@ import (
 type fakeHistograms struct {
 	mu       sync.Mutex
 	hists    map[uint64]*Counts
+	grams    map[uint64][]GramCount // cumulative, by ascending key
 	deletes  [][]uint64 // every DeleteHistograms call, ids sorted
 	failRead error      // returned by the next ReadHistograms, then cleared
 	// failAfter is returned by the next ReadHistograms after it has passed every
@@ -27,10 +28,10 @@ type fakeHistograms struct {
 }
 
 func newFakeHistograms() *fakeHistograms {
-	return &fakeHistograms{hists: make(map[uint64]*Counts)}
+	return &fakeHistograms{hists: make(map[uint64]*Counts), grams: make(map[uint64][]GramCount)}
 }
 
-func (f *fakeHistograms) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount)) error {
+func (f *fakeHistograms) ReadHistograms(fn func(cgroupID uint64, counts []SyscallCount, grams []GramCount)) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if err := f.failRead; err != nil {
@@ -44,7 +45,7 @@ func (f *fakeHistograms) ReadHistograms(fn func(cgroupID uint64, counts []Syscal
 				f.scratch = append(f.scratch, SyscallCount{Nr: nr, Count: c})
 			}
 		}
-		fn(id, f.scratch)
+		fn(id, f.scratch, f.grams[id])
 	}
 	for i := range f.scratch { // a sampler that kept the slice would now see zeros
 		f.scratch[i] = SyscallCount{}

@@ -48,6 +48,15 @@ func runHelper(action string) int {
 		for range n {
 			unix.Getppid()
 		}
+	case "gram-cycle": // CAGEWATCH_HELPER_N cycles of getppid, getuid, getgid, getegid on one thread
+		runtime.LockOSThread()
+		n, _ := strconv.Atoi(os.Getenv("CAGEWATCH_HELPER_N"))
+		for range n {
+			unix.Getppid()
+			unix.Getuid()
+			unix.Getgid()
+			unix.Getegid()
+		}
 	case "spin": // until killed
 		for {
 			unix.Getppid()
@@ -557,7 +566,7 @@ func TestBPFRemovedCgroupsAreReclaimed(t *testing.T) {
 
 	countEntries := func() int {
 		n := 0
-		if err := s.ReadHistograms(func(uint64, []SyscallCount) { n++ }); err != nil {
+		if err := s.ReadHistograms(func(uint64, []SyscallCount, []GramCount) { n++ }); err != nil {
 			t.Fatal(err)
 		}
 		return n
@@ -607,12 +616,54 @@ func TestBPFRemovedCgroupsAreReclaimed(t *testing.T) {
 	for _, id := range ids {
 		removed[id] = true
 	}
-	if err := s.ReadHistograms(func(id uint64, _ []SyscallCount) {
+	if err := s.ReadHistograms(func(id uint64, _ []SyscallCount, _ []GramCount) {
 		if removed[id] {
 			t.Errorf("removed cgroup %d still has a histogram slot", id)
 		}
 	}); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestBPFGramsAreConsecutiveSyscallsOfOneThread: a thread cycling through four
+// syscalls makes four 4-grams, each about once a cycle (a context switch starts
+// a new run), and no gram out of the cycle's order.
+func TestBPFGramsAreConsecutiveSyscallsOfOneThread(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	dir, id := testCgroup(t)
+	sampler := NewSampler(s, time.Now(), nil)
+	if _, _, err := sampler.Sample(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	const cycles = 2000
+	runInCgroup(t, dir, "gram-cycle", "CAGEWATCH_HELPER_N="+strconv.Itoa(cycles))
+	deltas, _, err := sampler.Sample(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var grams map[string]uint64
+	for _, d := range deltas {
+		if d.CgroupID == id {
+			grams = d.Window(model.Container{}).Grams
+		}
+	}
+	if grams == nil {
+		t.Fatalf("no grams for the test cgroup among %d windows", len(deltas))
+	}
+	cycle := []string{"getppid", "getuid", "getgid", "getegid"}
+	for i := range cycle {
+		g := model.GramKey(cycle[i], cycle[(i+1)%4], cycle[(i+2)%4], cycle[(i+3)%4])
+		if grams[g] < cycles*9/10 || grams[g] > cycles {
+			t.Errorf("gram %s counted %d times, want about %d (all grams: %d kinds)", g, grams[g], cycles, len(grams))
+		}
+	}
+	pairs := model.PairCounts(grams)
+	for p, n := range pairs {
+		prev, next := model.GramNames(p)[0], model.GramNames(p)[1]
+		i, j := slices.Index(cycle, prev), slices.Index(cycle, next)
+		if i >= 0 && j >= 0 && j != (i+1)%4 {
+			t.Errorf("pair %s counted %d times: the thread never made it", p, n)
+		}
 	}
 }
 
@@ -625,7 +676,7 @@ func TestBPFHistogramSlotsRunOutAndComeBack(t *testing.T) {
 	countsOf := func(id uint64) (Counts, bool) {
 		var got Counts
 		var ok bool
-		if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount) {
+		if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount, _ []GramCount) {
 			if owner == id {
 				for _, c := range counts {
 					got[c.Nr] = c.Count
@@ -681,7 +732,7 @@ func TestBPFHistogramSlotsRunOutAndComeBack(t *testing.T) {
 	if err := s.DeleteHistograms([]uint64{idB}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.ReadHistograms(func(uint64, []SyscallCount) {}); err != nil {
+	if err := s.ReadHistograms(func(uint64, []SyscallCount, []GramCount) {}); err != nil {
 		t.Fatal(err)
 	}
 	runInCgroup(t, dirA, "getppid", "CAGEWATCH_HELPER_N=300")
@@ -703,7 +754,7 @@ func TestBPFMovedTaskCountsInItsNewCgroup(t *testing.T) {
 	dirB, idB := testCgroup(t)
 	getppidOf := func(id uint64) uint64 {
 		var n uint64
-		if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount) {
+		if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount, _ []GramCount) {
 			if owner == id {
 				n = Delta{Counts: counts}.Count(110) // getppid
 			}
@@ -1086,7 +1137,7 @@ func TestBPFRuntimeSetupIsNotCounted(t *testing.T) {
 				t.Fatalf("helper: %v", err)
 			}
 			var n uint64
-			if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount) {
+			if err := s.ReadHistograms(func(owner uint64, counts []SyscallCount, _ []GramCount) {
 				if owner == id {
 					n += Delta{Counts: counts}.Count(110) // getppid
 				}

@@ -21,6 +21,7 @@ type sensorCpuState struct {
 	Cpu        uint32
 	Skip       uint32
 	Pad        uint32
+	Recent     uint64
 }
 
 type sensorEnforcePolicy struct {
@@ -77,12 +78,14 @@ type sensorExecSite struct {
 }
 
 type sensorHist struct {
-	_        structs.HostLayout
-	CgroupId uint64
-	Cpu      uint32
-	Pad      uint32
-	Seen     [8]uint64
-	Counts   [512]uint64
+	_         structs.HostLayout
+	CgroupId  uint64
+	Cpu       uint32
+	Pad       uint32
+	Seen      [8]uint64
+	Counts    [512]uint64
+	GramsLost uint64
+	Grams     [1024]uint64
 }
 
 type sensorNameKey struct {

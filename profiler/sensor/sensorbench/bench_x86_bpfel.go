@@ -21,15 +21,18 @@ type benchCpuState struct {
 	Cpu        uint32
 	Skip       uint32
 	Pad        uint32
+	Recent     uint64
 }
 
 type benchHist struct {
-	_        structs.HostLayout
-	CgroupId uint64
-	Cpu      uint32
-	Pad      uint32
-	Seen     [8]uint64
-	Counts   [512]uint64
+	_         structs.HostLayout
+	CgroupId  uint64
+	Cpu       uint32
+	Pad       uint32
+	Seen      [8]uint64
+	Counts    [512]uint64
+	GramsLost uint64
+	Grams     [1024]uint64
 }
 
 type benchPairHist struct {
