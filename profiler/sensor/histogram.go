@@ -18,9 +18,9 @@ import (
 type Counts = [HistSlots]uint64
 
 // DefaultHistogramSlots is how many (cgroup, CPU) pairs are counted at once unless
-// configured: each takes a 4 KiB slot of locked kernel memory, and a cgroup takes
-// one slot per CPU its tasks made syscalls on.
-const DefaultHistogramSlots = 8192
+// configured: each takes 12 KiB of kernel memory (4 KiB of counts, 8 KiB of
+// 4-grams), and a cgroup takes one slot per CPU its tasks made syscalls on.
+const DefaultHistogramSlots = 4096
 
 // histSize is one slot's size in the mmapped array (struct hist: owner + counts).
 const histSize = int64(unsafe.Sizeof(sensorHist{}))
