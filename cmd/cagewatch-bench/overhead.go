@@ -288,7 +288,12 @@ func startBpftrace() (func() (sensorbench.RunStats, error), func() error, error)
 	if err != nil {
 		return nil, nil, err
 	}
-	cmd := exec.Command("bpftrace", "-e", bpftraceOneLiner)
+	// bpftrace finds tracepoints through tracefs, which a fresh machine does not
+	// mount: mount it in a private mount namespace, leaving the host untouched.
+	// unshare and sh exec, so the process signalled below is bpftrace itself.
+	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c",
+		`mountpoint -q /sys/kernel/tracing || mount -t tracefs tracefs /sys/kernel/tracing || exit 1; exec bpftrace -e "$0"`,
+		bpftraceOneLiner)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, nil, err
