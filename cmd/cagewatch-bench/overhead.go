@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cagewatch/cagewatch/profiler/sensor"
 	"github.com/cagewatch/cagewatch/profiler/sensor/sensorbench"
 )
 
@@ -228,11 +229,13 @@ func reportOverhead(r *report, res map[string]*measured) {
 		return medianDifference(res[name].kernel, empty.kernel)
 	}
 	r.add(k, "empty tp_btf/sys_enter program (the floor)", median(empty.kernel), "ns/run", "run time as the kernel counts it", "")
-	r.add(k, "cagewatch agent's sys_enter beyond the floor", beyond("agent"), "ns/syscall", "PRIMARY: histogram + rule filter, agent running", "<= 25")
-	r.add(k, "histogram alone beyond the floor", beyond(sensorbench.ProbeHistogram), "ns/syscall", "per-CPU slots, no helper call, no atomic", "")
+	r.add(k, "cagewatch agent's sys_enter beyond the floor", beyond("agent"), "ns/syscall", "PRIMARY: histogram + 4-grams + rule filter, agent running", "<= 25")
+	r.add(k, "ratio: agent beyond the floor ÷ the floor's own run", beyond("agent")/median(empty.kernel), "×", "#14's budget: 0.3", "")
+	r.add(k, "kernel memory per (cgroup, CPU) slot", float64(sensor.SlotBytes)/1024, "KiB", fmt.Sprintf("counts + %d-entry 4-gram table", sensor.GramTableEntries), "")
+	r.add(k, "histogram + 4-grams alone beyond the floor", beyond(sensorbench.ProbeHistogram), "ns/syscall", "per-CPU slots, no helper call, no atomic", "")
 	r.add(k, "first design: hash by cgroup id", beyond(sensorbench.ProbeHash), "ns/syscall", "2 helper calls + hash lookup + atomic add", "")
 	r.add(k, "cgroup local storage per syscall", beyond(sensorbench.ProbeCgrpStorage), "ns/syscall", "helper calls + atomic add", "")
-	r.add(k, "histogram + syscall-pair sketch (not in the sensor)", beyond(sensorbench.ProbePairs), "ns/syscall", "what #8's order sketch would cost", "")
+	r.add(k, "histogram + 4-grams + #8's pair sketch (not in the sensor)", beyond(sensorbench.ProbePairs), "ns/syscall", "the hashed sketch #14 replaced", "")
 	if res["bpftrace"] != nil {
 		r.add(k, "bpftrace one-liner beyond the floor", beyond("bpftrace"), "ns/syscall", "tracepoint:raw_syscalls:sys_enter @[cgroup, id] = count()", "")
 		if bt := beyond("bpftrace"); bt > 0 {

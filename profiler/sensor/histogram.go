@@ -25,6 +25,9 @@ const DefaultHistogramSlots = 4096
 // histSize is one slot's size in the mmapped array (struct hist: owner + counts).
 const histSize = int64(unsafe.Sizeof(sensorHist{}))
 
+// SlotBytes is one slot's kernel memory.
+const SlotBytes = histSize
+
 // histograms reads the kernel's slot array through a memory mapping and hands
 // freed slots back to the kernel. A BPF array's mapping is populated whole when
 // made, so only the prefix of slots in use is mapped (free slots come off a stack,
