@@ -18,8 +18,8 @@ type fakeHistograms struct {
 	mu       sync.Mutex
 	hists    map[uint64]*Counts
 	grams    map[uint64][]GramCount // cumulative, by ascending key
-	deletes  [][]uint64 // every DeleteHistograms call, ids sorted
-	failRead error      // returned by the next ReadHistograms, then cleared
+	deletes  [][]uint64             // every DeleteHistograms call, ids sorted
+	failRead error                  // returned by the next ReadHistograms, then cleared
 	// failAfter is returned by the next ReadHistograms after it has passed every
 	// entry to fn, as a batch read that fails on its last batch does; then cleared.
 	failAfter  error
