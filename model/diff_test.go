@@ -2,6 +2,7 @@ package model
 
 import (
 	"encoding/json"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -164,9 +165,85 @@ func TestDiffIdentical(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, field := range []string{"syscalls_added", "syscalls_removed", "binaries_added", "binaries_removed", "rate_changes"} {
+	for _, field := range []string{"syscalls_added", "syscalls_removed", "binaries_added", "binaries_removed", "rate_changes", "pairs_added", "pairs_removed"} {
 		if !strings.Contains(string(raw), `"`+field+`":[]`) {
 			t.Errorf("JSON %s does not have %q as an empty array", raw, field)
 		}
+	}
+}
+
+func TestDiffPairs(t *testing.T) {
+	// Pair counts are summed from grams: "x,a,b" and "a,b" both count a → b.
+	withGrams := func(tag string, grams map[string]uint64) *Baseline {
+		b := NewBaseline("registry.example/shop/api", tag, "")
+		b.Order = Order{Windows: 5, Grams: grams}
+		return b
+	}
+	a := withGrams("v1", map[string]uint64{
+		"read": 9, "read,write": 4, "x,read,write": 3, // kept
+		"open,close": 7, "x,y,open,close": 1, // removed: 8
+		"stat,close": 2, // removed: 2
+	})
+	b := withGrams("v2", map[string]uint64{
+		"read,write":  1,                    // kept
+		"read,execve": 5, "a,b,c,ptrace": 1, // added: 5 and 1
+		"connect": 3, // no pair
+	})
+	d := Diff(a, b, 10)
+	if !d.PairsCompared {
+		t.Fatal("pairs not compared")
+	}
+	wantAdded := []PairCount{{Pair: "read → execve", Count: 5}, {Pair: "c → ptrace", Count: 1}}
+	wantRemoved := []PairCount{{Pair: "open → close", Count: 8}, {Pair: "stat → close", Count: 2}}
+	if !slices.Equal(d.PairsAdded, wantAdded) || d.PairsAddedTotal != 2 {
+		t.Errorf("pairs added = %v (%d in all), want %v", d.PairsAdded, d.PairsAddedTotal, wantAdded)
+	}
+	if !slices.Equal(d.PairsRemoved, wantRemoved) || d.PairsRemovedTotal != 2 {
+		t.Errorf("pairs removed = %v (%d in all), want %v", d.PairsRemoved, d.PairsRemovedTotal, wantRemoved)
+	}
+
+	t.Run("top DiffPairs by count", func(t *testing.T) {
+		grams := map[string]uint64{}
+		for i := range 25 {
+			grams[GramKey("p", fmt.Sprintf("s%02d", i))] = uint64(100 - i%5) // ties ordered by name
+		}
+		d := Diff(withGrams("v1", map[string]uint64{"read": 1}), withGrams("v2", grams), 10)
+		if len(d.PairsAdded) != DiffPairs || d.PairsAddedTotal != 25 {
+			t.Fatalf("%d pairs added listed, %d in all; want %d of 25", len(d.PairsAdded), d.PairsAddedTotal, DiffPairs)
+		}
+		want := []string{"p → s00", "p → s05", "p → s10", "p → s15", "p → s20", "p → s01", "p → s06", "p → s11", "p → s16", "p → s21"}
+		for i, p := range d.PairsAdded {
+			if p.Pair != want[i] {
+				t.Errorf("pairs added[%d] = %v, want %s", i, p, want[i])
+			}
+		}
+	})
+	t.Run("not compared without order", func(t *testing.T) {
+		// An upgraded format 1 baseline has learned no order yet: every pair of
+		// the other would show as added or removed.
+		v1 := NewBaseline("registry.example/shop/api", "v0", "")
+		for _, d := range []BaselineDiff{Diff(v1, b, 10), Diff(a, v1, 10)} {
+			if d.PairsCompared || len(d.PairsAdded)+len(d.PairsRemoved) != 0 || d.PairsAddedTotal+d.PairsRemovedTotal != 0 {
+				t.Errorf("diff with a baseline without order: %+v", d)
+			}
+		}
+	})
+}
+
+func TestTopPairs(t *testing.T) {
+	grams := map[string]uint64{"read": 50, "a,read,write": 2, "read,write": 3, "open,read": 5, "x,open,read": 1, "close,open": 6, "b,c": 0}
+	got := TopPairs(grams, 2)
+	want := []PairCount{{Pair: "close → open", Count: 6}, {Pair: "open → read", Count: 6}}
+	if !slices.Equal(got, want) {
+		t.Errorf("TopPairs(2) = %v, want %v", got, want)
+	}
+	if got := TopPairs(grams, 10); len(got) != 3 || got[2] != (PairCount{Pair: "read → write", Count: 5}) {
+		t.Errorf("TopPairs(10) = %v", got)
+	}
+	if got := TopPairs(nil, 10); got == nil || len(got) != 0 {
+		t.Errorf("TopPairs(nil) = %#v, want an empty list", got)
+	}
+	if got := TopPairs(grams, -1); len(got) != 0 {
+		t.Errorf("TopPairs(-1) = %v, want none", got)
 	}
 }

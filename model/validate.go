@@ -57,6 +57,9 @@ func (b *Baseline) Validate() error {
 	if uint64(len(b.Sample)) > b.Windows {
 		return bad("sample holds %d windows, more than the %d learned", len(b.Sample), b.Windows)
 	}
+	if err := b.validateViews(); err != nil {
+		return bad("%v", err)
+	}
 	if c := b.Convergence; c.CheckpointWindows > b.Windows {
 		return bad("convergence.checkpoint_windows %d exceeds windows %d", c.CheckpointWindows, b.Windows)
 	} else if c.PreviousWindows > c.CheckpointWindows {
@@ -79,6 +82,76 @@ func (b *Baseline) Validate() error {
 	return nil
 }
 
+// validateViews checks the composition, order and volume views and that they
+// cover the sampled windows, which leave-one-out calibration subtracts from them.
+func (b *Baseline) validateViews() error {
+	c := b.Composition
+	if c.Windows > b.Windows {
+		return fmt.Errorf("composition.windows %d exceeds windows %d", c.Windows, b.Windows)
+	}
+	for name, m := range c.Shares {
+		switch {
+		case name == "":
+			return errors.New("composition.shares: syscall with an empty name")
+		case m.N == 0: // would make a never-seen syscall count as known
+			return fmt.Errorf("composition.shares[%q]: n is 0", name)
+		case m.Mean > 1+1e-9 || m.Max > 1: // a mean of shares of 1 may round above it
+			return fmt.Errorf("composition.shares[%q]: mean %v and max %v must be shares within [0, 1]", name, m.Mean, m.Max)
+		}
+		if err := m.validate(c.Windows); err != nil {
+			return fmt.Errorf("composition.shares[%q]: %v", name, err)
+		}
+	}
+	o := b.Order
+	if o.Windows > b.Windows {
+		return fmt.Errorf("order.windows %d exceeds windows %d", o.Windows, b.Windows)
+	}
+	if o.Windows == 0 && len(o.Grams) > 0 {
+		return fmt.Errorf("order.grams holds %d grams, but order.windows is 0", len(o.Grams))
+	}
+	for g, n := range o.Grams {
+		if err := validGram(g); err != nil {
+			return fmt.Errorf("order.grams: %v", err)
+		}
+		if n == 0 {
+			return fmt.Errorf("order.grams[%q] is 0", g)
+		}
+	}
+	// Volume is the log of a rate: negative below one call per second.
+	v := b.Volume
+	switch {
+	case v.N > b.Windows:
+		return fmt.Errorf("volume.n %d exceeds windows %d", v.N, b.Windows)
+	case v.N != c.Windows: // both count the windows that made a call
+		return fmt.Errorf("volume.n %d differs from composition.windows %d", v.N, c.Windows)
+	case !finite(v.Mean) || !finiteNonNeg(v.M2) || !finite(v.Max):
+		return fmt.Errorf("volume: mean %v and max %v must be finite, m2 %v finite and non-negative", v.Mean, v.Max, v.M2)
+	case v.N > 0 && v.Max < v.Mean-1e-9*math.Abs(v.Mean):
+		return fmt.Errorf("volume: max %v below mean %v", v.Max, v.Mean)
+	}
+	var withCalls, withGrams uint64
+	for i, s := range b.Sample {
+		if sumCounts(s.Counts) > 0 {
+			withCalls++
+		}
+		if len(s.Grams) > 0 {
+			withGrams++
+		}
+		for g := range s.Grams {
+			if err := validGram(g); err != nil {
+				return fmt.Errorf("sample[%d].grams: %v", i, err)
+			}
+		}
+	}
+	if withCalls > c.Windows {
+		return fmt.Errorf("sample holds %d windows with calls, more than composition.windows %d", withCalls, c.Windows)
+	}
+	if withGrams > o.Windows {
+		return fmt.Errorf("sample holds %d windows with grams, more than order.windows %d", withGrams, o.Windows)
+	}
+	return nil
+}
+
 func (m Moments) validate(windows uint64) error {
 	switch {
 	case m.N > windows:
@@ -91,4 +164,6 @@ func (m Moments) validate(windows uint64) error {
 	return nil
 }
 
-func finiteNonNeg(x float64) bool { return x >= 0 && !math.IsInf(x, 0) && !math.IsNaN(x) }
+func finiteNonNeg(x float64) bool { return x >= 0 && finite(x) }
+
+func finite(x float64) bool { return !math.IsInf(x, 0) && !math.IsNaN(x) }

@@ -206,3 +206,136 @@ func TestValidatedBaselineStaysEncodable(t *testing.T) {
 		})
 	}
 }
+
+// viewsBaseline is a learned baseline with all three views and sampled grams.
+func viewsBaseline(t *testing.T) *Baseline {
+	t.Helper()
+	b := upgradeLearn(upgradeWindows("c1", 0, 30), 8)
+	if err := b.Validate(); err != nil {
+		t.Fatalf("learned baseline does not validate: %v", err)
+	}
+	if b.Composition.Windows == 0 || b.Order.Windows == 0 || b.Volume.N == 0 || b.Sample[0].Grams == nil {
+		t.Fatalf("test baseline lacks a view: %+v %+v %+v", b.Composition, b.Order, b.Volume)
+	}
+	return b
+}
+
+func TestValidateViewsRejects(t *testing.T) {
+	nan, inf := math.NaN(), math.Inf(1)
+	share := func(b *Baseline, name string, f func(m *Moments)) {
+		m := b.Composition.Shares[name]
+		f(&m)
+		b.Composition.Shares[name] = m
+	}
+	// sampleGrams is the grams of the k-th sampled window that has some.
+	sampleGrams := func(b *Baseline, k int) map[string]uint64 {
+		for _, s := range b.Sample {
+			if s.Grams != nil {
+				if k == 0 {
+					return s.Grams
+				}
+				k--
+			}
+		}
+		t.Fatal("too few sampled windows with grams")
+		return nil
+	}
+	firstGram := func(b *Baseline) string {
+		for g := range b.Order.Grams {
+			return g
+		}
+		return ""
+	}
+	tests := []struct {
+		name   string
+		mutate func(b *Baseline)
+		want   []string
+	}{
+		{"composition windows above windows", func(b *Baseline) { b.Composition.Windows = b.Windows + 1 }, []string{"composition.windows", "exceeds windows"}},
+		{"share in more windows than composition", func(b *Baseline) {
+			share(b, "read", func(m *Moments) { m.N = b.Composition.Windows + 1 })
+		}, []string{`composition.shares["read"]`, "exceeds windows"}},
+		{"share mean above 1", func(b *Baseline) { share(b, "read", func(m *Moments) { m.Mean, m.Max = 1.5, 1.5 }) }, []string{`composition.shares["read"]`, "[0, 1]"}},
+		{"share max above 1", func(b *Baseline) { share(b, "read", func(m *Moments) { m.Max = 2 }) }, []string{`composition.shares["read"]`, "max 2"}},
+		{"share mean negative", func(b *Baseline) { share(b, "read", func(m *Moments) { m.Mean = -0.1 }) }, []string{`composition.shares["read"]`, "mean -0.1"}},
+		{"share m2 NaN", func(b *Baseline) { share(b, "close", func(m *Moments) { m.M2 = nan }) }, []string{`composition.shares["close"]`, "m2 NaN"}},
+		{"share max below mean", func(b *Baseline) { share(b, "read", func(m *Moments) { m.Max = m.Mean / 2 }) }, []string{`composition.shares["read"]`, "below mean"}},
+		{"share in no window", func(b *Baseline) { b.Composition.Shares["ptrace"] = Moments{} }, []string{`composition.shares["ptrace"]`, "n is 0"}},
+		{"share with empty name", func(b *Baseline) { b.Composition.Shares[""] = Moments{N: 1, Mean: 0.1, Max: 0.1} }, []string{"composition.shares", "empty name"}},
+		{"order windows above windows", func(b *Baseline) { b.Order.Windows = b.Windows + 1 }, []string{"order.windows", "exceeds windows"}},
+		{"grams without order windows", func(b *Baseline) {
+			b.Order.Windows = 0
+			for i := range b.Sample {
+				b.Sample[i].Grams = nil
+			}
+		}, []string{"order.grams", "order.windows is 0"}},
+		{"gram too long", func(b *Baseline) { b.Order.Grams["a,b,c,d,e"] = 1 }, []string{"order.grams", `"a,b,c,d,e"`, "more than 4"}},
+		{"gram with empty name", func(b *Baseline) { b.Order.Grams["read,,write"] = 1 }, []string{"order.grams", `"read,,write"`, "empty"}},
+		{"empty gram", func(b *Baseline) { b.Order.Grams[""] = 1 }, []string{"order.grams", "empty"}},
+		{"gram counted 0 times", func(b *Baseline) { b.Order.Grams[firstGram(b)] = 0 }, []string{"order.grams[", "is 0"}},
+		{"volume n above windows", func(b *Baseline) { b.Volume.N = b.Windows + 1 }, []string{"volume.n", "exceeds windows"}},
+		{"volume n differs from composition", func(b *Baseline) { b.Volume.N-- }, []string{"volume.n", "composition.windows"}},
+		{"volume mean NaN", func(b *Baseline) { b.Volume.Mean = nan }, []string{"volume", "mean NaN"}},
+		{"volume max infinite", func(b *Baseline) { b.Volume.Max = inf }, []string{"volume", "max +Inf"}},
+		{"volume m2 negative", func(b *Baseline) { b.Volume.M2 = -1 }, []string{"volume", "m2 -1"}},
+		{"volume max below mean", func(b *Baseline) { b.Volume.Max = b.Volume.Mean - 1 }, []string{"volume", "below mean"}},
+		{"sample gram too long", func(b *Baseline) { sampleGrams(b, 2)["a,b,c,d,e"] = 1 }, []string{"sample[", "].grams", "more than 4"}},
+		{"sample gram with empty name", func(b *Baseline) { sampleGrams(b, 1)[",read"] = 1 }, []string{"sample[", "].grams", "empty"}},
+		{"sample windows with calls beyond composition", func(b *Baseline) {
+			b.Composition.Windows, b.Volume.N = 1, 1
+			for name := range b.Composition.Shares {
+				share(b, name, func(m *Moments) { m.N = 1 })
+			}
+		}, []string{"sample holds", "windows with calls", "composition.windows 1"}},
+		{"sample windows with grams beyond order", func(b *Baseline) { b.Order.Windows = 1 }, []string{"sample holds", "windows with grams", "order.windows 1"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := viewsBaseline(t)
+			tc.mutate(b)
+			err := b.Validate()
+			if err == nil {
+				t.Fatalf("Validate accepted a baseline with %s", tc.name)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, b.Key()) {
+				t.Errorf("error %q does not name the image %q", msg, b.Key())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not mention %q", msg, w)
+				}
+			}
+		})
+	}
+}
+
+func TestValidateViewsAccepts(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(b *Baseline)
+	}{
+		{"volume below one call per second (negative log)", func(b *Baseline) {
+			b.Volume = Moments{N: b.Volume.N, Mean: -2, M2: 0.5, Max: -1}
+		}},
+		{"a share of 1", func(b *Baseline) { b.Composition.Shares["read"] = Moments{N: 1, Mean: 1, Max: 1} }},
+		{"order windows whose grams were all 0", func(b *Baseline) { b.Order.Windows = b.Windows }},
+		{"upgraded from format 1", func(b *Baseline) {
+			*b = *asV1(t, b)
+			b.UpgradeViews()
+		}},
+		{"no views (all windows without calls)", func(b *Baseline) {
+			*b = *upgradeLearn([]Window{upgradeWindow("c1", 3)}, 8)
+		}},
+		{"full-length gram", func(b *Baseline) { b.Order.Grams["a,b,c,d"] = 3 }},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			b := viewsBaseline(t)
+			tc.mutate(b)
+			if err := b.Validate(); err != nil {
+				t.Errorf("Validate = %v, want nil", err)
+			}
+		})
+	}
+}

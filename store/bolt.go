@@ -30,8 +30,9 @@ type Store interface {
 	Close() error
 }
 
-// SchemaVersion is the layout this build writes.
-const SchemaVersion = 1
+// SchemaVersion is the layout this build writes. Schema 2: baselines carry
+// the composition, order and volume views.
+const SchemaVersion = 2
 
 var (
 	bucketMeta      = []byte("meta")
@@ -46,6 +47,43 @@ var (
 // layout or the value encoding changes.
 var migrations = map[int]func(tx *bolt.Tx) error{
 	0: func(*bolt.Tx) error { return nil }, // the buckets are created by Open
+	1: upgradeBaselineViews,
+}
+
+// upgradeBaselineViews rebuilds the views of every stored baseline from its
+// sample (model.Baseline.UpgradeViews). A value that does not decode or
+// validate is left as it was: reads report it as ErrCorruptValue naming its
+// key, as before, and DeleteBaseline can remove it, where failing here would
+// keep the whole store from opening.
+func upgradeBaselineViews(tx *bolt.Tx) error {
+	bucket := tx.Bucket(bucketBaselines)
+	upgraded := map[string][]byte{}
+	err := bucket.ForEach(func(k, v []byte) error {
+		var b model.Baseline
+		if json.Unmarshal(v, &b) != nil {
+			return nil
+		}
+		b.UpgradeViews()
+		fillEmpty(&b)
+		if b.Validate() != nil {
+			return nil
+		}
+		raw, err := json.Marshal(&b)
+		if err != nil {
+			return fmt.Errorf("encoding baseline %q: %w", k, err)
+		}
+		upgraded[string(k)] = raw // k is only valid in the tx, and Put must wait for ForEach
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for k, raw := range upgraded {
+		if err := bucket.Put([]byte(k), raw); err != nil {
+			return fmt.Errorf("writing baseline %q: %w", k, err)
+		}
+	}
+	return nil
 }
 
 var (

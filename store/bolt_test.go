@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -20,7 +21,7 @@ import (
 var testT0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
 // testBaseline learns a small baseline for image:tag: windows from two
-// containers, startup syscalls, a binary and a sample cut to 4.
+// containers with grams, startup syscalls, a binary and a sample cut to 4.
 func testBaseline(t testing.TB, image, tag string, windows int) *model.Baseline {
 	t.Helper()
 	b := model.NewBaseline(image, tag, "sha256:"+strings.Repeat("ab", 8))
@@ -34,6 +35,7 @@ func testBaseline(t testing.TB, image, tag string, windows int) *model.Baseline 
 			Start:     testT0.Add(time.Duration(i) * time.Second),
 			Duration:  time.Second,
 			Counts:    map[string]uint64{"read": uint64(100 + i*7%13), "write": uint64(40 + i%5), "futex": uint64(i % 3)},
+			Grams:     model.GramsOfSequence([]string{"read", "write", "futex", "read", "write"}[:2+i%4]),
 		}, 4)
 		b.UpdateState(model.LearnConfig{MinWindows: 4, MinContainers: 1, StableWindows: 2, MaxDrift: 0.25, SampleSize: 4})
 	}
@@ -388,6 +390,7 @@ func TestOpenSchemaVersions(t *testing.T) {
 		{"none: migrated", "", nil, nil},
 		{"current", fmt.Sprint(SchemaVersion), nil, nil},
 		{"older: migrated", "0", nil, nil},
+		{"schema 1: migrated", "1", nil, nil},
 		{"newer", fmt.Sprint(SchemaVersion + 1), ErrNewerSchema, []string{fmt.Sprint(SchemaVersion + 1)}},
 		{"much newer", "99", ErrNewerSchema, []string{"99"}},
 		{"not a number", "one", nil, []string{"schema version", `"one"`}},
@@ -522,4 +525,142 @@ func TestStoreInterface(t *testing.T) {
 	if _, err := s.Baselines(); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// readRaw returns every value of a bucket, as bbolt holds it.
+func readRaw(t *testing.T, path, bucket string) map[string]string {
+	t.Helper()
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatalf("opening %s with bbolt: %v", path, err)
+	}
+	defer db.Close()
+	out := map[string]string{}
+	err = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucket)).ForEach(func(k, v []byte) error {
+			out[string(k)] = string(v)
+			return nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestMigrateSchema1UpgradesViews opens a store as schema 1 left it: baselines
+// encoded without views. Open upgrades each in its migration transaction.
+func TestMigrateSchema1UpgradesViews(t *testing.T) {
+	docExample, err := os.ReadFile("testdata/export-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var file struct {
+		Baselines []json.RawMessage `json:"baselines"`
+	}
+	if err := json.Unmarshal(docExample, &file); err != nil {
+		t.Fatal(err)
+	}
+	cut := testBaseline(t, "docker.io/library/redis", "7", 9) // sample of 4 of 9 windows
+	withViews := testBaseline(t, "registry.example/api", "2", 5)
+	rawWithViews, _ := json.Marshal(withViews)
+	stored := map[string]string{
+		"docker.io/library/nginx:1.27": string(file.Baselines[0]),
+		cut.Key():                      string(v1Baseline(t, cut)),
+		withViews.Key():                string(rawWithViews), // a development build wrote views at schema 1
+		"broken:1":                     "\x00not json",
+		"invalid:1":                    "{}",
+	}
+	path := filepath.Join(t.TempDir(), "s.db")
+	for k, v := range stored {
+		if strings.Contains(v, `"composition"`) != (k == withViews.Key()) {
+			t.Fatalf("%s: old value with views %v", k, strings.Contains(v, `"composition"`))
+		}
+		writeRaw(t, path, "baselines", k, v)
+	}
+	writeRaw(t, path, "meta", "schema_version", "1")
+
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatalf("Open of a schema 1 store: %v", err)
+	}
+	got := map[string]*model.Baseline{}
+	for _, key := range []string{"docker.io/library/nginx:1.27", cut.Key(), withViews.Key()} {
+		b, err := s.Baseline(key)
+		if err != nil {
+			t.Fatalf("Baseline(%q) after migration: %v", key, err)
+		}
+		got[key] = b
+	}
+	s.Close()
+	if v := readMeta(t, path)["schema_version"]; v != fmt.Sprint(SchemaVersion) {
+		t.Errorf("schema_version = %q, want %d", v, SchemaVersion)
+	}
+
+	t.Run("views rebuilt from the sample", func(t *testing.T) {
+		for _, key := range []string{"docker.io/library/nginx:1.27", cut.Key()} {
+			b := got[key]
+			if b.Composition.Windows == 0 || b.Composition.Windows != uint64(len(b.Sample)) || b.Volume.N != b.Composition.Windows {
+				t.Errorf("%s: composition.windows %d, volume.n %d; want the %d sampled windows", key, b.Composition.Windows, b.Volume.N, len(b.Sample))
+			}
+			if b.Order.Windows != 0 || b.Order.Grams == nil {
+				t.Errorf("%s: order = %+v, want empty and learning", key, b.Order)
+			}
+		}
+		if b := got[cut.Key()]; b.Windows != 9 || b.Composition.Windows != 4 {
+			t.Errorf("cut sample: windows %d, composition.windows %d; want 9 and 4", b.Windows, b.Composition.Windows)
+		}
+	})
+	t.Run("written back", func(t *testing.T) {
+		raw := readRaw(t, path, "baselines")
+		for _, key := range []string{"docker.io/library/nginx:1.27", cut.Key()} {
+			if !strings.Contains(raw[key], `"composition":{"windows":`) {
+				t.Errorf("%s stored without views after migration: %s", key, raw[key])
+			}
+		}
+		if raw[withViews.Key()] != string(rawWithViews) {
+			t.Errorf("a baseline with views was rewritten:\n got %s\nwant %s", raw[withViews.Key()], rawWithViews)
+		}
+		// Values that do not decode or validate are left for reads to report.
+		for _, key := range []string{"broken:1", "invalid:1"} {
+			if raw[key] != stored[key] {
+				t.Errorf("%s changed by migration: %q", key, raw[key])
+			}
+		}
+	})
+	t.Run("reopening changes nothing", func(t *testing.T) {
+		before := readRaw(t, path, "baselines")
+		openTest(t, path).Close()
+		if after := readRaw(t, path, "baselines"); !maps.Equal(after, before) {
+			t.Error("second Open rewrote baselines")
+		}
+	})
+	t.Run("learns on", func(t *testing.T) {
+		s := openTest(t, path)
+		b := got[cut.Key()]
+		b.AddWindow(model.Window{Container: model.Container{ID: "c0"}, Start: testT0.Add(time.Hour), Duration: time.Second,
+			Counts: map[string]uint64{"read": 3}, Grams: map[string]uint64{"read": 1, "read,read": 2}}, 4)
+		if err := s.PutBaselines(b); err != nil {
+			t.Fatal(err)
+		}
+		again, err := s.Baseline(b.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if again.Order.Windows != 1 || again.Composition.Windows != 5 {
+			t.Errorf("after one more window: order %d, composition %d windows; want 1 and 5", again.Order.Windows, again.Composition.Windows)
+		}
+	})
+}
+
+// v1Baseline is b as schema 1 stored it: without views and sampled grams.
+func v1Baseline(t *testing.T, b *model.Baseline) json.RawMessage {
+	t.Helper()
+	var file struct {
+		Baselines []json.RawMessage `json:"baselines"`
+	}
+	if err := json.Unmarshal(asVersion1(t, export(t, []*model.Baseline{b})), &file); err != nil {
+		t.Fatal(err)
+	}
+	return file.Baselines[0]
 }

@@ -11,10 +11,13 @@ import (
 	"github.com/cagewatch/cagewatch/model"
 )
 
-// The export format: see docs/baseline-format.md.
+// The export format: see docs/baseline-format.md. Version 2 added the
+// composition, order and volume views and the sample's grams.
 const (
 	FormatName    = "cagewatch-baseline"
-	FormatVersion = 1
+	FormatVersion = 2
+	// oldestFormatVersion is the oldest version Import still reads and upgrades.
+	oldestFormatVersion = 1
 )
 
 // ErrBadImport is wrapped by every import validation error.
@@ -54,8 +57,9 @@ func Import(r io.Reader) ([]*model.Baseline, error) {
 	if header.Format != FormatName {
 		return nil, fmt.Errorf("%w: format %q, want %q", ErrBadImport, header.Format, FormatName)
 	}
-	if header.Version != FormatVersion {
-		return nil, fmt.Errorf("%w: unsupported version %d (this build reads version %d)", ErrBadImport, header.Version, FormatVersion)
+	if header.Version < oldestFormatVersion || header.Version > FormatVersion {
+		return nil, fmt.Errorf("%w: unsupported version %d (this build reads versions %d to %d)",
+			ErrBadImport, header.Version, oldestFormatVersion, FormatVersion)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.DisallowUnknownFields()
@@ -70,6 +74,9 @@ func Import(r io.Reader) ([]*model.Baseline, error) {
 	for i, b := range f.Baselines {
 		if b == nil {
 			return nil, fmt.Errorf("%w: baselines[%d] is null", ErrBadImport, i)
+		}
+		if header.Version == 1 {
+			b.UpgradeViews() // keeps views a development build wrote into version 1
 		}
 		fillEmpty(b)
 		if err := b.Validate(); err != nil {
@@ -96,6 +103,12 @@ func fillEmpty(b *model.Baseline) {
 	}
 	if b.Binaries == nil {
 		b.Binaries = map[string]uint64{}
+	}
+	if b.Composition.Shares == nil {
+		b.Composition.Shares = map[string]model.Moments{}
+	}
+	if b.Order.Grams == nil {
+		b.Order.Grams = map[string]uint64{}
 	}
 }
 

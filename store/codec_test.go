@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -93,7 +95,7 @@ func TestExportHeader(t *testing.T) {
 	}
 	want := map[string]string{
 		"format":    `"cagewatch-baseline"`,
-		"version":   "1",
+		"version":   fmt.Sprint(FormatVersion),
 		"exported":  `"2025-03-02T07:30:00Z"`, // in UTC
 		"baselines": "[]",                     // an empty list, never null
 	}
@@ -116,19 +118,160 @@ func TestExportHeader(t *testing.T) {
 
 func TestImportFillsAbsentMaps(t *testing.T) {
 	// A hand-written file may leave out maps; learning must be able to continue.
-	in := `{"format":"cagewatch-baseline","version":1,"baselines":[{"image":"nginx","state":"learning"}]}`
-	bs, err := Import(strings.NewReader(in))
+	for _, version := range []int{1, 2} {
+		t.Run(fmt.Sprint("version ", version), func(t *testing.T) {
+			in := fmt.Sprintf(`{"format":"cagewatch-baseline","version":%d,"baselines":[{"image":"nginx","state":"learning"}]}`, version)
+			bs, err := Import(strings.NewReader(in))
+			if err != nil {
+				t.Fatal(err)
+			}
+			b := bs[0]
+			if b.Containers == nil || b.Syscalls == nil || b.Startup == nil || b.Binaries == nil ||
+				b.Composition.Shares == nil || b.Order.Grams == nil {
+				t.Fatalf("maps left nil: %+v", b)
+			}
+			b.AddWindow(model.Window{Container: model.Container{ID: "c"}, Start: testT0, Duration: time.Second,
+				Counts: map[string]uint64{"read": 1}, Grams: map[string]uint64{"read": 1}}, 4)
+			b.AddStartup(model.Window{Counts: map[string]uint64{"brk": 1}})
+			b.AddExec("/bin/sh")
+			if err := b.Validate(); err != nil {
+				t.Errorf("after learning on: %v", err)
+			}
+		})
+	}
+}
+
+// asVersion1 rewrites an export as the version 1 format held it: no views and
+// no sampled grams.
+func asVersion1(t testing.TB, raw []byte) []byte {
+	t.Helper()
+	var doc map[string]any
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber() // priorities use all 64 bits
+	if err := dec.Decode(&doc); err != nil {
+		t.Fatal(err)
+	}
+	doc["version"] = 1
+	for _, b := range doc["baselines"].([]any) {
+		b := b.(map[string]any)
+		delete(b, "composition")
+		delete(b, "order")
+		delete(b, "volume")
+		samples, _ := b["sample"].([]any)
+		for _, s := range samples {
+			delete(s.(map[string]any), "grams")
+		}
+	}
+	out, err := json.Marshal(doc)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := bs[0]
-	if b.Containers == nil || b.Syscalls == nil || b.Startup == nil || b.Binaries == nil {
-		t.Fatalf("maps left nil: %+v", b)
-	}
-	b.AddWindow(model.Window{Container: model.Container{ID: "c"}, Start: testT0, Duration: time.Second, Counts: map[string]uint64{"read": 1}}, 4)
-	b.AddStartup(model.Window{Counts: map[string]uint64{"brk": 1}})
-	b.AddExec("/bin/sh")
+	return out
 }
+
+// TestImportVersion1 reads the format 1 example of docs/baseline-format.md, as
+// the build before the views exported it.
+func TestImportVersion1(t *testing.T) {
+	raw, err := os.ReadFile("testdata/export-v1.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bs, err := Import(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("Import of a version 1 file: %v", err)
+	}
+	b := bs[0]
+	// The views are those of the three sampled windows (the fourth is lost):
+	// totals 144, 352 and 170 calls in 1, 2 and 1 s.
+	volumes := []float64{math.Log(144), math.Log(176), math.Log(170)}
+	var volume model.Moments
+	for _, v := range volumes {
+		volume.Add(v)
+	}
+	if b.Composition.Windows != 3 || b.Volume.N != 3 || !nearly(b.Volume.Mean, volume.Mean) || !nearly(b.Volume.M2, volume.M2) || b.Volume.Max != volume.Max {
+		t.Errorf("composition.windows %d, volume %+v; want 3 and %+v", b.Composition.Windows, b.Volume, volume)
+	}
+	shares := map[string]struct {
+		n         uint64
+		mean, max float64
+	}{
+		"read":       {3, (100.0/144 + 250.0/352 + 120.0/170) / 3, 250.0 / 352},
+		"write":      {3, (44.0/144 + 80.0/352 + 40.0/170) / 3, 44.0 / 144},
+		"epoll_wait": {2, (22.0/352 + 10.0/170) / 2, 22.0 / 352},
+	}
+	for name, w := range shares {
+		if m := b.Composition.Shares[name]; m.N != w.n || !nearly(m.Mean, w.mean) || !nearly(m.Max, w.max) {
+			t.Errorf("composition.shares[%q] = %+v, want n %d, mean %v, max %v", name, m, w.n, w.mean, w.max)
+		}
+	}
+	if len(b.Composition.Shares) != len(shares) {
+		t.Errorf("composition.shares = %v", b.Composition.Shares)
+	}
+	if b.Order.Windows != 0 || b.Order.Grams == nil || len(b.Order.Grams) != 0 {
+		t.Errorf("order = %+v, want empty, learning from the next window", b.Order)
+	}
+	// The rest is as the file says.
+	if b.Windows != 4 || b.Syscalls["read"].Mean != 115 || len(b.Sample) != 3 {
+		t.Errorf("windows %d, read mean %v, sample %d", b.Windows, b.Syscalls["read"].Mean, len(b.Sample))
+	}
+
+	t.Run("exported again as version 2, which imports unchanged", func(t *testing.T) {
+		again := export(t, bs)
+		if !bytes.Contains(again, []byte(`"version": 2`)) {
+			t.Fatalf("re-export is not version 2:\n%s", again)
+		}
+		got, err := Import(bytes.NewReader(again))
+		if err != nil {
+			t.Fatal(err)
+		}
+		sameJSON(t, "re-imported", got, bs)
+	})
+}
+
+func TestImportVersion1Upgrades(t *testing.T) {
+	originals := exportBaselines(t)
+	bs, err := Import(bytes.NewReader(asVersion1(t, export(t, originals))))
+	if err != nil {
+		t.Fatalf("Import of a version 1 export: %v", err)
+	}
+	for i, b := range bs {
+		t.Run(b.Key(), func(t *testing.T) {
+			var withCalls uint64
+			for _, s := range b.Sample {
+				for _, c := range s.Counts {
+					if c > 0 {
+						withCalls++
+						break
+					}
+				}
+			}
+			if b.Composition.Windows != withCalls || b.Volume.N != withCalls {
+				t.Errorf("composition.windows %d, volume.n %d; want the %d sampled windows with calls", b.Composition.Windows, b.Volume.N, withCalls)
+			}
+			if b.Order.Windows != 0 || len(b.Order.Grams) != 0 {
+				t.Errorf("order = %+v, want empty", b.Order)
+			}
+			// What format 1 had is kept as it was.
+			o := originals[i]
+			if b.Windows != o.Windows || b.Total != o.Total || len(b.Syscalls) != len(o.Syscalls) || len(b.Sample) != len(o.Sample) {
+				t.Errorf("upgrade changed the format 1 statistics: %+v", b)
+			}
+			// An upgraded baseline merges with one learned with views.
+			if err := b.Merge(o, 4); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.Validate(); err != nil {
+				t.Errorf("merged with a version 2 baseline: %v", err)
+			}
+			if b.Order.Windows != o.Order.Windows || b.Composition.Windows != withCalls+o.Composition.Windows {
+				t.Errorf("merged views: composition %d, order %d windows; want %d, %d",
+					b.Composition.Windows, b.Order.Windows, withCalls+o.Composition.Windows, o.Order.Windows)
+			}
+		})
+	}
+}
+
+func nearly(a, b float64) bool { return math.Abs(a-b) <= 1e-12*math.Max(1, math.Abs(b)) }
 
 // replace returns s with old replaced by new once, failing if old is absent, so
 // that a bad-input case cannot silently test the valid file.
@@ -168,14 +311,14 @@ func badImports(t testing.TB) []badImport {
 	dup := string(export(t, []*model.Baseline{bs[1], bs[1]}))
 	withNull := replace(t, valid, "\n    },\n    {", "\n    },\n    null,\n    {")
 	return []badImport{
-		{"unknown version", replace(t, valid, `"version": 1`, `"version": 2`), []string{"version 2"}},
-		{"version 0", replace(t, valid, `"version": 1`, `"version": 0`), []string{"version 0"}},
-		{"no version", replace(t, valid, `"version": 1,`, ``), []string{"version 0"}},
+		{"unknown version", replace(t, valid, `"version": 2`, `"version": 3`), []string{"version 3", "versions 1 to 2"}},
+		{"version 0", replace(t, valid, `"version": 2`, `"version": 0`), []string{"version 0"}},
+		{"no version", replace(t, valid, `"version": 2,`, ``), []string{"version 0"}},
 		{"wrong format name", replace(t, valid, `"cagewatch-baseline"`, `"falco-rules"`), []string{"format", `"falco-rules"`}},
 		{"no format", replace(t, valid, `"format": "cagewatch-baseline",`, ``), []string{"format", `""`}},
 		{"not an export at all", `{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}`, []string{"format"}},
-		{"version is a string", replace(t, valid, `"version": 1`, `"version": "1"`), []string{`"version"`, "string"}},
-		{"version is fractional", replace(t, valid, `"version": 1`, `"version": 1.5`), []string{`"version"`, "1.5"}},
+		{"version is a string", replace(t, valid, `"version": 2`, `"version": "2"`), []string{`"version"`, "string"}},
+		{"version is fractional", replace(t, valid, `"version": 2`, `"version": 1.5`), []string{`"version"`, "1.5"}},
 		{"windows is a string", replace(t, one, `"windows": 12`, `"windows": "12"`), []string{`"baselines.windows"`, "string"}},
 		{"mean is a string", replace(t, miniExport, `"mean":5,`, `"mean":"5",`), []string{`"baselines.syscalls.mean"`, "string"}},
 		{"syscalls is a list", replace(t, one, `"syscalls": {`, `"syscalls": [], "y": {`), []string{`"baselines.syscalls"`, "array"}},
@@ -205,7 +348,7 @@ func badImports(t testing.TB) []badImport {
 		{"trailing garbage", valid + "garbage", []string{"after top-level value"}},
 		{"trailing brace", valid + "}", []string{"after top-level value"}},
 		{"two documents", valid + valid, []string{"after top-level value"}},
-		{"unknown top-level field", replace(t, valid, `"version": 1,`, `"version": 1, "comment": "hi",`), []string{`unknown field "comment"`}},
+		{"unknown top-level field", replace(t, valid, `"version": 2,`, `"version": 2, "comment": "hi",`), []string{`unknown field "comment"`}},
 		{"unknown baseline field", replace(t, one, `"windows": 12`, `"windows": 12, "windowz": 12`), []string{`unknown field "windowz"`}},
 		{"null baseline", withNull, []string{"baselines[1] is null"}},
 		{"duplicate image", dup, []string{"baselines[1]", `"registry.example/shop/api"`, "twice"}},
@@ -216,6 +359,24 @@ func badImports(t testing.TB) []badImport {
 		{"syscall in more windows than learned", replace(t, one, `"n": 12`, `"n": 13`), []string{"baselines[0]", "syscalls[", "n 13 exceeds windows 12"}},
 		{"containers do not add up", replace(t, one, `"c0": 6`, `"c0": 7`), []string{"baselines[0]", "containers"}},
 		{"bad time", replace(t, one, `"first_seen": "2025`, `"first_seen": "yesterday`), []string{"parsing time", "yesterday"}},
+		{"composition in more windows than learned", replace(t, one, `"windows": 12,
+        "shares"`, `"windows": 13,
+        "shares"`), []string{"baselines[0]", "composition.windows 13 exceeds windows 12"}},
+		{"share above 1", replace(t, one, `"max": 0.7225806451612903`, `"max": 1.7225806451612903`), []string{"baselines[0]", `composition.shares["read"]`, "[0, 1]"}},
+		{"gram too long", replace(t, one, `"read,write,futex,read": 6`, `"read,write,futex,read,write": 6`), []string{"baselines[0]", "order.grams", "more than 4"}},
+		{"gram with an empty name", replace(t, one, `"read,write": 12`, `"read,,write": 12`), []string{"baselines[0]", "order.grams", "empty syscall name"}},
+		{"gram counted 0 times", replace(t, one, `"read,write": 12`, `"read,write": 0`), []string{"baselines[0]", `order.grams["read,write"] is 0`}},
+		{"gram count negative", replace(t, one, `"read,write": 12`, `"read,write": -12`), []string{"baselines.order.grams", "-12"}},
+		{"order in more windows than learned", replace(t, one, `"windows": 12,
+        "grams"`, `"windows": 13,
+        "grams"`), []string{"baselines[0]", "order.windows 13 exceeds windows 12"}},
+		{"sample gram too long", replace(t, one, `"read,write,futex,read": 1`, `"read,write,futex,read,write": 1`), []string{"baselines[0]", "sample[", "].grams", "more than 4"}},
+		{"volume of other windows than composition", replace(t, one, `"volume": {
+        "n": 12`, `"volume": {
+        "n": 11`), []string{"baselines[0]", "volume.n 11 differs from composition.windows 12"}},
+		{"unknown view field", replace(t, one, `"composition": {`, `"composition": {"pairs": {},`), []string{`unknown field "pairs"`}},
+		{"version 1 sample with an empty syscall name", replace(t, miniExport, `"total"`, `"sample":[{"priority":1,"syscalls":{"":3}}],"total"`),
+			[]string{"baselines[0]", "composition.shares", "empty name"}},
 	}
 }
 
@@ -255,6 +416,10 @@ func TestImportReadError(t *testing.T) {
 func FuzzImport(f *testing.F) {
 	f.Add(export(f, exportBaselines(f)))
 	f.Add(export(f, nil))
+	f.Add(asVersion1(f, export(f, exportBaselines(f))))
+	if v1, err := os.ReadFile("testdata/export-v1.json"); err == nil {
+		f.Add(v1)
+	}
 	for _, tc := range badImports(f) {
 		f.Add([]byte(tc.input))
 	}

@@ -98,19 +98,19 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 
 	var top int
 	show := &cobra.Command{
-		Use: "show IMAGE", Short: "Show a baseline's syscalls with mean rate and spread", Args: cobra.ExactArgs(1),
+		Use: "show IMAGE", Short: "Show a baseline's syscalls with mean rate and spread, and its most frequent pairs", Args: cobra.ExactArgs(1),
 		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
 			b, err := svc.Get(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
 			if asJSON {
-				return writeJSON(g.stdout, b)
+				return writeJSON(g.stdout, shownBaseline{Baseline: b, TopPairs: model.TopPairs(b.Order.Grams, showPairs)})
 			}
 			return printBaseline(g.stdout, b, top)
 		}),
 	}
-	show.Flags().BoolVar(&asJSON, "json", false, "print the whole baseline as JSON")
+	show.Flags().BoolVar(&asJSON, "json", false, "print the whole baseline as JSON, with top_pairs")
 	show.Flags().IntVar(&top, "top", 25, "syscalls to list")
 
 	var output string
@@ -167,7 +167,7 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 	mergeCmd.Flags().StringVarP(&output, "output", "o", "-", "file to write (- for stdout)")
 
 	diff := &cobra.Command{
-		Use: "diff A.json B.json", Short: "What changed between two baselines: syscalls, binaries, rates", Args: cobra.ExactArgs(2),
+		Use: "diff A.json B.json", Short: "What changed between two baselines: syscalls, binaries, rates, pairs", Args: cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			diffs, err := diffFiles(args[0], args[1], top)
 			if err != nil {
@@ -286,10 +286,22 @@ func summaries(bs []*model.Baseline) []baselineSummary {
 	return out
 }
 
+// showPairs is how many of its most frequent pairs `baseline show` lists.
+const showPairs = 10
+
+// shownBaseline is `baseline show --json`: the whole baseline, as before, with
+// its most frequent pairs beside its fields.
+type shownBaseline struct {
+	*model.Baseline
+	TopPairs []model.PairCount `json:"top_pairs"`
+}
+
 func printBaseline(w io.Writer, b *model.Baseline, top int) error {
-	fmt.Fprintf(w, "image:      %s\nstate:      %s\nwindows:    %d (%.0f s) from %d containers\nseen:       %s .. %s\nbinaries:   %s\n\n",
+	fmt.Fprintf(w, "image:      %s\nstate:      %s\nwindows:    %d (%.0f s) from %d containers\nseen:       %s .. %s\nbinaries:   %s\n",
 		b.Key(), b.State, b.Windows, b.Seconds, len(b.Containers), b.FirstSeen.Format(time.RFC3339), b.LastSeen.Format(time.RFC3339),
 		strings.Join(sortedKeys(b.Binaries), " "))
+	fmt.Fprintf(w, "views:      composition over %d windows, order over %d windows (%d distinct pairs)\n\n",
+		b.Composition.Windows, b.Order.Windows, len(model.PairCounts(b.Order.Grams)))
 	names := sortedKeys(b.Syscalls)
 	slices.SortFunc(names, func(x, y string) int {
 		mx, _ := b.SyscallStats(x)
@@ -302,6 +314,22 @@ func printBaseline(w io.Writer, b *model.Baseline, top int) error {
 		mean, std := b.SyscallStats(name)
 		m := b.Syscalls[name]
 		fmt.Fprintf(tw, "%s\t%.2f\t%.2f\t%.2f\t%.0f%%\t\n", name, mean, std, m.Max, 100*float64(m.N)/float64(max(b.Windows, 1)))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	pairs := model.TopPairs(b.Order.Grams, showPairs)
+	if len(pairs) == 0 {
+		if b.Order.Windows == 0 {
+			fmt.Fprintln(w, "\nno order learned yet (a baseline from before the order view learns it from its next windows)")
+		}
+		return nil
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "PAIR\tCOUNT\t")
+	for _, p := range pairs {
+		fmt.Fprintf(tw, "%s\t%d\t\n", p.Pair, p.Count)
 	}
 	return tw.Flush()
 }
@@ -402,6 +430,25 @@ func printDiff(w io.Writer, d model.BaselineDiff) {
 			fmt.Fprintf(w, "    %-20s %10.2f -> %-10.2f (%.1f sd)\n", r.Syscall, r.MeanA, r.MeanB, r.Shift)
 		}
 	}
+	if !d.PairsCompared {
+		fmt.Fprintln(w, "  pairs:             not compared: a baseline has learned no order yet")
+		return
+	}
+	pairs := func(label string, ps []model.PairCount, total int, in string) {
+		if total == 0 {
+			return
+		}
+		fmt.Fprintf(w, "  %-18s %d", label, total)
+		if total > len(ps) {
+			fmt.Fprintf(w, " (the %d most frequent in %s)", len(ps), in)
+		}
+		fmt.Fprintln(w)
+		for _, p := range ps {
+			fmt.Fprintf(w, "    %-30s %10d\n", p.Pair, p.Count)
+		}
+	}
+	pairs("pairs added:", d.PairsAdded, d.PairsAddedTotal, d.B)
+	pairs("pairs removed:", d.PairsRemoved, d.PairsRemovedTotal, d.A)
 }
 
 func writeJSON(w io.Writer, v any) error {

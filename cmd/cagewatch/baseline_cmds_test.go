@@ -3,8 +3,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,18 +15,21 @@ import (
 	"github.com/cagewatch/cagewatch/store"
 )
 
-// learnedBaseline learns n one-second windows of a steady synthetic workload.
+// learnedBaseline learns n one-second windows of a steady synthetic workload;
+// extra, when set, is made after every read.
 func learnedBaseline(image, tag string, n int, extra string) *model.Baseline {
 	b := model.NewBaseline(image, tag, "sha256:"+strings.Repeat("ab", 32))
 	start := time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 	for i := range n {
 		counts := map[string]uint64{"read": uint64(100 + i%7), "write": uint64(50 + i%3), "futex": 10}
+		grams := model.GramsOfSequence([]string{"futex", "read", "write", "read", "write"})
 		if extra != "" {
 			counts[extra] = 5
+			grams = model.GramsOfSequence([]string{"futex", "read", extra, "write"})
 		}
 		b.AddWindow(model.Window{
 			CgroupID: 42, Container: model.Container{ID: "c1", Image: image, ImageTag: tag},
-			Start: start.Add(time.Duration(i) * time.Second), Duration: time.Second, Counts: counts,
+			Start: start.Add(time.Duration(i) * time.Second), Duration: time.Second, Counts: counts, Grams: grams,
 		}, 16)
 	}
 	b.AddExec("/bin/app")
@@ -129,7 +134,7 @@ func TestBaselineImportRejectsBadFilesAndWritesNothing(t *testing.T) {
 		name, body, want string
 	}{
 		{"truncated", valid[:len(valid)/2], "truncated"},
-		{"unknown version", strings.Replace(valid, `"version": 1`, `"version": 7`, 1), "version 7"},
+		{"unknown version", strings.Replace(valid, `"version": 2`, `"version": 7`, 1), "version 7"},
 		{"wrong type", strings.Replace(valid, `"windows": 10`, `"windows": "ten"`, 1), "windows"},
 		{"negative count", strings.Replace(valid, `"windows": 10`, `"windows": -10`, 1), "windows"},
 		{"overflowing number", strings.Replace(valid, `"seconds": 10`, `"seconds": 1e999`, 1), "seconds"},
@@ -209,4 +214,108 @@ func TestBaselineMergeDiffPromoteReset(t *testing.T) {
 	if _, _, err := runCLI(context.Background(), "baseline", "show", "--store", path, "e2e/app:1"); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Errorf("show after reset: %v", err)
 	}
+}
+
+func TestBaselineShowViewsAndPairs(t *testing.T) {
+	many := learnedBaseline("e2e/many", "1", 4, "")
+	// Twelve pairs with distinct counts: show lists the ten most frequent.
+	for i := range 12 {
+		many.AddWindow(model.Window{
+			CgroupID: 43, Container: model.Container{ID: "c2", Image: "e2e/many", ImageTag: "1"},
+			Start: time.Date(2026, 11, 2, 12, 0, i, 0, time.UTC), Duration: time.Second,
+			Counts: map[string]uint64{"read": 1, fmt.Sprintf("s%02d", i): 1},
+			Grams:  map[string]uint64{"read": 1, model.GramKey("read", fmt.Sprintf("s%02d", i)): uint64(100 + i)},
+		}, 16)
+	}
+	path := seedStore(t, learnedBaseline("e2e/app", "1", 30, ""), many)
+
+	t.Run("text", func(t *testing.T) {
+		out := mustCLI(t, "baseline", "show", "--store", path, "e2e/app:1")
+		for _, want := range []string{"composition over 30 windows, order over 30 windows (3 distinct pairs)", "PAIR", "read → write", "60", "write → read", "futex → read"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("show does not print %q:\n%s", want, out)
+			}
+		}
+		if strings.Index(out, "read → write") > strings.Index(out, "futex → read") {
+			t.Errorf("pairs not by count (read → write 60, futex → read 30):\n%s", out)
+		}
+	})
+	t.Run("json", func(t *testing.T) {
+		var shown struct {
+			Image       string            `json:"image"`
+			Windows     uint64            `json:"windows"`
+			Composition model.Composition `json:"composition"`
+			Order       model.Order       `json:"order"`
+			TopPairs    []model.PairCount `json:"top_pairs"`
+		}
+		if err := json.Unmarshal([]byte(mustCLI(t, "baseline", "show", "--json", "--store", path, "e2e/many:1")), &shown); err != nil {
+			t.Fatal(err)
+		}
+		// The whole baseline is still there, as before, with top_pairs beside it.
+		if shown.Image != "e2e/many" || shown.Windows != 16 || shown.Composition.Windows != 16 || shown.Order.Windows != 16 {
+			t.Errorf("show --json: image %q, windows %d, composition %d, order %d", shown.Image, shown.Windows, shown.Composition.Windows, shown.Order.Windows)
+		}
+		if len(shown.TopPairs) != 10 {
+			t.Fatalf("top_pairs holds %d pairs, want 10: %v", len(shown.TopPairs), shown.TopPairs)
+		}
+		if first := shown.TopPairs[0]; first != (model.PairCount{Pair: "read → s11", Count: 111}) {
+			t.Errorf("top pair %v, want read → s11 (111)", first)
+		}
+		if !slices.IsSortedFunc(shown.TopPairs, func(a, b model.PairCount) int { return int(b.Count) - int(a.Count) }) {
+			t.Errorf("top_pairs not by count: %v", shown.TopPairs)
+		}
+	})
+	t.Run("version 1 import: no order yet", func(t *testing.T) {
+		dst := filepath.Join(t.TempDir(), "cagewatch.db")
+		mustCLI(t, "baseline", "import", "--store", dst, filepath.Join("..", "..", "store", "testdata", "export-v1.json"))
+		out := mustCLI(t, "baseline", "show", "--store", dst, "docker.io/library/nginx:1.27")
+		for _, want := range []string{"composition over 3 windows, order over 0 windows", "no order learned yet"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("show does not print %q:\n%s", want, out)
+			}
+		}
+		var shown struct {
+			TopPairs []model.PairCount `json:"top_pairs"`
+		}
+		raw := mustCLI(t, "baseline", "show", "--json", "--store", dst, "docker.io/library/nginx:1.27")
+		if err := json.Unmarshal([]byte(raw), &shown); err != nil || shown.TopPairs == nil || len(shown.TopPairs) != 0 {
+			t.Errorf("top_pairs of a baseline without order = %v (%v), want []", shown.TopPairs, err)
+		}
+	})
+}
+
+func TestBaselineDiffPairs(t *testing.T) {
+	dir := t.TempDir()
+	a, b := filepath.Join(dir, "a.json"), filepath.Join(dir, "b.json")
+	mustCLI(t, "baseline", "export", "--store", seedStore(t, learnedBaseline("e2e/app", "1", 20, "")), "-o", a)
+	// Tag 2 makes sendto after read: read → sendto and sendto → write are new,
+	// read → write and write → read are gone.
+	mustCLI(t, "baseline", "export", "--store", seedStore(t, learnedBaseline("e2e/app", "2", 10, "sendto")), "-o", b)
+
+	out := mustCLI(t, "baseline", "diff", a, b)
+	for _, want := range []string{"pairs added:", "read → sendto", "sendto → write", "pairs removed:", "read → write", "write → read"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("diff does not print %q:\n%s", want, out)
+		}
+	}
+	var diffs []model.BaselineDiff
+	if err := json.Unmarshal([]byte(mustCLI(t, "baseline", "diff", "--json", a, b)), &diffs); err != nil {
+		t.Fatal(err)
+	}
+	d := diffs[0]
+	wantAdded := []model.PairCount{{Pair: "read → sendto", Count: 10}, {Pair: "sendto → write", Count: 10}}
+	wantRemoved := []model.PairCount{{Pair: "read → write", Count: 40}, {Pair: "write → read", Count: 20}}
+	if !d.PairsCompared || !slices.Equal(d.PairsAdded, wantAdded) || !slices.Equal(d.PairsRemoved, wantRemoved) {
+		t.Errorf("diff --json pairs: compared %v, added %v, removed %v; want %v, %v", d.PairsCompared, d.PairsAdded, d.PairsRemoved, wantAdded, wantRemoved)
+	}
+
+	t.Run("with a version 1 file", func(t *testing.T) {
+		v1 := filepath.Join("..", "..", "store", "testdata", "export-v1.json")
+		c := filepath.Join(dir, "c.json")
+		mustCLI(t, "baseline", "export", "--store", seedStore(t, learnedBaseline("docker.io/library/nginx", "1.28", 10, "")), "-o", c)
+		out := mustCLI(t, "baseline", "diff", v1, c)
+		if !strings.Contains(out, "pairs:") || !strings.Contains(out, "not compared") || strings.Contains(out, "pairs added") {
+			t.Errorf("diff with a baseline without order:\n%s", out)
+		}
+	})
 }
