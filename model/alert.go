@@ -124,7 +124,10 @@ func EventAlert(r *Rule, e Event, cmdline, hostname string) Alert {
 		dedupKey: EventDedupKey(r, e)}
 }
 
-// WindowAlert builds a statistical alert (syscall_novel, syscall_anomaly) for a window.
+// WindowAlert builds a statistical alert (syscall_novel, syscall_anomaly) for a
+// window. Its output names the view that drove the score, the syscalls whose
+// share moved most and the pairs learning never or rarely saw, so the reader
+// can tell an intruder's new order from a changed mix without the fields.
 func WindowAlert(r *Rule, w Window, s WindowScore, t Threshold, hostname string) Alert {
 	f := containerFields(w.Container)
 	f["evt.type"] = "window"
@@ -133,26 +136,80 @@ func WindowAlert(r *Rule, w Window, s WindowScore, t Threshold, hostname string)
 	f["cagewatch.window_seconds"] = w.Duration.Seconds()
 	f["cagewatch.novel_syscalls"] = s.Novel
 	top := make([]map[string]any, 0, len(s.Top))
-	var parts []string
+	shares := make([]string, 0, len(s.Top))
 	for _, c := range s.Top {
 		top = append(top, map[string]any{"syscall": c.Syscall, "observed": c.Observed, "expected": c.Expected, "novel": c.Novel})
-		parts = append(parts, fmt.Sprintf("%s %.1f/s (expected %.1f)", c.Syscall, c.Observed, c.Expected))
+		if c.Novel {
+			shares = append(shares, fmt.Sprintf("%s %s (never seen)", c.Syscall, percent(c.Observed)))
+		} else {
+			shares = append(shares, fmt.Sprintf("%s %s (expected %s)", c.Syscall, percent(c.Observed), percent(c.Expected)))
+		}
 	}
 	f["cagewatch.top"] = top
+	views := make([]map[string]any, 0, len(s.Views))
+	for _, v := range s.Views {
+		views = append(views, map[string]any{"view": v.View, "z": v.Z, "p_value": v.PValue, "raw": v.Raw})
+	}
+	f["cagewatch.views"] = views
+	pairs := make([]map[string]any, 0, len(s.Pairs))
+	pairParts := make([]string, 0, len(s.Pairs))
+	for _, p := range s.Pairs {
+		pairs = append(pairs, map[string]any{"pair": p.Pair, "count": p.Count, "learned": p.Learned})
+		pairParts = append(pairParts, p.Pair+" "+seenWhileLearning(p.Learned))
+	}
+	f["cagewatch.pairs"] = pairs
 	name := w.Container.Name
 	if name == "" {
 		name = w.Container.ID
 	}
-	what := fmt.Sprintf("syscall mix off baseline, score %.1f > threshold %.1f", s.Value, t.Value)
-	if r.ID == RuleSyscallNovel {
+	driver := s.Driver()
+	var what string
+	switch {
+	case r.ID == RuleSyscallNovel:
 		what = "syscalls never seen while learning: " + strings.Join(s.Novel, ", ")
+	case driver.View == ViewOrder:
+		what = fmt.Sprintf("syscall order off baseline (order view, z %.1f), score %.1f > threshold %.1f", driver.Z, s.Value, t.Value)
+	case driver.View == ViewComposition:
+		what = fmt.Sprintf("syscall mix off baseline (composition view, z %.1f), score %.1f > threshold %.1f", driver.Z, s.Value, t.Value)
+	default:
+		what = fmt.Sprintf("syscalls off baseline, score %.1f > threshold %.1f", s.Value, t.Value)
+	}
+	// The driving view's evidence first.
+	details := []string{"top: " + strings.Join(shares, ", ")}
+	if len(pairParts) > 0 {
+		details = append(details, "pairs: "+strings.Join(pairParts, ", "))
+		if driver.View == ViewOrder {
+			details[0], details[1] = details[1], details[0]
+		}
 	}
 	end := w.Start.Add(w.Duration)
-	output := fmt.Sprintf("%s: %s %s (container=%s image=%s top: %s)", end.Format("15:04:05.000000000"), r.Priority, what,
-		name, w.Container.ImageRef(), strings.Join(parts, "; "))
+	output := fmt.Sprintf("%s: %s %s (container=%s image=%s %s)", end.Format("15:04:05.000000000"), r.Priority, what,
+		name, w.Container.ImageRef(), strings.Join(details, "; "))
 	return Alert{Time: end, Rule: r.ID, Priority: r.Priority, Output: output, Source: "cagewatch",
 		Tags: r.Tags, Hostname: hostname, OutputFields: f, Action: r.Action, CgroupID: w.CgroupID, Container: w.Container,
 		dedupKey: windowDedupKey(r, w, s)}
+}
+
+// percent writes a share so that small ones keep a digit that tells them apart.
+func percent(share float64) string {
+	p := 100 * share
+	switch {
+	case p == 0 || p >= 10:
+		return fmt.Sprintf("%.0f%%", p)
+	case p >= 1:
+		return fmt.Sprintf("%.1f%%", p)
+	}
+	return fmt.Sprintf("%.2g%%", p)
+}
+
+func seenWhileLearning(n uint64) string {
+	switch n {
+	case 0:
+		return "never seen while learning"
+	case 1:
+		return "seen once while learning"
+	}
+	return fmt.Sprintf("seen %d times while learning", n)
 }
 
 // RuleAlertsHeldBack is the summary alert of a container past its alert cap.

@@ -234,7 +234,7 @@ func TestAlertJSON(t *testing.T) {
 		},
 		{
 			name:     "window alert",
-			alert:    WindowAlert(novel, w, Score(stats, w.Counts, 1), stats.Calibrate(1, 1), "node-1"),
+			alert:    WindowAlert(novel, w, Score(stats, w), stats.Calibrate(1, 1), "node-1"),
 			wantKeys: []string{"hostname", "output", "output_fields", "priority", "rule", "source", "tags", "time"},
 		},
 		{
@@ -292,25 +292,38 @@ func TestAlertJSON(t *testing.T) {
 }
 
 func TestWindowAlert(t *testing.T) {
-	wl := newScoreWorkload(21, 0.10)
-	b := learnScoreBaseline(wl, 300)
-	th := b.Calibrate(1, 1)
+	counts := learnScoreBaseline(newScoreWorkload(21, 0.10), 300)
+	grams := learnSeqBaseline(newSeqWorkload(21), 300)
+	// rare learned fstat → mmap three times, in one window.
+	rare := grams.Clone()
+	lw := newSeqWorkload(23).next(1)
+	lw.Counts["mmap"] += 3
+	lw.Grams["read,openat,fstat,mmap"] += 3
+	rare.AddWindow(lw, 0)
+	novel := alertRule(t, RuleSyscallNovel, "Warning", ActionFreeze, MatchSpec{Event: "novel"})
+	anomaly := alertRule(t, RuleSyscallAnomaly, "Warning", ActionFreeze, MatchSpec{Event: "anomaly"})
 	tests := []struct {
-		name   string
-		rule   *Rule
-		counts func(w Window) map[string]uint64
-		output []string
-		check  func(t *testing.T, a Alert, s WindowScore)
+		name     string
+		b        *Baseline
+		rule     *Rule
+		window   func() Window
+		output   []string // substrings of the output
+		notOut   []string // and what it must not say
+		driver   string
+		newPairs bool // a pair never seen while learning is named
+		check    func(t *testing.T, a Alert, s WindowScore)
 	}{
 		{
 			name: "syscall_novel names the novel syscalls",
-			rule: alertRule(t, RuleSyscallNovel, "Warning", ActionFreeze, MatchSpec{Event: "novel"}),
-			counts: func(w Window) map[string]uint64 {
+			b:    counts, rule: novel,
+			window: func() Window {
+				w := newScoreWorkload(22, 0.10).next(1)
 				w.Counts["ptrace"] = 4
 				w.Counts["mount"] = 1
-				return w.Counts
+				return w
 			},
-			output: []string{"never seen", "mount, ptrace", "container=api", "image=registry.example/shop/api:v1.4.2"},
+			output: []string{"never seen while learning: mount, ptrace", "container=api", "image=registry.example/shop/api:v1.4.2",
+				"(never seen)"},
 			check: func(t *testing.T, a Alert, s WindowScore) {
 				got, ok := a.OutputFields["cagewatch.novel_syscalls"].([]string)
 				if !ok || !slices.Equal(got, []string{"mount", "ptrace"}) {
@@ -319,22 +332,68 @@ func TestWindowAlert(t *testing.T) {
 			},
 		},
 		{
-			name: "syscall_anomaly has score, threshold and top syscalls",
-			rule: alertRule(t, RuleSyscallAnomaly, "Warning", ActionFreeze, MatchSpec{Event: "anomaly"}),
-			counts: func(w Window) map[string]uint64 {
+			name: "syscall_anomaly on a mix names the composition view and shares",
+			b:    counts, rule: anomaly,
+			window: func() Window {
+				w := newScoreWorkload(22, 0.10).next(1)
 				w.Counts["write"] *= 6
-				return w.Counts
+				return w
 			},
-			output: []string{"score", "threshold", "write"},
+			output: []string{"syscall mix off baseline (composition view, z ", "score", "threshold", "top: write "},
+			notOut: []string{"/s (", "pairs:"},
+			driver: ViewComposition,
+			check: func(t *testing.T, a Alert, s WindowScore) {
+				// write's share as a percentage, and the learned one.
+				c := s.Top[0]
+				want := fmt.Sprintf("write %s (expected %s)", percent(c.Observed), percent(c.Expected))
+				if c.Syscall != "write" || !strings.Contains(a.Output, want) {
+					t.Errorf("output %q does not contain %q", a.Output, want)
+				}
+				if c.Observed < 0.2 || c.Observed > 0.9 || !strings.HasSuffix(percent(c.Observed), "%") {
+					t.Errorf("write's share %v", c.Observed)
+				}
+			},
+		},
+		{
+			name: "syscall_anomaly on a new order names the order view and the new pairs",
+			b:    grams, rule: anomaly,
+			window: func() Window {
+				wl := newSeqWorkload(22)
+				wl.reverse = true
+				return wl.next(1)
+			},
+			output:   []string{"syscall order off baseline (order view, z ", "never seen while learning", " → "},
+			driver:   ViewOrder,
+			newPairs: true,
+			check: func(t *testing.T, a Alert, s WindowScore) {
+				// The driving view's evidence comes first.
+				if i, j := strings.Index(a.Output, "pairs: "), strings.Index(a.Output, "top: "); i < 0 || j < 0 || i > j {
+					t.Errorf("output %q: want pairs before top", a.Output)
+				}
+			},
+		},
+		{
+			name: "a rare pair says how often learning saw it",
+			b:    rare, rule: anomaly,
+			window: func() Window {
+				w := newSeqWorkload(22).next(1)
+				w.Counts["mmap"] += 200
+				w.Grams["read,openat,fstat,mmap"] += 200
+				return w
+			},
+			output: []string{"fstat → mmap seen 3 times while learning"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			w := wl.next(1)
+			th := tt.b.Calibrate(1, 1)
+			w := tt.window()
 			w.Container = alertContainer
 			w.CgroupID = 55
-			w.Counts = tt.counts(w)
-			s := Score(b, w.Counts, w.Duration.Seconds())
+			s := Score(tt.b, w)
+			if tt.rule == anomaly && s.Value <= th.Value {
+				t.Fatalf("score %.2f is not above threshold %.2f: not an anomaly", s.Value, th.Value)
+			}
 			a := WindowAlert(tt.rule, w, s, th, "node-2")
 			if a.Rule != tt.rule.ID || a.Priority != "Warning" || a.Source == "" || a.Hostname != "node-2" {
 				t.Errorf("rule %q priority %q source %q hostname %q", a.Rule, a.Priority, a.Source, a.Hostname)
@@ -357,7 +416,12 @@ func TestWindowAlert(t *testing.T) {
 					t.Errorf("output_fields[%q] = %q, want %q", k, got, v)
 				}
 			}
-			// cagewatch.top as a JSON consumer sees it.
+			if tt.driver != "" {
+				if d := s.Driver(); d.View != tt.driver {
+					t.Errorf("driven by %+v, want %s", d, tt.driver)
+				}
+			}
+			// cagewatch.top, .views and .pairs as a JSON consumer sees them.
 			raw, err := json.Marshal(a)
 			if err != nil {
 				t.Fatal(err)
@@ -369,6 +433,17 @@ func TestWindowAlert(t *testing.T) {
 						Observed *float64 `json:"observed"`
 						Expected *float64 `json:"expected"`
 					} `json:"cagewatch.top"`
+					Views []struct {
+						View   *string  `json:"view"`
+						Z      *float64 `json:"z"`
+						PValue *float64 `json:"p_value"`
+						Raw    *float64 `json:"raw"`
+					} `json:"cagewatch.views"`
+					Pairs []struct {
+						Pair    *string `json:"pair"`
+						Count   *uint64 `json:"count"`
+						Learned *uint64 `json:"learned"`
+					} `json:"cagewatch.pairs"`
 				} `json:"output_fields"`
 			}
 			if err := json.Unmarshal(raw, &back); err != nil {
@@ -386,19 +461,131 @@ func TestWindowAlert(t *testing.T) {
 				if *e.Syscall != c.Syscall || *e.Observed != c.Observed || *e.Expected != c.Expected {
 					t.Errorf("cagewatch.top[%d] = %s %v/%v, want %s %v/%v", i, *e.Syscall, *e.Observed, *e.Expected, c.Syscall, c.Observed, c.Expected)
 				}
-				if !strings.Contains(a.Output, c.Syscall) {
-					t.Errorf("output %q does not name top syscall %s", a.Output, c.Syscall)
+				if *e.Observed < 0 || *e.Observed > 1 || *e.Expected < 0 || *e.Expected > 1 {
+					t.Errorf("cagewatch.top[%d] = %v/%v: not shares", i, *e.Observed, *e.Expected)
 				}
+				if !strings.Contains(a.Output, c.Syscall+" "+percent(c.Observed)) {
+					t.Errorf("output %q does not give top syscall %s's share", a.Output, c.Syscall)
+				}
+			}
+			views := back.OutputFields.Views
+			if len(views) != len(s.Views) || len(views) == 0 {
+				t.Fatalf("cagewatch.views has %d entries, score has %d: %s", len(views), len(s.Views), raw)
+			}
+			for i, v := range s.Views {
+				e := views[i]
+				if e.View == nil || e.Z == nil || e.PValue == nil || e.Raw == nil {
+					t.Fatalf("cagewatch.views[%d] lacks view, z, p_value or raw: %s", i, raw)
+				}
+				if *e.View != v.View || *e.Z != v.Z || *e.PValue != v.PValue || *e.Raw != v.Raw {
+					t.Errorf("cagewatch.views[%d] = %s %v %v %v, want %+v", i, *e.View, *e.Z, *e.PValue, *e.Raw, v)
+				}
+			}
+			pairs := back.OutputFields.Pairs
+			if len(pairs) != len(s.Pairs) {
+				t.Fatalf("cagewatch.pairs has %d entries, score has %d", len(pairs), len(s.Pairs))
+			}
+			for i, p := range s.Pairs {
+				e := pairs[i]
+				if e.Pair == nil || e.Count == nil || e.Learned == nil || *e.Pair != p.Pair || *e.Count != p.Count || *e.Learned != p.Learned {
+					t.Errorf("cagewatch.pairs[%d] = %s, want %+v", i, raw, p)
+				}
+				if !strings.Contains(a.Output, p.Pair+" ") {
+					t.Errorf("output %q does not name pair %s", a.Output, p.Pair)
+				}
+			}
+			if hasNew := slices.ContainsFunc(s.Pairs, func(p PairContribution) bool { return p.Learned == 0 }); hasNew != tt.newPairs {
+				t.Errorf("pairs %+v: never-seen ones %v, want %v", s.Pairs, hasNew, tt.newPairs)
 			}
 			for _, want := range tt.output {
 				if !strings.Contains(a.Output, want) {
 					t.Errorf("output %q does not contain %q", a.Output, want)
 				}
 			}
+			for _, not := range tt.notOut {
+				if strings.Contains(a.Output, not) {
+					t.Errorf("output %q contains %q", a.Output, not)
+				}
+			}
 			if tt.check != nil {
 				tt.check(t, a, s)
 			}
 		})
+	}
+}
+
+// TestWindowAlertOutput pins the whole output line of statistical alerts.
+func TestWindowAlertOutput(t *testing.T) {
+	anomaly := alertRule(t, RuleSyscallAnomaly, "Warning", ActionFreeze, MatchSpec{Event: "anomaly"})
+	novel := alertRule(t, RuleSyscallNovel, "Warning", ActionFreeze, MatchSpec{Event: "novel"})
+	w := Window{CgroupID: 1, Container: alertContainer, Start: testT0, Duration: 10 * time.Second}
+	views := func(comp, order float64) []ViewScore {
+		return []ViewScore{{View: ViewComposition, Z: comp}, {View: ViewOrder, Z: order}, {View: ViewVolume, Z: 30}}
+	}
+	top := []Contribution{{Syscall: "read", Observed: 0.45, Expected: 0.12}, {Syscall: "ptrace", Observed: 0.004, Novel: true},
+		{Syscall: "futex", Observed: 0.012, Expected: 0.0504}}
+	pairs := []PairContribution{{Pair: "openat → execve", Count: 2}, {Pair: "read → mmap", Count: 40, Learned: 3},
+		{Pair: "close → dup2", Count: 5, Learned: 1}}
+	const prefix = "12:00:10.000000000: Warning "
+	const where = " (container=api image=registry.example/shop/api:v1.4.2 "
+	tests := []struct {
+		name string
+		rule *Rule
+		s    WindowScore
+		want string
+	}{
+		{
+			name: "order drove it: pairs first",
+			rule: anomaly,
+			s:    WindowScore{Value: 12.04, Views: views(2, 11.4), Top: top, Pairs: pairs},
+			want: prefix + "syscall order off baseline (order view, z 11.4), score 12.0 > threshold 4.5" + where +
+				"pairs: openat → execve never seen while learning, read → mmap seen 3 times while learning, close → dup2 seen once while learning; " +
+				"top: read 45% (expected 12%), ptrace 0.4% (never seen), futex 1.2% (expected 5.0%))",
+		},
+		{
+			name: "composition drove it",
+			rule: anomaly,
+			s:    WindowScore{Value: 6.2, Views: views(20, 0.2), Top: top[:1], Pairs: pairs[1:2]},
+			want: prefix + "syscall mix off baseline (composition view, z 20.0), score 6.2 > threshold 4.5" + where +
+				"top: read 45% (expected 12%); pairs: read → mmap seen 3 times while learning)",
+		},
+		{
+			name: "composition alone, no pairs",
+			rule: anomaly,
+			s:    WindowScore{Value: 9, Views: []ViewScore{{View: ViewComposition, Z: 9}}, Top: top[:1]},
+			want: prefix + "syscall mix off baseline (composition view, z 9.0), score 9.0 > threshold 4.5" + where +
+				"top: read 45% (expected 12%))",
+		},
+		{
+			name: "no view scored",
+			rule: anomaly,
+			s:    WindowScore{Value: 5, Top: top[:1]},
+			want: prefix + "syscalls off baseline, score 5.0 > threshold 4.5" + where + "top: read 45% (expected 12%))",
+		},
+		{
+			name: "syscall_novel",
+			rule: novel,
+			s:    WindowScore{Value: 3, Views: views(3, 0), Novel: []string{"ptrace"}, Top: top[1:2]},
+			want: prefix + "syscalls never seen while learning: ptrace" + where + "top: ptrace 0.4% (never seen))",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := WindowAlert(tt.rule, w, tt.s, Threshold{Value: 4.5}, "node").Output; got != tt.want {
+				t.Errorf("output\n%s\nwant\n%s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestPercent(t *testing.T) {
+	for _, tt := range []struct {
+		share float64
+		want  string
+	}{{0, "0%"}, {1, "100%"}, {0.454, "45%"}, {0.1, "10%"}, {0.0999, "10.0%"}, {0.05, "5.0%"}, {0.0123, "1.2%"}, {0.004, "0.4%"}, {0.00012, "0.012%"}} {
+		if got := percent(tt.share); got != tt.want {
+			t.Errorf("percent(%v) = %q, want %q", tt.share, got, tt.want)
+		}
 	}
 }
 

@@ -85,7 +85,16 @@ func randomEvents(r *rand.Rand) []learnEvent {
 				counts[name] = 1 + r.Uint64N(100000)
 			}
 		}
+		var grams map[string]uint64
+		if r.IntN(3) > 0 { // some windows come from a sensor without order
+			seq := make([]string, 1+r.IntN(20))
+			for j := range seq {
+				seq[j] = testSyscallPool[r.IntN(len(testSyscallPool))]
+			}
+			grams = GramsOfSequence(seq)
+		}
 		w := Window{
+			Grams:     grams,
 			CgroupID:  cgroups[ci],
 			Container: containers[ci],
 			// Out of order across containers, distinct per container.
@@ -129,6 +138,7 @@ func checkSameStatistics(t *testing.T, got, want *Baseline) {
 		checkMoments(t, "Syscalls["+name+"]", got.Syscalls[name], w)
 	}
 	checkMoments(t, "Total", got.Total, want.Total)
+	checkSameViews(t, got, want)
 	if !maps.Equal(got.Startup, want.Startup) {
 		t.Errorf("Startup = %v, want %v", got.Startup, want.Startup)
 	}
@@ -169,7 +179,8 @@ func checkSameSample(t *testing.T, got, want []SampledWindow) {
 	}
 	for i := range want {
 		g, w := got[i], want[i]
-		if g.Container != w.Container || !g.Start.Equal(w.Start) || g.Seconds != w.Seconds || !maps.Equal(g.Counts, w.Counts) {
+		if g.Container != w.Container || !g.Start.Equal(w.Start) || g.Seconds != w.Seconds || !maps.Equal(g.Counts, w.Counts) ||
+			!maps.Equal(g.Grams, w.Grams) {
 			t.Errorf("Sample[%d] = %+v, want %+v", i, g, w)
 		}
 	}

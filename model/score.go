@@ -20,8 +20,8 @@ type Contribution struct {
 
 // WindowScore is a window scored against its image's baseline.
 type WindowScore struct {
-	// Value is the combined score: the largest standardized score of the
-	// composition and order views.
+	// Value is the combined score of the composition and order views (see
+	// combine); volume is in Views but never in Value.
 	Value float64            `json:"score"`
 	Views []ViewScore        `json:"views,omitempty"`
 	Novel []string           `json:"novel,omitempty"` // syscalls never seen in learning
@@ -29,8 +29,32 @@ type WindowScore struct {
 	Pairs []PairContribution `json:"pairs,omitempty"` // order: pairs rare or never seen in learning
 }
 
-// Composition scoring parameters. Rates below the mean count too (a stalled
-// workload), at half weight.
+// Driver is the view whose part in Value is the largest: composition or
+// order. An alert names it, so its reader knows where to look first. Zero when
+// neither view was scored.
+func (s WindowScore) Driver() ViewScore {
+	var comp, order *ViewScore
+	for i, v := range s.Views {
+		switch v.View {
+		case ViewComposition:
+			comp = &s.Views[i]
+		case ViewOrder:
+			order = &s.Views[i]
+		}
+	}
+	switch {
+	case comp == nil && order == nil:
+		return ViewScore{}
+	case order == nil:
+		return *comp
+	case comp == nil || order.Z >= compositionWeight*comp.Z:
+		return *order
+	}
+	return *comp
+}
+
+// Composition scoring parameters. Shares below the mean count too (a part of
+// the workload that stalled), at half weight.
 const (
 	relativeFloor  = 0.10
 	belowWeight    = 0.5

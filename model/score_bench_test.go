@@ -34,10 +34,11 @@ func benchBaseline(busy int) (*Baseline, map[string]uint64) {
 func BenchmarkScore(b *testing.B) {
 	for _, busy := range []int{20, 60, 150} {
 		base, counts := benchBaseline(busy)
+		cal := base.Calibration()
 		b.Run(fmt.Sprintf("syscalls=%d", busy), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
-				Score(base, counts, 10)
+				cal.Score(counts, nil, 10)
 			}
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "windows/s")
 		})

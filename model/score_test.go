@@ -118,8 +118,8 @@ func TestScore(t *testing.T) {
 				if !ok {
 					t.Fatalf("ptrace not among the top contributions %+v", s.Top)
 				}
-				if !c.Novel || c.Observed != 3 || c.Expected != 0 {
-					t.Errorf("ptrace contribution %+v, want Novel, observed 3, expected 0", c)
+				if share := 3 / float64(w.Total()); !c.Novel || c.Observed != share || c.Expected != 0 {
+					t.Errorf("ptrace contribution %+v, want Novel, observed share %v, expected 0", c, share)
 				}
 				if s.Top[0].Syscall != "ptrace" {
 					t.Errorf("top contribution is %s, want ptrace: %+v", s.Top[0].Syscall, s.Top)
@@ -131,7 +131,7 @@ func TestScore(t *testing.T) {
 			},
 		},
 		{
-			name: "5x rate of one known syscall",
+			name: "5x rate of one known syscall: its share is off",
 			window: func(wl *scoreWorkload) Window {
 				w := wl.next(1)
 				w.Counts["futex"] = uint64(math.Round(5 * wl.rates["futex"]))
@@ -147,13 +147,18 @@ func TestScore(t *testing.T) {
 				if len(s.Top) == 0 || s.Top[0].Syscall != "futex" {
 					t.Fatalf("top contributions %+v, want futex first", s.Top)
 				}
-				mean, _ := b.SyscallStats("futex")
+				// Observed and expected are shares: the window's, and the mean learned one.
+				mean, _ := b.Composition.Shares["futex"].Over(b.Composition.Windows)
 				c := s.Top[0]
-				if c.Observed != float64(w.Counts["futex"]) || c.Expected != mean || c.Novel {
-					t.Errorf("futex contribution %+v, want observed %d, expected %.3f", c, w.Counts["futex"], mean)
+				if share := float64(w.Counts["futex"]) / float64(w.Total()); c.Observed != share || c.Expected != mean || c.Novel {
+					t.Errorf("futex contribution %+v, want observed %.4f, expected %.4f", c, share, mean)
 				}
-				if math.Abs(c.Observed/c.Expected-5) > 0.25 {
-					t.Errorf("observed/expected = %.2f, want about 5", c.Observed/c.Expected)
+				// Five times the calls of a syscall with share f is 5/(1+4f) times its share.
+				if want := 5 / (1 + 4*mean); math.Abs(c.Observed/c.Expected-want) > 0.25 {
+					t.Errorf("observed/expected = %.2f, want about %.2f", c.Observed/c.Expected, want)
+				}
+				if d := s.Driver(); d.View != ViewComposition {
+					t.Errorf("driven by %+v, want composition", d)
 				}
 				if !slices.IsSortedFunc(s.Top, func(a, b Contribution) int { return -cmpFloat(a.Score, b.Score) }) {
 					t.Errorf("Top is not sorted by score: %+v", s.Top)
@@ -161,13 +166,20 @@ func TestScore(t *testing.T) {
 			},
 		},
 		{
-			name:   "stalled workload scores higher than steady",
+			// Load must not alert, down as well as up: the volume view reports it.
+			name:   "stalled workload is below the threshold, and its volume is off",
 			window: func(wl *scoreWorkload) Window { return wl.next(0.1) },
 			check: func(t *testing.T, b *Baseline, w Window, s WindowScore, th Threshold, steady WindowScore) {
-				if s.Value <= steady.Value {
-					t.Errorf("stalled window scores %.2f, steady %.2f", s.Value, steady.Value)
+				if s.Value >= th.Value {
+					t.Errorf("stalled window scores %.2f, threshold %.2f", s.Value, th.Value)
 				}
-				t.Logf("stalled %.2f, steady %.2f, threshold %.2f", s.Value, steady.Value, th.Value)
+				v, ok := viewScore(s, ViewVolume)
+				if !ok || v.Z < 10 || math.Abs(v.Raw-math.Log(10)) > 0.3 {
+					t.Errorf("volume view %+v, want z above 10 and raw about ln 10", v)
+				}
+				if sv, _ := viewScore(steady, ViewVolume); sv.Z >= 3 {
+					t.Errorf("steady volume view %+v, want z below 3", sv)
+				}
 			},
 		},
 		{
@@ -207,9 +219,9 @@ func TestScore(t *testing.T) {
 			b := learnScoreBaseline(wl, 300)
 			wl.burstEvery = 0 // scored windows are exactly what the test builds
 			th := b.Calibrate(budget, window)
-			steady := Score(b, wl.next(1).Counts, 1)
+			steady := Score(b, wl.next(1))
 			w := tt.window(wl)
-			s := Score(b, w.Counts, w.Duration.Seconds())
+			s := Score(b, w)
 			if len(s.Top) > 5 {
 				t.Errorf("%d top contributions, want at most 5", len(s.Top))
 			}
@@ -235,89 +247,57 @@ func TestScoreStartupSyscallsAreNotNovel(t *testing.T) {
 	w := wl.next(1)
 	w.Counts["execve"] = 1
 	w.Counts["bpf"] = 1
-	s := Score(b, w.Counts, 1)
+	s := Score(b, w)
 	if !slices.Equal(s.Novel, []string{"bpf"}) {
 		t.Errorf("Novel = %v, want [bpf] (execve was seen at startup)", s.Novel)
 	}
 }
 
 func TestScoreIsPure(t *testing.T) {
-	wl := newScoreWorkload(7, 0.10)
-	b := learnScoreBaseline(wl, 100)
-	w := wl.next(2)
-	w.Counts["ptrace"] = 1
-	before, _ := json.Marshal(b)
-	countsBefore := fmt.Sprint(w.Counts)
+	tests := []struct {
+		name  string
+		learn func() (*Baseline, Window)
+	}{
+		{name: "counts", learn: func() (*Baseline, Window) {
+			wl := newScoreWorkload(7, 0.10)
+			return learnScoreBaseline(wl, 100), wl.next(2)
+		}},
+		{name: "counts and grams", learn: func() (*Baseline, Window) {
+			wl := newSeqWorkload(7)
+			b := learnSeqBaseline(wl, 100)
+			wl.reverse = true // new pairs too
+			return b, wl.next(2)
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, w := tt.learn()
+			w.Counts["ptrace"] = 1
+			before, _ := json.Marshal(b)
+			windowBefore := fmt.Sprint(w.Counts, w.Grams)
 
-	// Exactly the same, to the last bit: replayed windows must alert exactly as they
-	// did live. Map iteration order changes from call to call, so call it often.
-	first := Score(b, w.Counts, 1)
-	for i := range 50 {
-		if again := Score(b, w.Counts, 1); !reflect.DeepEqual(again, first) {
-			t.Fatalf("call %d: Score = %.17g (top %v), first call %.17g (top %v)", i+2, again.Value, again.Top, first.Value, first.Top)
-		}
-		if clone := Score(b.Clone(), w.Counts, 1); !reflect.DeepEqual(clone, first) {
-			t.Fatalf("Score of a clone = %.17g (top %v), of the original %.17g (top %v)", clone.Value, clone.Top, first.Value, first.Top)
-		}
-	}
-	after, _ := json.Marshal(b)
-	if string(after) != string(before) {
-		t.Error("Score changed the baseline")
-	}
-	if got := fmt.Sprint(w.Counts); got != countsBefore {
-		t.Errorf("Score changed the window counts: %s, was %s", got, countsBefore)
-	}
-	if first.Value <= 0 || math.IsNaN(first.Value) {
-		t.Errorf("score %v of a 2x window", first.Value)
-	}
-}
-
-func TestHeldOutScoresLeaveOneOut(t *testing.T) {
-	// 30 windows (all sampled); window 17 alone makes ptrace.
-	wl := newScoreWorkload(3, 0.10)
-	var ws []Window
-	b := NewBaseline(testImage, testTag, "")
-	for i := range 30 {
-		w := wl.next(1)
-		if i == 17 {
-			w.Counts["ptrace"] = 2
-		}
-		ws = append(ws, w)
-		b.AddWindow(w, 0)
-	}
-	if len(b.Sample) != len(ws) {
-		t.Fatalf("sample has %d windows, want all %d", len(b.Sample), len(ws))
-	}
-	held := b.HeldOutScores()
-	if len(held) != len(b.Sample) {
-		t.Fatalf("%d held-out scores for %d sampled windows", len(held), len(b.Sample))
-	}
-	for i, sw := range b.Sample {
-		t.Run(fmt.Sprintf("window at %s", sw.Start.Format("15:04:05")), func(t *testing.T) {
-			// The baseline learned from every window but this one, from scratch.
-			without := NewBaseline(testImage, testTag, "")
-			for _, w := range ws {
-				if !w.Start.Equal(sw.Start) {
-					without.AddWindow(w, 0)
+			// Exactly the same, to the last bit: replayed windows must alert exactly as they
+			// did live. Map iteration order changes from call to call, so call it often.
+			first := Score(b, w)
+			for i := range 50 {
+				if again := Score(b, w); !reflect.DeepEqual(again, first) {
+					t.Fatalf("call %d: Score = %+v, first call %+v", i+2, again, first)
+				}
+				if clone := Score(b.Clone(), w); !reflect.DeepEqual(clone, first) {
+					t.Fatalf("Score of a clone = %+v, of the original %+v", clone, first)
 				}
 			}
-			want := Score(without, sw.Counts, sw.Seconds)
-			if math.Abs(held[i]-want.Value) > 1e-6*math.Max(1, want.Value) {
-				t.Errorf("held-out score %.9f, score against the other windows %.9f", held[i], want.Value)
+			after, _ := json.Marshal(b)
+			if string(after) != string(before) {
+				t.Error("Score changed the baseline")
 			}
-			if sw.Counts["ptrace"] > 0 {
-				if !slices.Equal(want.Novel, []string{"ptrace"}) {
-					t.Errorf("ptrace is not novel without its only window: %v", want.Novel)
-				}
-				if held[i] < math.Sqrt(novelPenalty) {
-					t.Errorf("held-out score %.2f of the only ptrace window is below a novel syscall's %.2f", held[i], math.Sqrt(novelPenalty))
-				}
+			if got := fmt.Sprint(w.Counts, w.Grams); got != windowBefore {
+				t.Errorf("Score changed the window: %s, was %s", got, windowBefore)
+			}
+			if first.Value <= 0 || math.IsNaN(first.Value) {
+				t.Errorf("score %v of a 2x window with a novel syscall", first.Value)
 			}
 		})
-	}
-	// And the in-sample score of that window does not see ptrace as novel.
-	if s := Score(b, ws[17].Counts, 1); len(s.Novel) != 0 {
-		t.Errorf("in-sample score has novel %v", s.Novel)
 	}
 }
 
@@ -438,17 +418,24 @@ func TestCalibrateHonoursBudget(t *testing.T) {
 		window       = 60.0 // seconds, to turn budgets into probabilities
 		maxRatio     = 3.0  // observed exceedance may be at most this times the target
 	)
+	counts := func(seed uint64, noise float64, lognormal bool) func() func() Window {
+		return func() func() Window {
+			wl := newScoreWorkload(seed, noise)
+			wl.lognormal = lognormal
+			return func() Window { return wl.next(1) }
+		}
+	}
 	tests := []struct {
-		name      string
-		seed      uint64
-		noise     float64
-		lognormal bool
+		name     string
+		workload func() func() Window // a fresh workload's next window
+		// Counts only: with grams, normal synthetic windows all stay below
+		// minThreshold, and there is nothing to measure.
 	}{
-		{name: "gaussian 10% noise seed 1", seed: 1, noise: 0.10},
-		{name: "gaussian 10% noise seed 2", seed: 2, noise: 0.10},
-		{name: "gaussian 10% noise seed 3", seed: 3, noise: 0.10},
-		{name: "gaussian 30% noise", seed: 4, noise: 0.30},
-		{name: "lognormal 30% noise (heavier tail)", seed: 5, noise: 0.30, lognormal: true},
+		{name: "gaussian 10% noise seed 1", workload: counts(1, 0.10, false)},
+		{name: "gaussian 10% noise seed 2", workload: counts(2, 0.10, false)},
+		{name: "gaussian 10% noise seed 3", workload: counts(3, 0.10, false)},
+		{name: "gaussian 30% noise", workload: counts(4, 0.30, false)},
+		{name: "lognormal 30% noise (heavier tail)", workload: counts(5, 0.30, true)},
 	}
 	budgets := []float64{1.44, 4.32, 14.4} // p = 1e-3, 3e-3, 1e-2
 	if testing.Short() {
@@ -456,12 +443,16 @@ func TestCalibrateHonoursBudget(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			wl := newScoreWorkload(tt.seed, tt.noise)
-			wl.lognormal = tt.lognormal
-			b := learnScoreBaseline(wl, learnWindows)
+			next := tt.workload()
+			b := NewBaseline(testImage, testTag, "")
+			for range learnWindows {
+				b.AddWindow(next(), 0)
+			}
+			b.Promote()
+			cal := b.Calibration()
 			scores := make([]float64, freshWindows)
 			for i := range scores {
-				scores[i] = Score(b, wl.next(1).Counts, 1).Value
+				scores[i] = cal.Score(next().Counts, nil, 1).Value
 			}
 			for _, budget := range budgets {
 				th := b.Calibrate(budget, window)
@@ -489,12 +480,12 @@ func TestScoreNovelAmongZeroCounts(t *testing.T) {
 	b, counts := benchBaseline(20)
 	counts["zzz_zero"] = 0
 	counts["zzz_novel"] = 5
-	s := Score(b, counts, 10)
+	s := Score(b, Window{Counts: counts, Duration: 10 * time.Second})
 	if len(s.Novel) != 1 || s.Novel[0] != "zzz_novel" {
 		t.Errorf("novel = %v, want [zzz_novel]", s.Novel)
 	}
 	delete(counts, "zzz_novel")
-	if s := Score(b, counts, 10); len(s.Novel) != 0 {
+	if s := Score(b, Window{Counts: counts, Duration: 10 * time.Second}); len(s.Novel) != 0 {
 		t.Errorf("novel = %v with only a zero count unknown, want none", s.Novel)
 	}
 }

@@ -17,6 +17,7 @@ func TestVerdict(t *testing.T) {
 	novel.Counts["ptrace"] = 1
 	startup := busy
 	startup.Startup = true
+	loaded := scaled(normal, 4) // the same mix at 4x the rate
 
 	tests := []struct {
 		name          string
@@ -29,7 +30,8 @@ func TestVerdict(t *testing.T) {
 		{name: "baseline still learning", b: learning, w: busy},
 		{name: "start-up window", b: stable, w: startup},
 		{name: "normal window", b: stable, w: normal, scored: true},
-		{name: "busier than learned", b: stable, w: busy, scored: true, anomal: true},
+		{name: "read's share far above learned", b: stable, w: busy, scored: true, anomal: true},
+		{name: "4x the load, the learned mix", b: stable, w: loaded, scored: true},
 		{name: "a syscall never learned", b: stable, w: novel, scored: true, novel: true},
 	}
 	for _, tt := range tests {
@@ -87,7 +89,7 @@ func TestThresholdCache(t *testing.T) {
 	wl := newScoreWorkload(11, 0.2)
 	b1 := learnScoreBaseline(wl, 150)
 	cache := NewThresholdCache()
-	get := func(b *Baseline) Threshold { return cache.get(b, time.Second, 1) }
+	get := func(b *Baseline) Threshold { _, th := cache.get(b, time.Second, 1); return th }
 
 	if got, want := get(b1), b1.Calibrate(1, 1); got != want {
 		t.Fatalf("first calibration %+v, want %+v", got, want)

@@ -48,8 +48,8 @@ func (c *Composition) add(counts map[string]uint64, total uint64) {
 }
 
 func (o *Order) add(grams map[string]uint64) {
-	if len(grams) == 0 {
-		return
+	if !anyCount(grams) {
+		return // zero counts are no calls: the window says nothing of order
 	}
 	o.Windows++
 	for g, n := range grams {
@@ -57,6 +57,15 @@ func (o *Order) add(grams map[string]uint64) {
 			o.Grams[g] += n
 		}
 	}
+}
+
+func anyCount(m map[string]uint64) bool {
+	for _, n := range m {
+		if n > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // logVolume is the volume view's value: the log of the window's total rate.
@@ -249,7 +258,7 @@ func (c *Calibration) Score(counts map[string]uint64, grams map[string]uint64, s
 	if total > 0 && b.Composition.Windows >= 3 {
 		compZ, hasComp = view(ViewComposition, c.composition, comp.value).Z, true
 	}
-	if c.orderUsable && len(grams) > 0 {
+	if c.orderUsable && anyCount(grams) {
 		st := c.lm.score(grams, nil)
 		s := view(ViewOrder, c.surprisal, st.median)
 		u := ViewScore{View: ViewOrder, Raw: st.unseen, Z: c.unseen.z(st.unseen), PValue: c.unseen.pValue(st.unseen)}

@@ -471,9 +471,19 @@ func TestPipelineWindowAlerts(t *testing.T) {
 			if s, _ := a.OutputFields["cagewatch.score"].(float64); s <= th.Value {
 				t.Errorf("score %v not above threshold %v", s, th.Value)
 			}
+			// 10x read is a mix of shares: read's up, write's and futex's down.
 			top, _ := a.OutputFields["cagewatch.top"].([]map[string]any)
-			if len(top) == 0 || top[0]["syscall"] != "read" {
-				t.Errorf("top %v, want read first", top)
+			up := map[string]bool{}
+			for _, c := range top {
+				obs, _ := c["observed"].(float64)
+				exp, _ := c["expected"].(float64)
+				up[c["syscall"].(string)] = obs > exp
+			}
+			if want := map[string]bool{"read": true, "write": false, "futex": false}; !maps.Equal(up, want) {
+				t.Errorf("top %v: shares up %v, want %v", top, up, want)
+			}
+			if !strings.Contains(a.Output, "syscall mix off baseline (composition view") {
+				t.Errorf("output %q does not name the composition view", a.Output)
 			}
 		}
 		if a.OutputFields["container.image.repository"] != "e2e/app" || a.OutputFields["container.image.tag"] != "1" || a.Hostname != "node-1" {

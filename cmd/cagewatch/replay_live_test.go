@@ -8,6 +8,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -52,7 +53,8 @@ func (s *alertSink) Send(a model.Alert) {
 
 // liveScript is a day in the life of two containers of one image and one of an
 // image without a baseline: start-up windows, windows of 1 s, 0.5 s and 2.3 s,
-// a short final window, and behaviour that is steady, busier, or new.
+// a short final window, and behaviour that is steady, busier, of another mix,
+// or new.
 func liveScript(t0 time.Time) *scriptedSource {
 	web := func(name string) model.Container {
 		return model.Container{ID: name, Name: name, Runtime: model.RuntimeStatic, Image: "e2e/web", ImageTag: "1",
@@ -74,7 +76,7 @@ func liveScript(t0 time.Time) *scriptedSource {
 		counts := steady(i, scale)
 		switch i {
 		case 6:
-			counts["read"] *= 40 // busier than ever learned
+			counts["futex"] *= 40 // a few percent of the calls while learning, now most of them
 		case 7:
 			counts["ptrace"] = 1 // never learned
 		case 9:
@@ -86,8 +88,10 @@ func liveScript(t0 time.Time) *scriptedSource {
 		}
 		if i >= 5 { // a second container arrives later: its own start-up
 			c2 := steady(i+3, scale)
-			if i == 8 {
-				c2["read"] *= 25
+			if i == 8 { // 25x the load, the learned mix: quiet
+				for name := range c2 {
+					c2[name] *= 25
+				}
 			}
 			ws = append(ws, model.Window{CgroupID: 102, Container: web("web-2"), Start: at, Duration: d, Counts: c2})
 		}
@@ -180,6 +184,17 @@ func TestReplayMatchesLive(t *testing.T) {
 	if startup < 4 || alerted < 3 || quiet < 4 || len(durations) < 4 || len(thresholds) < 3 {
 		t.Fatalf("script too narrow: %d start-up, %d alerting and %d quiet windows, %d durations, %d thresholds",
 			startup, alerted, quiet, len(durations), len(thresholds))
+	}
+	// Load alone does not alert (web-2's only change is 25x the load); another mix does.
+	for _, a := range sink.alerts {
+		if a.Container.ID == "web-2" {
+			t.Errorf("%s alert for web-2: %s", a.Rule, a.Output)
+		}
+	}
+	if !slices.ContainsFunc(sink.alerts, func(a model.Alert) bool {
+		return a.Rule == model.RuleSyscallAnomaly && a.Container.ID == "web-1"
+	}) {
+		t.Error("no syscall_anomaly for web-1's futex-heavy window")
 	}
 	// The record holds what the agent did: one alerting window per window alert sent.
 	windowAlerts := map[string]bool{}

@@ -99,16 +99,16 @@ func TestScoresAlertsAndCardinality(t *testing.T) {
 
 	rule := &model.Rule{ID: model.RuleSyscallAnomaly, Priority: "Warning"}
 	top := model.WindowScore{Value: 12, Top: []model.Contribution{
-		{Syscall: "socket", Observed: 50, Expected: 0}, {Syscall: "read", Observed: 10, Expected: 100}}}
+		{Syscall: "socket", Observed: 0.5, Expected: 0}, {Syscall: "read", Observed: 0.1, Expected: 0.6}}}
 	m.ObserveAlert(model.WindowAlert(rule, w, top, model.Threshold{Value: 9}, "host"))
 	if got := testutil.ToFloat64(m.alerts.WithLabelValues("syscall_anomaly", "Warning", "e2e/web:1")); got != 1 {
 		t.Errorf("alerts_total %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(m.deviation.WithLabelValues("e2e/web:1", "socket", "observed")); got != 50 {
-		t.Errorf("deviating socket observed %v, want 50", got)
+	if got := testutil.ToFloat64(m.deviation.WithLabelValues("e2e/web:1", "socket", "observed")); got != 0.5 {
+		t.Errorf("deviating socket observed %v, want 0.5", got)
 	}
 	// The next alert of the image replaces the set: series never pile up.
-	m.ObserveAlert(model.WindowAlert(rule, w, model.WindowScore{Value: 11, Top: []model.Contribution{{Syscall: "write", Observed: 9, Expected: 1}}},
+	m.ObserveAlert(model.WindowAlert(rule, w, model.WindowScore{Value: 11, Top: []model.Contribution{{Syscall: "write", Observed: 0.9, Expected: 0.1}}},
 		model.Threshold{Value: 9}, "host"))
 	if n := testutil.CollectAndCount(m.deviation); n != 2 {
 		t.Errorf("%d deviation series after a second alert, want 2 (write observed/expected)", n)
