@@ -47,7 +47,9 @@ func (s WindowScore) Driver() ViewScore {
 		return ViewScore{}
 	case order == nil:
 		return *comp
-	case comp == nil || order.Z >= compositionWeight*comp.Z:
+	case comp == nil:
+		return *order
+	case order.Z >= compositionWeight*comp.Z && order.Z+compositionWeight*comp.Z >= comp.Z-compositionMargin:
 		return *order
 	}
 	return *comp

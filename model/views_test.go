@@ -682,3 +682,39 @@ func TestZeroGramsAreNoOrder(t *testing.T) {
 		})
 	}
 }
+
+// A mix change with no new order still alerts once composition stands its
+// margin beyond; a moderate one is weighed beside order, which decides.
+func TestCombine(t *testing.T) {
+	tests := []struct {
+		name              string
+		comp, order       float64
+		hasComp, hasOrder bool
+		want              float64
+		driver            string
+	}{
+		{"order and composition weighed together", 4, 3, true, true, 3 + compositionWeight*4, ViewOrder},
+		{"composition alone far beyond its margin", 30, 0, true, true, 30 - compositionMargin, ViewComposition},
+		{"a composition that is only moderate does not carry", 10, 0, true, true, compositionWeight * 10, ViewComposition},
+		{"no order: composition alone", 5, 0, true, false, 5, ViewComposition},
+		{"no composition: order alone", 0, 6, false, true, 6, ViewOrder},
+		{"neither", 0, 0, false, false, 0, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := combine(tc.comp, tc.hasComp, tc.order, tc.hasOrder); math.Abs(got-tc.want) > 1e-12 {
+				t.Errorf("combine = %v, want %v", got, tc.want)
+			}
+			var s WindowScore
+			if tc.hasComp {
+				s.Views = append(s.Views, ViewScore{View: ViewComposition, Z: tc.comp})
+			}
+			if tc.hasOrder {
+				s.Views = append(s.Views, ViewScore{View: ViewOrder, Z: tc.order})
+			}
+			if got := s.Driver().View; got != tc.driver {
+				t.Errorf("driver %q, want %q", got, tc.driver)
+			}
+		})
+	}
+}
