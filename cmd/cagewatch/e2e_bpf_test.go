@@ -58,9 +58,16 @@ type e2eScenario struct {
 	flags  []string // docker run flags besides the test's mounts
 	env    []string
 	delay  time.Duration // the script waits this long before attacking (E2E_DELAY)
+	// quiet: a benign change; it passes when none of expect fires.
+	quiet bool
 }
 
-func (s e2eScenario) expected() string { return strings.Join(s.expect, "|") }
+func (s e2eScenario) expected() string {
+	if s.quiet {
+		return "none of " + strings.Join(s.expect, "|")
+	}
+	return strings.Join(s.expect, "|")
+}
 
 func e2eScenarios(cgroupName string) []e2eScenario {
 	http, batch, sidecar := e2eBenign[0].image, e2eBenign[1].image, e2eBenign[2].image
@@ -96,6 +103,12 @@ func e2eScenarios(cgroupName string) []e2eScenario {
 		// Delayed past the container's first windows, so only the burst can fire
 		// the statistical rules it expects.
 		{name: "miner_burst", script: "attack-miner.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, delay: 3 * time.Second},
+		// The model's own checks (#14): a mix change and a shell over a socket,
+		// both with the image's own binaries, alert; 4x the learned load does not.
+		{name: "mix_change", script: "attack-mix-change.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, delay: 3 * time.Second},
+		{name: "socket_shell", script: "attack-socket-shell.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, delay: 3 * time.Second},
+		{name: "load_4x", script: "benign-http.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, quiet: true,
+			env: []string{"E2E_PACE=0.025", "E2E_DURATION=10"}},
 	}
 }
 
@@ -384,7 +397,14 @@ func (r *e2eResult) detection(alerts []alertLine) {
 			after = append(after, a)
 		}
 	}
-	if first, ok := firstOf(after, r.sc.expect); ok {
+	first, ok := firstOf(after, r.sc.expect)
+	switch {
+	case r.sc.quiet:
+		r.detected = !ok
+		if ok {
+			r.first = first
+		}
+	case ok:
 		r.detected, r.latency, r.first = true, first.Time.Sub(r.attack), first
 	}
 }
@@ -426,7 +446,7 @@ wait:
 	}
 	deadline := time.Now().Add(e2eDetectionGrace)
 	for time.Now().Before(deadline) {
-		if res.detection(agent.alertsFor(res.id)); res.detected {
+		if res.detection(agent.alertsFor(res.id)); res.detected && !sc.quiet {
 			break
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -664,6 +684,11 @@ learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}
 	if rate < 0.95 {
 		t.Errorf("detection rate %.1f%% < 95%%", 100*rate)
 	}
+	for _, r := range results {
+		if r.sc.quiet && !r.detected {
+			t.Errorf("benign change %s raised %s: %s", r.sc.name, r.first.Rule, e2eExplain(r.first))
+		}
+	}
 	if !prevented {
 		t.Errorf("enforce mode did not prevent the release_agent escape with a kill: %s", why)
 	}
@@ -698,13 +723,33 @@ func e2eExplain(a alertLine) string {
 		for _, x := range ts {
 			if m, ok := x.(map[string]any); ok {
 				if len(top) < 3 {
-					top = append(top, fmt.Sprintf("%v %.1f/s (expected %.1f)", m["syscall"], m["observed"], m["expected"]))
+					top = append(top, fmt.Sprintf("%v %.1f%% (expected %.1f%%)", m["syscall"], 100*asFloat(m["observed"]), 100*asFloat(m["expected"])))
 				}
 			}
 		}
 	}
-	return fmt.Sprintf("score %.1f > %.1f, novel %v, top: %s", f["cagewatch.score"], f["cagewatch.threshold"],
-		f["cagewatch.novel_syscalls"], strings.Join(top, "; "))
+	var views, pairs []string
+	if vs, ok := f["cagewatch.views"].([]any); ok {
+		for _, x := range vs {
+			if m, ok := x.(map[string]any); ok {
+				views = append(views, fmt.Sprintf("%v z %.1f", m["view"], asFloat(m["z"])))
+			}
+		}
+	}
+	if ps, ok := f["cagewatch.pairs"].([]any); ok {
+		for _, x := range ps {
+			if m, ok := x.(map[string]any); ok && len(pairs) < 3 {
+				pairs = append(pairs, fmt.Sprintf("%v ×%v (learned %v)", m["pair"], m["count"], m["learned"]))
+			}
+		}
+	}
+	return fmt.Sprintf("score %.1f > %.1f [%s], novel %v, top: %s; pairs: %s", f["cagewatch.score"], f["cagewatch.threshold"],
+		strings.Join(views, ", "), f["cagewatch.novel_syscalls"], strings.Join(top, "; "), strings.Join(pairs, "; "))
+}
+
+func asFloat(v any) float64 {
+	f, _ := v.(float64)
+	return f
 }
 
 // e2eMapEntries counts the entries of the agent's (pid) BPF map called name:

@@ -1,8 +1,12 @@
 #!/bin/sh
 # Benign workload: a busy HTTP server with a client loop. busybox httpd serves a
 # directory of small pages on 127.0.0.1:8080 and a client fetches them with wget,
-# paced so every window sees about the same amount of work.
+# paced so every window sees about the same amount of work: one fetch every
+# E2E_PACE seconds (0.1), for E2E_DURATION seconds (unset: forever).
 set -u
+pace=${E2E_PACE:-0.1}
+end=""
+[ -n "${E2E_DURATION:-}" ] && end=$(($(date +%s) + E2E_DURATION))
 www=/tmp/www
 mkdir -p "$www"
 i=0
@@ -13,8 +17,8 @@ done
 httpd -f -p 127.0.0.1:8080 -h "$www" &
 sleep 0.5
 n=0
-while :; do
+while [ -z "$end" ] || [ "$(date +%s)" -lt "$end" ]; do
 	wget -q -O /dev/null "http://127.0.0.1:8080/p$((n % 10)).html"
 	n=$((n + 1))
-	sleep 0.1
+	sleep "$pace"
 done
