@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -227,19 +228,9 @@ func startFleet(n int, prefix string, args ...string) (*fleet, error) {
 			return nil, err
 		}
 		f.dirs = append(f.dirs, dir)
-		fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
-		if err != nil {
-			f.stop()
-			return nil, err
-		}
-		cmd := exec.Command(self, append([]string{childCommand}, args...)...)
-		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
-		cmd.Stderr = os.Stderr
 		out := new(bytes.Buffer)
-		cmd.Stdout = out
 		f.out = append(f.out, out)
-		err = cmd.Start()
-		_ = syscall.Close(fd)
+		cmd, err := startChild(self, dir, out, args...)
 		if err != nil {
 			f.stop()
 			return nil, fmt.Errorf("starting child %d: %w", i, err)
@@ -247,6 +238,20 @@ func startFleet(n int, prefix string, args ...string) (*fleet, error) {
 		f.procs = append(f.procs, cmd)
 	}
 	return f, nil
+}
+
+// startChild runs `self child args...` in the cgroup dir from its first instruction.
+func startChild(self, dir string, stdout io.Writer, args ...string) (*exec.Cmd, error) {
+	fd, err := syscall.Open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = syscall.Close(fd) }()
+	cmd := exec.Command(self, append([]string{childCommand}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+	cmd.Stderr = os.Stderr
+	cmd.Stdout = stdout
+	return cmd, cmd.Start()
 }
 
 // cgroup2Root is where cgroup v2 is mounted (/sys/fs/cgroup/unified in hybrid

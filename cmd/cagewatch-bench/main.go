@@ -65,7 +65,7 @@ func main() {
 	flag.IntVar(&o.calls, "calls", 1_000_000, "getppid calls per overhead measurement")
 	flag.IntVar(&o.containers, "containers", 1000, "containers for the agent CPU and memory measurement")
 	flag.BoolVar(&o.smoke, "smoke", false, "tiny sizes: checks the harness runs, figures mean little")
-	flag.StringVar(&o.only, "only", "", "run only these steps (comma-separated): overhead, sampling, scale, scoring, events")
+	flag.StringVar(&o.only, "only", "", "run only these steps (comma-separated): overhead, sampling, scale, scoring, events, order")
 	flag.Parse()
 	if o.smoke {
 		o.reps, o.calls, o.containers = 2, 20_000, 20
@@ -99,6 +99,7 @@ func run(o options, stdout io.Writer) error {
 		{"scoring", measureScoring},
 		{"scale", measureAgentAtScale},
 		{"events", measureEvents},
+		{"order", measureOrder},
 	}
 	for _, s := range steps {
 		if o.only != "" && !slices.Contains(strings.Split(o.only, ","), s.name) {

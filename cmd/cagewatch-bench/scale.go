@@ -24,6 +24,7 @@ const childCommand = "child"
 //
 //	child tick              a syscall every 100 ms until killed (an idle service)
 //	child open RATE SECONDS opens /etc/shadow RATE times a second (a rule event each)
+//	child serve RATE SECONDS  RATE server-like requests a second (measureOrder)
 func runChild(args []string) int {
 	switch {
 	case len(args) == 1 && args[0] == "tick":
@@ -31,6 +32,15 @@ func runChild(args []string) int {
 			syscall.Getppid()
 			time.Sleep(100 * time.Millisecond)
 		}
+	case len(args) == 3 && args[0] == "serve":
+		rate, err1 := strconv.Atoi(args[1])
+		seconds, err2 := strconv.ParseFloat(args[2], 64)
+		if err1 != nil || err2 != nil {
+			fmt.Fprintln(os.Stderr, "child serve RATE SECONDS")
+			return 2
+		}
+		serveRequests(rate, time.Duration(seconds*float64(time.Second)))
+		return 0
 	case len(args) == 3 && args[0] == "open":
 		rate, err1 := strconv.Atoi(args[1])
 		seconds, err2 := strconv.ParseFloat(args[2], 64)
