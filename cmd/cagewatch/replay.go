@@ -163,20 +163,35 @@ func (r *replayer) verdict(b *model.Baseline, w model.Window) model.WindowVerdic
 	return model.Verdict(model.VerdictInput{Baseline: b, Window: w, Budget: r.budget, DefaultWindow: r.window, Thresholds: r.thresholds})
 }
 
+// replayLine is one replayed window's JSON line: the decision, and the same
+// explanation a live alert carries (views, top shares, rare pairs). Top, views
+// and pairs are empty arrays, never absent, when there is nothing to list.
 type replayLine struct {
-	ID        string          `json:"id"`
-	Scored    bool            `json:"scored"` // false: a start-up window, or the baseline is not stable
-	Score     float64         `json:"score"`
-	Threshold float64         `json:"threshold"`
-	Alert     bool            `json:"alert"`
-	Novel     []string        `json:"novel,omitempty"`
-	Top       []replayContrib `json:"top"`
+	ID        string                   `json:"id"`
+	Scored    bool                     `json:"scored"` // false: a start-up window, or the baseline is not stable
+	Score     float64                  `json:"score"`  // the combined score of the composition and order views
+	Threshold float64                  `json:"threshold"`
+	Alert     bool                     `json:"alert"`
+	Novel     []string                 `json:"novel,omitempty"`
+	Views     []replayView             `json:"views"` // composition, order, volume: those the window was scored on
+	Top       []replayContrib          `json:"top"`   // composition: the syscalls whose share moved most
+	Pairs     []model.PairContribution `json:"pairs"` // order: pairs learning saw rarely (learned) or never (0)
 }
 
+// replayView is one view's part of the score (volume is reported, never decides).
+type replayView struct {
+	View   string  `json:"view"`
+	Z      float64 `json:"z"`       // standardized on held-out learning windows
+	PValue float64 `json:"p_value"` // share of normal windows scoring higher
+}
+
+// replayContrib is a syscall's share of the window's calls against its learned
+// mean share: shares (0 to 1), not rates.
 type replayContrib struct {
-	Syscall  string  `json:"syscall"`
-	Observed float64 `json:"observed"`
-	Expected float64 `json:"expected"`
+	Syscall       string  `json:"syscall"`
+	ObservedShare float64 `json:"observed_share"`
+	ExpectedShare float64 `json:"expected_share"`
+	Novel         bool    `json:"novel,omitempty"` // never seen while learning
 }
 
 type replaySummary struct {
@@ -205,10 +220,14 @@ func (r *replayer) scoreFile(path string, stdout, stderr io.Writer) (*replaySumm
 		v := r.verdict(b, rw.Window())
 		s := v.Score
 		line := replayLine{ID: rw.ID, Scored: v.Scored, Score: s.Value, Threshold: v.Threshold.Value, Novel: s.Novel,
-			Alert: v.Alert(), Top: []replayContrib{}}
-		for _, c := range s.Top {
-			line.Top = append(line.Top, replayContrib{Syscall: c.Syscall, Observed: c.Observed, Expected: c.Expected})
+			Alert: v.Alert(), Views: []replayView{}, Top: []replayContrib{}, Pairs: []model.PairContribution{}}
+		for _, vs := range s.Views {
+			line.Views = append(line.Views, replayView{View: vs.View, Z: vs.Z, PValue: vs.PValue})
 		}
+		for _, c := range s.Top {
+			line.Top = append(line.Top, replayContrib{Syscall: c.Syscall, ObservedShare: c.Observed, ExpectedShare: c.Expected, Novel: c.Novel})
+		}
+		line.Pairs = append(line.Pairs, s.Pairs...)
 		if err := enc.Encode(line); err != nil && werr == nil {
 			werr = err
 		}

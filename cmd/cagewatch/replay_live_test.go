@@ -5,10 +5,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -272,4 +274,103 @@ func readRecorded(t *testing.T, path string) []model.RecordedWindow {
 		out = append(out, rw)
 	}
 	return out
+}
+
+// TestReplayLineExplains checks a replay line carries a live alert's
+// explanation: each view's z and p-value, the top syscalls' shares (not rates)
+// and the pairs learning never saw.
+func TestReplayLineExplains(t *testing.T) {
+	dir := t.TempDir()
+	// cycle is n rounds of the syscalls in order by one thread.
+	cycle := func(id string, n int, order ...string) model.RecordedWindow {
+		w := model.RecordedWindow{ID: id, Duration: 1, Image: "app:1", Syscalls: map[string]uint64{}}
+		for range n {
+			for _, name := range order {
+				w.Sequence = append(w.Sequence, name)
+				w.Syscalls[name]++
+			}
+		}
+		return w
+	}
+	write := func(name string, ws ...model.RecordedWindow) string {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		for _, w := range ws {
+			if err := enc.Encode(w); err != nil {
+				t.Fatal(err)
+			}
+		}
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, buf.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	var learn []model.RecordedWindow
+	for i := range 40 {
+		learn = append(learn, cycle(fmt.Sprintf("learn-%d", i), 30+i%7, "read", "write", "close"))
+	}
+	var errs bytes.Buffer
+	baselines, err := learnFromFile(write("learn.jsonl", learn...), &errs)
+	if err != nil {
+		t.Fatalf("learning: %v (%s)", err, errs.String())
+	}
+	// Same mix, in learned and in never-seen order; and a start-up window, not scored.
+	startup := cycle("startup", 33, "read", "write", "close")
+	startup.Startup = true
+	score := write("score.jsonl", cycle("same", 33, "read", "write", "close"), cycle("reordered", 33, "read", "close", "write"), startup)
+	var out bytes.Buffer
+	r := &replayer{baselines: baselines, budget: 1, window: time.Second, thresholds: model.NewThresholdCache()}
+	if _, err := r.scoreFile(score, &out, &errs); err != nil {
+		t.Fatalf("replay: %v (%s)", err, errs.String())
+	}
+	lines := map[string]replayLine{}
+	raw := map[string]string{}
+	sc := bufio.NewScanner(&out)
+	for sc.Scan() {
+		var l replayLine
+		if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+			t.Fatalf("replay line %q: %v", sc.Text(), err)
+		}
+		lines[l.ID], raw[l.ID] = l, sc.Text()
+	}
+	same, reordered := lines["same"], lines["reordered"]
+	if !same.Scored || same.Alert || !reordered.Alert {
+		t.Fatalf("same order: scored %v alert %v; reordered: alert %v; want scored, quiet and alerting\n%s\n%s",
+			same.Scored, same.Alert, reordered.Alert, raw["same"], raw["reordered"])
+	}
+	// Arrays are there even when empty; top entries name what they hold.
+	for id, keys := range map[string][]string{
+		"same":    {`"views":[{`, `"top":[{`, `"pairs":[]`, `"observed_share":`, `"expected_share":`},
+		"startup": {`"scored":false`, `"views":[]`, `"top":[]`, `"pairs":[]`},
+	} {
+		for _, key := range keys {
+			if !strings.Contains(raw[id], key) {
+				t.Errorf("replay line %q lacks %s", raw[id], key)
+			}
+		}
+	}
+	for _, l := range []replayLine{same, reordered} {
+		for _, c := range l.Top {
+			if c.ObservedShare < 0.3 || c.ObservedShare > 0.34 || c.ExpectedShare < 0.3 || c.ExpectedShare > 0.34 {
+				t.Errorf("%s: %s observed share %v, expected share %v; want about 1/3 each", l.ID, c.Syscall, c.ObservedShare, c.ExpectedShare)
+			}
+		}
+	}
+	views := map[string]replayView{}
+	for _, v := range reordered.Views {
+		views[v.View] = v
+	}
+	order, comp := views[model.ViewOrder], views[model.ViewComposition]
+	if _, ok := views[model.ViewVolume]; !ok || order.View == "" || comp.View == "" || len(views) != 3 {
+		t.Fatalf("reordered views %+v, want composition, order and volume once each", reordered.Views)
+	}
+	// No learning window had an unseen pair: the p-value is the sample's least.
+	if order.Z <= comp.Z || order.Z < 10 || order.PValue > 1.0/float64(len(learn)+1)+1e-12 {
+		t.Errorf("reordered: order z %v p %v, composition z %v; want order far off, ahead and beyond every learning window", order.Z, order.PValue, comp.Z)
+	}
+	want := model.PairContribution{Pair: model.PairKey("read", "close"), Count: 33, Learned: 0}
+	if !slices.Contains(reordered.Pairs, want) {
+		t.Errorf("reordered pairs %+v lack %+v", reordered.Pairs, want)
+	}
 }

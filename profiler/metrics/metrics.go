@@ -20,9 +20,16 @@ import (
 	"github.com/cagewatch/cagewatch/model"
 )
 
-// TopDeviating is how many syscalls of the last anomaly alert per image are
-// exported: enough to explain it, bounded to keep cardinality flat.
-const TopDeviating = 5
+// TopDeviating and TopPairs are how many syscalls and pairs of the last
+// statistical alert per image are exported: enough to explain it, bounded to
+// keep cardinality flat.
+const (
+	TopDeviating = 5
+	TopPairs     = 5
+)
+
+// views are the model's views, each with its own z series per container.
+var views = []string{model.ViewComposition, model.ViewOrder, model.ViewVolume}
 
 // Metrics are the agent's instruments. Gauges and counters fed by the pipeline
 // live here; values read at scrape time come from the Source.
@@ -31,12 +38,15 @@ type Metrics struct {
 
 	anomalyScore     *prometheus.GaugeVec
 	anomalyThreshold *prometheus.GaugeVec
+	viewZ            *prometheus.GaugeVec
 	alerts           *prometheus.CounterVec
 	containerCalls   *prometheus.CounterVec
 	containers       *prometheus.GaugeVec
 	sampleDuration   prometheus.Histogram
-	deviation        *prometheus.GaugeVec
-	lastDeviating    map[string][]string // image → syscalls exported in deviation
+	share            *prometheus.GaugeVec
+	lastShares       map[string][]string // image → syscalls exported in share
+	pair             *prometheus.GaugeVec
+	lastPairs        map[string][]string // image → pairs exported in pair
 	mu               sync.Mutex
 }
 
@@ -74,6 +84,10 @@ func New(src Source, version string) *Metrics {
 		anomalyThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cagewatch_anomaly_threshold", Help: "Calibrated anomaly threshold of the image's baseline.",
 		}, []string{"image"}),
+		viewZ: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cagewatch_anomaly_view_z",
+			Help: "Standardized score (z) of each view (composition, order, volume) of the container's last scored window; volume never decides.",
+		}, []string{"image", "container", "view"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cagewatch_alerts_total", Help: "Alerts sent, by rule, priority and image.",
 		}, []string{"rule", "priority", "image"}),
@@ -87,11 +101,16 @@ func New(src Source, version string) *Metrics {
 			Name: "cagewatch_sample_duration_seconds", Help: "Time to sample the kernel histogram and resolve containers.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16),
 		}),
-		deviation: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "cagewatch_last_alert_syscall_rate",
-			Help: "Observed and expected rates (calls/s) of the top deviating syscalls of the image's last statistical alert.",
+		share: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cagewatch_last_alert_syscall_share",
+			Help: "Observed and expected shares (0 to 1 of the window's calls) of the top deviating syscalls of the image's last statistical alert.",
 		}, []string{"image", "syscall", "kind"}),
-		lastDeviating: map[string][]string{},
+		lastShares: map[string][]string{},
+		pair: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "cagewatch_last_alert_pair",
+			Help: "Consecutive syscall pairs of the image's last statistical alert that learning rarely or never saw: count in the window (observed) and while learning (learned, 0: never).",
+		}, []string{"image", "pair", "kind"}),
+		lastPairs: map[string][]string{},
 	}
 	for _, s := range []string{string(model.StateLearning), string(model.StateStable), "none"} {
 		m.containers.WithLabelValues(s)
@@ -102,8 +121,8 @@ func New(src Source, version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": goVersion},
 	})
 	buildInfo.Set(1)
-	m.reg.MustRegister(m.anomalyScore, m.anomalyThreshold, m.alerts, m.containerCalls, m.containers,
-		m.sampleDuration, m.deviation, buildInfo, &scrapeCollector{src: src},
+	m.reg.MustRegister(m.anomalyScore, m.anomalyThreshold, m.viewZ, m.alerts, m.containerCalls, m.containers,
+		m.sampleDuration, m.share, m.pair, buildInfo, &scrapeCollector{src: src},
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -115,18 +134,35 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 type ScoreSeries struct{ Image, Container string }
 
 // ObserveScore records a scored window and returns the series it set, which the
-// caller deletes (DeleteScore) when the container goes.
+// caller deletes (DeleteScore) when the container goes. A view the window was
+// not scored on loses its z series rather than keep an older window's.
 func (m *Metrics) ObserveScore(w model.Window, s model.WindowScore, t model.Threshold) ScoreSeries {
 	series := ScoreSeries{Image: w.Container.ImageRef(), Container: containerName(w.Container)}
 	m.anomalyScore.WithLabelValues(series.Image, series.Container).Set(s.Value)
 	m.anomalyThreshold.WithLabelValues(series.Image).Set(t.Value)
+	for _, view := range views {
+		scored := false
+		for _, v := range s.Views {
+			if v.View == view {
+				m.viewZ.WithLabelValues(series.Image, series.Container, view).Set(v.Z)
+				scored = true
+				break
+			}
+		}
+		if !scored {
+			m.viewZ.DeleteLabelValues(series.Image, series.Container, view)
+		}
+	}
 	return series
 }
 
-// DeleteScore drops a removed container's score series, so container churn does
-// not grow the series count.
+// DeleteScore drops a removed container's score and view series, so container
+// churn does not grow the series count.
 func (m *Metrics) DeleteScore(series ScoreSeries) {
 	m.anomalyScore.DeleteLabelValues(series.Image, series.Container)
+	for _, view := range views {
+		m.viewZ.DeleteLabelValues(series.Image, series.Container, view)
+	}
 }
 
 // ObserveWindows counts container syscalls and containers by state.
@@ -153,7 +189,8 @@ func (m *Metrics) ObserveWindows(ws []model.Window, state func(image string) (mo
 func (m *Metrics) ObserveSample(d time.Duration) { m.sampleDuration.Observe(d.Seconds()) }
 
 // ObserveAlert counts a sent alert and, for statistical ones, exports its top
-// deviating syscalls (replacing the image's previous set).
+// deviating syscalls' shares and its rare or never-seen pairs, replacing the
+// image's previous sets (an alert without pairs clears them).
 func (m *Metrics) ObserveAlert(a model.Alert) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -163,23 +200,48 @@ func (m *Metrics) ObserveAlert(a model.Alert) {
 	if !ok {
 		return
 	}
-	for _, name := range m.lastDeviating[image] {
-		m.deviation.DeleteLabelValues(image, name, "observed")
-		m.deviation.DeleteLabelValues(image, name, "expected")
-	}
-	var names []string
-	for i, c := range top {
-		if i == TopDeviating {
-			break
+	m.lastShares[image] = replace(m.share, image, m.lastShares[image], top[:min(TopDeviating, len(top))], "syscall",
+		kindField{"observed", "observed"}, kindField{"expected", "expected"})
+	pairs, _ := a.OutputFields["cagewatch.pairs"].([]map[string]any)
+	m.lastPairs[image] = replace(m.pair, image, m.lastPairs[image], pairs[:min(TopPairs, len(pairs))], "pair",
+		kindField{"observed", "count"}, kindField{"learned", "learned"})
+}
+
+// kindField maps a series' kind label to the alert entry's field holding its value.
+type kindField struct{ kind, field string }
+
+// replace deletes an image's previous series of g and sets one series per
+// entry and kind, named by the entry's key field. It returns the keys set.
+func replace(g *prometheus.GaugeVec, image string, previous []string, entries []map[string]any, key string, kinds ...kindField) []string {
+	for _, k := range previous {
+		for _, kf := range kinds {
+			g.DeleteLabelValues(image, k, kf.kind)
 		}
-		name, _ := c["syscall"].(string)
-		obs, _ := c["observed"].(float64)
-		exp, _ := c["expected"].(float64)
-		m.deviation.WithLabelValues(image, name, "observed").Set(obs)
-		m.deviation.WithLabelValues(image, name, "expected").Set(exp)
-		names = append(names, name)
 	}
-	m.lastDeviating[image] = names
+	keys := make([]string, 0, len(entries))
+	for _, e := range entries {
+		k, _ := e[key].(string)
+		for _, kf := range kinds {
+			g.WithLabelValues(image, k, kf.kind).Set(number(e[kf.field]))
+		}
+		keys = append(keys, k)
+	}
+	return keys
+}
+
+// number reads an alert field's number, whichever numeric type built it.
+func number(v any) float64 {
+	switch x := v.(type) {
+	case float64:
+		return x
+	case uint64:
+		return float64(x)
+	case int:
+		return float64(x)
+	case int64:
+		return float64(x)
+	}
+	return 0
 }
 
 func containerName(c model.Container) string {

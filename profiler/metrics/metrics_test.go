@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -104,14 +105,21 @@ func TestScoresAlertsAndCardinality(t *testing.T) {
 	if got := testutil.ToFloat64(m.alerts.WithLabelValues("syscall_anomaly", "Warning", "e2e/web:1")); got != 1 {
 		t.Errorf("alerts_total %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(m.deviation.WithLabelValues("e2e/web:1", "socket", "observed")); got != 0.5 {
-		t.Errorf("deviating socket observed %v, want 0.5", got)
+	if err := testutil.CollectAndCompare(m.share, strings.NewReader(`
+# HELP cagewatch_last_alert_syscall_share Observed and expected shares (0 to 1 of the window's calls) of the top deviating syscalls of the image's last statistical alert.
+# TYPE cagewatch_last_alert_syscall_share gauge
+cagewatch_last_alert_syscall_share{image="e2e/web:1",kind="expected",syscall="read"} 0.6
+cagewatch_last_alert_syscall_share{image="e2e/web:1",kind="expected",syscall="socket"} 0
+cagewatch_last_alert_syscall_share{image="e2e/web:1",kind="observed",syscall="read"} 0.1
+cagewatch_last_alert_syscall_share{image="e2e/web:1",kind="observed",syscall="socket"} 0.5
+`)); err != nil {
+		t.Error(err)
 	}
 	// The next alert of the image replaces the set: series never pile up.
 	m.ObserveAlert(model.WindowAlert(rule, w, model.WindowScore{Value: 11, Top: []model.Contribution{{Syscall: "write", Observed: 0.9, Expected: 0.1}}},
 		model.Threshold{Value: 9}, "host"))
-	if n := testutil.CollectAndCount(m.deviation); n != 2 {
-		t.Errorf("%d deviation series after a second alert, want 2 (write observed/expected)", n)
+	if n := testutil.CollectAndCount(m.share); n != 2 {
+		t.Errorf("%d share series after a second alert, want 2 (write observed/expected)", n)
 	}
 
 	// A removed container's score series goes away.
@@ -122,5 +130,86 @@ func TestScoresAlertsAndCardinality(t *testing.T) {
 	m.ObserveSample(3 * time.Millisecond)
 	if n := testutil.CollectAndCount(m.sampleDuration); n != 1 {
 		t.Errorf("sample duration histogram: %d series", n)
+	}
+}
+
+func TestViewZSeries(t *testing.T) {
+	m := New(&fakeSource{}, "test")
+	w := model.Window{Container: web, Duration: time.Second, Counts: map[string]uint64{"read": 10}}
+	db := model.Window{Container: model.Container{ID: "c2", Name: "db1", Runtime: model.RuntimeStatic, Image: "e2e/db", ImageTag: "2"},
+		Duration: time.Second, Counts: map[string]uint64{"read": 10}}
+	all := model.WindowScore{Value: 7, Views: []model.ViewScore{
+		{View: model.ViewComposition, Z: 1.5}, {View: model.ViewOrder, Z: 6.25}, {View: model.ViewVolume, Z: -0.5}}}
+	webSeries := m.ObserveScore(w, all, model.Threshold{Value: 9})
+	m.ObserveScore(db, model.WindowScore{Value: 1, Views: []model.ViewScore{{View: model.ViewComposition, Z: 1}}}, model.Threshold{Value: 9})
+	if err := testutil.CollectAndCompare(m.viewZ, strings.NewReader(`
+# HELP cagewatch_anomaly_view_z Standardized score (z) of each view (composition, order, volume) of the container's last scored window; volume never decides.
+# TYPE cagewatch_anomaly_view_z gauge
+cagewatch_anomaly_view_z{container="db1",image="e2e/db:2",view="composition"} 1
+cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",view="composition"} 1.5
+cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",view="order"} 6.25
+cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",view="volume"} -0.5
+`)); err != nil {
+		t.Error(err)
+	}
+	// A window without grams scores no order: the older window's order z goes.
+	m.ObserveScore(w, model.WindowScore{Value: 2, Views: []model.ViewScore{{View: model.ViewComposition, Z: 2}, {View: model.ViewVolume, Z: 0.25}}},
+		model.Threshold{Value: 9})
+	if n := testutil.CollectAndCount(m.viewZ); n != 3 {
+		t.Errorf("%d view series after a window without order, want 3", n)
+	}
+	if got := testutil.ToFloat64(m.viewZ.WithLabelValues("e2e/web:1", "web1", model.ViewComposition)); got != 2 {
+		t.Errorf("composition z %v, want 2 (the newest window's)", got)
+	}
+	// Container churn: a removed container's view series go, the others stay.
+	m.DeleteScore(webSeries)
+	if err := testutil.CollectAndCompare(m.viewZ, strings.NewReader(`
+# HELP cagewatch_anomaly_view_z Standardized score (z) of each view (composition, order, volume) of the container's last scored window; volume never decides.
+# TYPE cagewatch_anomaly_view_z gauge
+cagewatch_anomaly_view_z{container="db1",image="e2e/db:2",view="composition"} 1
+`)); err != nil {
+		t.Error(err)
+	}
+}
+
+func TestLastAlertPairs(t *testing.T) {
+	m := New(&fakeSource{}, "test")
+	w := model.Window{Container: web, Duration: time.Second, Counts: map[string]uint64{"socket": 40, "close": 40}}
+	rule := &model.Rule{ID: model.RuleSyscallAnomaly, Priority: "Warning"}
+	s := model.WindowScore{Value: 12, Top: []model.Contribution{{Syscall: "socket", Observed: 0.5, Novel: true}}}
+	for i := range TopPairs + 2 { // more than are exported
+		s.Pairs = append(s.Pairs, model.PairContribution{Pair: fmt.Sprintf("s%d → close", i), Count: uint64(40 - i), Learned: uint64(i)})
+	}
+	m.ObserveAlert(model.WindowAlert(rule, w, s, model.Threshold{Value: 9}, "host"))
+	if n := testutil.CollectAndCount(m.pair); n != 2*TopPairs {
+		t.Errorf("%d pair series, want %d (top %d pairs, observed and learned)", n, 2*TopPairs, TopPairs)
+	}
+	if got := testutil.ToFloat64(m.pair.WithLabelValues("e2e/web:1", "s0 → close", "observed")); got != 40 {
+		t.Errorf("observed count of s0 → close %v, want 40", got)
+	}
+	if got := testutil.ToFloat64(m.pair.WithLabelValues("e2e/web:1", "s3 → close", "learned")); got != 3 {
+		t.Errorf("learned count of s3 → close %v, want 3", got)
+	}
+
+	// Another image's alert leaves this image's pairs alone; a hard rule's alert
+	// (no cagewatch.top) leaves them too.
+	other := w
+	other.Container = model.Container{ID: "c2", Name: "db1", Runtime: model.RuntimeStatic, Image: "e2e/db", ImageTag: "2"}
+	m.ObserveAlert(model.WindowAlert(rule, other, model.WindowScore{Value: 12, Pairs: []model.PairContribution{{Pair: "read → execve", Count: 1}}},
+		model.Threshold{Value: 9}, "host"))
+	m.ObserveAlert(model.Alert{Rule: "shadow_read", Priority: "Critical", Container: web, OutputFields: map[string]any{}})
+	if n := testutil.CollectAndCount(m.pair); n != 2*TopPairs+2 {
+		t.Errorf("%d pair series after another image's alert and a hard rule's, want %d", n, 2*TopPairs+2)
+	}
+
+	// The image's next statistical alert replaces its pairs, even with none.
+	m.ObserveAlert(model.WindowAlert(rule, w, model.WindowScore{Value: 11, Top: s.Top}, model.Threshold{Value: 9}, "host"))
+	if err := testutil.CollectAndCompare(m.pair, strings.NewReader(`
+# HELP cagewatch_last_alert_pair Consecutive syscall pairs of the image's last statistical alert that learning rarely or never saw: count in the window (observed) and while learning (learned, 0: never).
+# TYPE cagewatch_last_alert_pair gauge
+cagewatch_last_alert_pair{image="e2e/db:2",kind="learned",pair="read → execve"} 0
+cagewatch_last_alert_pair{image="e2e/db:2",kind="observed",pair="read → execve"} 1
+`)); err != nil {
+		t.Error(err)
 	}
 }
