@@ -77,7 +77,7 @@ mode: auto
 window: 1s
 store: %s/cagewatch.db
 metrics: {listen: "127.0.0.1:%d"}
-learning: {ignore_first: 1s, min_windows: 8, stable_windows: 3}
+learning: {ignore_first: 1s, min_windows: 12, stable_windows: 3}
 containers:
   static: [{cgroup: "/%s/*", image: "e2e/prom:1"}]
 `, tmp, metricsPort, parent))
