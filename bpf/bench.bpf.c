@@ -88,45 +88,11 @@ int BPF_PROG(storage_tp_btf, struct pt_regs *regs, long id)
 	return 0;
 }
 
-/* What #8's suggested order sketch would add: the histogram plus a hashed count of
- * consecutive syscall pairs per slot (1,024 buckets). A real one would also reset
- * the previous syscall at each context switch, and fold the lookups into
- * count_syscall; this estimates the per-syscall cost. */
-#define PAIR_BUCKETS 1024
-
-struct pair_hist {
-	__u64 counts[PAIR_BUCKETS];
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 256);
-	__type(key, __u32);
-	__type(value, struct pair_hist);
-} pair_hist SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u32);
-} last_syscall SEC(".maps");
-
+/* The histogram without the 4-grams: the difference to hist_tp_btf is what the
+ * order view costs per syscall. */
 SEC("tp_btf/sys_enter")
-int BPF_PROG(pairs_tp_btf, struct pt_regs *regs, long id)
+int BPF_PROG(counts_tp_btf, struct pt_regs *regs, long id)
 {
-	count_syscall(id);
-	__u32 zero = 0;
-	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);
-	__u32 *last = bpf_map_lookup_elem(&last_syscall, &zero);
-	if (!st || !last)
-		return 0;
-	__u32 idx = st->slot & 255;
-	struct pair_hist *p = bpf_map_lookup_elem(&pair_hist, &idx);
-	if (!p)
-		return 0;
-	__u32 nr = syscall_slot(id);
-	p->counts[(*last * 31 + nr) & (PAIR_BUCKETS - 1)] += 1;
-	*last = nr;
+	count_syscall_with(id, false);
 	return 0;
 }

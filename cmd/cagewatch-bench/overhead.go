@@ -73,7 +73,7 @@ func measureOverhead(o options, r *report) error {
 		{sensorbench.ProbeHistogram, probe(sensorbench.ProbeHistogram)},
 		{sensorbench.ProbeHash, probe(sensorbench.ProbeHash)},
 		{sensorbench.ProbeCgrpStorage, probe(sensorbench.ProbeCgrpStorage)},
-		{sensorbench.ProbePairs, probe(sensorbench.ProbePairs)},
+		{sensorbench.ProbeCountsOnly, probe(sensorbench.ProbeCountsOnly)},
 		{"agent", func() (func() (sensorbench.RunStats, error), func() error, error) {
 			a, err := startAgent(o, 10*time.Second)
 			if err != nil {
@@ -235,7 +235,8 @@ func reportOverhead(r *report, res map[string]*measured) {
 	r.add(k, "histogram + 4-grams alone beyond the floor", beyond(sensorbench.ProbeHistogram), "ns/syscall", "per-CPU slots, no helper call, no atomic", "")
 	r.add(k, "first design: hash by cgroup id", beyond(sensorbench.ProbeHash), "ns/syscall", "2 helper calls + hash lookup + atomic add", "")
 	r.add(k, "cgroup local storage per syscall", beyond(sensorbench.ProbeCgrpStorage), "ns/syscall", "helper calls + atomic add", "")
-	r.add(k, "histogram + 4-grams + #8's pair sketch (not in the sensor)", beyond(sensorbench.ProbePairs), "ns/syscall", "the hashed sketch #14 replaced", "")
+	r.add(k, "histogram without 4-grams beyond the floor", beyond(sensorbench.ProbeCountsOnly), "ns/syscall", "the counts alone", "")
+	r.add(k, "4-grams' own cost (the two rows above)", beyond(sensorbench.ProbeHistogram)-beyond(sensorbench.ProbeCountsOnly), "ns/syscall", "order view: per-CPU last three syscalls + table probe", "")
 	if res["bpftrace"] != nil {
 		r.add(k, "bpftrace one-liner beyond the floor", beyond("bpftrace"), "ns/syscall", "tracepoint:raw_syscalls:sys_enter @[cgroup, id] = count()", "")
 		if bt := beyond("bpftrace"); bt > 0 {

@@ -35,11 +35,6 @@ type benchHist struct {
 	Grams     [1024]uint64
 }
 
-type benchPairHist struct {
-	_      structs.HostLayout
-	Counts [1024]uint64
-}
-
 type benchSlotKey struct {
 	_        structs.HostLayout
 	CgroupId uint64
@@ -55,18 +50,16 @@ const (
 	benchMapFreeSlots         = "free_slots"
 	benchMapHashHist          = "hash_hist"
 	benchMapHistSlots         = "hist_slots"
-	benchMapLastSyscall       = "last_syscall"
-	benchMapPairHist          = "pair_hist"
 	benchMapPairSlots         = "pair_slots"
 	benchMapStats             = "stats"
 	benchMapStorageHist       = "storage_hist"
 	benchProgCgroupAttachTask = "cgroup_attach_task"
+	benchProgCountsTpBtf      = "counts_tp_btf"
 	benchProgEmptyRawTp       = "empty_raw_tp"
 	benchProgEmptyTpBtf       = "empty_tp_btf"
 	benchProgHashTpBtf        = "hash_tp_btf"
 	benchProgHistRawTp        = "hist_raw_tp"
 	benchProgHistTpBtf        = "hist_tp_btf"
-	benchProgPairsTpBtf       = "pairs_tp_btf"
 	benchProgSchedSwitch      = "sched_switch"
 	benchProgStorageTpBtf     = "storage_tp_btf"
 	benchVarNrCpus            = "nr_cpus"
@@ -116,12 +109,12 @@ type benchSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchProgramSpecs struct {
 	CgroupAttachTask *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
+	CountsTpBtf      *ebpf.ProgramSpec `ebpf:"counts_tp_btf"`
 	EmptyRawTp       *ebpf.ProgramSpec `ebpf:"empty_raw_tp"`
 	EmptyTpBtf       *ebpf.ProgramSpec `ebpf:"empty_tp_btf"`
 	HashTpBtf        *ebpf.ProgramSpec `ebpf:"hash_tp_btf"`
 	HistRawTp        *ebpf.ProgramSpec `ebpf:"hist_raw_tp"`
 	HistTpBtf        *ebpf.ProgramSpec `ebpf:"hist_tp_btf"`
-	PairsTpBtf       *ebpf.ProgramSpec `ebpf:"pairs_tp_btf"`
 	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
 	StorageTpBtf     *ebpf.ProgramSpec `ebpf:"storage_tp_btf"`
 }
@@ -134,8 +127,6 @@ type benchMapSpecs struct {
 	FreeSlots   *ebpf.MapSpec `ebpf:"free_slots"`
 	HashHist    *ebpf.MapSpec `ebpf:"hash_hist"`
 	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
-	LastSyscall *ebpf.MapSpec `ebpf:"last_syscall"`
-	PairHist    *ebpf.MapSpec `ebpf:"pair_hist"`
 	PairSlots   *ebpf.MapSpec `ebpf:"pair_slots"`
 	Stats       *ebpf.MapSpec `ebpf:"stats"`
 	StorageHist *ebpf.MapSpec `ebpf:"storage_hist"`
@@ -173,8 +164,6 @@ type benchMaps struct {
 	FreeSlots   *ebpf.Map `ebpf:"free_slots"`
 	HashHist    *ebpf.Map `ebpf:"hash_hist"`
 	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
-	LastSyscall *ebpf.Map `ebpf:"last_syscall"`
-	PairHist    *ebpf.Map `ebpf:"pair_hist"`
 	PairSlots   *ebpf.Map `ebpf:"pair_slots"`
 	Stats       *ebpf.Map `ebpf:"stats"`
 	StorageHist *ebpf.Map `ebpf:"storage_hist"`
@@ -186,8 +175,6 @@ func (m *benchMaps) Close() error {
 		m.FreeSlots,
 		m.HashHist,
 		m.HistSlots,
-		m.LastSyscall,
-		m.PairHist,
 		m.PairSlots,
 		m.Stats,
 		m.StorageHist,
@@ -207,12 +194,12 @@ type benchVariables struct {
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchPrograms struct {
 	CgroupAttachTask *ebpf.Program `ebpf:"cgroup_attach_task"`
+	CountsTpBtf      *ebpf.Program `ebpf:"counts_tp_btf"`
 	EmptyRawTp       *ebpf.Program `ebpf:"empty_raw_tp"`
 	EmptyTpBtf       *ebpf.Program `ebpf:"empty_tp_btf"`
 	HashTpBtf        *ebpf.Program `ebpf:"hash_tp_btf"`
 	HistRawTp        *ebpf.Program `ebpf:"hist_raw_tp"`
 	HistTpBtf        *ebpf.Program `ebpf:"hist_tp_btf"`
-	PairsTpBtf       *ebpf.Program `ebpf:"pairs_tp_btf"`
 	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
 	StorageTpBtf     *ebpf.Program `ebpf:"storage_tp_btf"`
 }
@@ -220,12 +207,12 @@ type benchPrograms struct {
 func (p *benchPrograms) Close() error {
 	return _BenchClose(
 		p.CgroupAttachTask,
+		p.CountsTpBtf,
 		p.EmptyRawTp,
 		p.EmptyTpBtf,
 		p.HashTpBtf,
 		p.HistRawTp,
 		p.HistTpBtf,
-		p.PairsTpBtf,
 		p.SchedSwitch,
 		p.StorageTpBtf,
 	)

@@ -21,7 +21,7 @@ const (
 	ProbeHistRawTP   = "hist_raw_tp"    // the same on raw_tp
 	ProbeHash        = "hash_tp_btf"    // the first design: hash map keyed by cgroup id
 	ProbeCgrpStorage = "storage_tp_btf" // counts in cgroup local storage, looked up per syscall
-	ProbePairs       = "pairs_tp_btf"   // the histogram plus a hashed syscall-pair sketch (#8)
+	ProbeCountsOnly  = "counts_tp_btf"  // the histogram without its 4-grams
 )
 
 // Probes are the benchmark programs, loaded but not attached.
@@ -57,7 +57,7 @@ func (p *Probes) program(name string) (*ebpf.Program, bool) {
 		ProbeEmpty: p.objs.EmptyTpBtf, ProbeEmptyRawTP: p.objs.EmptyRawTp,
 		ProbeHistogram: p.objs.HistTpBtf, ProbeHistRawTP: p.objs.HistRawTp,
 		ProbeHash: p.objs.HashTpBtf, ProbeCgrpStorage: p.objs.StorageTpBtf,
-		ProbePairs: p.objs.PairsTpBtf,
+		ProbeCountsOnly: p.objs.CountsTpBtf,
 	}[name]
 	return prog, prog != nil
 }
@@ -71,7 +71,7 @@ func (p *Probes) Attach(name string) (io.Closer, error) {
 		return nil, fmt.Errorf("no benchmark program %q", name)
 	}
 	var links links
-	if name == ProbeHistogram || name == ProbeHistRawTP || name == ProbePairs {
+	if name == ProbeHistogram || name == ProbeHistRawTP || name == ProbeCountsOnly {
 		for _, helper := range []*ebpf.Program{p.objs.SchedSwitch, p.objs.CgroupAttachTask} {
 			l, err := link.AttachTracing(link.TracingOptions{Program: helper})
 			if err != nil {
