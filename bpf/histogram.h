@@ -203,6 +203,28 @@ static __always_inline void count_syscall(long id)
 	count_syscall_with(id, true);
 }
 
+/* Each thread's last three syscalls, kept while it is switched out, so its
+ * 4-grams are its own consecutive syscalls whatever the scheduler did: a
+ * preemption or a wake-up on another CPU must not make pairs that depend on
+ * load. Only switches touch it; the syscall path keeps the running thread's
+ * in cpu_state. */
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64);
+} thread_recent SEC(".maps");
+
+static __always_inline void switch_recent(struct cpu_state *st, struct task_struct *prev, struct task_struct *next)
+{
+	/* A thread with no run to keep (none yet, or just exec'd) keeps no entry. */
+	__u64 *saved = bpf_task_storage_get(&thread_recent, prev, 0, st->recent ? BPF_LOCAL_STORAGE_GET_F_CREATE : 0);
+	if (saved)
+		*saved = st->recent;
+	__u64 *mine = bpf_task_storage_get(&thread_recent, next, 0, 0);
+	st->recent = mine ? *mine : 0;
+}
+
 /* The task about to run is the one whose syscalls count next. */
 SEC("tp_btf/sched_switch")
 int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_struct *next)
@@ -213,7 +235,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		__u64 cgid = task_cgroup_id(next);
 		st->cgroup_id = cgid;
 		st->skip = histogram_skips(next, cgid);
-		st->recent = 0; /* order is per thread: the next syscall starts a run */
+		switch_recent(st, prev, next);
 	}
 	return 0;
 }

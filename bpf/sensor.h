@@ -58,8 +58,8 @@ struct enforce_policy {
 
 /* Order: each syscall is counted once more with up to three predecessors of
  * its thread (a 4-gram), in an open-addressed table per slot. A key packs four
- * GRAM_BITS fields, oldest first: 0 is "no predecessor" (the thread was just
- * switched in or exec'd), n+1 is syscall n, and GRAM_OTHER the rest. A key is
+ * GRAM_BITS fields, oldest first: 0 is "no predecessor" (the thread's first
+ * syscalls, or its first since exec), n+1 is syscall n, and GRAM_OTHER the rest. A key is
  * never 0, so an empty entry is 0. The count sits above the key and wraps in
  * its GRAM_COUNT_BITS; user space takes differences modulo that. */
 #define GRAM_TABLE_LOG2 10

@@ -48,14 +48,15 @@ func runHelper(action string) int {
 		for range n {
 			unix.Getppid()
 		}
-	case "gram-cycle": // CAGEWATCH_HELPER_N cycles of getppid, getuid, getgid, getegid on one thread
+	case "gram-cycle": // CAGEWATCH_HELPER_N cycles of getppid, getuid, getgid, nanosleep on one thread
 		runtime.LockOSThread()
 		n, _ := strconv.Atoi(os.Getenv("CAGEWATCH_HELPER_N"))
+		pause := unix.Timespec{Nsec: 20_000}
 		for range n {
 			unix.Getppid()
 			unix.Getuid()
 			unix.Getgid()
-			unix.Getegid()
+			_ = unix.Nanosleep(&pause, nil) // switches the thread out every cycle
 		}
 	case "spin": // until killed
 		for {
@@ -626,8 +627,9 @@ func TestBPFRemovedCgroupsAreReclaimed(t *testing.T) {
 }
 
 // TestBPFGramsAreConsecutiveSyscallsOfOneThread: a thread cycling through four
-// syscalls makes four 4-grams, each about once a cycle (a context switch starts
-// a new run), and no gram out of the cycle's order.
+// syscalls, one of them a sleep that switches it out, makes four 4-grams, each
+// once a cycle: its run survives the switch, so grams do not depend on the
+// scheduler. No gram is out of the cycle's order.
 func TestBPFGramsAreConsecutiveSyscallsOfOneThread(t *testing.T) {
 	s := loadTestSensor(t, Options{})
 	dir, id := testCgroup(t)
@@ -635,7 +637,7 @@ func TestBPFGramsAreConsecutiveSyscallsOfOneThread(t *testing.T) {
 	if _, _, err := sampler.Sample(time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	const cycles = 2000
+	const cycles = 500
 	runInCgroup(t, dir, "gram-cycle", "CAGEWATCH_HELPER_N="+strconv.Itoa(cycles))
 	deltas, _, err := sampler.Sample(time.Now())
 	if err != nil {
@@ -650,9 +652,11 @@ func TestBPFGramsAreConsecutiveSyscallsOfOneThread(t *testing.T) {
 	if grams == nil {
 		t.Fatalf("no grams for the test cgroup among %d windows", len(deltas))
 	}
-	cycle := []string{"getppid", "getuid", "getgid", "getegid"}
+	cycle := []string{"getppid", "getuid", "getgid", "nanosleep"}
 	for i := range cycle {
 		g := model.GramKey(cycle[i], cycle[(i+1)%4], cycle[(i+2)%4], cycle[(i+3)%4])
+		// A runtime signal in the thread (rt_sigreturn) may break a few cycles;
+		// a run cut at every switch would count none of the grams across the sleep.
 		if grams[g] < cycles*9/10 || grams[g] > cycles {
 			t.Errorf("gram %s counted %d times, want about %d (all grams: %d kinds)", g, grams[g], cycles, len(grams))
 		}
@@ -660,7 +664,9 @@ func TestBPFGramsAreConsecutiveSyscallsOfOneThread(t *testing.T) {
 	pairs := model.PairCounts(grams)
 	for p, n := range pairs {
 		prev, next := model.GramNames(p)[0], model.GramNames(p)[1]
-		i, j := slices.Index(cycle, prev), slices.Index(cycle, next)
+		// The runtime's own threads sleep too (sysmon): judge pairs from the
+		// syscalls only the cycling thread makes.
+		i, j := slices.Index(cycle[:3], prev), slices.Index(cycle, next)
 		if i >= 0 && j >= 0 && j != (i+1)%4 {
 			t.Errorf("pair %s counted %d times: the thread never made it", p, n)
 		}

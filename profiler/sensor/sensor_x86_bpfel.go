@@ -128,6 +128,7 @@ const (
 	sensorMapPathScratch       = "path_scratch"
 	sensorMapScratch           = "scratch"
 	sensorMapStats             = "stats"
+	sensorMapThreadRecent      = "thread_recent"
 	sensorMapWatchNames        = "watch_names"
 	sensorMapWatchPorts        = "watch_ports"
 	sensorMapWatchPrefixes     = "watch_prefixes"
@@ -214,6 +215,7 @@ type sensorMapSpecs struct {
 	PathScratch     *ebpf.MapSpec `ebpf:"path_scratch"`
 	Scratch         *ebpf.MapSpec `ebpf:"scratch"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	ThreadRecent    *ebpf.MapSpec `ebpf:"thread_recent"`
 	WatchNames      *ebpf.MapSpec `ebpf:"watch_names"`
 	WatchPorts      *ebpf.MapSpec `ebpf:"watch_ports"`
 	WatchPrefixes   *ebpf.MapSpec `ebpf:"watch_prefixes"`
@@ -262,6 +264,7 @@ type sensorMaps struct {
 	PathScratch     *ebpf.Map `ebpf:"path_scratch"`
 	Scratch         *ebpf.Map `ebpf:"scratch"`
 	Stats           *ebpf.Map `ebpf:"stats"`
+	ThreadRecent    *ebpf.Map `ebpf:"thread_recent"`
 	WatchNames      *ebpf.Map `ebpf:"watch_names"`
 	WatchPorts      *ebpf.Map `ebpf:"watch_ports"`
 	WatchPrefixes   *ebpf.Map `ebpf:"watch_prefixes"`
@@ -282,6 +285,7 @@ func (m *sensorMaps) Close() error {
 		m.PathScratch,
 		m.Scratch,
 		m.Stats,
+		m.ThreadRecent,
 		m.WatchNames,
 		m.WatchPorts,
 		m.WatchPrefixes,

@@ -53,6 +53,7 @@ const (
 	benchMapPairSlots         = "pair_slots"
 	benchMapStats             = "stats"
 	benchMapStorageHist       = "storage_hist"
+	benchMapThreadRecent      = "thread_recent"
 	benchProgCgroupAttachTask = "cgroup_attach_task"
 	benchProgCountsTpBtf      = "counts_tp_btf"
 	benchProgEmptyRawTp       = "empty_raw_tp"
@@ -123,13 +124,14 @@ type benchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	CpuState    *ebpf.MapSpec `ebpf:"cpu_state"`
-	FreeSlots   *ebpf.MapSpec `ebpf:"free_slots"`
-	HashHist    *ebpf.MapSpec `ebpf:"hash_hist"`
-	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
-	PairSlots   *ebpf.MapSpec `ebpf:"pair_slots"`
-	Stats       *ebpf.MapSpec `ebpf:"stats"`
-	StorageHist *ebpf.MapSpec `ebpf:"storage_hist"`
+	CpuState     *ebpf.MapSpec `ebpf:"cpu_state"`
+	FreeSlots    *ebpf.MapSpec `ebpf:"free_slots"`
+	HashHist     *ebpf.MapSpec `ebpf:"hash_hist"`
+	HistSlots    *ebpf.MapSpec `ebpf:"hist_slots"`
+	PairSlots    *ebpf.MapSpec `ebpf:"pair_slots"`
+	Stats        *ebpf.MapSpec `ebpf:"stats"`
+	StorageHist  *ebpf.MapSpec `ebpf:"storage_hist"`
+	ThreadRecent *ebpf.MapSpec `ebpf:"thread_recent"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -160,13 +162,14 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	CpuState    *ebpf.Map `ebpf:"cpu_state"`
-	FreeSlots   *ebpf.Map `ebpf:"free_slots"`
-	HashHist    *ebpf.Map `ebpf:"hash_hist"`
-	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
-	PairSlots   *ebpf.Map `ebpf:"pair_slots"`
-	Stats       *ebpf.Map `ebpf:"stats"`
-	StorageHist *ebpf.Map `ebpf:"storage_hist"`
+	CpuState     *ebpf.Map `ebpf:"cpu_state"`
+	FreeSlots    *ebpf.Map `ebpf:"free_slots"`
+	HashHist     *ebpf.Map `ebpf:"hash_hist"`
+	HistSlots    *ebpf.Map `ebpf:"hist_slots"`
+	PairSlots    *ebpf.Map `ebpf:"pair_slots"`
+	Stats        *ebpf.Map `ebpf:"stats"`
+	StorageHist  *ebpf.Map `ebpf:"storage_hist"`
+	ThreadRecent *ebpf.Map `ebpf:"thread_recent"`
 }
 
 func (m *benchMaps) Close() error {
@@ -178,6 +181,7 @@ func (m *benchMaps) Close() error {
 		m.PairSlots,
 		m.Stats,
 		m.StorageHist,
+		m.ThreadRecent,
 	)
 }
 
