@@ -108,7 +108,7 @@ func e2eScenarios(cgroupName string) []e2eScenario {
 		{name: "mix_change", script: "attack-mix-change.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, delay: 3 * time.Second},
 		{name: "socket_shell", script: "attack-socket-shell.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, delay: 3 * time.Second},
 		{name: "load_4x", script: "benign-http.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, quiet: true,
-			env: []string{"E2E_PACE=0.025", "E2E_DURATION=10"}},
+			env: []string{"E2E_PACE=0.025", "E2E_FETCHES=400"}},
 	}
 }
 
