@@ -22,6 +22,7 @@ type sensorCpuState struct {
 	Skip       uint32
 	Pad        uint32
 	Recent     uint64
+	RecentIn   uint64
 }
 
 type sensorEnforcePolicy struct {
@@ -111,6 +112,13 @@ type sensorSlotKey struct {
 	Pad      uint32
 }
 
+type sensorThreadRun struct {
+	_      structs.HostLayout
+	Tid    uint32
+	Start  uint32
+	Recent uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -128,7 +136,7 @@ const (
 	sensorMapPathScratch       = "path_scratch"
 	sensorMapScratch           = "scratch"
 	sensorMapStats             = "stats"
-	sensorMapThreadRecent      = "thread_recent"
+	sensorMapThreadRuns        = "thread_runs"
 	sensorMapWatchNames        = "watch_names"
 	sensorMapWatchPorts        = "watch_ports"
 	sensorMapWatchPrefixes     = "watch_prefixes"
@@ -215,7 +223,7 @@ type sensorMapSpecs struct {
 	PathScratch     *ebpf.MapSpec `ebpf:"path_scratch"`
 	Scratch         *ebpf.MapSpec `ebpf:"scratch"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
-	ThreadRecent    *ebpf.MapSpec `ebpf:"thread_recent"`
+	ThreadRuns      *ebpf.MapSpec `ebpf:"thread_runs"`
 	WatchNames      *ebpf.MapSpec `ebpf:"watch_names"`
 	WatchPorts      *ebpf.MapSpec `ebpf:"watch_ports"`
 	WatchPrefixes   *ebpf.MapSpec `ebpf:"watch_prefixes"`
@@ -264,7 +272,7 @@ type sensorMaps struct {
 	PathScratch     *ebpf.Map `ebpf:"path_scratch"`
 	Scratch         *ebpf.Map `ebpf:"scratch"`
 	Stats           *ebpf.Map `ebpf:"stats"`
-	ThreadRecent    *ebpf.Map `ebpf:"thread_recent"`
+	ThreadRuns      *ebpf.Map `ebpf:"thread_runs"`
 	WatchNames      *ebpf.Map `ebpf:"watch_names"`
 	WatchPorts      *ebpf.Map `ebpf:"watch_ports"`
 	WatchPrefixes   *ebpf.Map `ebpf:"watch_prefixes"`
@@ -285,7 +293,7 @@ func (m *sensorMaps) Close() error {
 		m.PathScratch,
 		m.Scratch,
 		m.Stats,
-		m.ThreadRecent,
+		m.ThreadRuns,
 		m.WatchNames,
 		m.WatchPorts,
 		m.WatchPrefixes,

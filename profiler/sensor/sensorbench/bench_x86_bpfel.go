@@ -22,6 +22,7 @@ type benchCpuState struct {
 	Skip       uint32
 	Pad        uint32
 	Recent     uint64
+	RecentIn   uint64
 }
 
 type benchHist struct {
@@ -42,6 +43,13 @@ type benchSlotKey struct {
 	Pad      uint32
 }
 
+type benchThreadRun struct {
+	_      structs.HostLayout
+	Tid    uint32
+	Start  uint32
+	Recent uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -53,7 +61,7 @@ const (
 	benchMapPairSlots         = "pair_slots"
 	benchMapStats             = "stats"
 	benchMapStorageHist       = "storage_hist"
-	benchMapThreadRecent      = "thread_recent"
+	benchMapThreadRuns        = "thread_runs"
 	benchProgCgroupAttachTask = "cgroup_attach_task"
 	benchProgCountsTpBtf      = "counts_tp_btf"
 	benchProgEmptyRawTp       = "empty_raw_tp"
@@ -124,14 +132,14 @@ type benchProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type benchMapSpecs struct {
-	CpuState     *ebpf.MapSpec `ebpf:"cpu_state"`
-	FreeSlots    *ebpf.MapSpec `ebpf:"free_slots"`
-	HashHist     *ebpf.MapSpec `ebpf:"hash_hist"`
-	HistSlots    *ebpf.MapSpec `ebpf:"hist_slots"`
-	PairSlots    *ebpf.MapSpec `ebpf:"pair_slots"`
-	Stats        *ebpf.MapSpec `ebpf:"stats"`
-	StorageHist  *ebpf.MapSpec `ebpf:"storage_hist"`
-	ThreadRecent *ebpf.MapSpec `ebpf:"thread_recent"`
+	CpuState    *ebpf.MapSpec `ebpf:"cpu_state"`
+	FreeSlots   *ebpf.MapSpec `ebpf:"free_slots"`
+	HashHist    *ebpf.MapSpec `ebpf:"hash_hist"`
+	HistSlots   *ebpf.MapSpec `ebpf:"hist_slots"`
+	PairSlots   *ebpf.MapSpec `ebpf:"pair_slots"`
+	Stats       *ebpf.MapSpec `ebpf:"stats"`
+	StorageHist *ebpf.MapSpec `ebpf:"storage_hist"`
+	ThreadRuns  *ebpf.MapSpec `ebpf:"thread_runs"`
 }
 
 // benchVariableSpecs contains global variables before they are loaded into the kernel.
@@ -162,14 +170,14 @@ func (o *benchObjects) Close() error {
 //
 // It can be passed to loadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type benchMaps struct {
-	CpuState     *ebpf.Map `ebpf:"cpu_state"`
-	FreeSlots    *ebpf.Map `ebpf:"free_slots"`
-	HashHist     *ebpf.Map `ebpf:"hash_hist"`
-	HistSlots    *ebpf.Map `ebpf:"hist_slots"`
-	PairSlots    *ebpf.Map `ebpf:"pair_slots"`
-	Stats        *ebpf.Map `ebpf:"stats"`
-	StorageHist  *ebpf.Map `ebpf:"storage_hist"`
-	ThreadRecent *ebpf.Map `ebpf:"thread_recent"`
+	CpuState    *ebpf.Map `ebpf:"cpu_state"`
+	FreeSlots   *ebpf.Map `ebpf:"free_slots"`
+	HashHist    *ebpf.Map `ebpf:"hash_hist"`
+	HistSlots   *ebpf.Map `ebpf:"hist_slots"`
+	PairSlots   *ebpf.Map `ebpf:"pair_slots"`
+	Stats       *ebpf.Map `ebpf:"stats"`
+	StorageHist *ebpf.Map `ebpf:"storage_hist"`
+	ThreadRuns  *ebpf.Map `ebpf:"thread_runs"`
 }
 
 func (m *benchMaps) Close() error {
@@ -181,7 +189,7 @@ func (m *benchMaps) Close() error {
 		m.PairSlots,
 		m.Stats,
 		m.StorageHist,
-		m.ThreadRecent,
+		m.ThreadRuns,
 	)
 }
 
