@@ -45,10 +45,10 @@ func gramName(key uint64) string {
 	names := make([]string, 0, model.GramOrder)
 	for i := model.GramOrder - 1; i >= 0; i-- {
 		f := key >> (i * gramFieldBits) & gramOther
-		switch {
-		case f == 0:
+		switch f {
+		case 0:
 			continue // before the thread's run began
-		case f == gramOther:
+		case gramOther:
 			names = append(names, "other")
 		default:
 			names = append(names, model.SyscallName(int(f-1)))
