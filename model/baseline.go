@@ -74,7 +74,7 @@ type SampledWindow struct {
 }
 
 // Convergence tracks what the learning state machine needs: per-syscall sums of
-// rates and squared rates at the last two checkpoints, so the two most recent
+// shares and squared shares at the last two checkpoints, so the two most recent
 // blocks of windows can be compared, and when something new last appeared.
 type Convergence struct {
 	CheckpointWindows uint64              `json:"checkpoint_windows"`
@@ -85,7 +85,8 @@ type Convergence struct {
 	Drift             float64             `json:"drift"`        // at the last checkpoint, in standard errors
 }
 
-// RateSums are a syscall's sum of rates and of squared rates over windows.
+// RateSums are a syscall's sum of shares and of squared shares over windows
+// (rates before format 2; the name stays for the JSON it shares with v1).
 type RateSums struct {
 	Sum   float64 `json:"sum"`
 	SumSq float64 `json:"sum_sq"`
@@ -304,7 +305,7 @@ func (b *Baseline) Merge(o *Baseline, sampleSize int) error {
 	if b.State != StateStable || o.State != StateStable {
 		b.State = StateLearning
 	}
-	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.rateSums(), LastNovelty: b.Windows}
+	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.shareSums(), LastNovelty: b.Windows}
 	return nil
 }
 

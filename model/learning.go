@@ -50,7 +50,7 @@ func (b *Baseline) UpdateState(cfg LearnConfig) (becameStable bool) {
 	if b.Windows < conv.CheckpointWindows+stableWindows {
 		return false
 	}
-	sums := b.rateSums()
+	sums := b.shareSums()
 	// The empty baseline is checkpoint zero, so the first comparison comes after
 	// two blocks.
 	compared := conv.CheckpointWindows > 0
@@ -112,10 +112,13 @@ func blockStats(from, to RateSums, n float64) meanVar {
 	return meanVar{mean: mean, variance: math.Max((sq-n*mean*mean)/(n-1), 0)}
 }
 
-// rateSums are each syscall's sums of rates and squared rates over all windows.
-func (b *Baseline) rateSums() map[string]RateSums {
-	out := make(map[string]RateSums, len(b.Syscalls))
-	for name, m := range b.Syscalls {
+// shareSums are each syscall's sums of shares and squared shares over the
+// composition view's windows. Convergence watches shares, not rates: a load
+// that varies while learning moves every rate, and must not keep an image
+// learning for ever.
+func (b *Baseline) shareSums() map[string]RateSums {
+	out := make(map[string]RateSums, len(b.Composition.Shares))
+	for name, m := range b.Composition.Shares {
 		n := float64(m.N)
 		out[name] = RateSums{Sum: m.Mean * n, SumSq: m.M2 + n*m.Mean*m.Mean}
 	}

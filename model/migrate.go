@@ -27,4 +27,10 @@ func (b *Baseline) UpgradeViews() {
 			b.Volume.Add(logVolume(total, w.Seconds))
 		}
 	}
+	// v1 checkpoints summed rates; convergence now watches shares, so it
+	// restarts from here (a stable baseline stays stable).
+	if b.Composition.Windows == 0 {
+		return // nothing rebuilt: the next upgrade finds the same baseline
+	}
+	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.shareSums(), LastNovelty: b.Convergence.LastNovelty}
 }

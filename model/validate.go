@@ -65,7 +65,7 @@ func (b *Baseline) Validate() error {
 	} else if c.PreviousWindows > c.CheckpointWindows {
 		return bad("convergence.previous_windows %d exceeds checkpoint_windows %d", c.PreviousWindows, c.CheckpointWindows)
 	}
-	learned := b.rateSums()
+	learned := b.shareSums()
 	for field, sums := range map[string]map[string]RateSums{
 		"checkpoint_sums": b.Convergence.CheckpointSums, "previous_sums": b.Convergence.PreviousSums,
 	} {
