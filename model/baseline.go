@@ -90,6 +90,7 @@ type Convergence struct {
 type RateSums struct {
 	Sum   float64 `json:"sum"`
 	SumSq float64 `json:"sum_sq"`
+	N     uint64  `json:"n,omitempty"` // windows in which the syscall was made
 }
 
 // LearnConfig decides when a baseline has converged.

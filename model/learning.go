@@ -72,6 +72,10 @@ func (b *Baseline) UpdateState(cfg LearnConfig) (becameStable bool) {
 // the mean: perfectly regular rates would otherwise make any change infinite.
 const driftFloor = 0.01
 
+// minPresentForVariance is how many windows of each block must make a syscall
+// before their variances are compared.
+const minPresentForVariance = 5
+
 // maxDrift caps the drift so it stays a finite, encodable number.
 const maxDrift = 1e9
 
@@ -94,8 +98,15 @@ func (b *Baseline) blockDrift(prev map[string]RateSums, prevW uint64, mid map[st
 			continue
 		}
 		meanT := math.Abs(bb.mean-a.mean) / math.Sqrt(varA/nA+varB/nB)
+		worst = math.Max(worst, meanT)
+		// A syscall made in a few windows of one block and none of the other
+		// (a checkpoint's fsync, an allocator's madvise) has no variance to
+		// compare: its log ratio against the floor read as 25 standard errors.
+		if s.N-mid[name].N < minPresentForVariance || mid[name].N-prev[name].N < minPresentForVariance {
+			continue
+		}
 		varZ := math.Abs(math.Log(varB/varA)) / math.Sqrt(2/(nA-1)+2/(nB-1))
-		worst = math.Max(worst, math.Max(meanT, varZ))
+		worst = math.Max(worst, varZ)
 	}
 	if math.IsNaN(worst) || worst > maxDrift {
 		return maxDrift // inconsistent sums (an edited import): drift, but encodable
@@ -120,7 +131,7 @@ func (b *Baseline) shareSums() map[string]RateSums {
 	out := make(map[string]RateSums, len(b.Composition.Shares))
 	for name, m := range b.Composition.Shares {
 		n := float64(m.N)
-		out[name] = RateSums{Sum: m.Mean * n, SumSq: m.M2 + n*m.Mean*m.Mean}
+		out[name] = RateSums{Sum: m.Mean * n, SumSq: m.M2 + n*m.Mean*m.Mean, N: m.N}
 	}
 	return out
 }

@@ -255,6 +255,24 @@ func TestLearningVaryingLoadConverges(t *testing.T) {
 	}
 }
 
+// A syscall made now and then (a checkpoint's fsync every 40 windows, so in
+// every other block) is in one block and not the next: that is no drift, or
+// such an image never converges.
+func TestLearningSparseSyscallConverges(t *testing.T) {
+	cfg := DefaultLearnConfig()
+	b := NewBaseline(testImage, testTag, "")
+	wl := newWorkload(17)
+	wl.extra = func(i int) map[string]float64 {
+		if i%40 == 7 {
+			return map[string]float64{"fsync": 3}
+		}
+		return nil
+	}
+	if at := feed(t, b, wl, cfg, "c1", 400); at == 0 {
+		t.Errorf("not stable after 400 windows with an fsync every 40: %s (drift %.2f)", b.Progress(cfg), b.Convergence.Drift)
+	}
+}
+
 func pow2(x float64) float64 {
 	r := 1.0
 	for x >= 1 {

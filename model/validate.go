@@ -71,7 +71,7 @@ func (b *Baseline) Validate() error {
 	} {
 		for name, rs := range sums {
 			now := learned[name]
-			if !finiteNonNeg(rs.Sum) || !finiteNonNeg(rs.SumSq) || rs.Sum > now.Sum*(1+1e-9)+1e-9 || rs.SumSq > now.SumSq*(1+1e-9)+1e-9 {
+			if !finiteNonNeg(rs.Sum) || !finiteNonNeg(rs.SumSq) || rs.Sum > now.Sum*(1+1e-9)+1e-9 || rs.SumSq > now.SumSq*(1+1e-9)+1e-9 || rs.N > now.N {
 				return bad("convergence.%s[%q] must be finite, non-negative and within the learned sums", field, name)
 			}
 		}
