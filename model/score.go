@@ -49,7 +49,7 @@ func (s WindowScore) Driver() ViewScore {
 		return *comp
 	case comp == nil:
 		return *order
-	case order.Z >= compositionWeight*comp.Z && order.Z+compositionWeight*comp.Z >= comp.Z-compositionMargin:
+	case order.Z >= compositionWeight*comp.Z:
 		return *order
 	}
 	return *comp

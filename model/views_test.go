@@ -683,8 +683,8 @@ func TestZeroGramsAreNoOrder(t *testing.T) {
 	}
 }
 
-// A mix change with no new order still alerts once composition stands its
-// margin beyond; a moderate one is weighed beside order, which decides.
+// Composition is weighed beside order, which decides; alone (no order data)
+// it stands unweighted.
 func TestCombine(t *testing.T) {
 	tests := []struct {
 		name              string
@@ -694,8 +694,7 @@ func TestCombine(t *testing.T) {
 		driver            string
 	}{
 		{"order and composition weighed together", 4, 3, true, true, 3 + compositionWeight*4, ViewOrder},
-		{"composition alone far beyond its margin", 30, 0, true, true, 30 - compositionMargin, ViewComposition},
-		{"a composition that is only moderate does not carry", 10, 0, true, true, compositionWeight * 10, ViewComposition},
+		{"a large composition shift with known order is weighed, not alone", 30, 0, true, true, compositionWeight * 30, ViewComposition},
 		{"no order: composition alone", 5, 0, true, false, 5, ViewComposition},
 		{"no composition: order alone", 0, 6, false, true, 6, ViewOrder},
 		{"neither", 0, 0, false, false, 0, ""},
