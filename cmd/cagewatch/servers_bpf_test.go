@@ -373,6 +373,11 @@ func (r *serversRig) startAll(ctx context.Context, wg *sync.WaitGroup, prefix st
 		go func() {
 			defer wg.Done()
 			c.client.run(ctx)
+			// A timed pass ends each server with its client: learning never
+			// saw one idle, and an idle tail is not the load under test.
+			if until > 0 {
+				r.remove([]*serverContainer{c})
+			}
 		}()
 	}
 	return cs
@@ -380,9 +385,14 @@ func (r *serversRig) startAll(ctx context.Context, wg *sync.WaitGroup, prefix st
 
 func (r *serversRig) remove(cs []*serverContainer) {
 	var ids []string
+	var removing []*serverContainer
 	for _, c := range cs {
-		ids = append(ids, c.id)
+		if c.removed.IsZero() {
+			ids = append(ids, c.id)
+			removing = append(removing, c)
+		}
 	}
+	cs = removing
 	if len(ids) > 0 {
 		_ = exec.Command("docker", append([]string{"rm", "-f"}, ids...)...).Run()
 	}
