@@ -45,9 +45,19 @@ func Verdict(in VerdictInput) WindowVerdict {
 	}
 	cal, t := in.Thresholds.get(b, CalibrationWindow(in.Window.Duration, in.DefaultWindow), in.Budget)
 	score := cal.Score(in.Window.Counts, in.Window.Grams, in.Window.Duration.Seconds())
+	// A live window of a handful of calls (a container's exit, an idle tick)
+	// has shares and pairs too few to judge: it can still be novel, not
+	// anomalous. Traces without a duration are whole programs and are judged.
+	judged := in.Window.Duration <= 0 || in.Window.Total() >= MinJudgedCalls
 	return WindowVerdict{Scored: true, Score: score, Threshold: t,
-		Novel: len(score.Novel) > 0, Anomalous: score.Value > t.Value}
+		Novel: len(score.Novel) > 0, Anomalous: judged && score.Value > t.Value}
 }
+
+// MinJudgedCalls is the fewest calls a live window needs for syscall_anomaly:
+// in the e2e run a container's last window (5 calls: read, exit_group,
+// rt_sigreturn) scored 20 on pairs learning never saw, because learning
+// containers were killed, never exited.
+const MinJudgedCalls = 20
 
 // calibrationStep is the resolution of the window lengths thresholds are
 // calibrated for: sampled windows jitter by milliseconds around the configured

@@ -18,6 +18,9 @@ func TestVerdict(t *testing.T) {
 	startup := busy
 	startup.Startup = true
 	loaded := scaled(normal, 4) // the same mix at 4x the rate
+	// A container's exit or an idle tick: too few calls to judge, however off.
+	tiny := wl.next(1)
+	tiny.Counts = map[string]uint64{"read": MinJudgedCalls - 1}
 
 	tests := []struct {
 		name          string
@@ -25,6 +28,7 @@ func TestVerdict(t *testing.T) {
 		w             Window
 		scored        bool
 		novel, anomal bool
+		tooFew        bool // scores above the threshold, yet is not judged
 	}{
 		{name: "no baseline", b: nil, w: busy},
 		{name: "baseline still learning", b: learning, w: busy},
@@ -33,6 +37,7 @@ func TestVerdict(t *testing.T) {
 		{name: "read's share far above learned", b: stable, w: busy, scored: true, anomal: true},
 		{name: "4x the load, the learned mix", b: stable, w: loaded, scored: true},
 		{name: "a syscall never learned", b: stable, w: novel, scored: true, novel: true},
+		{name: "too few calls to judge", b: stable, w: tiny, scored: true, tooFew: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -45,6 +50,12 @@ func TestVerdict(t *testing.T) {
 				return
 			}
 			want := tt.b.Calibrate(1, tt.w.Duration.Seconds())
+			if tt.tooFew {
+				if v.Score.Value <= want.Value {
+					t.Errorf("score %v not above threshold %v: the case tests nothing", v.Score.Value, want.Value)
+				}
+				return
+			}
 			if v.Threshold != want || v.Anomalous != (v.Score.Value > want.Value) {
 				t.Errorf("threshold %+v, want %+v", v.Threshold, want)
 			}
