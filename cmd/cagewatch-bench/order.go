@@ -57,7 +57,7 @@ func measureOrder(o options, r *report) error {
 			f.stop()
 			return err
 		}
-		time.Sleep(time.Duration(seconds*0.8) * time.Second)
+		time.Sleep(time.Duration(seconds * 0.8 * float64(time.Second)))
 		deltas, _, err := sampler.Sample(time.Now())
 		id := f.cgroupID
 		f.stop()
