@@ -95,6 +95,8 @@ type ViewScore struct {
 type measure struct {
 	mean, spread float64
 	sorted       []float64 // held-out raw values, increasing
+	// The tail fit of sorted, made once: pValue runs for every scored window.
+	tailU, tailP, tailBeta float64
 }
 
 func newMeasure(values []float64, floor float64) measure {
@@ -106,6 +108,7 @@ func newMeasure(values []float64, floor float64) measure {
 		if !math.IsNaN(sd) {
 			m.spread = max(sd, floor)
 		}
+		m.tailU, m.tailP, m.tailBeta = tailFit(m.sorted)
 	}
 	return m
 }
@@ -119,11 +122,10 @@ func (m measure) pValue(x float64) float64 {
 	if n == 0 {
 		return 1
 	}
-	above := n - sort.SearchFloat64s(m.sorted, x)
-	u, pu, beta := tailFit(m.sorted)
-	if x > u && beta > 0 {
-		return pu * math.Exp(-(x-u)/beta)
+	if x > m.tailU && m.tailBeta > 0 {
+		return m.tailP * math.Exp(-(x-m.tailU)/m.tailBeta)
 	}
+	above := n - sort.SearchFloat64s(m.sorted, x)
 	return float64(above+1) / float64(n+1)
 }
 
