@@ -70,6 +70,24 @@ char LICENSE[] SEC("license") = "GPL";
 
 /* x86_64 syscall numbers of the events we capture. */
 #define NR_open 2
+#define NR_truncate 76
+#define NR_ftruncate 77
+#define NR_rename 82
+#define NR_creat 85
+#define NR_link 86
+#define NR_unlink 87
+#define NR_symlink 88
+#define NR_chown 92
+#define NR_fchown 93
+#define NR_lchown 94
+#define NR_mknod 133
+#define NR_mknodat 259
+#define NR_fchownat 260
+#define NR_unlinkat 263
+#define NR_renameat 264
+#define NR_linkat 265
+#define NR_symlinkat 266
+#define NR_renameat2 316
 #define NR_socket 41
 #define NR_chmod 90
 #define NR_fchmod 91
@@ -109,10 +127,18 @@ char LICENSE[] SEC("license") = "GPL";
 #define SOCK_RAW 3
 #define SOCK_TYPE_MASK 0xf
 
+#define AT_FDCWD -100
+#define ETXTBSY 26
+#define O_WRITES (01 | 02 | 0100 | 01000) /* O_WRONLY | O_RDWR | O_CREAT | O_TRUNC */
+#define O_TRUNC 01000
+#define FMODE_WRITE 0x2
+#define FMODE_CREATED 0x100000
+
 #define S_ISUID 04000
 #define S_ISGID 02000
 #define S_IFMT 0170000
 #define S_IFSOCK 0140000
+#define S_IFREG 0100000
 
 /* CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET; CLONE_NEWTIME only in clone3. */
 #define CLONE_NEW_MASK 0x7E020000ULL
@@ -144,6 +170,16 @@ struct {
 	__type(key, struct prefix_key);
 	__type(value, __u8);
 } watch_prefixes SEC(".maps");
+
+/* Trees whose writes are reported, with the write_op bits that count there
+ * (/var/log: only truncation and removal; /dev: only new files). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1024);
+	__type(key, struct prefix_key);
+	__type(value, __u32);
+} write_prefixes SEC(".maps");
 
 struct name_key {
 	__u64 words[NAME_LEN / 8]; /* a NUL-padded file name; words make zeroing cheap */
@@ -240,9 +276,15 @@ static __always_inline void fill_event(struct event *e, __u32 kind, __s32 nr)
 	e->port = 0;
 	__builtin_memset(e->addr, 0, sizeof(e->addr));
 	e->fstype[0] = 0;
+	e->killed = 0;
+	e->write_op = 0;
+	e->file_flags = 0;
+}
+
+static __always_inline void clear_path2(struct event *e)
+{
 	e->path2[0] = 0;
 	e->path2_len = 0;
-	e->killed = 0;
 }
 
 static __always_inline struct event *scratch_event(void)
@@ -257,6 +299,7 @@ static __always_inline struct event *new_event(__u32 kind, __s32 nr)
 	if (!e)
 		return NULL;
 	fill_event(e, kind, nr);
+	clear_path2(e);
 	e->path_bits = 0;
 	e->path[0] = 0;
 	return e;
@@ -434,28 +477,357 @@ static __always_inline void read_user_str2(struct event *e, const void *src)
 	e->path2_len = n > 0 ? n : 0;
 }
 
+struct path_buf {
+	char buf[PATH_LEN * 2]; /* the path is built backwards in the first half; the second is scratch */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct path_buf);
+} path_scratch SEC(".maps");
+
+#define PATH_WALK_STEPS 40 /* dentries and mount crossings */
+
+/* Writes into e->path the path of dentry on vfsmnt as the task sees it from
+ * its root directory, followed by the name in s->buf[PATH_LEN..] when
+ * tail_len > 0, and returns EXEC_FILE_* flags. It walks dentries and mounts
+ * with CO-RE reads, as d_path does: bpf_d_path is not allowed in tp_btf
+ * programs. */
+static __always_inline __u64 resolve_path(struct event *e, struct path_buf *s, struct dentry *dentry,
+					  struct vfsmount *vfsmnt, struct task_struct *task, __u32 tail_len)
+{
+	struct dentry *root_dentry = BPF_CORE_READ(task, fs, root.dentry);
+	struct vfsmount *root_mnt = BPF_CORE_READ(task, fs, root.mnt);
+	__u32 mnt_off = bpf_core_field_offset(struct mount, mnt);
+	struct mount *mnt = (void *)vfsmnt - mnt_off;
+	__u64 flags = 0;
+	__u32 off = PATH_LEN - 1;
+	s->buf[PATH_LEN - 1] = 0;
+	if (tail_len > 0 && tail_len + 1 < off) {
+		off -= tail_len;
+		bpf_probe_read_kernel(&s->buf[off & (PATH_LEN - 1)], tail_len & (PATH_LEN - 1), &s->buf[PATH_LEN]);
+		off--;
+		s->buf[off & (PATH_LEN - 1)] = '/';
+	}
+	int i;
+	for (i = 0; i < PATH_WALK_STEPS; i++) {
+		if (dentry == root_dentry && vfsmnt == root_mnt)
+			break;
+		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
+		if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
+			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
+			if (!up || up == mnt) { /* the top of a tree the root is not in */
+				flags |= EXEC_FILE_OUTSIDE_ROOT;
+				break;
+			}
+			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
+			mnt = up;
+			vfsmnt = (void *)up + mnt_off;
+			continue;
+		}
+		__u32 len = BPF_CORE_READ(dentry, d_name.len);
+		if (len + 1 > off) {
+			flags |= EXEC_FILE_TRUNCATED;
+			break;
+		}
+		off -= len;
+		bpf_probe_read_kernel(&s->buf[off & (PATH_LEN - 1)], len & (PATH_LEN - 1), BPF_CORE_READ(dentry, d_name.name));
+		off--;
+		s->buf[off & (PATH_LEN - 1)] = '/';
+		if (dentry == parent) { /* a pseudo file's lone dentry: a memfd's, a pipe's */
+			flags |= EXEC_FILE_OUTSIDE_ROOT;
+			break;
+		}
+		dentry = parent;
+	}
+	if (i == PATH_WALK_STEPS)
+		flags |= EXEC_FILE_TRUNCATED;
+	if (off == PATH_LEN - 1) { /* the root itself */
+		off--;
+		s->buf[off] = '/';
+	}
+	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), &s->buf[off & (PATH_LEN - 1)]);
+	e->path_bits = n > 0 ? (n - 1) * 8 : 0;
+	return flags;
+}
+
+static __always_inline struct file *fd_file(struct task_struct *task, int fd)
+{
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	unsigned int max = BPF_CORE_READ(fdt, max_fds);
+	if (fd < 0 || (unsigned int)fd >= max)
+		return NULL;
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *f = NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/* Writes into e->path the file a write names, as the caller sees it from its
+ * root: with name 0, the file open on fd; otherwise the user string name,
+ * made absolute from the directory open on fd (AT_FDCWD: the working
+ * directory), so "cd /etc; echo > f" and openat(dirfd, "passwd") are judged
+ * on /etc/... Returns EXEC_FILE_* and FILE_* flags. A global function: the
+ * verifier checks the path walk once, not at every caller. */
+__noinline int resolve_at(struct event *e, struct path_buf *s, int fd, __u64 name)
+{
+	if (!e || !s)
+		return 0;
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tail = 0;
+	if (name) {
+		long n = bpf_probe_read_user_str(&s->buf[PATH_LEN], PATH_LEN, (void *)name);
+		if (n <= 1) {
+			e->path[0] = 0;
+			e->path_bits = 0;
+			return 0;
+		}
+		if (s->buf[PATH_LEN] == '/' || (fd != AT_FDCWD && fd < 0)) {
+			n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), &s->buf[PATH_LEN]);
+			e->path_bits = n > 0 ? (n - 1) * 8 : 0;
+			return 0;
+		}
+		tail = n - 1;
+	}
+	struct dentry *dentry;
+	struct vfsmount *mnt;
+	if (name && fd == AT_FDCWD) {
+		dentry = BPF_CORE_READ(task, fs, pwd.dentry);
+		mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+	} else {
+		struct file *f = fd_file(task, fd);
+		if (!f) {
+			long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), &s->buf[PATH_LEN]);
+			e->path_bits = n > 0 ? (n - 1) * 8 : 0;
+			return FILE_UNRESOLVED;
+		}
+		dentry = BPF_CORE_READ(f, f_path.dentry);
+		mnt = BPF_CORE_READ(f, f_path.mnt);
+	}
+	return resolve_path(e, s, dentry, mnt, task, tail);
+}
+
+/* The write_op bits that count for e->path: those of its longest watched tree. */
+static __always_inline __u32 write_watch(struct event *e)
+{
+	if (e->path_bits == 0)
+		return 0;
+	__u32 *ops = bpf_map_lookup_elem(&write_prefixes, &e->path_bits);
+	return ops ? *ops : 0;
+}
+
+static __always_inline struct path_buf *path_scratch_buf(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&path_scratch, &zero);
+}
+
+/* Unlink, rename, link, symlink, chmod, chown, truncate and mknod, judged on
+ * the names resolved in the kernel. A link or symlink is also reported when
+ * its source is watched (a link onto /etc/shadow), and a chmod that sets
+ * setuid or setgid always. */
+static __noinline int capture_write(struct pt_regs *regs, __s32 nr)
+{
+	__u64 a0 = regs->di, a1 = regs->si, a2 = regs->dx, a3 = regs->r10;
+	int fd = AT_FDCWD, src_fd = AT_FDCWD;
+	__u64 name = 0, src = 0, mode = 0;
+	__u32 op = 0;
+	switch (nr) {
+	case NR_unlink:
+		name = a0, op = WRITE_UNLINK;
+		break;
+	case NR_unlinkat:
+		fd = a0, name = a1, op = WRITE_UNLINK;
+		break;
+	case NR_rename:
+		src = a0, name = a1, op = WRITE_RENAME;
+		break;
+	case NR_renameat:
+	case NR_renameat2:
+		src_fd = a0, src = a1, fd = a2, name = a3, op = WRITE_RENAME;
+		break;
+	case NR_link:
+		src = a0, name = a1, op = WRITE_LINK;
+		break;
+	case NR_linkat:
+		src_fd = a0, src = a1, fd = a2, name = a3, op = WRITE_LINK;
+		break;
+	case NR_symlink:
+		src = a0, name = a1, op = WRITE_SYMLINK;
+		break;
+	case NR_symlinkat:
+		src = a0, fd = a1, name = a2, op = WRITE_SYMLINK;
+		break;
+	case NR_chmod:
+		name = a0, mode = a1, op = WRITE_CHMOD;
+		break;
+	case NR_fchmodat:
+	case NR_fchmodat2:
+		fd = a0, name = a1, mode = a2, op = WRITE_CHMOD;
+		break;
+	case NR_fchmod:
+		fd = a0, mode = a1, op = WRITE_CHMOD;
+		break;
+	case NR_chown:
+	case NR_lchown:
+		name = a0, op = WRITE_CHOWN;
+		break;
+	case NR_fchownat:
+		fd = a0, name = a1, op = WRITE_CHOWN;
+		break;
+	case NR_fchown:
+		fd = a0, op = WRITE_CHOWN;
+		break;
+	case NR_truncate:
+		name = a0, op = WRITE_TRUNCATE;
+		break;
+	case NR_ftruncate:
+		fd = a0, op = WRITE_TRUNCATE;
+		break;
+	case NR_mknod:
+		name = a0, mode = a1, op = WRITE_MKNOD | WRITE_CREATE;
+		break;
+	case NR_mknodat:
+		fd = a0, name = a1, mode = a2, op = WRITE_MKNOD | WRITE_CREATE;
+		break;
+	default:
+		return 0;
+	}
+	struct event *e = scratch_event();
+	struct path_buf *s = path_scratch_buf();
+	if (!e || !s)
+		return 0;
+	__u32 file_flags = 0;
+	int report = (op & WRITE_CHMOD) && (mode & (S_ISUID | S_ISGID));
+	e->path2[0] = 0;
+	e->path2_len = 0;
+	if (src) {
+		if (op == WRITE_SYMLINK) /* the target as given: resolved at use, not here */
+			read_user_path(e, (void *)src);
+		else
+			resolve_at(e, s, src_fd, src);
+		long n = e->path_bits / 8 + 1;
+		if (path_watch_flags(e, n)) {
+			file_flags |= FILE_SOURCE_WATCHED;
+			report = 1;
+		}
+		if (op == WRITE_RENAME && (write_watch(e) & op))
+			report = 1; /* renamed away from a watched tree */
+		n = bpf_probe_read_kernel_str(e->path2, sizeof(e->path2), e->path);
+		e->path2_len = n > 0 ? n : 0;
+	}
+	file_flags |= resolve_at(e, s, fd, name);
+	if (write_watch(e) & op)
+		report = 1;
+	if (path_base(e, e->path_bits / 8 + 1) & PATH_NONCANONICAL)
+		report = 1; /* "..": user space cleans and judges it */
+	if (!report)
+		return 0;
+	fill_event(e, EVENT_SYSCALL, nr);
+	e->args[0] = a0;
+	e->args[1] = a1;
+	e->args[2] = a2;
+	e->args[3] = a3;
+	e->args[4] = regs->r8;
+	e->args[5] = regs->r9;
+	e->flags = mode;
+	e->write_op = op;
+	e->file_flags = file_flags;
+	if ((op & WRITE_CHMOD) && (mode & (S_ISUID | S_ISGID)))
+		enforce_kill(e, syscall_kills(nr));
+	submit(e);
+	return 0;
+}
+
+/* Write-opens, judged on return on the file the kernel opened: a relative
+ * name, a directory fd, a /proc/self/fd/N reopen or a name another thread
+ * changed mid-call all end in the same struct file. A write-open refused with
+ * ETXTBSY is an attempt to overwrite a running program (as runc's
+ * CVE-2019-5736 exploit retries on /proc/PID/exe), reported as given. */
+static __noinline int capture_open_exit(struct pt_regs *regs, long nr, long ret)
+{
+	__u64 flags = 0, name = 0;
+	switch (nr) {
+	case NR_open:
+		flags = regs->si, name = regs->di;
+		break;
+	case NR_creat:
+		flags = 01 | 0100 | O_TRUNC, name = regs->di;
+		break;
+	case NR_openat:
+		flags = regs->dx, name = regs->si;
+		break;
+	case NR_openat2:
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)regs->dx);
+		name = regs->si;
+		break;
+	}
+	if (!(flags & O_WRITES))
+		return 0;
+	if (agent_tgid && (bpf_get_current_pid_tgid() >> 32) == agent_tgid)
+		return 0;
+	struct event *e = scratch_event();
+	struct path_buf *s = path_scratch_buf();
+	if (!e || !s)
+		return 0;
+	__u32 op = 0, file_flags = 0;
+	if (ret < 0) {
+		op = WRITE_OPEN;
+		file_flags = FILE_TEXT_BUSY;
+		read_user_path(e, (void *)name);
+	} else {
+		struct file *f = fd_file(bpf_get_current_task_btf(), ret);
+		if (!f)
+			return 0;
+		__u32 fmode = BPF_CORE_READ(f, f_mode);
+		if (fmode & FMODE_WRITE)
+			op |= WRITE_OPEN;
+		if (fmode & FMODE_CREATED)
+			op |= WRITE_CREATE;
+		if ((flags & O_TRUNC) && (fmode & FMODE_WRITE))
+			op |= WRITE_TRUNCATE;
+		if (!op)
+			return 0;
+		file_flags = resolve_at(e, s, ret, 0);
+		/* A pipe or socket reopened through /dev/stdout has no path: only a
+		 * regular file outside the root is a host file. */
+		if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFREG)
+			file_flags &= ~EXEC_FILE_OUTSIDE_ROOT;
+		if (!(file_flags & EXEC_FILE_OUTSIDE_ROOT) && !(write_watch(e) & op))
+			return 0;
+	}
+	fill_event(e, EVENT_SYSCALL, nr);
+	clear_path2(e);
+	e->args[0] = regs->di;
+	e->args[1] = regs->si;
+	e->args[2] = regs->dx;
+	e->args[3] = regs->r10;
+	e->args[4] = ret;
+	e->flags = flags;
+	e->write_op = op;
+	e->file_flags = file_flags;
+	submit(e);
+	return 0;
+}
+
 static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 {
 	/* Direct BTF loads, not BPF_CORE_READ: each of those is a helper call. */
 	__u64 a0 = regs->di, a1 = regs->si, a2 = regs->dx;
 	__u64 a3 = regs->r10, a4 = regs->r8, a5 = regs->r9;
-	/* chmod and socket are common: only setuid/setgid modes and raw or packet
-	 * sockets are worth an event. */
 	switch (nr) {
-	case NR_socket:
+	case NR_socket: /* common: only raw and packet sockets are worth an event */
 		if (a0 != AF_PACKET && !((a0 == AF_INET || a0 == AF_INET6) && (a1 & SOCK_TYPE_MASK) == SOCK_RAW))
 			return 0;
 		break;
-	case NR_chmod:
-	case NR_fchmod:
-		if (!(a1 & (S_ISUID | S_ISGID)))
-			return 0;
-		break;
-	case NR_fchmodat:
-	case NR_fchmodat2:
-		if (!(a2 & (S_ISUID | S_ISGID)))
-			return 0;
-		break;
+	case NR_unlink: case NR_unlinkat: case NR_rename: case NR_renameat: case NR_renameat2:
+	case NR_link: case NR_linkat: case NR_symlink: case NR_symlinkat:
+	case NR_chmod: case NR_fchmod: case NR_fchmodat: case NR_fchmodat2:
+	case NR_chown: case NR_lchown: case NR_fchown: case NR_fchownat:
+	case NR_truncate: case NR_ftruncate: case NR_mknod: case NR_mknodat:
+		return capture_write(regs, nr);
 	}
 	/* Opens are most of the syscalls that reach here, and nearly all are of paths
 	 * nobody watches: judge the path before paying for the rest of the event. */
@@ -469,6 +841,7 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 		if (!open_watch)
 			return 0;
 		fill_event(e, EVENT_SYSCALL, nr);
+		clear_path2(e);
 	} else {
 		e = new_event(EVENT_SYSCALL, nr);
 		if (!e)
@@ -597,18 +970,6 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 		e->family = a0;
 		e->flags = a1; /* the socket type */
 		break;
-	case NR_chmod:
-		read_user_path(e, (void *)a0);
-		e->flags = a1; /* the mode */
-		break;
-	case NR_fchmod:
-		e->flags = a1;
-		break;
-	case NR_fchmodat:
-	case NR_fchmodat2:
-		read_user_path(e, (void *)a1);
-		e->flags = a2;
-		break;
 	default:
 		return 0;
 	}
@@ -643,80 +1004,15 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	return capture_syscall(regs, (__s32)id);
 }
 
-struct path_buf {
-	char buf[PATH_LEN * 2]; /* the path is built backwards in the first half; the second is scratch */
-};
-
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct path_buf);
-} path_scratch SEC(".maps");
-
-#define PATH_WALK_STEPS 40 /* dentries and mount crossings */
-
-/* Writes into e->path the path of dentry on vfsmnt as the task sees it from
- * its root directory, followed by the name in s->buf[PATH_LEN..] when
- * tail_len > 0, and returns EXEC_FILE_* flags. It walks dentries and mounts
- * with CO-RE reads, as d_path does: bpf_d_path is not allowed in tp_btf
- * programs. */
-static __always_inline __u64 resolve_path(struct event *e, struct path_buf *s, struct dentry *dentry,
-					  struct vfsmount *vfsmnt, struct task_struct *task, __u32 tail_len)
+SEC("tp_btf/sys_exit")
+int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
-	struct dentry *root_dentry = BPF_CORE_READ(task, fs, root.dentry);
-	struct vfsmount *root_mnt = BPF_CORE_READ(task, fs, root.mnt);
-	__u32 mnt_off = bpf_core_field_offset(struct mount, mnt);
-	struct mount *mnt = (void *)vfsmnt - mnt_off;
-	__u64 flags = 0;
-	__u32 off = PATH_LEN - 1;
-	s->buf[PATH_LEN - 1] = 0;
-	if (tail_len > 0 && tail_len + 1 < off) {
-		off -= tail_len;
-		bpf_probe_read_kernel(&s->buf[off & (PATH_LEN - 1)], tail_len & (PATH_LEN - 1), &s->buf[PATH_LEN]);
-		off--;
-		s->buf[off & (PATH_LEN - 1)] = '/';
-	}
-	int i;
-	for (i = 0; i < PATH_WALK_STEPS; i++) {
-		if (dentry == root_dentry && vfsmnt == root_mnt)
-			break;
-		struct dentry *parent = BPF_CORE_READ(dentry, d_parent);
-		if (dentry == BPF_CORE_READ(vfsmnt, mnt_root)) {
-			struct mount *up = BPF_CORE_READ(mnt, mnt_parent);
-			if (!up || up == mnt) { /* the top of a tree the root is not in */
-				flags |= EXEC_FILE_OUTSIDE_ROOT;
-				break;
-			}
-			dentry = BPF_CORE_READ(mnt, mnt_mountpoint);
-			mnt = up;
-			vfsmnt = (void *)up + mnt_off;
-			continue;
-		}
-		__u32 len = BPF_CORE_READ(dentry, d_name.len);
-		if (len + 1 > off) {
-			flags |= EXEC_FILE_TRUNCATED;
-			break;
-		}
-		off -= len;
-		bpf_probe_read_kernel(&s->buf[off & (PATH_LEN - 1)], len & (PATH_LEN - 1), BPF_CORE_READ(dentry, d_name.name));
-		off--;
-		s->buf[off & (PATH_LEN - 1)] = '/';
-		if (dentry == parent) { /* a pseudo file's lone dentry: a memfd's, a pipe's */
-			flags |= EXEC_FILE_OUTSIDE_ROOT;
-			break;
-		}
-		dentry = parent;
-	}
-	if (i == PATH_WALK_STEPS)
-		flags |= EXEC_FILE_TRUNCATED;
-	if (off == PATH_LEN - 1) { /* the root itself */
-		off--;
-		s->buf[off] = '/';
-	}
-	long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), &s->buf[off & (PATH_LEN - 1)]);
-	e->path_bits = n > 0 ? (n - 1) * 8 : 0;
-	return flags;
+	long nr = regs->orig_ax;
+	if (nr != NR_openat && nr != NR_open && nr != NR_openat2 && nr != NR_creat)
+		return 0;
+	if (ret < 0 && ret != -ETXTBSY)
+		return 0;
+	return capture_open_exit(regs, nr, ret);
 }
 
 /* Whether fd 0, 1 or 2 of the new image is an IPv4 or IPv6 socket: a shell

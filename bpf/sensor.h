@@ -45,6 +45,25 @@ enum exec_file_flag {
 	 * runtime's setup of the container ends here. */
 	EXEC_ENDS_RUNTIME_SETUP = 16,
 	EXEC_STDIO_SOCKET = 32, /* fd 0, 1 or 2 is an IPv4/IPv6 socket */
+	/* File writes (event.file_flags; OUTSIDE_ROOT and TRUNCATED as above). */
+	FILE_TEXT_BUSY = 64,   /* write-open refused (ETXTBSY): the file is a running program */
+	FILE_SOURCE_WATCHED = 128, /* link/symlink/rename: its source is on the watch lists */
+	FILE_UNRESOLVED = 256, /* the directory fd was not open: path is the name as given */
+};
+
+/* What a file write did (event.write_op), judged on the file the kernel opened
+ * or on the name resolved against its directory. */
+enum write_op {
+	WRITE_OPEN = 1,     /* opened for writing */
+	WRITE_CREATE = 2,   /* created (open, creat, mknod) */
+	WRITE_TRUNCATE = 4, /* O_TRUNC, truncate, ftruncate */
+	WRITE_RENAME = 8,   /* renamed onto (path) or away (path2) */
+	WRITE_LINK = 16,    /* hard link: path is the new name, path2 the file */
+	WRITE_SYMLINK = 32, /* symlink: path is the new name, path2 the target as given */
+	WRITE_UNLINK = 64,
+	WRITE_CHMOD = 128,
+	WRITE_CHOWN = 256,
+	WRITE_MKNOD = 512,
 };
 
 /* Enforce-mode policy, one entry, filled by user space from the rules with action kill. */
@@ -117,6 +136,8 @@ struct event {
 	/* The process is a container runtime's init setting up or entering a
 	 * container (see exec_sites). */
 	__u32 runtime_setup;
+	__u32 write_op;   /* file writes: enum write_op bits */
+	__u32 file_flags; /* file writes: FILE_* and EXEC_FILE_* bits */
 	__u16 family;
 	__u16 port;
 	__u8 addr[16];

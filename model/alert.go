@@ -106,6 +106,21 @@ func EventAlert(r *Rule, e Event, cmdline, hostname string) Alert {
 			}
 		}
 	}
+	if w := e.Write; w != nil {
+		f["cagewatch.write"] = w.Ops
+		if e.Path2 != "" {
+			f["fs.path.source"] = e.Path2 // Falco's rename/link source field
+		}
+		if w.OutsideRoot {
+			f["cagewatch.outside_root"] = true
+		}
+		if w.TextBusy {
+			f["cagewatch.text_busy"] = true
+		}
+	}
+	if e.Exe != "" && e.Kind != EventExec {
+		f["proc.exepath"] = e.Exe
+	}
 	if e.Port != 0 {
 		f["fd.rip"] = e.Addr.String()
 		f["fd.rport"] = e.Port

@@ -55,6 +55,8 @@ type Baseline struct {
 	Startup map[string]uint64 `json:"startup_syscalls"`
 	// Binaries counts the executed paths (exec events) of the image's containers.
 	Binaries map[string]uint64 `json:"binaries"`
+	// Exceptions are the learnable rules' hits while learning (exceptions.go).
+	Exceptions Exceptions `json:"exceptions,omitempty"`
 	// Sample is a uniform sample of learned windows (bottom-k by a hash of the
 	// window's identity), so held-out scores for calibration can be computed and
 	// two samples merge into the sample of the union.
@@ -290,6 +292,7 @@ func (b *Baseline) Merge(o *Baseline, sampleSize int) error {
 	for path, n := range o.Binaries {
 		b.Binaries[path] += n
 	}
+	b.Exceptions = b.Exceptions.merge(o.Exceptions)
 	if !o.FirstSeen.IsZero() && (b.FirstSeen.IsZero() || o.FirstSeen.Before(b.FirstSeen)) {
 		b.FirstSeen = o.FirstSeen
 	}
@@ -316,6 +319,7 @@ func (b *Baseline) Clone() *Baseline {
 	c.Containers = cloneCounts(b.Containers)
 	c.Startup = cloneCounts(b.Startup)
 	c.Binaries = cloneCounts(b.Binaries)
+	c.Exceptions = b.Exceptions.clone()
 	c.Syscalls = make(map[string]Moments, len(b.Syscalls))
 	for k, v := range b.Syscalls {
 		c.Syscalls[k] = v

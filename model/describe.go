@@ -47,6 +47,19 @@ func (e Event) Describe() string {
 	case EventCgroupRemove:
 		return "cgroup removed"
 	}
+	if w := e.Write; w != nil {
+		d := fmt.Sprintf("%s %s %s", e.Syscall, strings.Join(w.Ops, "+"), e.Path)
+		if e.Path2 != "" {
+			d += " from " + e.Path2
+		}
+		if w.TextBusy {
+			d += " (refused: a running program)"
+		}
+		if w.OutsideRoot {
+			d += " (outside the container's root)"
+		}
+		return d
+	}
 	switch e.Syscall {
 	case "unshare", "setns", "clone3":
 		return fmt.Sprintf("%s %s", e.Syscall, NamespaceFlags(e.Flags, true))

@@ -2,6 +2,7 @@ package model
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -61,6 +62,12 @@ type Event struct {
 
 	// Exec says what kind of file an exec ran (exec events only).
 	Exec *ExecFile `json:"exec,omitempty"`
+	// Write says what a file write did (the write family of syscalls, and
+	// write-opens judged when they returned); Path is the file written.
+	Write *FileWrite `json:"write,omitempty"`
+	// Exe is the process's executable as its last exec event named it ("" when
+	// the agent did not see it exec): the binary a learned exception names.
+	Exe string `json:"exe,omitempty"`
 
 	CapsRequested *CapSets `json:"caps_requested,omitempty"`
 	// Killed: the sensor sent SIGKILL at syscall entry (enforce mode).
@@ -99,6 +106,52 @@ type ExecFile struct {
 	// StdioSocket: fd 0, 1 or 2 of the new image is an IPv4 or IPv6 socket, as
 	// a reverse shell's are.
 	StdioSocket bool `json:"stdio_socket,omitempty"`
+}
+
+// FileWrite is what the kernel knew of a file write. Path is the file written,
+// resolved in the kernel (the opened file itself for a write-open; otherwise
+// the name made absolute from its directory fd or the working directory), as
+// the process sees it from its root. Path2 is a rename's or link's source, or
+// a symlink's target as given.
+type FileWrite struct {
+	Ops []string `json:"ops"` // WriteOps that happened
+	// OutsideRoot: the file is not below the process's root directory (a host
+	// file reached through a leaked fd or /proc/PID/root).
+	OutsideRoot bool `json:"outside_root,omitempty"`
+	// TextBusy: the write-open was refused because the file is a running
+	// program (ETXTBSY): an attempt to overwrite an executable in use.
+	TextBusy bool `json:"text_busy,omitempty"`
+	// SourceWatched: the source of a link, symlink or rename is on the
+	// sensor's watch lists.
+	SourceWatched bool `json:"source_watched,omitempty"`
+	// Unresolved: the directory fd was not open; Path is the name as given.
+	Unresolved bool `json:"unresolved,omitempty"`
+	Truncated  bool `json:"truncated,omitempty"` // Path is the tail of a longer path
+}
+
+// WriteOps are the operations a file write names, in the kernel's bit order.
+var WriteOps = []string{"open", "create", "truncate", "rename", "link", "symlink", "unlink", "chmod", "chown", "mknod"}
+
+// WriteOpNames lists the WriteOps set in bits.
+func WriteOpNames(bits uint32) []string {
+	var out []string
+	for i, name := range WriteOps {
+		if bits&(1<<i) != 0 {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// WriteOpBits is the inverse of WriteOpNames; unknown names are ignored.
+func WriteOpBits(names []string) uint32 {
+	var bits uint32
+	for i, name := range WriteOps {
+		if slices.Contains(names, name) {
+			bits |= 1 << i
+		}
+	}
+	return bits
 }
 
 // CapSets are the capability sets a capset call asks for.

@@ -43,11 +43,17 @@ type RuleSpec struct {
 	// AnyOf are further conditions, each enough on its own. With action kill, only
 	// match is enforced in the kernel; any_of conditions alert.
 	AnyOf []MatchSpec `yaml:"any_of" json:"any_of,omitempty"`
+	// Learnable: what an image did while its baseline was learning (the same
+	// binary, the same decisive detail: see ExceptionDetail) becomes a learned
+	// exception, and the rule does not fire for it afterwards.
+	Learnable bool `yaml:"learnable" json:"learnable,omitempty"`
 }
 
 // MatchSpec says which events a rule fires on. All given criteria must hold.
 type MatchSpec struct {
-	// Events are "syscall" (default) or "exec"; statistical rules use "novel" or "anomaly".
+	// Events are "syscall" (default), "exec" or "write" (a file write, judged
+	// on the file resolved in the kernel); statistical rules use "novel" or
+	// "anomaly".
 	Event    string   `yaml:"event" json:"event,omitempty"`
 	Syscalls []string `yaml:"syscalls" json:"syscalls,omitempty"`
 	// FlagsAny: at least one of these flags (CLONE_NEW* names or numbers) is set.
@@ -55,6 +61,19 @@ type MatchSpec struct {
 	// PathPrefixes / PathNames: the path starts with a prefix / its last element is a name.
 	PathPrefixes []string `yaml:"path_prefixes" json:"path_prefixes,omitempty"`
 	PathNames    []string `yaml:"path_names" json:"path_names,omitempty"`
+	// PathGlobs: the path matches a glob ("*" within an element, "**" across
+	// them). The kernel reports by the glob's literal directory, or by its
+	// last element when that is literal. PathExcludes: globs that never match.
+	PathGlobs    []string `yaml:"path_globs" json:"path_globs,omitempty"`
+	PathExcludes []string `yaml:"path_excludes" json:"path_excludes,omitempty"`
+	// WriteOps (event write): the write did any of these (WriteOps).
+	WriteOps []string `yaml:"write_ops" json:"write_ops,omitempty"`
+	// WriteFile (event write): the written file is any of these kinds:
+	// outside_root, text_busy (a running program), source_watched.
+	WriteFile []string `yaml:"write_file" json:"write_file,omitempty"`
+	// LinkTarget (event write): the path conditions apply to what a link or
+	// symlink points at, not to the new name.
+	LinkTarget bool `yaml:"link_target" json:"link_target,omitempty"`
 	// OpenWrite: only opens that can write (O_WRONLY, O_RDWR, O_CREAT, O_TRUNC).
 	OpenWrite bool     `yaml:"open_write" json:"open_write,omitempty"`
 	FsTypes   []string `yaml:"fstypes" json:"fstypes,omitempty"`
@@ -71,6 +90,21 @@ type MatchSpec struct {
 	SocketTypes []string `yaml:"socket_types" json:"socket_types,omitempty"`
 	// ModeAny (chmod family): the mode sets any of these bits: setuid, setgid.
 	ModeAny []string `yaml:"mode_any" json:"mode_any,omitempty"`
+}
+
+// WriteFileKinds are the kinds write_file names.
+var WriteFileKinds = []string{"outside_root", "text_busy", "source_watched"}
+
+func (w *FileWrite) is(kind string) bool {
+	switch kind {
+	case "outside_root":
+		return w.OutsideRoot
+	case "text_busy":
+		return w.TextBusy
+	case "source_watched":
+		return w.SourceWatched
+	}
+	return false
 }
 
 // ExecFileKinds are the kinds exec_file names.
@@ -117,6 +151,7 @@ type Rule struct {
 	Priority    Priority
 	Action      Action
 	Tags        []string
+	Learnable   bool
 	// Matchers are match followed by any_of; Matchers[0] is what kill enforces.
 	Matchers []*Matcher
 }
@@ -194,7 +229,7 @@ func compileRule(s RuleSpec) (*Rule, error) {
 	if s.ID == "" || strings.ContainsAny(s.ID, " \t\n") {
 		return nil, fmt.Errorf("id: %q must be a non-empty word", s.ID)
 	}
-	r := &Rule{ID: s.ID, Description: s.Description, Tags: s.Tags, Action: ActionAlert}
+	r := &Rule{ID: s.ID, Description: s.Description, Tags: s.Tags, Action: ActionAlert, Learnable: s.Learnable}
 	pi := slices.IndexFunc(Priorities, func(p Priority) bool { return strings.EqualFold(string(p), s.Priority) })
 	if pi < 0 {
 		return nil, fmt.Errorf("priority: %q is not one of %v", s.Priority, Priorities)
@@ -228,9 +263,12 @@ func compileRule(s RuleSpec) (*Rule, error) {
 func compileMatch(m MatchSpec) (*Matcher, error) {
 	c := &Matcher{Spec: m, syscalls: map[string]bool{}, ports: map[uint16]bool{}}
 	switch m.Event {
-	case "", "syscall", "exec", "novel", "anomaly":
+	case "", "syscall", "exec", "write", "novel", "anomaly":
 	default:
-		return nil, fmt.Errorf("event: %q is not syscall, exec, novel or anomaly", m.Event)
+		return nil, fmt.Errorf("event: %q is not syscall, exec, write, novel or anomaly", m.Event)
+	}
+	if err := compileWriteMatch(m); err != nil {
+		return nil, err
 	}
 	for _, name := range m.Syscalls {
 		if _, ok := SyscallNumber(name); !ok {
@@ -291,7 +329,7 @@ func compileMatch(m MatchSpec) (*Matcher, error) {
 		c.ports[uint16(p)] = true
 	}
 	statistical := m.Event == "novel" || m.Event == "anomaly"
-	if !statistical && m.Event != "exec" && len(m.Syscalls) == 0 {
+	if !statistical && m.Event != "exec" && m.Event != "write" && len(m.Syscalls) == 0 {
 		return nil, errors.New("syscalls: a syscall condition needs at least one syscall")
 	}
 	return c, nil
@@ -299,6 +337,9 @@ func compileMatch(m MatchSpec) (*Matcher, error) {
 
 func (m *Matcher) kernelDecidable() bool {
 	s := m.Spec
+	if s.Event == "write" { // write-opens are judged when they return
+		return false
+	}
 	if s.Event == "exec" { // judged at sched_process_exec, before the new image runs
 		return len(s.ExecFile) > 0 && !slices.Contains(s.ExecFile, "memfd") && len(s.PathPrefixes) == 0 &&
 			len(s.PathNames) == 0 && !s.NotInBaseline
@@ -342,14 +383,14 @@ func (rs *RuleSet) Rule(id string) *Rule {
 }
 
 // Match returns the rules an event fires. baseline is the image's baseline (nil
-// when there is none): exec_drift needs it.
+// when there is none): exec_drift and learned exceptions need it.
 func (rs *RuleSet) Match(e Event, baseline *Baseline) []*Rule {
 	if rs == nil || !e.Container.IsContainer() {
 		return nil
 	}
 	var fired []*Rule
 	for _, r := range rs.Rules {
-		if r.matches(e, baseline) {
+		if r.matches(e, baseline) && !(r.Learnable && baseline.Excepted(r.ID, ExceptionBinary(e), ExceptionDetail(e))) {
 			fired = append(fired, r)
 		}
 	}
@@ -365,6 +406,10 @@ func (c *Matcher) matches(e Event, b *Baseline) bool {
 	switch m.Event {
 	case "novel", "anomaly":
 		return false
+	case "write":
+		if !c.matchesWrite(e) {
+			return false
+		}
 	case "exec":
 		if e.Kind != EventExec {
 			return false
@@ -379,6 +424,9 @@ func (c *Matcher) matches(e Event, b *Baseline) bool {
 		if e.Kind != EventSyscall || !c.syscalls[e.Syscall] {
 			return false
 		}
+		if e.Write != nil && openSyscall(e.Syscall) {
+			return false // the write judged when the open returned: event write's
+		}
 	}
 	flags := e.Flags
 	if e.Syscall == "clone" {
@@ -387,15 +435,12 @@ func (c *Matcher) matches(e Event, b *Baseline) bool {
 	if c.flags != 0 && flags&c.flags == 0 {
 		return false
 	}
-	if len(m.PathPrefixes) > 0 || len(m.PathNames) > 0 {
-		p := e.Path
-		if strings.HasPrefix(p, "/") {
-			p = path.Clean(p) // "//etc/./shadow" is /etc/shadow
-		}
-		if !slices.ContainsFunc(m.PathPrefixes, func(prefix string) bool { return strings.HasPrefix(p, prefix) }) &&
-			!slices.Contains(m.PathNames, path.Base(p)) {
-			return false
-		}
+	p := e.Path
+	if m.LinkTarget {
+		p = e.Path2
+	}
+	if !c.matchesPath(p) {
+		return false
 	}
 	if m.OpenWrite && e.Flags&(oWronly|oRdwr|oCreat|oTrunc) == 0 {
 		return false
@@ -421,4 +466,148 @@ func (c *Matcher) matches(e Event, b *Baseline) bool {
 		return false
 	}
 	return true
+}
+
+// compileWriteMatch checks the fields of event: write.
+func compileWriteMatch(m MatchSpec) error {
+	write := m.Event == "write"
+	if !write && (len(m.WriteOps) > 0 || len(m.WriteFile) > 0 || m.LinkTarget) {
+		return errors.New("write_ops, write_file and link_target: only for event: write")
+	}
+	for _, op := range m.WriteOps {
+		if !slices.Contains(WriteOps, op) {
+			return fmt.Errorf("write_ops: %q is not one of %v", op, WriteOps)
+		}
+	}
+	for _, k := range m.WriteFile {
+		if !slices.Contains(WriteFileKinds, k) {
+			return fmt.Errorf("write_file: %q is not one of %v", k, WriteFileKinds)
+		}
+	}
+	for _, g := range append(slices.Clone(m.PathGlobs), m.PathExcludes...) {
+		if g == "" || !strings.HasPrefix(g, "/") && !strings.HasPrefix(g, "*") {
+			return fmt.Errorf("path_globs: %q is neither absolute nor starts with a wildcard", g)
+		}
+	}
+	for _, g := range m.PathGlobs {
+		if !write && len(globLiteralDir(g)) <= 1 && globLiteralName(g) == "" {
+			return fmt.Errorf("path_globs: %q: the kernel needs a literal directory or file name to report it by", g)
+		}
+	}
+	paths := len(m.PathPrefixes) + len(m.PathNames) + len(m.PathGlobs)
+	if write && paths == 0 && len(m.WriteFile) == 0 {
+		return errors.New("event: write needs a path or write_file condition (every write is too many)")
+	}
+	if write && !m.LinkTarget {
+		// The kernel reports writes below literal directories only.
+		for _, g := range m.PathGlobs {
+			if d := globLiteralDir(g); d == "" || d == "/" {
+				return fmt.Errorf("path_globs: %q: a write glob needs a literal directory before its first wildcard", g)
+			}
+		}
+		if len(m.PathNames) > 0 {
+			return errors.New("path_names: write rules are judged by directory; use path_prefixes or path_globs")
+		}
+	}
+	if m.LinkTarget && len(m.WriteOps) > 0 && slices.ContainsFunc(m.WriteOps, func(op string) bool { return op != "link" && op != "symlink" }) {
+		return errors.New("link_target: write_ops may only name link and symlink")
+	}
+	return nil
+}
+
+func (c *Matcher) matchesWrite(e Event) bool {
+	m := c.Spec
+	if e.Kind != EventSyscall || e.Write == nil {
+		return false
+	}
+	if len(c.syscalls) > 0 && !c.syscalls[e.Syscall] {
+		return false
+	}
+	ops := m.WriteOps
+	if m.LinkTarget && len(ops) == 0 {
+		ops = []string{"link", "symlink"}
+	}
+	if len(ops) > 0 && !slices.ContainsFunc(ops, func(op string) bool { return slices.Contains(e.Write.Ops, op) }) {
+		return false
+	}
+	return len(m.WriteFile) == 0 || slices.ContainsFunc(m.WriteFile, e.Write.is)
+}
+
+// matchesPath checks the path conditions against p (cleaned when absolute).
+func (c *Matcher) matchesPath(p string) bool {
+	m := c.Spec
+	if strings.HasPrefix(p, "/") {
+		p = path.Clean(p) // "//etc/./shadow" is /etc/shadow
+	}
+	if slices.ContainsFunc(m.PathExcludes, func(g string) bool { return GlobMatch(g, p) }) {
+		return false
+	}
+	if len(m.PathPrefixes)+len(m.PathNames)+len(m.PathGlobs) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(m.PathPrefixes, func(prefix string) bool { return strings.HasPrefix(p, prefix) }) ||
+		slices.Contains(m.PathNames, path.Base(p)) ||
+		slices.ContainsFunc(m.PathGlobs, func(g string) bool { return GlobMatch(g, p) })
+}
+
+// KernelWatch is what the sensor must report for the rules to see their
+// events: opened paths (prefixes and file names) and, per written tree, the
+// write operations that count there.
+type KernelWatch struct {
+	OpenPrefixes []string
+	OpenNames    []string
+	Writes       map[string][]string // tree prefix -> write ops
+}
+
+// KernelWatch derives the sensor's filters from the rules' path conditions.
+func (rs *RuleSet) KernelWatch() KernelWatch {
+	w := KernelWatch{Writes: map[string][]string{}}
+	if rs == nil {
+		return w
+	}
+	openSyscalls := []string{"open", "openat", "openat2", "connect"}
+	for _, r := range rs.Rules {
+		for _, c := range r.Matchers {
+			m := c.Spec
+			switch {
+			case m.Event == "write" && !m.LinkTarget:
+				ops := m.WriteOps
+				if len(ops) == 0 {
+					ops = WriteOps
+				}
+				trees := slices.Clone(m.PathPrefixes)
+				for _, g := range m.PathGlobs {
+					trees = append(trees, globLiteralDir(g))
+				}
+				for _, t := range trees {
+					w.Writes[t] = mergeOps(w.Writes[t], ops)
+				}
+			case m.LinkTarget || (m.Event == "" || m.Event == "syscall") && slices.ContainsFunc(openSyscalls, func(s string) bool { return c.syscalls[s] }):
+				w.OpenPrefixes = append(w.OpenPrefixes, m.PathPrefixes...)
+				w.OpenNames = append(w.OpenNames, m.PathNames...)
+				for _, g := range m.PathGlobs {
+					if d := globLiteralDir(g); len(d) > 1 {
+						w.OpenPrefixes = append(w.OpenPrefixes, d)
+					} else if n := globLiteralName(g); n != "" {
+						w.OpenNames = append(w.OpenNames, n)
+					}
+				}
+			}
+		}
+	}
+	slices.Sort(w.OpenPrefixes)
+	slices.Sort(w.OpenNames)
+	w.OpenPrefixes = slices.Compact(w.OpenPrefixes)
+	w.OpenNames = slices.Compact(w.OpenNames)
+	return w
+}
+
+func openSyscall(name string) bool {
+	return name == "open" || name == "openat" || name == "openat2" || name == "creat"
+}
+
+func mergeOps(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }

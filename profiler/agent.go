@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -78,9 +79,17 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 	}
 	a.resolver = container.NewResolver(cgroups, cfg.Containers.Static, inspectors, log)
 
+	// The rules' own paths are watched too, so a rule needs no config change.
+	rules, err := LoadRules(cfg.Rules)
+	if err != nil {
+		a.Close()
+		return nil, err
+	}
+	watch := rules.KernelWatch()
 	s, err := sensor.Load(sensor.Options{
-		WatchPrefixes:  cfg.Sensor.WatchPrefixes,
-		WatchNames:     cfg.Sensor.WatchNames,
+		WatchPrefixes:  union(cfg.Sensor.WatchPrefixes, watch.OpenPrefixes),
+		WatchNames:     union(cfg.Sensor.WatchNames, watch.OpenNames),
+		WriteWatch:     watch.Writes,
 		WatchPorts:     cfg.Sensor.WatchPorts,
 		IgnoreTGID:     uint32(os.Getpid()),
 		KernelBTF:      cfg.Sensor.KernelBTF,
@@ -202,4 +211,10 @@ func (a *Agent) Sample(ctx context.Context, now time.Time) (windows []model.Wind
 		a.resolver.Forget(id)
 	}
 	return windows, removed, err
+}
+
+func union(a, b []string) []string {
+	out := append(slices.Clone(a), b...)
+	slices.Sort(out)
+	return slices.Compact(out)
 }

@@ -40,12 +40,29 @@ func (r *EventRules) Event(e model.Event) {
 	if e.RuntimeSetup {
 		return // the runtime's init setting up (or entering) the container
 	}
+	if e.Exe == "" {
+		e.Exe = r.state.Exe(e.Process())
+	}
 	rs := r.rules.Load()
 	var fired []*model.Rule
-	r.lib.view(c.ImageRef(), func(b *model.Baseline) { fired = rs.Match(e, b) })
+	learning := false
+	r.lib.view(c.ImageRef(), func(b *model.Baseline) {
+		fired = rs.Match(e, b)
+		learning = c.HasBaseline() && b == nil && modeLearns(r.mode, "", false) ||
+			b != nil && modeLearns(r.mode, b.State, true)
+	})
 	for _, rule := range fired {
 		if rule.ID == model.RuleExecDrift && r.mode == ModeLearn {
 			continue // learn mode alerts on hard rules only
+		}
+		if rule.Learnable && learning {
+			// What the image does while learning is its normal: an exception,
+			// not an alert, and the window still teaches.
+			r.lib.update(c, func(b *model.Baseline) bool {
+				b.AddException(rule.ID, model.ExceptionBinary(e), model.ExceptionDetail(e))
+				return true
+			})
+			continue
 		}
 		r.state.MarkTrip(e.CgroupID, e.Time)
 		// A repeat is dropped before its alert is built, but still freezes: the

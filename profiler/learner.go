@@ -35,7 +35,13 @@ type LearnResult struct {
 
 // learnable reports whether the mode learns an image in this state.
 func (l *Learner) learnable(state model.BaselineState, exists bool) bool {
-	switch l.mode {
+	return modeLearns(l.mode, state, exists)
+}
+
+// modeLearns reports whether a mode learns an image whose baseline is in this
+// state (exists false: there is none yet).
+func modeLearns(mode Mode, state model.BaselineState, exists bool) bool {
+	switch mode {
 	case ModeLearn:
 		return true
 	case ModeAuto:

@@ -25,6 +25,7 @@ type Source interface {
 type Deps struct {
 	Source   Source
 	Enforcer Enforcer      // the kernel's kill side; nil: nothing is killed
+	Watch    Watcher       // the kernel's write filters, set from the rules; nil: none
 	Cgroups  CgroupControl // freezing and cgroup ids; nil: nothing is frozen
 	Library  *Library      // the baselines
 	Sinks    []alerts.Sink // alert outputs besides the file and webhook of cfg.Alerts
@@ -51,6 +52,7 @@ type Pipeline struct {
 	lib         *Library
 	rules       activeRules
 	enforcement *Enforcement
+	watch       Watcher
 	events      *EventRules
 	scorer      *WindowScorer
 	learner     *Learner
@@ -68,7 +70,7 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Pipeline{cfg: cfg, log: log, src: d.Source, state: NewTracker(), lib: d.Library}
+	p := &Pipeline{cfg: cfg, log: log, src: d.Source, state: NewTracker(), lib: d.Library, watch: d.Watch}
 	// The metrics read the dispatcher's counters at scrape time; the dispatcher
 	// reports each sent alert to the metrics.
 	msrc := &metricsSource{lib: d.Library, src: d.Source}
@@ -103,11 +105,22 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 	return p, nil
 }
 
-// SetRules swaps the rule set (SIGHUP reload) and, in enforce mode, the kernel's
-// kill policy. On error the rules in force stay.
+// Watcher is the sensor's write filter, which follows the rules.
+type Watcher interface {
+	SetWriteWatch(trees map[string][]string) error
+}
+
+// SetRules swaps the rule set (SIGHUP reload), the kernel's write filters and,
+// in enforce mode, its kill policy. On error the rules in force stay. (Opened
+// paths a new rule names are watched from the next start.)
 func (p *Pipeline) SetRules(rs *model.RuleSet) error {
 	if err := p.enforcement.SetRules(rs); err != nil {
 		return err
+	}
+	if p.watch != nil {
+		if err := p.watch.SetWriteWatch(rs.KernelWatch().Writes); err != nil {
+			return err
+		}
 	}
 	p.rules.Store(rs)
 	return nil

@@ -58,7 +58,7 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 	}
 	defer a.Close()
 	hostname, _ := os.Hostname()
-	p, err := NewPipeline(cfg, rules, Deps{Source: a, Enforcer: a.sensor, Cgroups: a.cgroups, Library: lib,
+	p, err := NewPipeline(cfg, rules, Deps{Source: a, Enforcer: a.sensor, Watch: a.sensor, Cgroups: a.cgroups, Library: lib,
 		Sinks: []alerts.Sink{alerts.NewWriter("stdout", opts.AlertOut)}, Hostname: hostname, Version: opts.Version, Log: log})
 	if err != nil {
 		return err

@@ -46,6 +46,7 @@ type cgroupState struct {
 type procState struct {
 	cgroupID uint64
 	cmdline  string
+	exe      string
 }
 
 // Forgotten is what a removed cgroup left behind that others must undo.
@@ -186,7 +187,7 @@ func (t *Tracker) Execed(e model.Event) {
 		c.procs = map[model.ProcessKey]struct{}{}
 	}
 	c.procs[key] = struct{}{}
-	t.procs[key] = procState{cgroupID: e.CgroupID, cmdline: strings.Join(e.Argv, " ")}
+	t.procs[key] = procState{cgroupID: e.CgroupID, cmdline: strings.Join(e.Argv, " "), exe: e.Path}
 }
 
 // evictProcesses drops an eighth of the process table when it is full: command
@@ -212,6 +213,13 @@ func (t *Tracker) Cmdline(key model.ProcessKey) string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.procs[key].cmdline
+}
+
+// Exe is the file a process in a container last exec'd ("" when unseen).
+func (t *Tracker) Exe(key model.ProcessKey) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.procs[key].exe
 }
 
 // Forget drops everything known about a removed cgroup and its processes, and

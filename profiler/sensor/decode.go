@@ -30,6 +30,9 @@ const (
 	execFileInterpreted = 8
 	execEndsSetup       = 16
 	execStdioSocket     = 32
+	fileTextBusy        = 64
+	fileSourceWatched   = 128
+	fileUnresolved      = 256
 )
 
 // Address families the sensor reports, as in <sys/socket.h>.
@@ -93,6 +96,9 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 		ev.Syscall = model.SyscallName(int(e.Nr))
 		ev.Path2 = cString(e.Path2[:])
 		decodeSyscallDetails(&e, &ev)
+		if e.WriteOp != 0 {
+			ev.Write = decodeFileWrite(&e)
+		}
 	case kindExec:
 		ev.Kind = model.EventExec
 		ev.Syscall = "execve"
@@ -136,6 +142,17 @@ func decodeExecFile(flags uint64, p string) (*model.ExecFile, string) {
 		p = "..." + p
 	}
 	return f, p
+}
+
+func decodeFileWrite(e *sensorEvent) *model.FileWrite {
+	return &model.FileWrite{
+		Ops:           model.WriteOpNames(e.WriteOp),
+		OutsideRoot:   e.FileFlags&execFileOutsideRoot != 0,
+		TextBusy:      e.FileFlags&fileTextBusy != 0,
+		SourceWatched: e.FileFlags&fileSourceWatched != 0,
+		Unresolved:    e.FileFlags&fileUnresolved != 0,
+		Truncated:     e.FileFlags&execFileTruncated != 0,
+	}
 }
 
 func decodeSyscallDetails(e *sensorEvent, ev *model.Event) {

@@ -3,6 +3,7 @@ package sensor
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"sync"
 	"time"
@@ -34,6 +35,9 @@ var eventSyscalls = []string{
 	"ptrace", "init_module", "finit_module", "delete_module", "bpf", "keyctl", "userfaultfd",
 	"io_uring_setup", "open_by_handle_at", "perf_event_open",
 	"socket", "chmod", "fchmod", "fchmodat", "fchmodat2",
+	// File writes (write-opens are judged by the sys_exit program).
+	"unlink", "unlinkat", "rename", "renameat", "renameat2", "link", "linkat", "symlink", "symlinkat",
+	"chown", "lchown", "fchown", "fchownat", "truncate", "ftruncate", "mknod", "mknodat",
 }
 
 // Options are the in-kernel filters the loader fills before attaching.
@@ -44,6 +48,9 @@ type Options struct {
 	WatchNames []string
 	// WatchPorts are TCP/UDP destination ports whose connects become events; 0 means all.
 	WatchPorts []uint16
+	// WriteWatch maps a tree (path prefix) to the write operations
+	// (model.WriteOps) reported below it.
+	WriteWatch map[string][]string
 	// IgnoreTGID is a process (the agent itself) whose syscalls never become events.
 	IgnoreTGID uint32
 	// KernelBTF is the kernel's BTF file; empty means BTFPath. Kernels without
@@ -76,6 +83,7 @@ type Sensor struct {
 	killNames    []string
 	// enforcedPrefixes are the cgroup path prefixes in enforce_prefixes.
 	enforcedPrefixes []string
+	writeTrees       map[string][]string // in write_prefixes
 }
 
 // Load checks the kernel, loads the programs with opts' filters and attaches them.
@@ -151,6 +159,7 @@ func (s *Sensor) Attach() error {
 	}
 	for name, prog := range map[string]*ebpf.Program{
 		"sys_enter":                       s.objs.SysEnter,
+		"sys_exit":                        s.objs.SysExit,
 		"sched_switch":                    s.objs.SchedSwitch,
 		"cgroup_attach_task":              s.objs.CgroupAttachTask,
 		"sched_process_exec":              s.objs.SchedProcessExec,
@@ -195,6 +204,9 @@ func (s *Sensor) fillFilters(opts Options) error {
 			return err
 		}
 	}
+	if err := s.SetWriteWatch(opts.WriteWatch); err != nil {
+		return err
+	}
 	for _, port := range opts.WatchPorts {
 		if err := s.objs.WatchPorts.Put(port, uint8(1)); err != nil {
 			return fmt.Errorf("adding watch port %d: %w", port, err)
@@ -204,6 +216,39 @@ func (s *Sensor) fillFilters(opts Options) error {
 }
 
 const nameLen = 64 // NAME_LEN in bpf/sensor.h
+
+// SetWriteWatch replaces the trees whose writes are reported (rule reload).
+func (s *Sensor) SetWriteWatch(trees map[string][]string) error {
+	s.enforceMu.Lock()
+	defer s.enforceMu.Unlock()
+	for tree := range s.writeTrees {
+		if _, keep := trees[tree]; keep {
+			continue
+		}
+		key, err := prefixKey(tree)
+		if err != nil {
+			return err
+		}
+		if err := s.objs.WritePrefixes.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("removing write tree %q: %w", tree, err)
+		}
+	}
+	for tree, ops := range trees {
+		key, err := prefixKey(tree)
+		if err != nil {
+			return fmt.Errorf("write tree: %w", err)
+		}
+		bits := model.WriteOpBits(ops)
+		if bits == 0 {
+			return fmt.Errorf("write tree %q: no known write operation in %v", tree, ops)
+		}
+		if err := s.objs.WritePrefixes.Put(key, bits); err != nil {
+			return fmt.Errorf("setting write tree %q: %w", tree, err)
+		}
+	}
+	s.writeTrees = maps.Clone(trees)
+	return nil
+}
 
 // Close detaches the programs and frees the maps.
 func (s *Sensor) Close() error {

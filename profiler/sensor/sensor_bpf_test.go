@@ -108,6 +108,8 @@ func runHelper(action string) int {
 		return execFailed(execFD())
 	case "breadth":
 		breadthCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
+	case "writes":
+		writeCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper action", action)
 		return 2

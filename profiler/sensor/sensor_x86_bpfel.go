@@ -60,6 +60,8 @@ type sensorEvent struct {
 	Path2Len          uint32
 	Killed            uint32
 	RuntimeSetup      uint32
+	WriteOp           uint32
+	FileFlags         uint32
 	Family            uint16
 	Port              uint16
 	Addr              [16]uint8
@@ -140,6 +142,7 @@ const (
 	sensorMapWatchNames        = "watch_names"
 	sensorMapWatchPorts        = "watch_ports"
 	sensorMapWatchPrefixes     = "watch_prefixes"
+	sensorMapWritePrefixes     = "write_prefixes"
 	sensorProgCgroupAttachTask = "cgroup_attach_task"
 	sensorProgCgroupMkdir      = "cgroup_mkdir"
 	sensorProgCgroupRmdir      = "cgroup_rmdir"
@@ -148,6 +151,7 @@ const (
 	sensorProgSchedProcessFork = "sched_process_fork"
 	sensorProgSchedSwitch      = "sched_switch"
 	sensorProgSysEnter         = "sys_enter"
+	sensorProgSysExit          = "sys_exit"
 	sensorVarAgentTgid         = "agent_tgid"
 	sensorVarEventSyscalls     = "event_syscalls"
 	sensorVarHostMntNs         = "host_mnt_ns"
@@ -204,6 +208,7 @@ type sensorProgramSpecs struct {
 	SchedProcessFork *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
 	SysEnter         *ebpf.ProgramSpec `ebpf:"sys_enter"`
+	SysExit          *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
 
 // sensorMapSpecs contains maps before they are loaded into the kernel.
@@ -227,6 +232,7 @@ type sensorMapSpecs struct {
 	WatchNames      *ebpf.MapSpec `ebpf:"watch_names"`
 	WatchPorts      *ebpf.MapSpec `ebpf:"watch_ports"`
 	WatchPrefixes   *ebpf.MapSpec `ebpf:"watch_prefixes"`
+	WritePrefixes   *ebpf.MapSpec `ebpf:"write_prefixes"`
 }
 
 // sensorVariableSpecs contains global variables before they are loaded into the kernel.
@@ -276,6 +282,7 @@ type sensorMaps struct {
 	WatchNames      *ebpf.Map `ebpf:"watch_names"`
 	WatchPorts      *ebpf.Map `ebpf:"watch_ports"`
 	WatchPrefixes   *ebpf.Map `ebpf:"watch_prefixes"`
+	WritePrefixes   *ebpf.Map `ebpf:"write_prefixes"`
 }
 
 func (m *sensorMaps) Close() error {
@@ -297,6 +304,7 @@ func (m *sensorMaps) Close() error {
 		m.WatchNames,
 		m.WatchPorts,
 		m.WatchPrefixes,
+		m.WritePrefixes,
 	)
 }
 
@@ -322,6 +330,7 @@ type sensorPrograms struct {
 	SchedProcessFork *ebpf.Program `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
 	SysEnter         *ebpf.Program `ebpf:"sys_enter"`
+	SysExit          *ebpf.Program `ebpf:"sys_exit"`
 }
 
 func (p *sensorPrograms) Close() error {
@@ -334,6 +343,7 @@ func (p *sensorPrograms) Close() error {
 		p.SchedProcessFork,
 		p.SchedSwitch,
 		p.SysEnter,
+		p.SysExit,
 	)
 }
 

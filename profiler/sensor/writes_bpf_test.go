@@ -1,0 +1,161 @@
+package sensor
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// writeCalls makes file writes by every route the write rules must see through,
+// in dir: etc/ is a watched tree, log/ a tree where only truncation and
+// removal count, free/ is not watched, and secret a watched file. It ends
+// chrooted into jail/, writing through a directory fd left from before.
+func writeCalls(dir string) {
+	at := func(p string) string { return filepath.Join(dir, p) }
+	_ = os.Chdir(at("etc"))
+	if fd, err := unix.Open("rel", unix.O_WRONLY|unix.O_CREAT, 0o600); err == nil { // relative to the cwd
+		unix.Close(fd)
+	}
+	etc, _ := unix.Open(at("etc"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if fd, err := unix.Openat(etc, "passwd", unix.O_WRONLY, 0); err == nil { // through a directory fd
+		unix.Close(fd)
+	}
+	if ro, err := unix.Open(at("etc/passwd"), unix.O_RDONLY, 0); err == nil { // reopened for writing
+		if fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(ro), unix.O_WRONLY|unix.O_TRUNC, 0); err == nil {
+			unix.Close(fd)
+		}
+		unix.Close(ro)
+	}
+	if fd, err := unix.Open(at("free/x"), unix.O_WRONLY|unix.O_CREAT, 0o600); err == nil { // not watched
+		unix.Close(fd)
+	}
+	if fd, err := unix.Open(at("log/app.log"), unix.O_WRONLY|unix.O_APPEND, 0); err == nil { // logging: not counted
+		unix.Close(fd)
+	}
+	if fd, err := unix.Open("/dev/stdout", unix.O_WRONLY, 0); err == nil { // a pipe: no path, not outside the root
+		unix.Close(fd)
+	}
+	_ = unix.Truncate(at("log/app.log"), 0)
+	_ = os.WriteFile(at("free/new"), nil, 0o600)
+	_ = unix.Rename(at("free/new"), at("etc/moved"))
+	_ = unix.Unlinkat(etc, "moved", 0)
+	_ = unix.Symlink(at("secret"), at("free/soft"))
+	_ = unix.Link(at("secret"), at("free/hard"))
+	_ = unix.Chmod("rel", 0o640)
+	_ = unix.Mknod(at("etc/fifo"), unix.S_IFIFO|0o600, 0)
+	if _, err := unix.Open(at("free/busy"), unix.O_WRONLY, 0); err == nil { // refused: it runs
+		fmt.Fprintln(os.Stderr, "write-open of a running program succeeded")
+	}
+	free, _ := unix.Open(at("free"), unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if unix.Chroot(at("jail")) == nil {
+		if fd, err := unix.Openat(free, "escaped", unix.O_WRONLY|unix.O_CREAT, 0o600); err == nil {
+			unix.Close(fd)
+		}
+	}
+}
+
+// TestBPFFileWritesAreJudgedOnTheResolvedFile: writes are reported by the file
+// the kernel resolved, whatever name reached it, with what they did; writes
+// outside the watched trees, and operations a tree does not count, stay in the
+// kernel.
+func TestBPFFileWritesAreJudgedOnTheResolvedFile(t *testing.T) {
+	scratch := t.TempDir()
+	at := func(p string) string { return filepath.Join(scratch, p) }
+	for _, d := range []string{"etc", "log", "free", "jail"} {
+		if err := os.Mkdir(at(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, f := range []string{"etc/passwd", "log/app.log", "secret"} {
+		if err := os.WriteFile(at(f), []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sleep, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(at("free/busy"), sleep, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	busy := exec.Command(at("free/busy"), "30")
+	if err := busy.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = busy.Process.Kill(); _ = busy.Wait() }()
+
+	s := loadTestSensor(t, Options{
+		WatchPrefixes: []string{at("secret")},
+		WriteWatch: map[string][]string{
+			at("etc") + "/": model.WriteOps,
+			at("log") + "/": {"truncate", "unlink"},
+		},
+		IgnoreTGID: uint32(os.Getpid()),
+	})
+	dir, id := testCgroup(t)
+	events := collectEvents(t, s, id)
+	runInCgroup(t, dir, "writes", "CAGEWATCH_HELPER_DIR="+scratch)
+
+	type seen struct {
+		syscall, ops, path, path2 string
+		flags                     string // outside_root, text_busy, source_watched
+	}
+	describe := func(e model.Event) seen {
+		w := e.Write
+		var flags []string
+		for _, k := range model.WriteFileKinds {
+			if (k == "outside_root" && w.OutsideRoot) || (k == "text_busy" && w.TextBusy) || (k == "source_watched" && w.SourceWatched) {
+				flags = append(flags, k)
+			}
+		}
+		return seen{syscall: e.Syscall, ops: strings.Join(w.Ops, "+"), path: e.Path, path2: e.Path2, flags: strings.Join(flags, ",")}
+	}
+	want := []seen{
+		{syscall: "openat", ops: "open+create", path: at("etc/rel")},
+		{syscall: "openat", ops: "open", path: at("etc/passwd")},
+		{syscall: "openat", ops: "open+truncate", path: at("etc/passwd")},
+		{syscall: "truncate", ops: "truncate", path: at("log/app.log")},
+		{syscall: "renameat", ops: "rename", path: at("etc/moved"), path2: at("free/new")},
+		{syscall: "unlinkat", ops: "unlink", path: at("etc/moved")},
+		{syscall: "symlinkat", ops: "symlink", path: at("free/soft"), path2: at("secret"), flags: "source_watched"},
+		{syscall: "linkat", ops: "link", path: at("free/hard"), path2: at("secret"), flags: "source_watched"},
+		{syscall: "fchmodat", ops: "chmod", path: at("etc/rel")},
+		{syscall: "mknodat", ops: "create+mknod", path: at("etc/fifo")},
+		{syscall: "openat", ops: "open", path: at("free/busy"), flags: "text_busy"},
+		{syscall: "openat", ops: "open+create", path: at("free/escaped"), flags: "outside_root"},
+	}
+	var got []seen
+	deadline := time.After(3 * time.Second)
+collect:
+	for {
+		select {
+		case e := <-events:
+			if e.Write != nil {
+				got = append(got, describe(e))
+			}
+		case <-deadline:
+			break collect
+		}
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("writes reported:\n%s\nwant:\n%s", formatSeen(got), formatSeen(want))
+	}
+}
+
+func formatSeen[T any](xs []T) string {
+	var b strings.Builder
+	for _, x := range xs {
+		fmt.Fprintf(&b, "  %+v\n", x)
+	}
+	return b.String()
+}
