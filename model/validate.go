@@ -60,6 +60,15 @@ func (b *Baseline) Validate() error {
 	if err := b.validateViews(); err != nil {
 		return bad("%v", err)
 	}
+	for rule, byBinary := range b.Exceptions {
+		for binary, details := range byBinary {
+			for detail, n := range details {
+				if rule == "" || binary == "" || detail == "" || n == 0 {
+					return bad("exceptions[%q][%q][%q] = %d: rule, binary and detail must be named and hits at least 1", rule, binary, detail, n)
+				}
+			}
+		}
+	}
 	if c := b.Convergence; c.CheckpointWindows > b.Windows {
 		return bad("convergence.checkpoint_windows %d exceeds windows %d", c.CheckpointWindows, b.Windows)
 	} else if c.PreviousWindows > c.CheckpointWindows {

@@ -1108,3 +1108,55 @@ func TestPipelineStartupFollowsTheRuntime(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineLearnsExceptions: in auto mode, a learnable rule's hit while the
+// image learns is an exception (no alert, no poisoned window), and the stable
+// image stays quiet for the same binary and detail only; an absolute rule
+// alerts and poisons while learning too.
+func TestPipelineLearnsExceptions(t *testing.T) {
+	env := newPipelineDefaults(t, ModeAuto, nil)
+	learner := track(env.p.learner)
+	const mariadbPID = 700
+	mariadb := func(sec float64, syscall string) model.Event {
+		return detEvent(detFresh, cgFresh, sec, syscall, func(e *model.Event) { e.PID, e.TID, e.Comm = mariadbPID, mariadbPID, "mariadbd" })
+	}
+	env.p.Event(detExec(detFresh, cgFresh, 499.5, mariadbPID, "/usr/sbin/mariadbd"))
+	env.p.Event(mariadb(500.5, "io_uring_setup"))
+	if got := alertRules(env.out.take()); len(got) != 0 {
+		t.Fatalf("alerts %v while learning, want none: io_uring_setup is learnable", got)
+	}
+	res := learnEach(t, learner, []model.Window{win(detFresh, cgFresh, 500, steady(500))})
+	if res.Poisoned != 0 || res.Learned != 1 {
+		t.Errorf("learned %d, poisoned %d; want the window learned", res.Learned, res.Poisoned)
+	}
+	b, err := env.lib.Get(context.Background(), "e2e/fresh:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !b.Excepted("kernel_attack_surface", "/usr/sbin/mariadbd", "io_uring_setup") {
+		t.Fatalf("exceptions %v, want kernel_attack_surface by /usr/sbin/mariadbd for io_uring_setup", b.Exceptions)
+	}
+
+	// An absolute rule while learning: alerted, and its window is not learned.
+	env.p.Event(mariadb(501.5, "setns"))
+	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"ns_setns"}) {
+		t.Errorf("alerts %v, want [ns_setns]", got)
+	}
+	if res := learnEach(t, learner, []model.Window{win(detFresh, cgFresh, 501, steady(501))}); res.Poisoned != 1 {
+		t.Errorf("poisoned %d, want the setns window", res.Poisoned)
+	}
+
+	if err := env.lib.Promote(context.Background(), "e2e/fresh:1"); err != nil {
+		t.Fatal(err)
+	}
+	env.p.Event(mariadb(600.5, "io_uring_setup"))
+	if got := alertRules(env.out.take()); len(got) != 0 {
+		t.Errorf("alerts %v for the learned exception, want none", got)
+	}
+	env.p.Event(mariadb(601.5, "userfaultfd")) // same binary, another detail
+	env.p.Event(detExec(detFresh, cgFresh, 602, 701, "/usr/bin/python3"))
+	env.p.Event(detEvent(detFresh, cgFresh, 602.5, "io_uring_setup", func(e *model.Event) { e.PID, e.TID = 701, 701 }))
+	if got := alertRules(env.out.take()); !slices.Equal(got, []string{"exec_drift", "kernel_attack_surface", "kernel_attack_surface"}) {
+		t.Errorf("alerts %v, want exec_drift and kernel_attack_surface twice (another detail, another binary)", got)
+	}
+}

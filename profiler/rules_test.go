@@ -17,7 +17,7 @@ var requiredRuleIDs = []string{"ns_unshare", "ns_setns", "ns_clone", "cap_raise"
 	"cgroup_escape", "runtime_socket", "ptrace", "kernel_module", "bpf_syscall", "kernel_attack_surface",
 	"host_port_connect", "exec_drift", "syscall_novel", "syscall_anomaly",
 	// issue 15
-	"setuid_bit", "raw_socket", "fileless_exec", "reverse_shell"}
+	"setuid_bit", "raw_socket", "fileless_exec", "reverse_shell", "binary_tamper", "fs_write_drift", "credential_read"}
 
 // Namespace and open flag bits as the kernel passes them.
 const (
@@ -269,6 +269,10 @@ func TestDefaultRulesMatch(t *testing.T) {
 	stable.AddExec("/bin/sh")
 	learning := stable.Clone()
 	stable.Promote()
+	writesNginxConf := stable.Clone()
+	writesNginxConf.AddException("fs_write_drift", "/bin/sed", "/etc/nginx/")
+	readsToken := stable.Clone()
+	readsToken.AddException("credential_read", "comm:sh", "/var/run/secrets/kubernetes.io/serviceaccount/token")
 
 	const capsNow = 0xa80425fb
 	tests := []struct {
@@ -400,6 +404,48 @@ func TestDefaultRulesMatch(t *testing.T) {
 		// reverse_shell
 		{name: "exec with a socket on stdio", ev: rlExecFile("/bin/sh", model.ExecFile{StdioSocket: true}), baseline: stable,
 			want: []string{"reverse_shell"}},
+		// binary_tamper
+		{name: "overwrite /bin/sh", ev: rlWrite("openat", "/bin/sh", "open", "truncate"), want: []string{"binary_tamper"}},
+		{name: "replace a library by rename", ev: rlWrite("renameat", "/usr/lib/x86_64-linux-gnu/libc.so.6", "rename"), want: []string{"binary_tamper"}},
+		{name: "chmod a binary", ev: rlWrite("fchmodat", "/usr/local/bin/shop", "chmod"), want: []string{"binary_tamper"}},
+		{name: "unlink a binary", ev: rlWrite("unlinkat", "/sbin/init", "unlink"), want: []string{"binary_tamper"}},
+		{name: "write-open of a running program (CVE-2019-5736)", ev: rlWriteFile("openat", "/proc/self/fd/3", model.FileWrite{Ops: []string{"open"}, TextBusy: true}),
+			want: []string{"binary_tamper"}},
+		{name: "write a host file outside the root", ev: rlWriteFile("openat", "/usr/bin/runc", model.FileWrite{Ops: []string{"open"}, OutsideRoot: true}),
+			want: []string{"binary_tamper"}},
+		{name: "benign: python caches bytecode", ev: rlWrite("openat", "/usr/lib/python3.11/__pycache__/os.cpython-311.pyc", "open", "create")},
+		{name: "benign: write below /usr/share", ev: rlWrite("openat", "/usr/share/app/state", "open")},
+		{name: "benign: read-open of /bin/sh (no write event)", ev: rlOpen("openat", "/bin/sh", rlOCloexec)},
+		// fs_write_drift
+		{name: "append to /etc/passwd", ev: rlWrite("openat", "/etc/passwd", "open"), want: []string{"fs_write_drift"}},
+		{name: "drop a cron job", ev: rlWrite("openat", "/etc/cron.d/job", "open", "create"), want: []string{"fs_write_drift"}},
+		{name: "root's authorized_keys", ev: rlWrite("openat", "/root/.ssh/authorized_keys", "open", "create"), want: []string{"fs_write_drift"}},
+		{name: "a user's .bashrc", ev: rlWrite("openat", "/home/app/.bashrc", "open"), want: []string{"fs_write_drift"}},
+		{name: "crontab spool", ev: rlWrite("renameat", "/var/spool/cron/crontabs/root", "rename"), want: []string{"fs_write_drift"}},
+		{name: "device node in /dev", ev: rlWrite("mknodat", "/dev/sda9", "mknod", "create"), want: []string{"fs_write_drift"}},
+		{name: "hidden file in /dev", ev: rlWrite("openat", "/dev/.x", "open", "create"), want: []string{"fs_write_drift"}},
+		{name: "clear a log", ev: rlWrite("openat", "/var/log/auth.log", "open", "truncate"), want: []string{"fs_write_drift"}},
+		{name: "delete a log", ev: rlWrite("unlinkat", "/var/log/wtmp", "unlink"), want: []string{"fs_write_drift"}},
+		{name: "benign: append to a log", ev: rlWrite("openat", "/var/log/app.log", "open")},
+		{name: "benign: shared memory in /dev/shm", ev: rlWrite("openat", "/dev/shm/PostgreSQL.1", "open", "create")},
+		{name: "benign: write a file outside the sensitive trees", ev: rlWrite("openat", "/home/app/notes", "open")},
+		{name: "benign: learned tree", ev: rlWrite("openat", "/etc/nginx/conf.d/default.conf", "open", "truncate"), baseline: writesNginxConf},
+		{name: "learned tree does not cover /etc itself", ev: rlWrite("openat", "/etc/passwd", "open"), baseline: writesNginxConf, want: []string{"fs_write_drift"}},
+		{name: "another binary in the learned tree", ev: rlWriteBy("/bin/busybox", "openat", "/etc/nginx/nginx.conf", "open"), baseline: writesNginxConf, want: []string{"fs_write_drift"}},
+		// credential_read
+		{name: "read root's ssh key", ev: rlOpen("openat", "/root/.ssh/id_rsa", rlOCloexec), want: []string{"credential_read"}},
+		{name: "read a user's ssh key", ev: rlOpen("openat", "/home/dev/.ssh/id_ed25519", 0), want: []string{"credential_read"}},
+		{name: "read an ssh host key", ev: rlOpen("openat", "/etc/ssh/ssh_host_ed25519_key", 0), want: []string{"credential_read"}},
+		{name: "read aws credentials", ev: rlOpen("openat", "/srv/app/.aws/credentials", 0), want: []string{"credential_read"}},
+		{name: "read gcloud tokens", ev: rlOpen("openat", "/root/.config/gcloud/access_tokens.db", 0), want: []string{"credential_read"}},
+		{name: "read the service-account token", ev: rlOpen("openat", "/var/run/secrets/kubernetes.io/serviceaccount/token", 0), want: []string{"credential_read"}},
+		{name: "benign: public host key", ev: rlOpen("openat", "/etc/ssh/ssh_host_ed25519_key.pub", 0)},
+		{name: "benign: an app file named credentials", ev: rlOpen("openat", "/srv/app/credentials", 0)},
+		{name: "benign: learned token read", ev: rlOpen("openat", "/var/run/secrets/kubernetes.io/serviceaccount/token", 0), baseline: readsToken},
+		// links onto sensitive files
+		{name: "symlink onto /etc/shadow", ev: rlLink("symlinkat", "/tmp/s", "/etc/shadow"), want: []string{"sensitive_file"}},
+		{name: "hard link onto /etc/shadow", ev: rlLink("linkat", "/tmp/h", "/etc/shadow"), want: []string{"sensitive_file"}},
+		{name: "benign: symlink onto an ordinary file", ev: rlLink("symlinkat", "/tmp/s", "/etc/hostname")},
 		// exec_drift
 		{name: "exec a dropped binary", ev: rlExec("/tmp/xmrig"), baseline: stable, want: []string{"exec_drift"}},
 		{name: "benign: exec the image's binary", ev: rlExec("/usr/local/bin/shop"), baseline: stable},
@@ -424,6 +470,30 @@ func TestDefaultRulesMatch(t *testing.T) {
 			}
 		})
 	}
+}
+
+func rlWriteFile(name, path string, w model.FileWrite) model.Event {
+	return rlSyscall(name, func(e *model.Event) { e.Path, e.Write = path, &w })
+}
+
+func rlWrite(name, path string, ops ...string) model.Event {
+	return rlWriteBy("/bin/sed", name, path, ops...)
+}
+
+func rlWriteBy(exe, name, path string, ops ...string) model.Event {
+	e := rlWriteFile(name, path, model.FileWrite{Ops: ops})
+	e.Exe = exe
+	return e
+}
+
+func rlLink(name, path, target string) model.Event {
+	op := "link"
+	if strings.HasPrefix(name, "symlink") {
+		op = "symlink"
+	}
+	e := rlWriteFile(name, path, model.FileWrite{Ops: []string{op}, SourceWatched: true})
+	e.Path2 = target
+	return e
 }
 
 func rlExecFile(path string, f model.ExecFile) model.Event {
@@ -586,4 +656,36 @@ func mapsEqual(a, b map[string]sensor.KillOpen) bool {
 		}
 	}
 	return true
+}
+
+// TestKernelWatchDefaultRules: the sensor's filters derived from the shipped
+// rules report every path the rules judge, and only the operations that count.
+func TestKernelWatchDefaultRules(t *testing.T) {
+	w := defaultRules(t).KernelWatch()
+	for tree, ops := range map[string][]string{
+		"/etc/":     model.WriteOps,
+		"/usr/bin/": model.WriteOps,
+		"/lib/":     model.WriteOps,
+		"/home/":    model.WriteOps,
+		"/var/log/": {"truncate", "unlink"},
+		"/dev/":     {"create", "link", "mknod", "rename", "symlink"},
+	} {
+		want := slices.Sorted(slices.Values(ops))
+		if got := w.Writes[tree]; !slices.Equal(got, want) {
+			t.Errorf("write tree %s: ops %v, want %v", tree, got, want)
+		}
+	}
+	if _, ok := w.Writes["/tmp/"]; ok {
+		t.Error("/tmp/ is a write tree")
+	}
+	for _, p := range []string{"/root/.ssh/", "/home/", "/etc/ssh/", "/etc/shadow", "/var/run/secrets/kubernetes.io/serviceaccount/"} {
+		if !slices.Contains(w.OpenPrefixes, p) {
+			t.Errorf("open prefixes %v lack %s", w.OpenPrefixes, p)
+		}
+	}
+	for _, n := range []string{"credentials", "shadow", "release_agent"} {
+		if !slices.Contains(w.OpenNames, n) {
+			t.Errorf("open names %v lack %s", w.OpenNames, n)
+		}
+	}
 }

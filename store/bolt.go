@@ -31,8 +31,10 @@ type Store interface {
 }
 
 // SchemaVersion is the layout this build writes. Schema 2: baselines carry
-// the composition, order and volume views.
-const SchemaVersion = 2
+// the composition, order and volume views. Schema 3: baselines carry learned
+// exceptions; older values have none, and an older build must not open the
+// store and drop them on its next write.
+const SchemaVersion = 3
 
 var (
 	bucketMeta      = []byte("meta")
@@ -48,6 +50,7 @@ var (
 var migrations = map[int]func(tx *bolt.Tx) error{
 	0: func(*bolt.Tx) error { return nil }, // the buckets are created by Open
 	1: upgradeBaselineViews,
+	2: func(*bolt.Tx) error { return nil }, // no exceptions learned yet: nothing to rewrite
 }
 
 // upgradeBaselineViews rebuilds the views of every stored baseline from its

@@ -12,10 +12,11 @@ import (
 )
 
 // The export format: see docs/baseline-format.md. Version 2 added the
-// composition, order and volume views and the sample's grams.
+// composition, order and volume views and the sample's grams; version 3 the
+// learned exceptions of learnable rules.
 const (
 	FormatName    = "cagewatch-baseline"
-	FormatVersion = 2
+	FormatVersion = 3
 	// oldestFormatVersion is the oldest version Import still reads and upgrades.
 	oldestFormatVersion = 1
 )

@@ -22,6 +22,8 @@ func exportBaselines(t testing.TB) []*model.Baseline {
 	t.Helper()
 	stable := testBaseline(t, "docker.io/library/nginx", "1.27", 12)
 	stable.Promote()
+	stable.AddException("kernel_attack_surface", "/usr/sbin/mariadbd", "io_uring_setup")
+	stable.AddException("fs_write_drift", "/bin/sed", "/etc/nginx/")
 	byID := testBaseline(t, "", "", 3)
 	return []*model.Baseline{
 		stable,
@@ -215,10 +217,10 @@ func TestImportVersion1(t *testing.T) {
 		t.Errorf("windows %d, read mean %v, sample %d", b.Windows, b.Syscalls["read"].Mean, len(b.Sample))
 	}
 
-	t.Run("exported again as version 2, which imports unchanged", func(t *testing.T) {
+	t.Run("exported again in the current version, which imports unchanged", func(t *testing.T) {
 		again := export(t, bs)
-		if !bytes.Contains(again, []byte(`"version": 2`)) {
-			t.Fatalf("re-export is not version 2:\n%s", again)
+		if !bytes.Contains(again, []byte(`"version": 3`)) {
+			t.Fatalf("re-export is not version 3:\n%s", again)
 		}
 		got, err := Import(bytes.NewReader(again))
 		if err != nil {
@@ -311,14 +313,14 @@ func badImports(t testing.TB) []badImport {
 	dup := string(export(t, []*model.Baseline{bs[1], bs[1]}))
 	withNull := replace(t, valid, "\n    },\n    {", "\n    },\n    null,\n    {")
 	return []badImport{
-		{"unknown version", replace(t, valid, `"version": 2`, `"version": 3`), []string{"version 3", "versions 1 to 2"}},
-		{"version 0", replace(t, valid, `"version": 2`, `"version": 0`), []string{"version 0"}},
-		{"no version", replace(t, valid, `"version": 2,`, ``), []string{"version 0"}},
+		{"unknown version", replace(t, valid, `"version": 3`, `"version": 4`), []string{"version 4", "versions 1 to 3"}},
+		{"version 0", replace(t, valid, `"version": 3`, `"version": 0`), []string{"version 0"}},
+		{"no version", replace(t, valid, `"version": 3,`, ``), []string{"version 0"}},
 		{"wrong format name", replace(t, valid, `"cagewatch-baseline"`, `"falco-rules"`), []string{"format", `"falco-rules"`}},
 		{"no format", replace(t, valid, `"format": "cagewatch-baseline",`, ``), []string{"format", `""`}},
 		{"not an export at all", `{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}`, []string{"format"}},
-		{"version is a string", replace(t, valid, `"version": 2`, `"version": "2"`), []string{`"version"`, "string"}},
-		{"version is fractional", replace(t, valid, `"version": 2`, `"version": 1.5`), []string{`"version"`, "1.5"}},
+		{"version is a string", replace(t, valid, `"version": 3`, `"version": "3"`), []string{`"version"`, "string"}},
+		{"version is fractional", replace(t, valid, `"version": 3`, `"version": 1.5`), []string{`"version"`, "1.5"}},
 		{"windows is a string", replace(t, one, `"windows": 12`, `"windows": "12"`), []string{`"baselines.windows"`, "string"}},
 		{"mean is a string", replace(t, miniExport, `"mean":5,`, `"mean":"5",`), []string{`"baselines.syscalls.mean"`, "string"}},
 		{"syscalls is a list", replace(t, one, `"syscalls": {`, `"syscalls": [], "y": {`), []string{`"baselines.syscalls"`, "array"}},
@@ -348,8 +350,10 @@ func badImports(t testing.TB) []badImport {
 		{"trailing garbage", valid + "garbage", []string{"after top-level value"}},
 		{"trailing brace", valid + "}", []string{"after top-level value"}},
 		{"two documents", valid + valid, []string{"after top-level value"}},
-		{"unknown top-level field", replace(t, valid, `"version": 2,`, `"version": 2, "comment": "hi",`), []string{`unknown field "comment"`}},
+		{"unknown top-level field", replace(t, valid, `"version": 3,`, `"version": 3, "comment": "hi",`), []string{`unknown field "comment"`}},
 		{"unknown baseline field", replace(t, one, `"windows": 12`, `"windows": 12, "windowz": 12`), []string{`unknown field "windowz"`}},
+		{"exception without hits", replace(t, one, `"io_uring_setup": 1`, `"io_uring_setup": 0`), []string{"baselines[0]", "exceptions", "io_uring_setup"}},
+		{"exception with an empty detail", replace(t, one, `"io_uring_setup": 1`, `"": 1`), []string{"baselines[0]", "exceptions"}},
 		{"null baseline", withNull, []string{"baselines[1] is null"}},
 		{"duplicate image", dup, []string{"baselines[1]", `"registry.example/shop/api"`, "twice"}},
 		{"total.n differs from windows", replace(t, one, `"n": 12,
