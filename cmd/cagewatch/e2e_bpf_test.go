@@ -100,6 +100,11 @@ func e2eScenarios(cgroupName string) []e2eScenario {
 		{name: "raw_socket", script: "attack-raw-socket.sh", expect: []string{"raw_socket"}, image: batch},
 		{name: "fileless_exec", script: "attack-fileless.sh", expect: []string{"fileless_exec"}, image: sidecar},
 		{name: "reverse_shell", script: "attack-reverse-shell.sh", expect: []string{"reverse_shell"}, image: http},
+		{name: "binary_tamper", script: "attack-binary-tamper.sh", expect: []string{"binary_tamper"}, image: http},
+		// The sidecar learned to write /etc/sidecar/: that is no cover for /etc/passwd.
+		{name: "fs_write_drift", script: "attack-fs-write-drift.sh", expect: []string{"fs_write_drift"}, image: sidecar},
+		{name: "credential_read", script: "attack-credential-read.sh", expect: []string{"credential_read"}, image: batch},
+		{name: "shadow_link", script: "attack-shadow-link.sh", expect: []string{"sensitive_file"}, image: batch},
 		// Delayed past the container's first windows, so only the burst can fire
 		// the statistical rules it expects.
 		{name: "miner_burst", script: "attack-miner.sh", expect: []string{"syscall_anomaly", "syscall_novel"}, image: http, delay: 3 * time.Second},
