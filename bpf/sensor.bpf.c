@@ -1167,6 +1167,62 @@ int BPF_PROG(cgroup_mkdir, struct cgroup *cgrp, const char *path)
 	return 0;
 }
 
+/* io_uring runs opens and connects without sys_enter: judge them where they
+ * are submitted, after their prep copied the name (io_open.filename) or kept
+ * the user's address (io_connect.addr), with the same filters as the syscalls.
+ * Alert only: the submitter may be the ring's SQPOLL thread. */
+SEC("tp_btf/io_uring_submit_req")
+int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
+{
+	__u8 op = BPF_CORE_READ(req, opcode);
+	if (op != IORING_OP_OPENAT && op != IORING_OP_OPENAT2 && op != IORING_OP_CONNECT)
+		return 0;
+	if (agent_tgid && (bpf_get_current_pid_tgid() >> 32) == agent_tgid)
+		return 0;
+	struct event *e = scratch_event();
+	if (!e)
+		return 0;
+	__u64 flags = 0;
+	__s32 nr;
+	if (op == IORING_OP_CONNECT) {
+		struct io_connect *c = (void *)req; /* io_kiocb_to_cmd: the command overlays the request's start */
+		const void *addr = BPF_CORE_READ(c, addr);
+		nr = NR_connect;
+		fill_event(e, EVENT_SYSCALL, nr);
+		clear_path2(e);
+		e->path[0] = 0;
+		e->path_bits = 0;
+		int keep = fill_connect(e, addr);
+		if (!keep)
+			return 0;
+		if (keep < 0 && !path_watch_flags(e, read_user_path(e, addr + 2)))
+			return 0;
+	} else {
+		struct io_open *o = (void *)req;
+		const char *name = BPF_CORE_READ(o, filename, name);
+		flags = BPF_CORE_READ(o, how.flags);
+		long n = bpf_probe_read_kernel_str(e->path, sizeof(e->path), name);
+		if (n <= 1)
+			return 0;
+		e->path_bits = (n - 1) * 8;
+		__u32 writes = (flags & O_WRITES) ? write_watch(e) : 0;
+		if (!path_watch_flags(e, n) && !writes)
+			return 0;
+		nr = op == IORING_OP_OPENAT2 ? NR_openat2 : NR_openat;
+		fill_event(e, EVENT_SYSCALL, nr);
+		clear_path2(e);
+		e->args[0] = BPF_CORE_READ(o, dfd);
+		e->flags = flags;
+		/* Judged on the name as given: the file is not open yet. */
+		__u32 ops = WRITE_OPEN | ((flags & 0100) ? WRITE_CREATE : 0) | ((flags & O_TRUNC) ? WRITE_TRUNCATE : 0);
+		if (writes & ops)
+			e->write_op = ops;
+	}
+	e->file_flags = VIA_IO_URING;
+	submit(e);
+	return 0;
+}
+
 /* Tells user space a cgroup v2 directory is gone, so it can take the final counts and
  * delete the histogram entry instead of letting dead cgroups pile up. */
 SEC("tp_btf/cgroup_rmdir")

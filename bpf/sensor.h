@@ -49,6 +49,7 @@ enum exec_file_flag {
 	FILE_TEXT_BUSY = 64,   /* write-open refused (ETXTBSY): the file is a running program */
 	FILE_SOURCE_WATCHED = 128, /* link/symlink/rename: its source is on the watch lists */
 	FILE_UNRESOLVED = 256, /* the directory fd was not open: path is the name as given */
+	VIA_IO_URING = 512,    /* an open or connect submitted through io_uring, which never passes sys_enter */
 };
 
 /* What a file write did (event.write_op), judged on the file the kernel opened

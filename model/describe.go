@@ -37,6 +37,11 @@ func NamespaceFlags(flags uint64, withTime bool) string {
 
 // Describe is a one-line human summary of the event's arguments.
 func (e Event) Describe() string {
+	if e.IOUring {
+		ev := e
+		ev.IOUring = false
+		return ev.Describe() + " (via io_uring)"
+	}
 	switch e.Kind {
 	case EventExec:
 		d := strings.TrimSpace(fmt.Sprintf("exec %s %s", e.Path, strings.Join(e.Argv, " ")))

@@ -65,6 +65,9 @@ type Event struct {
 	// Write says what a file write did (the write family of syscalls, and
 	// write-opens judged when they returned); Path is the file written.
 	Write *FileWrite `json:"write,omitempty"`
+	// IOUring: an open or connect submitted through io_uring (it never passes
+	// sys_enter; the sensor judges it where the ring submits it).
+	IOUring bool `json:"io_uring,omitempty"`
 	// Exe is the process's executable as its last exec event named it ("" when
 	// the agent did not see it exec): the binary a learned exception names.
 	Exe string `json:"exe,omitempty"`

@@ -424,7 +424,7 @@ func (c *Matcher) matches(e Event, b *Baseline) bool {
 		if e.Kind != EventSyscall || !c.syscalls[e.Syscall] {
 			return false
 		}
-		if e.Write != nil && openSyscall(e.Syscall) {
+		if e.Write != nil && openSyscall(e.Syscall) && !e.IOUring {
 			return false // the write judged when the open returned: event write's
 		}
 	}

@@ -1,6 +1,7 @@
 package profiler
 
 import (
+	"log/slog"
 	"sync/atomic"
 
 	"github.com/cagewatch/cagewatch/model"
@@ -29,6 +30,7 @@ type EventRules struct {
 	state       *Tracker
 	out         AlertSender
 	enforcement *Enforcement
+	log         *slog.Logger
 }
 
 // Event applies the hard rules to one event.
@@ -58,8 +60,11 @@ func (r *EventRules) Event(e model.Event) {
 		if rule.Learnable && learning {
 			// What the image does while learning is its normal: an exception,
 			// not an alert, and the window still teaches.
+			binary, detail := model.ExceptionBinary(e), model.ExceptionDetail(e)
 			r.lib.update(c, func(b *model.Baseline) bool {
-				b.AddException(rule.ID, model.ExceptionBinary(e), model.ExceptionDetail(e))
+				if b.AddException(rule.ID, binary, detail) {
+					r.log.Info("exception learned", "image", c.ImageRef(), "rule", rule.ID, "binary", binary, "detail", detail)
+				}
 				return true
 			})
 			continue

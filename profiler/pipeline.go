@@ -89,7 +89,7 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 	p.enforcement = NewEnforcement(cfg.Mode, d.Enforcer, d.Cgroups, container.NewPathClassifier(cfg.Containers.Static),
 		p.state, log)
 	p.events = &EventRules{mode: cfg.Mode, hostname: d.Hostname, rules: &p.rules, lib: p.lib, state: p.state,
-		out: p.out, enforcement: p.enforcement}
+		out: p.out, enforcement: p.enforcement, log: log}
 	p.scorer = &WindowScorer{mode: cfg.Mode, budget: cfg.Budget, window: cfg.Window, hostname: d.Hostname,
 		rules: &p.rules, lib: p.lib, thresholds: model.NewThresholdCache(), state: p.state, out: p.out,
 		enforcement: p.enforcement, metrics: p.metrics}

@@ -442,6 +442,14 @@ func TestDefaultRulesMatch(t *testing.T) {
 		{name: "benign: public host key", ev: rlOpen("openat", "/etc/ssh/ssh_host_ed25519_key.pub", 0)},
 		{name: "benign: an app file named credentials", ev: rlOpen("openat", "/srv/app/credentials", 0)},
 		{name: "benign: learned token read", ev: rlOpen("openat", "/var/run/secrets/kubernetes.io/serviceaccount/token", 0), baseline: readsToken},
+		// io_uring: judged where the ring submits, on the name as given
+		{name: "io_uring read of /etc/shadow", ev: rlSyscall("openat", func(e *model.Event) { e.Path, e.IOUring = "/etc/shadow", true }),
+			want: []string{"sensitive_file"}},
+		{name: "io_uring write-open of /etc/shadow", ev: rlSyscall("openat", func(e *model.Event) {
+			e.Path, e.Flags, e.IOUring, e.Write, e.Exe = "/etc/shadow", rlOWronly, true, &model.FileWrite{Ops: []string{"open"}}, "/bin/sed"
+		}), want: []string{"fs_write_drift", "sensitive_file"}},
+		{name: "io_uring connect to the host's ssh", ev: func() model.Event { e := rlConnect("inet", "172.17.0.1", 22); e.IOUring = true; return e }(),
+			want: []string{"host_port_connect"}},
 		// links onto sensitive files
 		{name: "symlink onto /etc/shadow", ev: rlLink("symlinkat", "/tmp/s", "/etc/shadow"), want: []string{"sensitive_file"}},
 		{name: "hard link onto /etc/shadow", ev: rlLink("linkat", "/tmp/h", "/etc/shadow"), want: []string{"sensitive_file"}},

@@ -33,6 +33,7 @@ const (
 	fileTextBusy        = 64
 	fileSourceWatched   = 128
 	fileUnresolved      = 256
+	viaIOUring          = 512
 )
 
 // Address families the sensor reports, as in <sys/socket.h>.
@@ -99,6 +100,7 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 		if e.WriteOp != 0 {
 			ev.Write = decodeFileWrite(&e)
 		}
+		ev.IOUring = e.FileFlags&viaIOUring != 0
 	case kindExec:
 		ev.Kind = model.EventExec
 		ev.Syscall = "execve"

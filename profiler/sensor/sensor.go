@@ -167,6 +167,7 @@ func (s *Sensor) Attach() error {
 		"cgroup_attach_task (exec sites)": s.objs.ExecSiteAttach,
 		"cgroup_rmdir":                    s.objs.CgroupRmdir,
 		"cgroup_mkdir":                    s.objs.CgroupMkdir,
+		"io_uring_submit_req":             s.objs.IoUringSubmitReq,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {

@@ -110,6 +110,11 @@ func runHelper(action string) int {
 		breadthCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
 	case "writes":
 		writeCalls(os.Getenv("CAGEWATCH_HELPER_DIR"))
+	case "io-uring":
+		if err := ioUringCalls(os.Getenv("CAGEWATCH_HELPER_DIR")); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
 	default:
 		fmt.Fprintln(os.Stderr, "unknown helper action", action)
 		return 2

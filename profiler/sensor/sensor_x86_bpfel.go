@@ -147,6 +147,7 @@ const (
 	sensorProgCgroupMkdir      = "cgroup_mkdir"
 	sensorProgCgroupRmdir      = "cgroup_rmdir"
 	sensorProgExecSiteAttach   = "exec_site_attach"
+	sensorProgIoUringSubmitReq = "io_uring_submit_req"
 	sensorProgSchedProcessExec = "sched_process_exec"
 	sensorProgSchedProcessFork = "sched_process_fork"
 	sensorProgSchedSwitch      = "sched_switch"
@@ -204,6 +205,7 @@ type sensorProgramSpecs struct {
 	CgroupMkdir      *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
 	CgroupRmdir      *ebpf.ProgramSpec `ebpf:"cgroup_rmdir"`
 	ExecSiteAttach   *ebpf.ProgramSpec `ebpf:"exec_site_attach"`
+	IoUringSubmitReq *ebpf.ProgramSpec `ebpf:"io_uring_submit_req"`
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
 	SchedProcessFork *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
@@ -326,6 +328,7 @@ type sensorPrograms struct {
 	CgroupMkdir      *ebpf.Program `ebpf:"cgroup_mkdir"`
 	CgroupRmdir      *ebpf.Program `ebpf:"cgroup_rmdir"`
 	ExecSiteAttach   *ebpf.Program `ebpf:"exec_site_attach"`
+	IoUringSubmitReq *ebpf.Program `ebpf:"io_uring_submit_req"`
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
 	SchedProcessFork *ebpf.Program `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
@@ -339,6 +342,7 @@ func (p *sensorPrograms) Close() error {
 		p.CgroupMkdir,
 		p.CgroupRmdir,
 		p.ExecSiteAttach,
+		p.IoUringSubmitReq,
 		p.SchedProcessExec,
 		p.SchedProcessFork,
 		p.SchedSwitch,
