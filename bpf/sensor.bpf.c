@@ -139,6 +139,7 @@ char LICENSE[] SEC("license") = "GPL";
 #define S_IFMT 0170000
 #define S_IFSOCK 0140000
 #define S_IFREG 0100000
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
 
 /* CLONE_NEWNS|NEWCGROUP|NEWUTS|NEWIPC|NEWUSER|NEWPID|NEWNET; CLONE_NEWTIME only in clone3. */
 #define CLONE_NEW_MASK 0x7E020000ULL
@@ -1060,8 +1061,14 @@ static __always_inline void exec_file(struct event *e, struct task_struct *p, st
 	}
 	struct file *f = BPF_CORE_READ(bprm, file);
 	e->flags = resolve_path(e, s, BPF_CORE_READ(f, f_path.dentry), BPF_CORE_READ(f, f_path.mnt), p, 0);
-	if (BPF_CORE_READ(f, f_inode, __i_nlink) == 0)
+	struct inode *inode = BPF_CORE_READ(f, f_inode);
+	if (BPF_CORE_READ(inode, __i_nlink) == 0)
 		e->flags |= EXEC_FILE_DELETED;
+	if (BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
+		struct ovl_inode *oi = (void *)inode - bpf_core_field_offset(struct ovl_inode, vfs_inode);
+		if (BPF_CORE_READ(oi, __upperdentry))
+			e->flags |= EXEC_FILE_UPPER_LAYER;
+	}
 }
 
 SEC("tp_btf/sched_process_exec")

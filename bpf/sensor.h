@@ -50,6 +50,9 @@ enum exec_file_flag {
 	FILE_SOURCE_WATCHED = 128, /* link/symlink/rename: its source is on the watch lists */
 	FILE_UNRESOLVED = 256, /* the directory fd was not open: path is the name as given */
 	VIA_IO_URING = 512,    /* an open or connect submitted through io_uring, which never passes sys_enter */
+	/* Exec: the file is in an overlayfs upper layer, i.e. written or changed
+	 * after the container started (Falco's exe_upper_layer). */
+	EXEC_FILE_UPPER_LAYER = 1024,
 };
 
 /* What a file write did (event.write_op), judged on the file the kernel opened

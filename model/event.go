@@ -109,6 +109,9 @@ type ExecFile struct {
 	// StdioSocket: fd 0, 1 or 2 of the new image is an IPv4 or IPv6 socket, as
 	// a reverse shell's are.
 	StdioSocket bool `json:"stdio_socket,omitempty"`
+	// UpperLayer: the file is in the container's overlayfs upper layer, so it
+	// was written or changed after the container started (drift).
+	UpperLayer bool `json:"upper_layer,omitempty"`
 }
 
 // FileWrite is what the kernel knew of a file write. Path is the file written,

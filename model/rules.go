@@ -84,7 +84,8 @@ type MatchSpec struct {
 	// NotInBaseline: the executed binary is not in the image's baseline (exec_drift).
 	NotInBaseline bool `yaml:"not_in_baseline" json:"not_in_baseline,omitempty"`
 	// ExecFile (exec events): the exec is any of these kinds: memfd, deleted,
-	// outside_root, stdio_socket (fd 0, 1 or 2 is a network socket).
+	// outside_root, stdio_socket (fd 0, 1 or 2 is a network socket),
+	// upper_layer (written or changed after the container started).
 	ExecFile []string `yaml:"exec_file" json:"exec_file,omitempty"`
 	// SocketTypes (socket): the socket's type is one of these: raw, dgram, stream.
 	SocketTypes []string `yaml:"socket_types" json:"socket_types,omitempty"`
@@ -108,7 +109,7 @@ func (w *FileWrite) is(kind string) bool {
 }
 
 // ExecFileKinds are the kinds exec_file names.
-var ExecFileKinds = []string{"memfd", "deleted", "outside_root", "stdio_socket"}
+var ExecFileKinds = []string{"memfd", "deleted", "outside_root", "stdio_socket", "upper_layer"}
 
 // Kinds lists what the exec was, beyond an ordinary file on disk: the
 // ExecFileKinds that hold, then "script" and "truncated".
@@ -136,6 +137,8 @@ func (x *ExecFile) is(kind string) bool {
 		return x.OutsideRoot
 	case "stdio_socket":
 		return x.StdioSocket
+	case "upper_layer":
+		return x.UpperLayer
 	}
 	return false
 }

@@ -454,6 +454,11 @@ func TestDefaultRulesMatch(t *testing.T) {
 		{name: "symlink onto /etc/shadow", ev: rlLink("symlinkat", "/tmp/s", "/etc/shadow"), want: []string{"sensitive_file"}},
 		{name: "hard link onto /etc/shadow", ev: rlLink("linkat", "/tmp/h", "/etc/shadow"), want: []string{"sensitive_file"}},
 		{name: "benign: symlink onto an ordinary file", ev: rlLink("symlinkat", "/tmp/s", "/etc/hostname")},
+		// fileless_exec: drift of files written after the container started
+		{name: "exec a file written after start", ev: rlExecFile("/tmp/payload", model.ExecFile{UpperLayer: true}), baseline: stable,
+			want: []string{"exec_drift", "fileless_exec"}},
+		{name: "exec a changed image binary", ev: rlExecFile("/bin/sh", model.ExecFile{UpperLayer: true}), baseline: stable},
+		{name: "benign: exec a written file while learning", ev: rlExecFile("/tmp/payload", model.ExecFile{UpperLayer: true}), baseline: learning},
 		// exec_drift
 		{name: "exec a dropped binary", ev: rlExec("/tmp/xmrig"), baseline: stable, want: []string{"exec_drift"}},
 		{name: "benign: exec the image's binary", ev: rlExec("/usr/local/bin/shop"), baseline: stable},

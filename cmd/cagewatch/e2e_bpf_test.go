@@ -100,6 +100,8 @@ func e2eScenarios(cgroupName string) []e2eScenario {
 		{name: "raw_socket", script: "attack-raw-socket.sh", expect: []string{"raw_socket"}, image: batch},
 		{name: "fileless_exec", script: "attack-fileless.sh", expect: []string{"fileless_exec"}, image: sidecar},
 		{name: "reverse_shell", script: "attack-reverse-shell.sh", expect: []string{"reverse_shell"}, image: http},
+		// The same dropped binary, now as drift: written after the container started.
+		{name: "upper_layer_exec", script: "attack-exec-drift.sh", expect: []string{"fileless_exec"}, image: sidecar},
 		{name: "binary_tamper", script: "attack-binary-tamper.sh", expect: []string{"binary_tamper"}, image: http},
 		// The sidecar learned to write /etc/sidecar/: that is no cover for /etc/passwd.
 		{name: "fs_write_drift", script: "attack-fs-write-drift.sh", expect: []string{"fs_write_drift"}, image: sidecar},

@@ -34,6 +34,7 @@ const (
 	fileSourceWatched   = 128
 	fileUnresolved      = 256
 	viaIOUring          = 512
+	execFileUpperLayer  = 1024
 )
 
 // Address families the sensor reports, as in <sys/socket.h>.
@@ -127,6 +128,7 @@ func decodeExecFile(flags uint64, p string) (*model.ExecFile, string) {
 		Script:      flags&execFileInterpreted != 0,
 		EndsSetup:   flags&execEndsSetup != 0,
 		StdioSocket: flags&execStdioSocket != 0,
+		UpperLayer:  flags&execFileUpperLayer != 0,
 	}
 	switch {
 	case f.Script:

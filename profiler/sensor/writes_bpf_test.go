@@ -2,12 +2,14 @@ package sensor
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,4 +160,63 @@ func formatSeen[T any](xs []T) string {
 		fmt.Fprintf(&b, "  %+v\n", x)
 	}
 	return b.String()
+}
+
+// TestBPFExecUpperLayer: on an overlayfs, as a container's root is, a file
+// written after the mount (in the upper layer) is marked at exec, and one from
+// the image's layer is not, also once it was read.
+func TestBPFExecUpperLayer(t *testing.T) {
+	base := t.TempDir()
+	at := func(p string) string { return filepath.Join(base, p) }
+	for _, d := range []string{"lower", "upper", "work", "merged"} {
+		if err := os.Mkdir(at(d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trueBin, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(at("lower/image-true"), trueBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", at("lower"), at("upper"), at("work"))
+	if err := unix.Mount("overlay", at("merged"), "overlay", 0, opts); err != nil {
+		t.Fatalf("mounting overlayfs: %v", err)
+	}
+	t.Cleanup(func() { _ = unix.Unmount(at("merged"), unix.MNT_DETACH) })
+	if err := os.WriteFile(at("merged/dropped-true"), trueBin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	s := loadTestSensor(t, Options{IgnoreTGID: uint32(os.Getpid())})
+	dir, id := testCgroup(t)
+	events := collectEvents(t, s, id)
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	for _, name := range []string{"image-true", "dropped-true"} {
+		cmd := exec.Command(at("merged/" + name))
+		cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, out)
+		}
+	}
+	upper := map[string]bool{}
+	deadline := time.After(3 * time.Second)
+	for len(upper) < 2 {
+		select {
+		case e := <-events:
+			if e.Kind == model.EventExec && e.Exec != nil {
+				upper[filepath.Base(e.Path)] = e.Exec.UpperLayer
+			}
+		case <-deadline:
+			t.Fatalf("exec events seen: %v", upper)
+		}
+	}
+	if want := map[string]bool{"image-true": false, "dropped-true": true}; !maps.Equal(upper, want) {
+		t.Errorf("upper layer marks %v, want %v", upper, want)
+	}
 }
