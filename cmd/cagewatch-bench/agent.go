@@ -113,6 +113,20 @@ func (a *agentProc) programStats(name string) (sensorbench.RunStats, error) {
 	return st, err
 }
 
+// perSyscallStats sums the agent's two per-syscall programs: every syscall
+// runs sys_enter and sys_exit once each.
+func (a *agentProc) perSyscallStats() (sensorbench.RunStats, error) {
+	enter, err := a.programStats(sensorbench.SensorProgramName)
+	if err != nil {
+		return enter, err
+	}
+	exit, err := a.programStats(sensorbench.ExitProgramName)
+	if err != nil {
+		return enter, err
+	}
+	return sensorbench.RunStats{Runs: enter.Runs, Nanos: enter.Nanos + exit.Nanos}, nil
+}
+
 // metric reads one unlabelled series (or the sum of a labelled one) from /metrics.
 func (a *agentProc) metric(name string) (float64, error) {
 	resp, err := http.Get("http://" + a.metrics + "/metrics")

@@ -32,6 +32,15 @@ const cgroup2Root = "/sys/fs/cgroup/unified"
 
 const helperEnv = "CAGEWATCH_SENSOR_HELPER"
 
+// A helper keeps its main goroutine on the thread group leader (LockOSThread
+// in init lasts into main), so work it moves to another goroutine runs on a
+// thread that is not the leader.
+func init() {
+	if os.Getenv(helperEnv) != "" {
+		runtime.LockOSThread()
+	}
+}
+
 // TestMain lets the test binary double as the helper process that tests start
 // inside their own cgroup.
 func TestMain(m *testing.M) {

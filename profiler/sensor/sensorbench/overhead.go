@@ -218,5 +218,6 @@ func eachProgramID(fn func(ebpf.ProgramID)) (ebpf.ProgramID, error) {
 // LoadedProgramStats of an agent running in another process.
 const (
 	SensorProgramName = "sys_enter"
+	ExitProgramName   = "sys_exit" // write-opens, judged on return
 	SwitchProgramName = "sched_switch"
 )
