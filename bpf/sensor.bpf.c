@@ -329,16 +329,43 @@ static __always_inline long read_user_path(struct event *e, const void *src)
 }
 
 #define PATH_NONCANONICAL 0x10000
+#define PATH_BASE_MASK 0x1ff
+#define NAME_FILTER_BITS 1024
+#define FIRST_FILTER_BITS 256
 
-/* Offset of the final path component, with PATH_NONCANONICAL set when the path
- * has "//", "/./" or "/../" (which could slip past the prefix trie: user space
- * normalises and judges those). A global function: the verifier checks its loop
- * once instead of at every call site. */
-__noinline int path_base(struct event *e, long n)
+/* Which final components and first components the watch lists name, as bits of
+ * their path_base hashes: most opens miss both and skip the trie and the name
+ * lookup. all_firsts: a prefix ends inside its first component ("/e"). */
+struct watch_filter {
+	__u64 names[NAME_FILTER_BITS / 64];
+	__u64 firsts[FIRST_FILTER_BITS / 64];
+	__u32 all_firsts;
+	__u32 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct watch_filter);
+} watch_filter SEC(".maps");
+
+static __always_inline int filter_bit(__u64 *bits, __u32 nbits, __u32 hash)
+{
+	__u32 bit = hash & (nbits - 1);
+	return (bits[(bit / 64) & (nbits / 64 - 1)] >> (bit % 64)) & 1;
+}
+
+/* One pass over a path: the offset of its final component, PATH_NONCANONICAL
+ * when it has "//", "/./" or "/../" (which could slip past the prefix trie:
+ * user space normalises and judges those), and above bit 32 a hash of its
+ * final component (h = h*31 + c) for the watch filter. A global
+ * function: the verifier checks its loop once instead of at every call site. */
+__noinline __u64 path_base(struct event *e, long n)
 {
 	if (!e)
 		return 0;
-	int base = 0, odd = 0;
+	__u32 base = 0, odd = 0, name_hash = 0;
 	char prev = 0, prev2 = 0;
 	for (int i = 0; i < PATH_LEN && i < n; i++) {
 		char c = e->path[i];
@@ -348,11 +375,32 @@ __noinline int path_base(struct event *e, long n)
 			if (c == 0)
 				break;
 			base = i + 1;
+			name_hash = 0;
+		} else {
+			name_hash = name_hash * 31 + (__u8)c;
 		}
 		prev2 = prev;
 		prev = c;
 	}
-	return base | (odd ? PATH_NONCANONICAL : 0);
+	return base | (odd ? PATH_NONCANONICAL : 0) | ((__u64)(name_hash & 0xffff) << 32);
+}
+
+#define FIRST_COMPONENT_MAX 32
+
+/* Whether an absolute path's first component may start a watched prefix: its
+ * hash (as path_base's) is in the filter, or it is too long to hash here. */
+static __always_inline int first_component_watched(struct event *e, struct watch_filter *wf)
+{
+	if (wf->all_firsts)
+		return 1;
+	__u32 h = 0;
+	for (int i = 1; i < FIRST_COMPONENT_MAX; i++) {
+		char c = e->path[i];
+		if (c == '/' || c == 0)
+			return filter_bit(wf->firsts, FIRST_FILTER_BITS, h & 0xffff);
+		h = h * 31 + (__u8)c;
+	}
+	return 1;
 }
 
 /* Returns the watch flags of a path: the prefix entry's and the file name entry's. */
@@ -360,20 +408,25 @@ static __always_inline __u8 path_watch_flags(struct event *e, long n)
 {
 	if (n <= 1)
 		return 0;
-	__u8 flags = 0;
-	__u8 *v = bpf_map_lookup_elem(&watch_prefixes, &e->path_bits);
-	if (v)
-		flags |= *v;
 	__u32 zero = 0;
+	struct watch_filter *wf = bpf_map_lookup_elem(&watch_filter, &zero);
+	if (!wf)
+		return 0;
+	__u64 scan = path_base(e, n);
+	__u8 flags = (scan & PATH_NONCANONICAL) ? WATCH_REPORT : 0;
+	__u8 *v;
+	if (e->path[0] == '/' && first_component_watched(e, wf)) {
+		v = bpf_map_lookup_elem(&watch_prefixes, &e->path_bits);
+		if (v)
+			flags |= *v;
+	}
+	if (!filter_bit(wf->names, NAME_FILTER_BITS, (scan >> 32) & 0xffff))
+		return flags;
 	struct name_key *name = bpf_map_lookup_elem(&name_scratch, &zero);
 	if (!name)
 		return flags;
 	__builtin_memset(name, 0, sizeof(*name));
-	int scan = path_base(e, n);
-	if (scan & PATH_NONCANONICAL)
-		flags |= WATCH_REPORT;
-	int base = scan & (PATH_LEN - 1);
-	bpf_probe_read_kernel_str(name, sizeof(*name), e->path + base);
+	bpf_probe_read_kernel_str(name, sizeof(*name), e->path + ((scan & PATH_BASE_MASK) & (PATH_LEN - 1)));
 	v = bpf_map_lookup_elem(&watch_names, name);
 	if (v)
 		flags |= *v;

@@ -133,12 +133,14 @@ func (s *Sensor) setPrefix(p string, flags uint8, remove bool) error {
 		if err := s.objs.WatchPrefixes.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("removing watch prefix %q: %w", p, err)
 		}
-		return nil
+		delete(s.filterPrefixes, p)
+		return s.writeWatchFilter()
 	}
 	if err := s.objs.WatchPrefixes.Put(key, flags); err != nil {
 		return fmt.Errorf("setting watch prefix %q: %w", p, err)
 	}
-	return nil
+	s.filterPrefixes[p] = true
+	return s.writeWatchFilter()
 }
 
 func (s *Sensor) setName(n string, flags uint8, remove bool) error {
@@ -150,10 +152,59 @@ func (s *Sensor) setName(n string, flags uint8, remove bool) error {
 		if err := s.objs.WatchNames.Delete(key); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 			return fmt.Errorf("removing watch name %q: %w", n, err)
 		}
-		return nil
+		delete(s.filterNames, n)
+		return s.writeWatchFilter()
 	}
 	if err := s.objs.WatchNames.Put(key, flags); err != nil {
 		return fmt.Errorf("setting watch name %q: %w", n, err)
+	}
+	s.filterNames[n] = true
+	return s.writeWatchFilter()
+}
+
+// pathHash is path_base's component hash in bpf/sensor.bpf.c.
+func pathHash(component string) uint32 {
+	var h uint32
+	for i := range len(component) {
+		h = h*31 + uint32(component[i])
+	}
+	return h & 0xffff
+}
+
+// watchFilter is struct watch_filter: the hash bits of every watched file
+// name and of every watched prefix's first component.
+type watchFilter struct {
+	Names     [1024 / 64]uint64
+	Firsts    [256 / 64]uint64
+	AllFirsts uint32
+	Pad       uint32
+}
+
+func buildWatchFilter(prefixes, names map[string]bool) watchFilter {
+	var f watchFilter
+	set := func(bits []uint64, h uint32) {
+		bit := h % uint32(len(bits)*64)
+		bits[bit/64] |= 1 << (bit % 64)
+	}
+	for n := range names {
+		set(f.Names[:], pathHash(n))
+	}
+	for p := range prefixes {
+		first, _, complete := strings.Cut(strings.TrimPrefix(p, "/"), "/")
+		if !complete { // "/e" or "/etc": the path's first component may run on
+			f.AllFirsts = 1
+			continue
+		}
+		set(f.Firsts[:], pathHash(first))
+	}
+	return f
+}
+
+// writeWatchFilter rewrites the kernel's watch filter from the watch lists.
+func (s *Sensor) writeWatchFilter() error {
+	f := buildWatchFilter(s.filterPrefixes, s.filterNames)
+	if err := s.objs.WatchFilter.Put(uint32(0), f); err != nil {
+		return fmt.Errorf("writing the watch filter: %w", err)
 	}
 	return nil
 }

@@ -84,6 +84,9 @@ type Sensor struct {
 	// enforcedPrefixes are the cgroup path prefixes in enforce_prefixes.
 	enforcedPrefixes []string
 	writeTrees       map[string][]string // in write_prefixes
+	// filterPrefixes and filterNames are the entries of watch_prefixes and
+	// watch_names, hashed into watch_filter.
+	filterPrefixes, filterNames map[string]bool
 }
 
 // Load checks the kernel, loads the programs with opts' filters and attaches them.
@@ -128,7 +131,7 @@ func Load(opts Options) (*Sensor, error) {
 		return nil, fmt.Errorf("setting host mount namespace: %w", err)
 	}
 
-	s := &Sensor{clock: bootTime(), opts: opts}
+	s := &Sensor{clock: bootTime(), opts: opts, filterPrefixes: map[string]bool{}, filterNames: map[string]bool{}}
 	if err := spec.LoadAndAssign(&s.objs, &loadOpts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {

@@ -121,6 +121,14 @@ type sensorThreadRun struct {
 	Recent uint64
 }
 
+type sensorWatchFilter struct {
+	_         structs.HostLayout
+	Names     [16]uint64
+	Firsts    [4]uint64
+	AllFirsts uint32
+	Pad       uint32
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -139,6 +147,7 @@ const (
 	sensorMapScratch           = "scratch"
 	sensorMapStats             = "stats"
 	sensorMapThreadRuns        = "thread_runs"
+	sensorMapWatchFilter       = "watch_filter"
 	sensorMapWatchNames        = "watch_names"
 	sensorMapWatchPorts        = "watch_ports"
 	sensorMapWatchPrefixes     = "watch_prefixes"
@@ -231,6 +240,7 @@ type sensorMapSpecs struct {
 	Scratch         *ebpf.MapSpec `ebpf:"scratch"`
 	Stats           *ebpf.MapSpec `ebpf:"stats"`
 	ThreadRuns      *ebpf.MapSpec `ebpf:"thread_runs"`
+	WatchFilter     *ebpf.MapSpec `ebpf:"watch_filter"`
 	WatchNames      *ebpf.MapSpec `ebpf:"watch_names"`
 	WatchPorts      *ebpf.MapSpec `ebpf:"watch_ports"`
 	WatchPrefixes   *ebpf.MapSpec `ebpf:"watch_prefixes"`
@@ -281,6 +291,7 @@ type sensorMaps struct {
 	Scratch         *ebpf.Map `ebpf:"scratch"`
 	Stats           *ebpf.Map `ebpf:"stats"`
 	ThreadRuns      *ebpf.Map `ebpf:"thread_runs"`
+	WatchFilter     *ebpf.Map `ebpf:"watch_filter"`
 	WatchNames      *ebpf.Map `ebpf:"watch_names"`
 	WatchPorts      *ebpf.Map `ebpf:"watch_ports"`
 	WatchPrefixes   *ebpf.Map `ebpf:"watch_prefixes"`
@@ -303,6 +314,7 @@ func (m *sensorMaps) Close() error {
 		m.Scratch,
 		m.Stats,
 		m.ThreadRuns,
+		m.WatchFilter,
 		m.WatchNames,
 		m.WatchPorts,
 		m.WatchPrefixes,
