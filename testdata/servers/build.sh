@@ -8,9 +8,13 @@
 #   cagewatch-e2e/redis:1     redis-server on :6379, no auth, snapshots on
 #   cagewatch-e2e/postgres:1  postgres on :5432, trust auth, initdb and the
 #                             pgbench tables (scale 1) made at build time
+#   cagewatch-e2e/mariadb:1   mariadbd on :3306, root without a password from
+#                             anywhere, a bench.kv table made at build time
+#                             (InnoDB uses io_uring: io_uring_setup at start)
 #
 # The host keeps the clients the test drives them with: ab (apache2-utils),
-# redis-benchmark (redis-tools) and pgbench (postgresql). Missing packages are
+# redis-benchmark (redis-tools), pgbench (postgresql) and mariadb
+# (mariadb-client). Missing packages are
 # installed with apt-get (their services are not started here: the test starts
 # the servers in containers only).
 #
@@ -22,7 +26,7 @@ set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
 SELF=$HERE/build.sh
-PACKAGES=(nginx redis-server redis-tools postgresql apache2-utils busybox-static)
+PACKAGES=(nginx redis-server redis-tools postgresql apache2-utils busybox-static mariadb-server-core mariadb-client)
 PREFIX=${CAGEWATCH_SERVERS_PREFIX:-cagewatch-e2e}
 
 log() { echo "servers/build.sh: $*" >&2; }
@@ -75,7 +79,7 @@ pg_bindir() {
 build_hash() {
 	local major owners
 	major=$(basename "$(dirname "$(pg_bindir)")")
-	owners=$(dpkg -S /usr/sbin/nginx /usr/bin/redis-server /bin/busybox 2>/dev/null | cut -d: -f1 | sort -u | tr '\n' ' ' || true)
+	owners=$(dpkg -S /usr/sbin/nginx /usr/bin/redis-server /bin/busybox /usr/sbin/mariadbd 2>/dev/null | cut -d: -f1 | sort -u | tr '\n' ' ' || true)
 	{
 		cat "$SELF"
 		# shellcheck disable=SC2086
@@ -280,13 +284,51 @@ CONF
 		'CMD ["'"$bindir"'/postgres", "-D", "/var/lib/postgresql/data"]' 'EXPOSE 5432'
 }
 
+build_mariadb() {
+	local root=$WORK/mariadb data sock=$WORK/mdbsock
+	new_rootfs "$root"
+	add_elf "$root" /usr/sbin/mariadbd
+	mkdir -p "$root/usr/share/mysql"
+	cp -a /usr/share/mysql/. "$root/usr/share/mysql/"
+	echo 'mysql:x:999:999:MariaDB:/var/lib/mysql:/usr/sbin/nologin' >>"$root/etc/passwd"
+	echo 'mysql:x:999:' >>"$root/etc/group"
+	data=$root/var/lib/mysql
+	mkdir -p "$data" "$root/run/mysqld" "$sock"
+	mariadb-install-db --no-defaults --user=root --datadir="$data" --auth-root-authentication-method=normal \
+		--skip-test-db >"$WORK/mariadb-install.log" 2>&1 || { cat "$WORK/mariadb-install.log" >&2; die "mariadb-install-db failed"; }
+	mariadbd --no-defaults --user=root --datadir="$data" --socket="$sock/s.sock" --skip-networking \
+		--pid-file="$sock/pid" >"$WORK/mariadb-init.log" 2>&1 &
+	local i
+	for i in $(seq 1 60); do
+		[[ -S $sock/s.sock ]] && mariadb --no-defaults -S "$sock/s.sock" -u root -e 'SELECT 1' >/dev/null 2>&1 && break
+		sleep 0.5
+	done
+	mariadb --no-defaults -S "$sock/s.sock" -u root -e "
+		CREATE DATABASE bench;
+		CREATE TABLE bench.kv (k INT PRIMARY KEY, v VARCHAR(64)) ENGINE=InnoDB;
+		CREATE USER 'root'@'%' IDENTIFIED BY '';
+		GRANT ALL ON *.* TO 'root'@'%';" || { cat "$WORK/mariadb-init.log" >&2; die "creating the bench table failed"; }
+	mariadb-admin --no-defaults -S "$sock/s.sock" -u root shutdown >/dev/null 2>&1 || kill "$(cat "$sock/pid")"
+	wait || true
+	chown -R 999:999 "$data" "$root/run/mysqld"
+	cat >"$root/etc/my.cnf" <<'CONF'
+[mysqld]
+datadir = /var/lib/mysql
+socket = /run/mysqld/mysqld.sock
+bind-address = 0.0.0.0
+skip-name-resolve
+innodb_buffer_pool_size = 64M
+CONF
+	finish "$root" "$PREFIX/mariadb:1" 'USER 999:999' 'CMD ["/usr/sbin/mariadbd", "--defaults-file=/etc/my.cnf"]' 'EXPOSE 3306'
+}
+
 main() {
 	[[ $(id -u) -eq 0 ]] || die "must run as root"
 	docker_cli info >/dev/null 2>&1 || die "docker is not running (.ci/dockerd.sh start)"
 	install_packages
 	HASH=$(build_hash)
 	local name todo=()
-	for name in nginx redis postgres; do
+	for name in nginx redis postgres mariadb; do
 		if image_current "$PREFIX/$name:1"; then
 			log "$PREFIX/$name:1 is current (cagewatch.build=$HASH)"
 		else
