@@ -803,19 +803,20 @@ static __noinline int capture_write(struct pt_regs *regs, __s32 nr)
 static __noinline int capture_open_exit(struct pt_regs *regs, long nr, long ret)
 {
 	__u64 flags = 0, name = 0;
+	__u64 di = BPF_CORE_READ(regs, di), si = BPF_CORE_READ(regs, si), dx = BPF_CORE_READ(regs, dx);
 	switch (nr) {
 	case NR_open:
-		flags = regs->si, name = regs->di;
+		flags = si, name = di;
 		break;
 	case NR_creat:
-		flags = 01 | 0100 | O_TRUNC, name = regs->di;
+		flags = 01 | 0100 | O_TRUNC, name = di;
 		break;
 	case NR_openat:
-		flags = regs->dx, name = regs->si;
+		flags = dx, name = si;
 		break;
 	case NR_openat2:
-		bpf_probe_read_user(&flags, sizeof(flags), (void *)regs->dx);
-		name = regs->si;
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)dx);
+		name = si;
 		break;
 	}
 	if (!(flags & O_WRITES))
@@ -854,10 +855,10 @@ static __noinline int capture_open_exit(struct pt_regs *regs, long nr, long ret)
 	}
 	fill_event(e, EVENT_SYSCALL, nr);
 	clear_path2(e);
-	e->args[0] = regs->di;
-	e->args[1] = regs->si;
-	e->args[2] = regs->dx;
-	e->args[3] = regs->r10;
+	e->args[0] = di;
+	e->args[1] = si;
+	e->args[2] = dx;
+	e->args[3] = BPF_CORE_READ(regs, r10);
 	e->args[4] = ret;
 	e->flags = flags;
 	e->write_op = op;
@@ -1058,6 +1059,10 @@ int BPF_PROG(sys_enter, struct pt_regs *regs, long id)
 	return capture_syscall(regs, (__s32)id);
 }
 
+/* Where write-opens are judged on return. The per-syscall tracepoints
+ * (syscalls:sys_exit_openat, …) run only for the opens; the loader falls back
+ * to tp_btf/sys_exit, which runs on every syscall's return, on a kernel
+ * without them. */
 SEC("tp_btf/sys_exit")
 int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 {
@@ -1068,6 +1073,36 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 		return 0;
 	return capture_open_exit(regs, nr, ret);
 }
+
+/* The format of syscalls:sys_exit_* records. */
+struct syscall_exit_record {
+	__u64 common;
+	__s32 nr;
+	__s32 pad;
+	__s64 ret;
+};
+
+static __always_inline int open_exit_tp(long nr, long ret)
+{
+	if (ret < 0 && ret != -ETXTBSY)
+		return 0;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	if (!regs)
+		return 0;
+	return capture_open_exit(regs, nr, ret);
+}
+
+SEC("tracepoint/syscalls/sys_exit_open")
+int open_exit(struct syscall_exit_record *r) { return open_exit_tp(NR_open, r->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_openat")
+int openat_exit(struct syscall_exit_record *r) { return open_exit_tp(NR_openat, r->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_openat2")
+int openat2_exit(struct syscall_exit_record *r) { return open_exit_tp(NR_openat2, r->ret); }
+
+SEC("tracepoint/syscalls/sys_exit_creat")
+int creat_exit(struct syscall_exit_record *r) { return open_exit_tp(NR_creat, r->ret); }
 
 /* Whether fd 0, 1 or 2 of the new image is an IPv4 or IPv6 socket: a shell
  * whose input and output are a network connection is a reverse shell. */

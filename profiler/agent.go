@@ -100,6 +100,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.sensor = s
+	log.Info("sensor loaded", "write_opens_judged_at", s.ExitMode())
 	a.closers = append(a.closers, s.Close)
 	a.sampler = sensor.NewSampler(s, time.Now(), cgroups.Alive)
 	return a, nil

@@ -113,18 +113,22 @@ func (a *agentProc) programStats(name string) (sensorbench.RunStats, error) {
 	return st, err
 }
 
-// perSyscallStats sums the agent's two per-syscall programs: every syscall
-// runs sys_enter and sys_exit once each.
+// perSyscallStats sums the agent's programs on the syscall path: sys_enter
+// runs on every syscall, and the return-side programs add their time (whether
+// they run on every return or only on the opens').
 func (a *agentProc) perSyscallStats() (sensorbench.RunStats, error) {
-	enter, err := a.programStats(sensorbench.SensorProgramName)
+	total, err := a.programStats(sensorbench.SensorProgramName)
 	if err != nil {
-		return enter, err
+		return total, err
 	}
-	exit, err := a.programStats(sensorbench.ExitProgramName)
-	if err != nil {
-		return enter, err
+	for _, name := range sensorbench.ExitProgramNames {
+		st, err := sensorbench.LoadedProgramStats(name, name != "sys_exit", a.minProg) // the others are tracepoint programs
+		if err != nil {
+			return total, err
+		}
+		total.Nanos += st.Nanos // a program not loaded adds nothing
 	}
-	return sensorbench.RunStats{Runs: enter.Runs, Nanos: enter.Nanos + exit.Nanos}, nil
+	return total, nil
 }
 
 // metric reads one unlabelled series (or the sum of a labelled one) from /metrics.

@@ -56,6 +56,9 @@ type Options struct {
 	// KernelBTF is the kernel's BTF file; empty means BTFPath. Kernels without
 	// built-in BTF can be given an external one (e.g. from BTFHub).
 	KernelBTF string
+	// everyReturn judges write-opens at tp_btf/sys_exit even where the
+	// per-syscall tracepoints exist (tests of the fallback).
+	everyReturn bool
 	// HistogramSlots is how many (cgroup, CPU) pairs are counted at once; 0 means
 	// DefaultHistogramSlots. Syscalls beyond it are counted in Stats.HistFull.
 	HistogramSlots int
@@ -84,6 +87,7 @@ type Sensor struct {
 	// enforcedPrefixes are the cgroup path prefixes in enforce_prefixes.
 	enforcedPrefixes []string
 	writeTrees       map[string][]string // in write_prefixes
+	exitMode         string
 	// filterPrefixes and filterNames are the entries of watch_prefixes and
 	// watch_names, hashed into watch_filter.
 	filterPrefixes, filterNames map[string]bool
@@ -162,7 +166,6 @@ func (s *Sensor) Attach() error {
 	}
 	for name, prog := range map[string]*ebpf.Program{
 		"sys_enter":                       s.objs.SysEnter,
-		"sys_exit":                        s.objs.SysExit,
 		"sched_switch":                    s.objs.SchedSwitch,
 		"cgroup_attach_task":              s.objs.CgroupAttachTask,
 		"sched_process_exec":              s.objs.SchedProcessExec,
@@ -178,8 +181,18 @@ func (s *Sensor) Attach() error {
 		}
 		s.links = append(s.links, l)
 	}
+	exits, mode, err := s.attachOpenExits()
+	if err != nil {
+		return errors.Join(err, s.Detach())
+	}
+	s.links = append(s.links, exits...)
+	s.exitMode = mode
 	return nil
 }
+
+// ExitMode says where write-opens are judged on return: ExitPerSyscall, or
+// ExitEverySyscall on a kernel without per-syscall tracepoints.
+func (s *Sensor) ExitMode() string { return s.exitMode }
 
 // Detach detaches the programs and keeps the maps, so a benchmark can write the
 // histogram slots without the kernel claiming them too (WriteHistogramSlot).

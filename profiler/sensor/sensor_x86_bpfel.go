@@ -155,8 +155,12 @@ const (
 	sensorProgCgroupAttachTask = "cgroup_attach_task"
 	sensorProgCgroupMkdir      = "cgroup_mkdir"
 	sensorProgCgroupRmdir      = "cgroup_rmdir"
+	sensorProgCreatExit        = "creat_exit"
 	sensorProgExecSiteAttach   = "exec_site_attach"
 	sensorProgIoUringSubmitReq = "io_uring_submit_req"
+	sensorProgOpenExit         = "open_exit"
+	sensorProgOpenat2Exit      = "openat2_exit"
+	sensorProgOpenatExit       = "openat_exit"
 	sensorProgSchedProcessExec = "sched_process_exec"
 	sensorProgSchedProcessFork = "sched_process_fork"
 	sensorProgSchedSwitch      = "sched_switch"
@@ -213,8 +217,12 @@ type sensorProgramSpecs struct {
 	CgroupAttachTask *ebpf.ProgramSpec `ebpf:"cgroup_attach_task"`
 	CgroupMkdir      *ebpf.ProgramSpec `ebpf:"cgroup_mkdir"`
 	CgroupRmdir      *ebpf.ProgramSpec `ebpf:"cgroup_rmdir"`
+	CreatExit        *ebpf.ProgramSpec `ebpf:"creat_exit"`
 	ExecSiteAttach   *ebpf.ProgramSpec `ebpf:"exec_site_attach"`
 	IoUringSubmitReq *ebpf.ProgramSpec `ebpf:"io_uring_submit_req"`
+	OpenExit         *ebpf.ProgramSpec `ebpf:"open_exit"`
+	Openat2Exit      *ebpf.ProgramSpec `ebpf:"openat2_exit"`
+	OpenatExit       *ebpf.ProgramSpec `ebpf:"openat_exit"`
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
 	SchedProcessFork *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
@@ -339,8 +347,12 @@ type sensorPrograms struct {
 	CgroupAttachTask *ebpf.Program `ebpf:"cgroup_attach_task"`
 	CgroupMkdir      *ebpf.Program `ebpf:"cgroup_mkdir"`
 	CgroupRmdir      *ebpf.Program `ebpf:"cgroup_rmdir"`
+	CreatExit        *ebpf.Program `ebpf:"creat_exit"`
 	ExecSiteAttach   *ebpf.Program `ebpf:"exec_site_attach"`
 	IoUringSubmitReq *ebpf.Program `ebpf:"io_uring_submit_req"`
+	OpenExit         *ebpf.Program `ebpf:"open_exit"`
+	Openat2Exit      *ebpf.Program `ebpf:"openat2_exit"`
+	OpenatExit       *ebpf.Program `ebpf:"openat_exit"`
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
 	SchedProcessFork *ebpf.Program `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
@@ -353,8 +365,12 @@ func (p *sensorPrograms) Close() error {
 		p.CgroupAttachTask,
 		p.CgroupMkdir,
 		p.CgroupRmdir,
+		p.CreatExit,
 		p.ExecSiteAttach,
 		p.IoUringSubmitReq,
+		p.OpenExit,
+		p.Openat2Exit,
+		p.OpenatExit,
 		p.SchedProcessExec,
 		p.SchedProcessFork,
 		p.SchedSwitch,

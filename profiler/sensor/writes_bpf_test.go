@@ -71,6 +71,16 @@ func writeCalls(dir string) {
 // outside the watched trees, and operations a tree does not count, stay in the
 // kernel.
 func TestBPFFileWritesAreJudgedOnTheResolvedFile(t *testing.T) {
+	for _, every := range []bool{false, true} {
+		name := ExitPerSyscall
+		if every {
+			name = ExitEverySyscall
+		}
+		t.Run(name, func(t *testing.T) { testFileWrites(t, every) })
+	}
+}
+
+func testFileWrites(t *testing.T, everyReturn bool) {
 	scratch := t.TempDir()
 	at := func(p string) string { return filepath.Join(scratch, p) }
 	for _, d := range []string{"etc", "log", "free", "jail"} {
@@ -102,8 +112,16 @@ func TestBPFFileWritesAreJudgedOnTheResolvedFile(t *testing.T) {
 			at("etc") + "/": model.WriteOps,
 			at("log") + "/": {"truncate", "unlink"},
 		},
-		IgnoreTGID: uint32(os.Getpid()),
+		IgnoreTGID:  uint32(os.Getpid()),
+		everyReturn: everyReturn,
 	})
+	wantMode := ExitPerSyscall
+	if everyReturn {
+		wantMode = ExitEverySyscall
+	}
+	if got := s.ExitMode(); got != wantMode {
+		t.Fatalf("write-opens judged at %s, want %s", got, wantMode)
+	}
 	dir, id := testCgroup(t)
 	events := collectEvents(t, s, id)
 	runInCgroup(t, dir, "writes", "CAGEWATCH_HELPER_DIR="+scratch)

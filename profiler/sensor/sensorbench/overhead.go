@@ -218,6 +218,9 @@ func eachProgramID(fn func(ebpf.ProgramID)) (ebpf.ProgramID, error) {
 // LoadedProgramStats of an agent running in another process.
 const (
 	SensorProgramName = "sys_enter"
-	ExitProgramName   = "sys_exit" // write-opens, judged on return
 	SwitchProgramName = "sched_switch"
 )
+
+// ExitProgramNames are the sensor's programs that judge write-opens on return:
+// tp_btf/sys_exit, or the per-syscall tracepoints of the opens.
+var ExitProgramNames = []string{"sys_exit", "open_exit", "openat_exit", "openat2_exit", "creat_exit"}
