@@ -8,33 +8,27 @@ import "strings"
 
 // GlobMatch reports whether p matches the glob pattern.
 func GlobMatch(pattern, p string) bool {
-	for len(pattern) > 0 {
-		star := strings.IndexByte(pattern, '*')
-		if star < 0 {
-			return pattern == p
-		}
-		if !strings.HasPrefix(p, pattern[:star]) {
-			return false
-		}
-		p = p[star:]
-		pattern = pattern[star:]
-		any := strings.HasPrefix(pattern, "**")
-		if any {
-			pattern = pattern[2:]
-		} else {
-			pattern = pattern[1:]
-		}
-		for i := 0; i <= len(p); i++ {
-			if !any && i > 0 && p[i-1] == '/' {
-				return false
-			}
-			if GlobMatch(pattern, p[i:]) {
-				return true
-			}
-		}
+	star := strings.IndexByte(pattern, '*')
+	if star < 0 {
+		return pattern == p
+	}
+	if !strings.HasPrefix(p, pattern[:star]) {
 		return false
 	}
-	return p == ""
+	p, rest := p[star:], pattern[star+1:]
+	acrossElements := strings.HasPrefix(rest, "*")
+	if acrossElements {
+		rest = rest[1:]
+	}
+	for i := 0; i <= len(p); i++ { // the wildcard takes p[:i]
+		if GlobMatch(rest, p[i:]) {
+			return true
+		}
+		if i < len(p) && p[i] == '/' && !acrossElements {
+			return false
+		}
+	}
+	return false
 }
 
 // globLiteralDir is the directory part of a glob before its first wildcard

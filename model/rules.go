@@ -393,7 +393,7 @@ func (rs *RuleSet) Match(e Event, baseline *Baseline) []*Rule {
 	}
 	var fired []*Rule
 	for _, r := range rs.Rules {
-		if r.matches(e, baseline) && !(r.Learnable && baseline.Excepted(r.ID, ExceptionBinary(e), ExceptionDetail(e))) {
+		if r.matches(e, baseline) && (!r.Learnable || !baseline.Excepted(r.ID, ExceptionBinary(e), ExceptionDetail(e))) {
 			fired = append(fired, r)
 		}
 	}

@@ -20,17 +20,16 @@ import (
 // ring is the least io_uring client that submits one request at a time and
 // waits for its completion (no liburing in Go's standard library).
 type ring struct {
-	fd         int
-	sq, sqes   []byte
-	sqTail     *uint32
-	sqMask     uint32
-	sqArray    uint32
-	cqHead     *uint32
-	cqTail     *uint32
-	cqMask     uint32
-	cqes       uint32
-	submitted  uint32
-	completeAt uint32
+	fd        int
+	sq, sqes  []byte
+	sqTail    *uint32
+	sqMask    uint32
+	sqArray   uint32
+	cqHead    *uint32
+	cqTail    *uint32
+	cqMask    uint32
+	cqes      uint32
+	submitted uint32
 }
 
 const (
