@@ -7,7 +7,7 @@ GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 FUZZTIME      ?= 10s
 STORE         ?= ./var/cagewatch.db
 
-.PHONY: all generate build test unit e2e churn servers fuzz bench bench-smoke bench-tool lint run demo model-bench clean
+.PHONY: all generate build test unit e2e-k8s e2e churn servers fuzz bench bench-smoke bench-tool lint run demo model-bench clean
 
 all: build
 
@@ -23,6 +23,7 @@ build:
 # (never in parallel with other BPF tests), then a short run of each fuzz target.
 # CI sets CAGEWATCH_REQUIRE_BPF=1 so a program that cannot load fails instead of skipping.
 test: unit
+	$(MAKE) e2e-k8s
 	$(MAKE) e2e
 	$(MAKE) churn
 	$(MAKE) servers
@@ -32,9 +33,16 @@ test: unit
 # Everything but the long real-runtime suites below. One package at a time
 # (-p 1): BPF tests of two packages at once load each other's CPUs, and the
 # paced statistical tests then see stalls as anomalies.
-LONG_SUITES := ^(TestE2E|TestChurn|TestBPFDockerChurnNoGrowth|TestServers)$$
+LONG_SUITES := ^(TestE2E|TestChurn|TestBPFDockerChurnNoGrowth|TestServers|TestK8s)$$
 unit:
 	$(GO) test -p 1 -count=1 -timeout 30m -skip '$(LONG_SUITES)' ./...
+
+# Pods through a real containerd's CRI API, as kubelet runs them (about half a
+# minute): .ci/containerd.sh starts a containerd of its own (Docker must be up,
+# .ci/dockerd.sh start, to build the images it imports) and stops it after.
+e2e-k8s:
+	.ci/containerd.sh start
+	$(GO) test -count=1 -v -run '^TestK8s$$' -timeout 10m ./cmd/cagewatch/; rc=$$?; .ci/containerd.sh stop; exit $$rc
 
 # End to end with real Docker containers (.ci/dockerd.sh start): learn benign
 # workloads, a fresh benign pass, the escape scenarios of testdata/scenarios, and

@@ -72,6 +72,9 @@ func containerFields(c Container) map[string]any {
 	if c.PodName != "" {
 		f["k8s.pod.name"] = c.PodName
 		f["k8s.ns.name"] = c.Namespace
+		for k, v := range c.PodLabels {
+			f["k8s.pod.label."+k] = v // Falco's k8s.pod.label[KEY]
+		}
 	}
 	return f
 }

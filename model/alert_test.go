@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -184,7 +185,7 @@ func TestEventAlert(t *testing.T) {
 			if !slices.Equal(a.Tags, tt.rule.Tags) {
 				t.Errorf("tags %v, want %v", a.Tags, tt.rule.Tags)
 			}
-			if a.Action != tt.rule.Action || a.CgroupID != 99 || a.Container != e.Container {
+			if a.Action != tt.rule.Action || a.CgroupID != 99 || !reflect.DeepEqual(a.Container, e.Container) {
 				t.Errorf("action %q cgroup %d container %+v", a.Action, a.CgroupID, a.Container)
 			}
 			want := map[string]string{
@@ -401,7 +402,7 @@ func TestWindowAlert(t *testing.T) {
 			if !a.Time.Equal(w.Start.Add(w.Duration)) {
 				t.Errorf("time %v, want the window's end %v", a.Time, w.Start.Add(w.Duration))
 			}
-			if a.Action != ActionFreeze || a.CgroupID != 55 || a.Container != alertContainer {
+			if a.Action != ActionFreeze || a.CgroupID != 55 || !reflect.DeepEqual(a.Container, alertContainer) {
 				t.Errorf("action %q cgroup %d container %+v", a.Action, a.CgroupID, a.Container)
 			}
 			if got := a.OutputFields["cagewatch.score"]; got != s.Value {

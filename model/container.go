@@ -29,6 +29,9 @@ type Container struct {
 	CgroupPath string  `json:"cgroup_path"`
 	PodName    string  `json:"pod_name,omitempty"`
 	Namespace  string  `json:"pod_namespace,omitempty"`
+	// PodLabels are the pod's app.kubernetes.io/* labels (only those: the
+	// set stays bounded).
+	PodLabels map[string]string `json:"pod_labels,omitempty"`
 }
 
 // IsHost reports whether c is the host rather than a container.
@@ -58,6 +61,22 @@ func (c Container) ImageRef() string {
 
 // SplitImageRef splits "registry:5000/repo/name:tag@sha256:…" into repository and tag.
 // A digest-only reference returns an empty tag.
+// FamiliarImage is a repository as Docker names it: CRI runtimes say
+// "docker.io/library/nginx" and "docker.io/cagewatch/busybox" where Docker
+// says "nginx" and "cagewatch/busybox", and one image must get one baseline
+// whichever runtime ran it. Other registries keep their names.
+func FamiliarImage(repository string) string {
+	for _, host := range []string{"docker.io/", "index.docker.io/", "registry-1.docker.io/"} {
+		if rest, ok := strings.CutPrefix(repository, host); ok {
+			if name, ok := strings.CutPrefix(rest, "library/"); ok && !strings.Contains(name, "/") {
+				return name
+			}
+			return rest
+		}
+	}
+	return repository
+}
+
 func SplitImageRef(ref string) (repository, tag string) {
 	if at := strings.IndexByte(ref, '@'); at >= 0 {
 		ref = ref[:at]

@@ -83,3 +83,21 @@ func TestMergeExceptions(t *testing.T) {
 		t.Errorf("hits not summed: %v", merged.Exceptions)
 	}
 }
+
+func TestFamiliarImage(t *testing.T) {
+	for in, want := range map[string]string{
+		"docker.io/library/nginx":            "nginx",
+		"docker.io/cagewatch/busybox":        "cagewatch/busybox",
+		"index.docker.io/library/redis":      "redis",
+		"docker.io/library/sub/path":         "library/sub/path",
+		"nginx":                              "nginx",
+		"cagewatch/busybox":                  "cagewatch/busybox",
+		"registry.example/shop/api":          "registry.example/shop/api",
+		"ghcr.io/docker.io/x":                "ghcr.io/docker.io/x",
+		"localhost:5000/docker.io/library/x": "localhost:5000/docker.io/library/x",
+	} {
+		if got := FamiliarImage(in); got != want {
+			t.Errorf("FamiliarImage(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

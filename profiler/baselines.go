@@ -71,6 +71,9 @@ func (l *Library) Import(_ context.Context, bs []*model.Baseline, merge bool) er
 	next := make([]*model.Baseline, 0, len(bs))
 	for _, in := range bs {
 		b := in.Clone()
+		// Keyed as the agent keys images (docker.io/library/nginx is nginx),
+		// so an export from before schema 4 lands where learning goes on.
+		b.Image = model.FamiliarImage(b.Image)
 		if old, ok := l.cache[b.Key()]; ok && merge {
 			merged := old.Clone()
 			if err := merged.Merge(b, l.cfg.SampleSize); err != nil {

@@ -33,8 +33,10 @@ type Store interface {
 // SchemaVersion is the layout this build writes. Schema 2: baselines carry
 // the composition, order and volume views. Schema 3: baselines carry learned
 // exceptions; older values have none, and an older build must not open the
-// store and drop them on its next write.
-const SchemaVersion = 3
+// store and drop them on its next write. Schema 4: images are keyed by their
+// familiar (Docker) names, so a CRI runtime's "docker.io/library/nginx" and
+// Docker's "nginx" are one baseline.
+const SchemaVersion = 4
 
 var (
 	bucketMeta      = []byte("meta")
@@ -51,6 +53,59 @@ var migrations = map[int]func(tx *bolt.Tx) error{
 	0: func(*bolt.Tx) error { return nil }, // the buckets are created by Open
 	1: upgradeBaselineViews,
 	2: func(*bolt.Tx) error { return nil }, // no exceptions learned yet: nothing to rewrite
+	3: familiarImageKeys,
+}
+
+// familiarImageKeys re-keys baselines stored under a registry-qualified
+// Docker Hub name by their familiar one, merging into a baseline already
+// there (model.Baseline.Merge). Values that do not decode are left alone, as
+// in upgradeBaselineViews.
+func familiarImageKeys(tx *bolt.Tx) error {
+	bucket := tx.Bucket(bucketBaselines)
+	moved := map[string]*model.Baseline{}
+	var old []string
+	err := bucket.ForEach(func(k, v []byte) error {
+		var b model.Baseline
+		if json.Unmarshal(v, &b) != nil || model.FamiliarImage(b.Image) == b.Image {
+			return nil
+		}
+		b.Image = model.FamiliarImage(b.Image)
+		fillEmpty(&b)
+		old = append(old, string(k))
+		if into := moved[b.Key()]; into != nil {
+			return into.Merge(&b, model.DefaultSampleSize)
+		}
+		moved[b.Key()] = &b
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range old {
+		if err := bucket.Delete([]byte(k)); err != nil {
+			return fmt.Errorf("removing baseline %q: %w", k, err)
+		}
+	}
+	for key, b := range moved {
+		if raw := bucket.Get([]byte(key)); raw != nil {
+			var there model.Baseline
+			if json.Unmarshal(raw, &there) == nil {
+				fillEmpty(&there)
+				if err := there.Merge(b, model.DefaultSampleSize); err != nil {
+					return fmt.Errorf("merging baseline %q: %w", key, err)
+				}
+				b = &there
+			}
+		}
+		raw, err := json.Marshal(b)
+		if err != nil {
+			return fmt.Errorf("encoding baseline %q: %w", key, err)
+		}
+		if err := bucket.Put([]byte(key), raw); err != nil {
+			return fmt.Errorf("writing baseline %q: %w", key, err)
+		}
+	}
+	return nil
 }
 
 // upgradeBaselineViews rebuilds the views of every stored baseline from its

@@ -584,11 +584,13 @@ func TestMigrateSchema1UpgradesViews(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Open of a schema 1 store: %v", err)
 	}
-	got := map[string]*model.Baseline{}
+	got := map[string]*model.Baseline{} // by the key schema 1 used
 	for _, key := range []string{"docker.io/library/nginx:1.27", cut.Key(), withViews.Key()} {
-		b, err := s.Baseline(key)
+		repo, tag := model.SplitImageRef(key)
+		familiar := model.FamiliarImage(repo) + ":" + tag // schema 4 keys Docker Hub images so
+		b, err := s.Baseline(familiar)
 		if err != nil {
-			t.Fatalf("Baseline(%q) after migration: %v", key, err)
+			t.Fatalf("Baseline(%q) after migration: %v", familiar, err)
 		}
 		got[key] = b
 	}
@@ -613,9 +615,14 @@ func TestMigrateSchema1UpgradesViews(t *testing.T) {
 	})
 	t.Run("written back", func(t *testing.T) {
 		raw := readRaw(t, path, "baselines")
-		for _, key := range []string{"docker.io/library/nginx:1.27", cut.Key()} {
+		for _, key := range []string{"nginx:1.27", "redis:7"} { // re-keyed by schema 4
 			if !strings.Contains(raw[key], `"composition":{"windows":`) {
 				t.Errorf("%s stored without views after migration: %s", key, raw[key])
+			}
+		}
+		for _, key := range []string{"docker.io/library/nginx:1.27", cut.Key()} {
+			if _, ok := raw[key]; ok {
+				t.Errorf("%s still stored under its registry-qualified name", key)
 			}
 		}
 		if raw[withViews.Key()] != string(rawWithViews) {
@@ -663,4 +670,31 @@ func v1Baseline(t *testing.T, b *model.Baseline) json.RawMessage {
 		t.Fatal(err)
 	}
 	return file.Baselines[0]
+}
+
+// TestMigrateSchema3FamiliarImageKeys: a CRI runtime's and Docker's names of
+// one Docker Hub image become one baseline, merged, under Docker's name.
+func TestMigrateSchema3FamiliarImageKeys(t *testing.T) {
+	fromDocker := testBaseline(t, "nginx", "1.27", 6)
+	fromCRI := testBaseline(t, "docker.io/library/nginx", "1.27", 4)
+	other := testBaseline(t, "docker.io/cagewatch/busybox", "1", 3)
+	path := filepath.Join(t.TempDir(), "s.db")
+	for _, b := range []*model.Baseline{fromDocker, fromCRI, other} {
+		raw, _ := json.Marshal(b)
+		writeRaw(t, path, "baselines", b.Key(), string(raw))
+	}
+	writeRaw(t, path, "meta", "schema_version", "3")
+	s := openTest(t, path)
+	b, err := s.Baseline("nginx:1.27")
+	s.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Windows != 10 || b.Validate() != nil {
+		t.Errorf("merged baseline has %d windows (valid: %v), want 6 + 4", b.Windows, b.Validate())
+	}
+	keys := slices.Sorted(maps.Keys(readRaw(t, path, "baselines")))
+	if want := []string{"cagewatch/busybox:1", "nginx:1.27"}; !slices.Equal(keys, want) {
+		t.Errorf("keys after migration %v, want %v", keys, want)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -70,5 +71,29 @@ func (c *CRIClient) Inspect(ctx context.Context, id string) (Metadata, error) {
 		ref = "" // untagged: the image id (md.ImageID) names it
 	}
 	md.Image, md.ImageTag = model.SplitImageRef(ref)
+	md.PodLabels = c.podLabels(ctx, id)
 	return md, nil
+}
+
+// podLabels are the app.kubernetes.io/* labels of the container's pod, which
+// CRI keeps on the sandbox; nil when there are none or the sandbox is gone.
+func (c *CRIClient) podLabels(ctx context.Context, id string) map[string]string {
+	list, err := c.rt.ListContainers(ctx, &cri.ListContainersRequest{Filter: &cri.ContainerFilter{Id: id}})
+	if err != nil || len(list.GetContainers()) == 0 {
+		return nil
+	}
+	sb, err := c.rt.PodSandboxStatus(ctx, &cri.PodSandboxStatusRequest{PodSandboxId: list.GetContainers()[0].GetPodSandboxId()})
+	if err != nil {
+		return nil
+	}
+	var labels map[string]string
+	for k, v := range sb.GetStatus().GetLabels() {
+		if strings.HasPrefix(k, "app.kubernetes.io/") {
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[k] = v
+		}
+	}
+	return labels
 }

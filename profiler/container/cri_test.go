@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -229,7 +230,7 @@ func TestCRIClientInspect(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Inspect(%s) error = %v", ctrID[:12], err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Inspect() = %+v\nwant        %+v", got, tt.want)
 			}
 			if calls := rt.seen(); !slices.Equal(calls, []string{ctrID}) {
@@ -287,7 +288,7 @@ func TestCRIClientInspectErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Inspect() = %+v, want error", got)
 			}
-			if got != (Metadata{}) {
+			if !reflect.DeepEqual(got, Metadata{}) {
 				t.Errorf("Inspect() returned %+v alongside error, want zero Metadata", got)
 			}
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {

@@ -25,6 +25,8 @@ type Metadata struct {
 	ImageID  string
 	PodName  string
 	PodNS    string
+	// PodLabels: the pod's app.kubernetes.io/* labels.
+	PodLabels map[string]string
 }
 
 // DockerClient speaks the Docker Engine API over its unix socket.

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -277,7 +278,7 @@ func TestDockerClientInspect(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Inspect(%s) error = %v", ctrID[:12], err)
 			}
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Inspect() = %+v\nwant        %+v", got, tt.want)
 			}
 			if gotPaths := f.paths(); !slices.Equal(gotPaths, tt.wantPaths) {
@@ -344,7 +345,7 @@ func TestDockerClientInspectErrors(t *testing.T) {
 			if err == nil {
 				t.Fatalf("Inspect() = %+v, want error", got)
 			}
-			if got != (Metadata{}) {
+			if !reflect.DeepEqual(got, Metadata{}) {
 				t.Errorf("Inspect() returned %+v alongside error, want zero Metadata", got)
 			}
 			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {

@@ -75,6 +75,10 @@ func (r *Resolver) Resolve(ctx context.Context, id uint64) model.Container {
 	if !complete {
 		e.retryAt = r.now().Add(retryIncomplete)
 	}
+	if complete && c.IsContainer() {
+		r.log.Debug("container resolved", "cgroup_id", id, "runtime", c.Runtime, "container_id", c.ID,
+			"name", c.Name, "image", c.ImageRef(), "pod", c.PodName, "namespace", c.Namespace, "pod_labels", c.PodLabels)
+	}
 	r.mu.Lock()
 	r.cache[id] = e
 	r.mu.Unlock()
@@ -125,8 +129,8 @@ func (r *Resolver) identify(ctx context.Context, cgPath string) (c model.Contain
 		r.log.Warn("inspecting container", "runtime", ref.Runtime, "container_id", ref.ID, "err", err)
 		return c, false
 	}
-	c.Name, c.Image, c.ImageTag, c.ImageID = md.Name, md.Image, md.ImageTag, md.ImageID
-	c.PodName, c.Namespace = md.PodName, md.PodNS
+	c.Name, c.Image, c.ImageTag, c.ImageID = md.Name, model.FamiliarImage(md.Image), md.ImageTag, md.ImageID
+	c.PodName, c.Namespace, c.PodLabels = md.PodName, md.PodNS, md.PodLabels
 	return c, true
 }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"sync"
 	"syscall"
 	"testing"
@@ -157,18 +158,19 @@ func TestResolverResolve(t *testing.T) {
 			wantDocker: []string{ctrID},
 		},
 		{
-			name:   "containerd path merges pod metadata",
+			name:   "containerd path merges pod metadata, the image named as Docker names it",
 			paths:  map[uint64]string{21: kubePath},
 			docker: &fakeInspector{},
 			containerd: &fakeInspector{md: map[string]Metadata{ctrID2: {
 				Name: "web", Image: "docker.io/library/nginx", ImageTag: "1.27", ImageID: "sha256:" + imageID,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodLabels: map[string]string{"app.kubernetes.io/name": "web"},
 			}}},
 			id: 21,
 			want: model.Container{
 				ID: ctrID2, Name: "web", Runtime: model.RuntimeContainerd,
-				Image: "docker.io/library/nginx", ImageTag: "1.27", ImageID: "sha256:" + imageID,
+				Image: "nginx", ImageTag: "1.27", ImageID: "sha256:" + imageID,
 				CgroupPath: kubePath, PodName: "web-7d9f8c6b5-x2k4q", Namespace: "prod",
+				PodLabels: map[string]string{"app.kubernetes.io/name": "web"},
 			},
 			wantCached: 1,
 		},
@@ -271,7 +273,7 @@ func TestResolverResolve(t *testing.T) {
 			}
 			r := NewResolver(&fakePaths{paths: tt.paths, errs: tt.pathErrs}, tt.static, inspectors, nil)
 			got := r.Resolve(context.Background(), tt.id)
-			if got != tt.want {
+			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Resolve(%d) = %+v\nwant         %+v", tt.id, got, tt.want)
 			}
 			if got.IsHost() != tt.wantHost {
@@ -357,7 +359,7 @@ func TestResolverCaching(t *testing.T) {
 					ins.setErr(nil)
 				}
 				got := r.Resolve(context.Background(), 7)
-				if got != s.want {
+				if !reflect.DeepEqual(got, s.want) {
 					t.Errorf("step %d: Resolve = %+v\nwant           %+v", i, got, s.want)
 				}
 				if n := paths.count(); n != s.wantPaths {
