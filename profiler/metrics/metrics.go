@@ -80,17 +80,17 @@ func New(src Source, version string) *Metrics {
 		reg: prometheus.NewRegistry(),
 		anomalyScore: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cagewatch_anomaly_score", Help: "Anomaly score of the container's last scored window.",
-		}, []string{"image", "container"}),
+		}, []string{"image", "container", "namespace"}),
 		anomalyThreshold: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cagewatch_anomaly_threshold", Help: "Calibrated anomaly threshold of the image's baseline.",
 		}, []string{"image"}),
 		viewZ: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cagewatch_anomaly_view_z",
 			Help: "Standardized score (z) of each view (composition, order, volume) of the container's last scored window; volume never decides.",
-		}, []string{"image", "container", "view"}),
+		}, []string{"image", "container", "namespace", "view"}),
 		alerts: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "cagewatch_alerts_total", Help: "Alerts sent, by rule, priority and image.",
-		}, []string{"rule", "priority", "image"}),
+			Name: "cagewatch_alerts_total", Help: "Alerts sent, by rule, priority, image and Kubernetes namespace (empty outside Kubernetes).",
+		}, []string{"rule", "priority", "image", "namespace"}),
 		containerCalls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "cagewatch_container_syscalls_total", Help: "Syscalls made by containers, by image.",
 		}, []string{"image"}),
@@ -131,26 +131,26 @@ func New(src Source, version string) *Metrics {
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // ScoreSeries names one container's anomaly-score series.
-type ScoreSeries struct{ Image, Container string }
+type ScoreSeries struct{ Image, Container, Namespace string }
 
 // ObserveScore records a scored window and returns the series it set, which the
 // caller deletes (DeleteScore) when the container goes. A view the window was
 // not scored on loses its z series rather than keep an older window's.
 func (m *Metrics) ObserveScore(w model.Window, s model.WindowScore, t model.Threshold) ScoreSeries {
-	series := ScoreSeries{Image: w.Container.ImageRef(), Container: containerName(w.Container)}
-	m.anomalyScore.WithLabelValues(series.Image, series.Container).Set(s.Value)
+	series := ScoreSeries{Image: w.Container.ImageRef(), Container: containerName(w.Container), Namespace: w.Container.Namespace}
+	m.anomalyScore.WithLabelValues(series.Image, series.Container, series.Namespace).Set(s.Value)
 	m.anomalyThreshold.WithLabelValues(series.Image).Set(t.Value)
 	for _, view := range views {
 		scored := false
 		for _, v := range s.Views {
 			if v.View == view {
-				m.viewZ.WithLabelValues(series.Image, series.Container, view).Set(v.Z)
+				m.viewZ.WithLabelValues(series.Image, series.Container, series.Namespace, view).Set(v.Z)
 				scored = true
 				break
 			}
 		}
 		if !scored {
-			m.viewZ.DeleteLabelValues(series.Image, series.Container, view)
+			m.viewZ.DeleteLabelValues(series.Image, series.Container, series.Namespace, view)
 		}
 	}
 	return series
@@ -159,9 +159,9 @@ func (m *Metrics) ObserveScore(w model.Window, s model.WindowScore, t model.Thre
 // DeleteScore drops a removed container's score and view series, so container
 // churn does not grow the series count.
 func (m *Metrics) DeleteScore(series ScoreSeries) {
-	m.anomalyScore.DeleteLabelValues(series.Image, series.Container)
+	m.anomalyScore.DeleteLabelValues(series.Image, series.Container, series.Namespace)
 	for _, view := range views {
-		m.viewZ.DeleteLabelValues(series.Image, series.Container, view)
+		m.viewZ.DeleteLabelValues(series.Image, series.Container, series.Namespace, view)
 	}
 }
 
@@ -195,7 +195,7 @@ func (m *Metrics) ObserveAlert(a model.Alert) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	image := a.Container.ImageRef()
-	m.alerts.WithLabelValues(a.Rule, string(a.Priority), image).Inc()
+	m.alerts.WithLabelValues(a.Rule, string(a.Priority), image, a.Container.Namespace).Inc()
 	top, ok := a.OutputFields["cagewatch.top"].([]map[string]any)
 	if !ok {
 		return

@@ -77,12 +77,14 @@ cagewatch_alerts_held_back_total 5
 
 func TestScoresAlertsAndCardinality(t *testing.T) {
 	m := New(&fakeSource{}, "test")
-	w := model.Window{CgroupID: 7, Container: web, Duration: time.Second, Counts: map[string]uint64{"read": 10, "write": 5}}
+	webPod := web
+	webPod.PodName, webPod.Namespace = "web-7d9f8c6b5-x2k4q", "shop" // a pod's: the namespace labels its series
+	w := model.Window{CgroupID: 7, Container: webPod, Duration: time.Second, Counts: map[string]uint64{"read": 10, "write": 5}}
 	series := m.ObserveScore(w, model.WindowScore{Value: 2.5}, model.Threshold{Value: 9})
-	if want := (ScoreSeries{Image: "e2e/web:1", Container: "web1"}); series != want {
+	if want := (ScoreSeries{Image: "e2e/web:1", Container: "web1", Namespace: "shop"}); series != want {
 		t.Errorf("ObserveScore series %+v, want %+v", series, want)
 	}
-	if got := testutil.ToFloat64(m.anomalyScore.WithLabelValues("e2e/web:1", "web1")); got != 2.5 {
+	if got := testutil.ToFloat64(m.anomalyScore.WithLabelValues("e2e/web:1", "web1", "shop")); got != 2.5 {
 		t.Errorf("anomaly score %v, want 2.5", got)
 	}
 	if got := testutil.ToFloat64(m.anomalyThreshold.WithLabelValues("e2e/web:1")); got != 9 {
@@ -102,7 +104,7 @@ func TestScoresAlertsAndCardinality(t *testing.T) {
 	top := model.WindowScore{Value: 12, Top: []model.Contribution{
 		{Syscall: "socket", Observed: 0.5, Expected: 0}, {Syscall: "read", Observed: 0.1, Expected: 0.6}}}
 	m.ObserveAlert(model.WindowAlert(rule, w, top, model.Threshold{Value: 9}, "host"))
-	if got := testutil.ToFloat64(m.alerts.WithLabelValues("syscall_anomaly", "Warning", "e2e/web:1")); got != 1 {
+	if got := testutil.ToFloat64(m.alerts.WithLabelValues("syscall_anomaly", "Warning", "e2e/web:1", "shop")); got != 1 {
 		t.Errorf("alerts_total %v, want 1", got)
 	}
 	if err := testutil.CollectAndCompare(m.share, strings.NewReader(`
@@ -145,10 +147,10 @@ func TestViewZSeries(t *testing.T) {
 	if err := testutil.CollectAndCompare(m.viewZ, strings.NewReader(`
 # HELP cagewatch_anomaly_view_z Standardized score (z) of each view (composition, order, volume) of the container's last scored window; volume never decides.
 # TYPE cagewatch_anomaly_view_z gauge
-cagewatch_anomaly_view_z{container="db1",image="e2e/db:2",view="composition"} 1
-cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",view="composition"} 1.5
-cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",view="order"} 6.25
-cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",view="volume"} -0.5
+cagewatch_anomaly_view_z{container="db1",image="e2e/db:2",namespace="",view="composition"} 1
+cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",namespace="",view="composition"} 1.5
+cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",namespace="",view="order"} 6.25
+cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",namespace="",view="volume"} -0.5
 `)); err != nil {
 		t.Error(err)
 	}
@@ -158,7 +160,7 @@ cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",view="volume"} -0.5
 	if n := testutil.CollectAndCount(m.viewZ); n != 3 {
 		t.Errorf("%d view series after a window without order, want 3", n)
 	}
-	if got := testutil.ToFloat64(m.viewZ.WithLabelValues("e2e/web:1", "web1", model.ViewComposition)); got != 2 {
+	if got := testutil.ToFloat64(m.viewZ.WithLabelValues("e2e/web:1", "web1", "", model.ViewComposition)); got != 2 {
 		t.Errorf("composition z %v, want 2 (the newest window's)", got)
 	}
 	// Container churn: a removed container's view series go, the others stay.
@@ -166,7 +168,7 @@ cagewatch_anomaly_view_z{container="web1",image="e2e/web:1",view="volume"} -0.5
 	if err := testutil.CollectAndCompare(m.viewZ, strings.NewReader(`
 # HELP cagewatch_anomaly_view_z Standardized score (z) of each view (composition, order, volume) of the container's last scored window; volume never decides.
 # TYPE cagewatch_anomaly_view_z gauge
-cagewatch_anomaly_view_z{container="db1",image="e2e/db:2",view="composition"} 1
+cagewatch_anomaly_view_z{container="db1",image="e2e/db:2",namespace="",view="composition"} 1
 `)); err != nil {
 		t.Error(err)
 	}
