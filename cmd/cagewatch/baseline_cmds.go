@@ -230,13 +230,16 @@ func newSeccompCommand(g *globalOptions) *cobra.Command {
 }
 
 func newStatusCommand(g *globalOptions) *cobra.Command {
-	var asJSON bool
+	var asJSON, requireAgent bool
 	cmd := &cobra.Command{
 		Use: "status", Short: "Learning state and progress of every image", Args: cobra.NoArgs,
 		RunE: g.withService(func(cmd *cobra.Command, _ []string, svc control.Service) error {
 			st, err := svc.Status(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if requireAgent && !st.AgentRunning {
+				return errors.New("no agent answers on the store's control socket (the status was read from the store file)")
 			}
 			if asJSON {
 				return writeJSON(g.stdout, st)
@@ -262,6 +265,7 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	cmd.Flags().BoolVar(&requireAgent, "require-agent", false, "fail unless a running agent answers (a liveness probe)")
 	addStoreFlag(cmd)
 	return cmd
 }

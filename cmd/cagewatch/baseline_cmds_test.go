@@ -211,6 +211,10 @@ func TestBaselineMergeDiffPromoteReset(t *testing.T) {
 	if out := mustCLI(t, "status", "--store", path); !strings.Contains(out, "no baselines yet") {
 		t.Errorf("status after reset:\n%s", out)
 	}
+	// A probe must not pass on the store alone.
+	if _, _, err := runCLI(context.Background(), "status", "--require-agent", "--store", path); err == nil || !strings.Contains(err.Error(), "no agent answers") {
+		t.Errorf("status --require-agent without an agent: %v, want an error", err)
+	}
 	if _, _, err := runCLI(context.Background(), "baseline", "show", "--store", path, "e2e/app:1"); err == nil || !strings.Contains(err.Error(), "not found") {
 		t.Errorf("show after reset: %v", err)
 	}

@@ -208,6 +208,11 @@ containers: {containerd_socket: %s}
 		}
 	}
 
+	// The DaemonSet's probe passes while the agent serves.
+	if out, err := exec.Command(bin, "--config", config, "--log-level", "warn", "status", "--require-agent").CombinedOutput(); err != nil {
+		t.Errorf("status --require-agent with the agent running: %v\n%s", err, out)
+	}
+
 	// One baseline for the image, learned from every benign pod.
 	out, err := exec.Command(bin, "--config", config, "--log-level", "warn", "baseline", "export").Output()
 	if err != nil {
