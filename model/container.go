@@ -77,6 +77,19 @@ func FamiliarImage(repository string) string {
 	return repository
 }
 
+// FamiliarRef is an image reference ("repo:tag", "repo") with its repository
+// named as FamiliarImage names it: the key a baseline is stored under.
+func FamiliarRef(ref string) string {
+	repo, tag := SplitImageRef(ref)
+	if strings.Contains(ref, "@") || FamiliarImage(repo) == repo {
+		return ref
+	}
+	if tag == "" {
+		return FamiliarImage(repo)
+	}
+	return FamiliarImage(repo) + ":" + tag
+}
+
 func SplitImageRef(ref string) (repository, tag string) {
 	if at := strings.IndexByte(ref, '@'); at >= 0 {
 		ref = ref[:at]

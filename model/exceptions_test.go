@@ -101,3 +101,18 @@ func TestFamiliarImage(t *testing.T) {
 		}
 	}
 }
+
+func TestFamiliarRef(t *testing.T) {
+	for in, want := range map[string]string{
+		"docker.io/library/nginx:1.27":      "nginx:1.27",
+		"docker.io/cagewatch/busybox:1":     "cagewatch/busybox:1",
+		"docker.io/library/nginx":           "nginx",
+		"nginx:1.27":                        "nginx:1.27",
+		"registry.example:5000/app:2":       "registry.example:5000/app:2",
+		"docker.io/library/nginx@sha256:ab": "docker.io/library/nginx@sha256:ab",
+	} {
+		if got := FamiliarRef(in); got != want {
+			t.Errorf("FamiliarRef(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

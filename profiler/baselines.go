@@ -57,6 +57,7 @@ func (l *Library) List(context.Context) ([]*model.Baseline, error) {
 func (l *Library) Get(_ context.Context, key string) (*model.Baseline, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	key = l.storedKey(key)
 	b, ok := l.cache[key]
 	if !ok {
 		return nil, fmt.Errorf("%w: %q", store.ErrNotFound, key)
@@ -100,6 +101,7 @@ func (l *Library) Import(_ context.Context, bs []*model.Baseline, merge bool) er
 func (l *Library) Promote(_ context.Context, key string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	key = l.storedKey(key)
 	b, ok := l.cache[key]
 	if !ok {
 		return fmt.Errorf("%w: %q", store.ErrNotFound, key)
@@ -118,6 +120,7 @@ func (l *Library) Promote(_ context.Context, key string) error {
 func (l *Library) Reset(_ context.Context, key string) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	key = l.storedKey(key)
 	// A baseline learned but not yet flushed is only in the cache: that is fine.
 	if err := l.store.DeleteBaseline(key); err != nil && (!errors.Is(err, store.ErrNotFound) || l.cache[key] == nil) {
 		return err
@@ -140,6 +143,15 @@ func (l *Library) Status(context.Context) (control.Status, error) {
 	}
 	slices.SortFunc(st.Images, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })
 	return st, nil
+}
+
+// storedKey is the key a named image is stored under: the name itself, or
+// its familiar form ("docker.io/library/nginx:1.27" is nginx:1.27). l.mu is held.
+func (l *Library) storedKey(key string) string {
+	if _, ok := l.cache[key]; ok {
+		return key
+	}
+	return model.FamiliarRef(key)
 }
 
 // update runs fn on the named baseline (created empty if missing) under the lock

@@ -128,3 +128,24 @@ func TestMissingConfigFile(t *testing.T) {
 		t.Fatalf("error %v, want one naming the file", err)
 	}
 }
+
+// TestDaemonSetConfigLoads: the DaemonSet's config (deploy/kubernetes) is valid
+// for this build, with the metrics address the DaemonSet sets.
+func TestDaemonSetConfigLoads(t *testing.T) {
+	t.Setenv("CAGEWATCH_METRICS_LISTEN", "10.1.2.3:9479")
+	v, err := newViper("../../deploy/kubernetes/config/cagewatch.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := loadConfig(v)
+	if err != nil {
+		t.Fatalf("deploy/kubernetes/config/cagewatch.yaml: %v", err)
+	}
+	if cfg.Store != "/var/lib/cagewatch/cagewatch.db" || cfg.Containers.ContainerdSocket != "/run/containerd/containerd.sock" ||
+		cfg.Rules != "/etc/cagewatch/rules.yaml" || cfg.MetricsListen != "10.1.2.3:9479" {
+		t.Errorf("config %+v", cfg)
+	}
+	if _, err := profiler.LoadRules("../../deploy/kubernetes/config/rules.yaml"); err != nil {
+		t.Errorf("the DaemonSet's rules: %v", err)
+	}
+}
