@@ -7,7 +7,7 @@ GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 FUZZTIME      ?= 10s
 STORE         ?= ./var/cagewatch.db
 
-.PHONY: all generate build test unit e2e-k8s e2e churn servers fuzz bench bench-smoke bench-tool lint run demo model-bench clean
+.PHONY: all generate build image test unit e2e-k8s e2e churn servers fuzz bench bench-smoke bench-tool lint run demo model-bench clean
 
 all: build
 
@@ -18,6 +18,18 @@ generate:
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/cagewatch
+
+# The agent's container image: the static binary alone on an empty base
+# (nothing can be pulled), imported into Docker as $(IMAGE) and saved to
+# bin/cagewatch-image.tar for `ctr images import`.
+IMAGE ?= cagewatch/agent:latest
+image:
+	mkdir -p bin/image
+	CGO_ENABLED=0 $(GO) build -ldflags "$(LDFLAGS)" -o bin/image/cagewatch ./cmd/cagewatch
+	tar -C bin/image -cf bin/image.tar cagewatch
+	docker import -c 'ENTRYPOINT ["/cagewatch"]' -c 'CMD ["run"]' bin/image.tar $(IMAGE)
+	docker save $(IMAGE) -o bin/cagewatch-image.tar
+	rm -f bin/image.tar
 
 # Unit and kernel (BPF) tests, then the real-runtime suites one after another
 # (never in parallel with other BPF tests), then a short run of each fuzz target.

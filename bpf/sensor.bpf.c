@@ -841,15 +841,18 @@ static __noinline int capture_open_exit(struct pt_regs *regs, long nr, long ret)
 			op |= WRITE_OPEN;
 		if (fmode & FMODE_CREATED)
 			op |= WRITE_CREATE;
-		if ((flags & O_TRUNC) && (fmode & FMODE_WRITE))
+		/* O_TRUNC truncates an existing regular file, read-only or not; a
+		 * file the open created was not truncated. */
+		__u32 imode = BPF_CORE_READ(f, f_inode, i_mode);
+		if ((flags & O_TRUNC) && !(fmode & FMODE_CREATED) && (imode & S_IFMT) == S_IFREG)
 			op |= WRITE_TRUNCATE;
 		if (!op)
 			return 0;
 		file_flags = resolve_at(e, s, ret, 0);
 		/* A pipe or socket reopened through /dev/stdout has no path: only a
-		 * regular file outside the root is a host file. */
-		if ((BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFREG)
-			file_flags &= ~EXEC_FILE_OUTSIDE_ROOT;
+		 * linked regular file outside the root is a host file. */
+		if ((imode & S_IFMT) != S_IFREG || BPF_CORE_READ(f, f_inode, __i_nlink) == 0)
+			file_flags &= ~EXEC_FILE_OUTSIDE_ROOT; /* and a memfd's lone dentry is no host file */
 		if (!(file_flags & EXEC_FILE_OUTSIDE_ROOT) && !(write_watch(e) & op))
 			return 0;
 	}
@@ -1152,7 +1155,8 @@ static __always_inline void exec_file(struct event *e, struct task_struct *p, st
 	struct inode *inode = BPF_CORE_READ(f, f_inode);
 	if (BPF_CORE_READ(inode, __i_nlink) == 0)
 		e->flags |= EXEC_FILE_DELETED;
-	if (BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
+	/* ovl_inode is in the overlay module's BTF where overlay is a module. */
+	if (bpf_core_type_exists(struct ovl_inode) && BPF_CORE_READ(inode, i_sb, s_magic) == OVERLAYFS_SUPER_MAGIC) {
 		struct ovl_inode *oi = (void *)inode - bpf_core_field_offset(struct ovl_inode, vfs_inode);
 		if (BPF_CORE_READ(oi, __upperdentry))
 			e->flags |= EXEC_FILE_UPPER_LAYER;

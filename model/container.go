@@ -59,8 +59,6 @@ func (c Container) ImageRef() string {
 	}
 }
 
-// SplitImageRef splits "registry:5000/repo/name:tag@sha256:…" into repository and tag.
-// A digest-only reference returns an empty tag.
 // FamiliarImage is a repository as Docker names it: CRI runtimes say
 // "docker.io/library/nginx" and "docker.io/cagewatch/busybox" where Docker
 // says "nginx" and "cagewatch/busybox", and one image must get one baseline
@@ -90,6 +88,8 @@ func FamiliarRef(ref string) string {
 	return FamiliarImage(repo) + ":" + tag
 }
 
+// SplitImageRef splits "registry:5000/repo/name:tag@sha256:…" into repository and tag.
+// A digest-only reference returns an empty tag.
 func SplitImageRef(ref string) (repository, tag string) {
 	if at := strings.IndexByte(ref, '@'); at >= 0 {
 		ref = ref[:at]

@@ -56,6 +56,19 @@ var migrations = map[int]func(tx *bolt.Tx) error{
 	3: familiarImageKeys,
 }
 
+// mergeKeepingStable merges o into b; one image's baselines under two names
+// were learned apart, and a stable one must not go back to learning.
+func mergeKeepingStable(b, o *model.Baseline) error {
+	stable := b.State == model.StateStable || o.State == model.StateStable
+	if err := b.Merge(o, model.DefaultSampleSize); err != nil {
+		return err
+	}
+	if stable {
+		b.State = model.StateStable
+	}
+	return nil
+}
+
 // familiarImageKeys re-keys baselines stored under a registry-qualified
 // Docker Hub name by their familiar one, merging into a baseline already
 // there (model.Baseline.Merge). Values that do not decode are left alone, as
@@ -73,7 +86,7 @@ func familiarImageKeys(tx *bolt.Tx) error {
 		fillEmpty(&b)
 		old = append(old, string(k))
 		if into := moved[b.Key()]; into != nil {
-			return into.Merge(&b, model.DefaultSampleSize)
+			return mergeKeepingStable(into, &b)
 		}
 		moved[b.Key()] = &b
 		return nil
@@ -91,7 +104,7 @@ func familiarImageKeys(tx *bolt.Tx) error {
 			var there model.Baseline
 			if json.Unmarshal(raw, &there) == nil {
 				fillEmpty(&there)
-				if err := there.Merge(b, model.DefaultSampleSize); err != nil {
+				if err := mergeKeepingStable(&there, b); err != nil {
 					return fmt.Errorf("merging baseline %q: %w", key, err)
 				}
 				b = &there

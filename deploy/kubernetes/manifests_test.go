@@ -79,7 +79,7 @@ func TestManifestsDecodeStrictly(t *testing.T) {
 	}
 	if sm.Spec.Selector.MatchLabels["app.kubernetes.io/component"] != svc.Labels["app.kubernetes.io/component"] ||
 		len(sm.Spec.Endpoints) != 1 || sm.Spec.Endpoints[0].Port != svc.Spec.Ports[0].Name {
-		t.Errorf("ServiceMonitor %+v does not select the metrics Service %+v", sm.Spec, svc.ObjectMeta.Labels)
+		t.Errorf("ServiceMonitor %+v does not select the metrics Service %+v", sm.Spec, svc.Labels)
 	}
 
 	pod := ds.Spec.Template.Spec
