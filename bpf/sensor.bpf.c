@@ -802,21 +802,20 @@ static __noinline int capture_write(struct pt_regs *regs, __s32 nr)
  * CVE-2019-5736 exploit retries on /proc/PID/exe), reported as given. */
 static __noinline int capture_open_exit(struct pt_regs *regs, long nr, long ret)
 {
-	__u64 flags = 0, name = 0;
-	__u64 di = BPF_CORE_READ(regs, di), si = BPF_CORE_READ(regs, si), dx = BPF_CORE_READ(regs, dx);
+	/* Every open returns here: read only the flags before deciding. */
+	__u64 flags = 0;
 	switch (nr) {
 	case NR_open:
-		flags = si, name = di;
+		flags = BPF_CORE_READ(regs, si);
 		break;
 	case NR_creat:
-		flags = 01 | 0100 | O_TRUNC, name = di;
+		flags = 01 | 0100 | O_TRUNC;
 		break;
 	case NR_openat:
-		flags = dx, name = si;
+		flags = BPF_CORE_READ(regs, dx);
 		break;
 	case NR_openat2:
-		bpf_probe_read_user(&flags, sizeof(flags), (void *)dx);
-		name = si;
+		bpf_probe_read_user(&flags, sizeof(flags), (void *)BPF_CORE_READ(regs, dx));
 		break;
 	}
 	if (!(flags & O_WRITES))
@@ -828,10 +827,11 @@ static __noinline int capture_open_exit(struct pt_regs *regs, long nr, long ret)
 	if (!e || !s)
 		return 0;
 	__u32 op = 0, file_flags = 0;
+	__u64 di = BPF_CORE_READ(regs, di), si = BPF_CORE_READ(regs, si), dx = BPF_CORE_READ(regs, dx);
 	if (ret < 0) {
 		op = WRITE_OPEN;
 		file_flags = FILE_TEXT_BUSY;
-		read_user_path(e, (void *)name);
+		read_user_path(e, (void *)(nr == NR_open || nr == NR_creat ? di : si));
 	} else {
 		struct file *f = fd_file(bpf_get_current_task_btf(), ret);
 		if (!f)

@@ -50,8 +50,11 @@ func (r *EventRules) Event(e model.Event) {
 	learning := false
 	r.lib.view(c.ImageRef(), func(b *model.Baseline) {
 		fired = rs.Match(e, b)
-		learning = c.HasBaseline() && b == nil && modeLearns(r.mode, "", false) ||
-			b != nil && modeLearns(r.mode, b.State, true)
+		var state model.BaselineState
+		if b != nil {
+			state = b.State
+		}
+		learning = c.HasBaseline() && modeLearns(r.mode, state, b != nil)
 	})
 	for _, rule := range fired {
 		if rule.ID == model.RuleExecDrift && r.mode == ModeLearn {
