@@ -52,7 +52,7 @@ unit:
 # Pods through a real containerd's CRI API, as kubelet runs them (about half a
 # minute): .ci/containerd.sh starts a containerd of its own (Docker must be up,
 # .ci/dockerd.sh start, to build the images it imports) and stops it after.
-e2e-k8s:
+e2e-k8s: image
 	.ci/containerd.sh start
 	$(GO) test -count=1 -v -run '^TestK8s$$' -timeout 10m ./cmd/cagewatch/; rc=$$?; .ci/containerd.sh stop; exit $$rc
 

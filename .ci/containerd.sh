@@ -4,7 +4,9 @@
 # kubelet without systemd uses, no CNI (the tests' pods use the host network),
 # and a sandbox ("pause") image built here and imported, as nothing can be
 # pulled. The busybox test image is imported too (Docker must be up:
-# .ci/dockerd.sh start builds it).
+# .ci/dockerd.sh start builds it), and the agent's image from
+# bin/cagewatch-image.tar when make image built it (always re-imported: it is
+# the code under test).
 #
 #   .ci/containerd.sh [start]  install containerd if missing, start it, import images
 #   .ci/containerd.sh stop     stop the containerd this script started
@@ -102,6 +104,10 @@ import_images() {
 		ctr_cli images import "$tarball" >/dev/null
 		rm -f "$tarball"
 		log "imported docker.io/$BUSYBOX"
+	fi
+	if [[ -f $HERE/bin/cagewatch-image.tar ]]; then
+		ctr_cli images import "$HERE/bin/cagewatch-image.tar" >/dev/null
+		log "imported the agent image from bin/cagewatch-image.tar"
 	fi
 }
 

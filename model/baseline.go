@@ -27,10 +27,13 @@ const DefaultSampleSize = 256
 // of every container of that image. All of its statistics merge exactly, so
 // baselines learned on many nodes combine as if learned on one (see Merge).
 type Baseline struct {
-	Image   string        `json:"image"` // repository
-	Tag     string        `json:"tag"`   // tag, or "" when only the id is known
-	ImageID string        `json:"image_id,omitempty"`
-	State   BaselineState `json:"state"`
+	Image   string `json:"image"` // repository
+	Tag     string `json:"tag"`   // tag, or "" when only the id is known
+	ImageID string `json:"image_id,omitempty"`
+	// Workload, when set, is the profile key (learning.key: workload): the
+	// baseline is one workload's, and Image and Tag name the image it ran.
+	Workload string        `json:"workload,omitempty"`
+	State    BaselineState `json:"state"`
 
 	Windows   uint64    `json:"windows"` // learned windows
 	Seconds   float64   `json:"seconds"` // learned time
@@ -119,10 +122,18 @@ func NewBaseline(image, tag, imageID string) *Baseline {
 	}
 }
 
-// Key is the image reference the baseline is stored under: "repo:tag", "repo", or
-// the image id when the repository is unknown.
+// Key is the profile key the baseline is stored under: its workload, or its
+// image reference ("repo:tag", "repo", or the image id when the repository is
+// unknown).
 func (b *Baseline) Key() string {
-	return Container{Image: b.Image, ImageTag: b.Tag, ImageID: b.ImageID}.ImageRef()
+	return Container{Image: b.Image, ImageTag: b.Tag, ImageID: b.ImageID, Workload: b.Workload}.ProfileKey()
+}
+
+// NewProfileBaseline starts an empty baseline for c's profile.
+func NewProfileBaseline(c Container) *Baseline {
+	b := NewBaseline(c.Image, c.ImageTag, c.ImageID)
+	b.Workload = c.Workload
+	return b
 }
 
 // Rate is the per-second rate of count in a window, or the count itself when the

@@ -32,6 +32,14 @@ type Container struct {
 	// PodLabels are the pod's app.kubernetes.io/* labels (only those: the
 	// set stays bounded).
 	PodLabels map[string]string `json:"pod_labels,omitempty"`
+	// PodOwner is the controller the pod belongs to, derived from its name
+	// and labels (PodOwner); Entrypoint is the executable the container
+	// was started with, without its arguments.
+	PodOwner   string `json:"pod_owner,omitempty"`
+	Entrypoint string `json:"entrypoint,omitempty"`
+	// Workload is the profile key under learning.key: workload (WorkloadKey);
+	// empty when profiles are keyed by image.
+	Workload string `json:"workload,omitempty"`
 }
 
 // IsHost reports whether c is the host rather than a container.
@@ -42,9 +50,18 @@ func (c Container) IsHost() bool { return c.Runtime == RuntimeHost || c.Runtime 
 // to these only.
 func (c Container) IsContainer() bool { return !c.IsHost() && c.Runtime != RuntimeUnknown }
 
-// HasBaseline reports whether c is a container with an image to learn and score
-// against.
-func (c Container) HasBaseline() bool { return c.IsContainer() && c.ImageRef() != "" }
+// HasBaseline reports whether c is a container with a profile to learn and
+// score against.
+func (c Container) HasBaseline() bool { return c.IsContainer() && c.ProfileKey() != "" }
+
+// ProfileKey is the key c's baseline is learned and stored under: its
+// workload when profiles are keyed by workload, else its image reference.
+func (c Container) ProfileKey() string {
+	if c.Workload != "" {
+		return c.Workload
+	}
+	return c.ImageRef()
+}
 
 // ImageRef returns "repository:tag" (or the repository alone, or the image id when
 // the repository is unknown): the key baselines are learned under.

@@ -2,6 +2,7 @@ package model
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ type RecordedWindow struct {
 	Time      time.Time         `json:"time,omitzero"`
 	Duration  float64           `json:"duration,omitempty"`
 	Image     string            `json:"image,omitempty"`
+	Workload  string            `json:"workload,omitempty"` // the profile key under learning.key: workload
 	Container string            `json:"container,omitempty"`
 	Label     string            `json:"label,omitempty"`   // for labelled benchmark data: "normal" or "attack:<class>"
 	Startup   bool              `json:"startup,omitempty"` // in the container's setup seconds (model.Window.Startup)
@@ -68,6 +70,11 @@ func DecodeRecordedWindow(line []byte) (RecordedWindow, error) {
 	if len(w.Grams) > 0 && len(w.Sequence) > 0 {
 		return RecordedWindow{}, errors.New("window with both grams and a sequence")
 	}
+	if w.Workload != "" {
+		if err := ValidWorkloadKey(w.Workload); err != nil {
+			return RecordedWindow{}, err
+		}
+	}
 	for _, name := range w.Sequence {
 		if name == "" || strings.Contains(name, gramSep) {
 			return RecordedWindow{}, fmt.Errorf("sequence entry %q is not a syscall name", name)
@@ -89,7 +96,7 @@ func (r RecordedWindow) Window() Window {
 		id = r.ID
 	}
 	return Window{
-		Container: Container{ID: id, Name: r.Container, Runtime: RuntimeStatic, Image: repo, ImageTag: tag},
+		Container: Container{ID: id, Name: r.Container, Runtime: RuntimeStatic, Image: repo, ImageTag: tag, Workload: r.Workload},
 		Start:     r.Time, Duration: time.Duration(math.Round(r.Duration * float64(time.Second))), Counts: r.Syscalls,
 		Grams:   r.grams(),
 		Startup: r.Startup,
@@ -100,8 +107,12 @@ func (r RecordedWindow) Window() Window {
 // decision on it, nil when the agent does not score.
 func Record(w Window, id string, live *LiveVerdict) RecordedWindow {
 	return RecordedWindow{ID: id, Time: w.Start, Duration: w.Duration.Seconds(), Image: w.Container.ImageRef(),
-		Container: w.Container.Name, Syscalls: w.Counts, Grams: w.Grams, Startup: w.Startup, Live: live}
+		Workload: w.Container.Workload, Container: w.Container.Name, Syscalls: w.Counts, Grams: w.Grams, Startup: w.Startup, Live: live}
 }
+
+// ProfileKey is the baseline the window belongs to: its workload, else its
+// image; "" when it names neither.
+func (r RecordedWindow) ProfileKey() string { return cmp.Or(r.Workload, r.Image) }
 
 func (r RecordedWindow) grams() map[string]uint64 {
 	if len(r.Sequence) > 0 {

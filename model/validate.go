@@ -16,6 +16,14 @@ func (b *Baseline) Validate() error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("baseline %q: %s", key, fmt.Sprintf(format, args...))
 	}
+	if b.Workload != "" {
+		if err := ValidWorkloadKey(b.Workload); err != nil {
+			return bad("%v", err)
+		}
+		if (Container{Image: b.Image, ImageTag: b.Tag, ImageID: b.ImageID}).ImageRef() == "" {
+			return bad("workload without image, tag or image_id")
+		}
+	}
 	if b.State != StateLearning && b.State != StateStable {
 		return bad("state %q is not %q or %q", b.State, StateLearning, StateStable)
 	}

@@ -365,7 +365,9 @@ func (b *Baseline) compositionScore(counts map[string]uint64, total uint64, with
 			continue
 		}
 		x := float64(c) / float64(total)
-		r.novel = append(r.novel, name)
+		if !impliedByLearned(b, name) {
+			r.novel = append(r.novel, name)
+		}
 		scores = append(scores, novelPenalty)
 		r.top.offer(Contribution{Syscall: name, Observed: x, Spread: minShare, Score: novelPenalty, Novel: true})
 	}
@@ -376,6 +378,25 @@ func (b *Baseline) compositionScore(counts map[string]uint64, total uint64, with
 	r.value = math.Sqrt(r.value)
 	slices.Sort(r.novel)
 	return r
+}
+
+// impliedBy are syscalls whose first appearance follows from one the image
+// already makes: a thread it creates exits one day (mariadb's pool retired
+// threads after the learning minutes), a signal handler it installs returns.
+// Unseen, they still weigh in the composition, but do not make a window
+// syscall_novel on their own.
+var impliedBy = map[string][]string{
+	"exit":         {"clone", "clone3"},
+	"rt_sigreturn": {"rt_sigaction"},
+}
+
+func impliedByLearned(b *Baseline, name string) bool {
+	for _, parent := range impliedBy[name] {
+		if _, ok := b.Composition.Shares[parent]; ok || b.Startup[parent] > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 func sumCounts(m map[string]uint64) uint64 {

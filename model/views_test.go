@@ -717,3 +717,47 @@ func TestCombine(t *testing.T) {
 		})
 	}
 }
+
+// TestImpliedSyscallsAreNotNovel: a thread exit is unseen but not novel in an
+// image that creates threads; in one that never does, it is novel.
+func TestImpliedSyscallsAreNotNovel(t *testing.T) {
+	learn := func(withClone bool) *Baseline {
+		wl := newSeqWorkload(11)
+		b := NewBaseline(testImage, testTag, "")
+		for range 60 {
+			w := wl.next(1)
+			if withClone {
+				w.Counts["clone3"] = 1
+			}
+			b.AddWindow(w, 0)
+		}
+		b.Promote()
+		return b
+	}
+	for _, tt := range []struct {
+		name      string
+		withClone bool
+		wantNovel []string
+	}{
+		{name: "threads created while learning", withClone: true, wantNovel: nil},
+		{name: "no thread ever created", withClone: false, wantNovel: []string{"exit"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			b := learn(tt.withClone)
+			cal := b.Calibration()
+			w := newSeqWorkload(12).next(1)
+			if tt.withClone {
+				w.Counts["clone3"] = 1
+			}
+			plain := cal.Score(w.Counts, w.Grams, 1)
+			w.Counts["exit"] = 2
+			s := cal.Score(w.Counts, w.Grams, 1)
+			if !slices.Equal(s.Novel, tt.wantNovel) {
+				t.Errorf("novel %v, want %v", s.Novel, tt.wantNovel)
+			}
+			if s.Value <= plain.Value {
+				t.Errorf("an unseen exit scores %.3f, the window without it %.3f: it must still weigh", s.Value, plain.Value)
+			}
+		})
+	}
+}

@@ -77,7 +77,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		inspectors[runtime] = c
 		a.closers = append(a.closers, c.Close)
 	}
-	a.resolver = container.NewResolver(cgroups, cfg.Containers.Static, inspectors, log)
+	a.resolver = container.NewResolver(cgroups, cfg.Containers.Static, inspectors, cfg.Learning.KeyBy, log)
 
 	// The rules' own paths are watched too, so a rule needs no config change.
 	rules, err := LoadRules(cfg.Rules)

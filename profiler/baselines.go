@@ -1,6 +1,7 @@
 package profiler
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 type Library struct {
 	store store.Store
 	cfg   model.LearnConfig
+	keyBy model.KeyBy
 	mode  Mode
 	// running is true inside the agent, so Status says whether it is live.
 	running bool
@@ -28,12 +30,12 @@ type Library struct {
 }
 
 // NewLibrary loads every baseline from st.
-func NewLibrary(st store.Store, cfg model.LearnConfig, mode Mode, running bool) (*Library, error) {
+func NewLibrary(st store.Store, cfg LearnerConfig, mode Mode, running bool) (*Library, error) {
 	all, err := st.Baselines()
 	if err != nil {
 		return nil, err
 	}
-	l := &Library{store: st, cfg: cfg, mode: mode, running: running,
+	l := &Library{store: st, cfg: cfg.LearnConfig, keyBy: cmp.Or(cfg.KeyBy, model.KeyByImage), mode: mode, running: running,
 		cache: make(map[string]*model.Baseline, len(all)), dirty: map[string]bool{}}
 	for _, b := range all {
 		l.cache[b.Key()] = b
@@ -134,12 +136,16 @@ func (l *Library) Reset(_ context.Context, key string) error {
 func (l *Library) Status(context.Context) (control.Status, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	st := control.Status{AgentRunning: l.running, Images: []control.ImageStatus{}}
+	st := control.Status{AgentRunning: l.running, Key: string(l.keyBy), Images: []control.ImageStatus{}}
 	if l.running {
 		st.Mode = string(l.mode)
 	}
 	for _, b := range l.cache {
-		st.Images = append(st.Images, control.ImageStatus{Image: b.Key(), State: b.State, Progress: b.Progress(l.cfg), Updated: b.Updated})
+		is := control.ImageStatus{Image: b.Key(), State: b.State, Progress: b.Progress(l.cfg), Updated: b.Updated}
+		if b.Workload != "" {
+			is.ImageRef = model.Container{Image: b.Image, ImageTag: b.Tag, ImageID: b.ImageID}.ImageRef()
+		}
+		st.Images = append(st.Images, is)
 	}
 	slices.SortFunc(st.Images, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })
 	return st, nil
@@ -157,12 +163,12 @@ func (l *Library) storedKey(key string) string {
 // update runs fn on the named baseline (created empty if missing) under the lock
 // and marks it for the next Flush when fn reports a change.
 func (l *Library) update(c model.Container, fn func(b *model.Baseline) bool) {
-	key := c.ImageRef()
+	key := c.ProfileKey()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	b, ok := l.cache[key]
 	if !ok {
-		b = model.NewBaseline(c.Image, c.ImageTag, c.ImageID)
+		b = model.NewProfileBaseline(c)
 	}
 	if fn(b) {
 		l.cache[key] = b

@@ -176,7 +176,7 @@ func listAll(t *testing.T, lib *Library) []*model.Baseline {
 
 func newLib(t *testing.T, st store.Store, mode Mode, running bool) *Library {
 	t.Helper()
-	lib, err := NewLibrary(st, testLearnConfig(), mode, running)
+	lib, err := NewLibrary(st, LearnerConfig{LearnConfig: testLearnConfig()}, mode, running)
 	if err != nil {
 		t.Fatalf("NewLibrary: %v", err)
 	}
@@ -231,7 +231,7 @@ func TestNewLibraryLoadsStore(t *testing.T) {
 	t.Run("store read error is returned", func(t *testing.T) {
 		st, _ := openStore(t)
 		st.Close()
-		if _, err := NewLibrary(st, testLearnConfig(), ModeLearn, false); err == nil {
+		if _, err := NewLibrary(st, LearnerConfig{LearnConfig: testLearnConfig()}, ModeLearn, false); err == nil {
 			t.Fatal("NewLibrary on a closed store succeeded, want an error")
 		}
 	})
@@ -763,7 +763,7 @@ func TestLibraryStatus(t *testing.T) {
 			if err := st.PutBaselines(tt.stored...); err != nil {
 				t.Fatal(err)
 			}
-			lib, err := NewLibrary(st, cfg, tt.mode, tt.running)
+			lib, err := NewLibrary(st, LearnerConfig{LearnConfig: cfg}, tt.mode, tt.running)
 			if err != nil {
 				t.Fatal(err)
 			}

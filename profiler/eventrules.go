@@ -48,7 +48,7 @@ func (r *EventRules) Event(e model.Event) {
 	rs := r.rules.Load()
 	var fired []*model.Rule
 	learning := false
-	r.lib.view(c.ImageRef(), func(b *model.Baseline) {
+	r.lib.view(c.ProfileKey(), func(b *model.Baseline) {
 		fired = rs.Match(e, b)
 		var state model.BaselineState
 		if b != nil {
@@ -66,7 +66,7 @@ func (r *EventRules) Event(e model.Event) {
 			binary, detail := model.ExceptionBinary(e), model.ExceptionDetail(e)
 			r.lib.update(c, func(b *model.Baseline) bool {
 				if b.AddException(rule.ID, binary, detail) {
-					r.log.Info("exception learned", "image", c.ImageRef(), "rule", rule.ID, "binary", binary, "detail", detail)
+					r.log.Info("exception learned", "profile", c.ProfileKey(), "rule", rule.ID, "binary", binary, "detail", detail)
 				}
 				return true
 			})

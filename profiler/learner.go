@@ -11,6 +11,7 @@ import (
 type LearnerConfig struct {
 	model.LearnConfig
 	IgnoreFirst time.Duration // a container's first seconds are runtime setup, not behaviour
+	KeyBy       model.KeyBy   // what a baseline belongs to (learning.key)
 }
 
 // Learner feeds windows and execs of containers into their image's baseline.
@@ -57,13 +58,13 @@ func (l *Learner) ObserveExec(e model.Event) {
 	if !c.HasBaseline() || e.RuntimeSetup {
 		return
 	}
-	state, exists := l.lib.State(c.ImageRef())
+	state, exists := l.lib.State(c.ProfileKey())
 	if !l.learnable(state, exists) {
 		return
 	}
 	l.lib.update(c, func(b *model.Baseline) bool {
 		if b.AddExec(e.Path) {
-			l.log.Info("new binary learned", "image", c.ImageRef(), "path", e.Path)
+			l.log.Info("new binary learned", "profile", c.ProfileKey(), "path", e.Path)
 		}
 		return true
 	})
@@ -78,7 +79,7 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 		if !c.HasBaseline() {
 			continue
 		}
-		state, exists := l.lib.State(c.ImageRef())
+		state, exists := l.lib.State(c.ProfileKey())
 		if !l.learnable(state, exists) {
 			res.Skipped++
 			continue
@@ -86,7 +87,7 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 		end := w.Start.Add(w.Duration)
 		if l.state.Tripped(w.CgroupID, w.Start, end) {
 			res.Poisoned++
-			l.log.Warn("window not learned: the container tripped a hard rule", "image", c.ImageRef(), "container", c.ID)
+			l.log.Warn("window not learned: the container tripped a hard rule", "profile", c.ProfileKey(), "container", c.ID)
 			continue
 		}
 		l.lib.update(c, func(b *model.Baseline) bool {
@@ -96,12 +97,12 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 				return true
 			}
 			if novel := b.AddWindow(w, l.cfg.SampleSize); len(novel) > 0 && b.Windows > 1 {
-				l.log.Info("new syscalls learned", "image", c.ImageRef(), "syscalls", novel)
+				l.log.Info("new syscalls learned", "profile", c.ProfileKey(), "syscalls", novel)
 			}
 			res.Learned++
 			if b.UpdateState(l.cfg.LearnConfig) {
 				res.BecameStable = append(res.BecameStable, b.Key())
-				l.log.Info("baseline stable", "image", b.Key(), "windows", b.Windows, "containers", len(b.Containers))
+				l.log.Info("baseline stable", "profile", b.Key(), "windows", b.Windows, "containers", len(b.Containers))
 			}
 			return true
 		})

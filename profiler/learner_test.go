@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -49,7 +50,7 @@ func (l trackedLearner) Forget(cgroupID uint64) { l.state.Forget(cgroupID) }
 func newLearner(t *testing.T, mode Mode, cfg LearnerConfig, state *Tracker) (trackedLearner, *Library, *store.Bolt, string) {
 	t.Helper()
 	st, path := openStore(t)
-	lib, err := NewLibrary(st, cfg.LearnConfig, mode, true)
+	lib, err := NewLibrary(st, cfg, mode, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -889,7 +890,7 @@ func TestLearnerHelperProcess(t *testing.T) {
 		fmt.Println("error:", err)
 		os.Exit(2)
 	}
-	lib, err := NewLibrary(st, testLearnConfig(), ModeLearn, true)
+	lib, err := NewLibrary(st, LearnerConfig{LearnConfig: testLearnConfig()}, ModeLearn, true)
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(2)
@@ -969,5 +970,47 @@ func TestLearnerSurvivesSIGKILL(t *testing.T) {
 	learnEach(t, l, windows(app1, 1, 1000, 1003))
 	if got := mustGet(t, lib, app1Key); got.Windows != b.Windows+3 {
 		t.Errorf("after resuming: %d windows, want %d", got.Windows, b.Windows+3)
+	}
+}
+
+// TestLearnerKeysByWorkload: under learning.key: workload, one image run in two
+// roles learns two baselines, each from its own containers; the replicas of a
+// role share theirs; the status names each workload's image and the key.
+func TestLearnerKeysByWorkload(t *testing.T) {
+	pod := func(id, owner string) model.Container {
+		c := model.Container{ID: id, Name: "main", Runtime: model.RuntimeContainerd, Image: "shop/app", ImageTag: "1",
+			Namespace: "shop", PodName: owner + "-7d9f8c6b5-" + id, PodOwner: owner, CgroupPath: "/kubepods/" + id}
+		c.Workload = c.WorkloadKey()
+		return c
+	}
+	web1, web2, worker := pod("x2k4q", "web"), pod("p9z7m", "web"), pod("tz5vn", "worker")
+	cfg := learnerConfig(0)
+	cfg.KeyBy = model.KeyByWorkload
+	l, lib, _, _ := newLearner(t, ModeLearn, cfg, nil)
+	learnEach(t, l, append(append(windows(web1, 1, 0, 5), windows(web2, 2, 0, 3)...), windows(worker, 3, 0, 4)...))
+	if err := lib.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range map[string]map[string]uint64{
+		"k8s:shop/web/main":    {"x2k4q": 5, "p9z7m": 3},
+		"k8s:shop/worker/main": {"tz5vn": 4},
+	} {
+		b := mustGet(t, lib, key)
+		if !maps.Equal(b.Containers, want) {
+			t.Errorf("%s learned from %v, want %v", key, b.Containers, want)
+		}
+		if b.Image != "shop/app" || b.Tag != "1" || b.Workload != key {
+			t.Errorf("%s: image %s:%s workload %q", key, b.Image, b.Tag, b.Workload)
+		}
+	}
+	if _, err := lib.Get(context.Background(), "shop/app:1"); err == nil {
+		t.Error("a per-image baseline was learned too")
+	}
+	st, err := lib.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Key != "workload" || len(st.Images) != 2 || st.Images[0].ImageRef != "shop/app:1" {
+		t.Errorf("status %+v: want key workload and two workloads of shop/app:1", st)
 	}
 }

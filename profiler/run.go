@@ -48,7 +48,7 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 			log.Error("closing store", "store", cfg.Store, "err", err)
 		}
 	}()
-	lib, err := NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, true)
+	lib, err := NewLibrary(st, cfg.Learning, cfg.Mode, true)
 	if err != nil {
 		return err
 	}

@@ -55,7 +55,7 @@ func (s *WindowScorer) Windows(ws []model.Window) []model.WindowVerdict {
 
 func (s *WindowScorer) verdict(w model.Window) model.WindowVerdict {
 	var v model.WindowVerdict
-	s.lib.view(w.Container.ImageRef(), func(b *model.Baseline) {
+	s.lib.view(w.Container.ProfileKey(), func(b *model.Baseline) {
 		v = model.Verdict(model.VerdictInput{Baseline: b, Window: w, Budget: s.budget, DefaultWindow: s.window, Thresholds: s.thresholds})
 	})
 	return v

@@ -49,7 +49,7 @@ func (g *globalOptions) baselineService(cmd *cobra.Command) (control.Service, fu
 	if err != nil {
 		return nil, nil, err
 	}
-	lib, err := profiler.NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, false)
+	lib, err := profiler.NewLibrary(st, cfg.Learning, cfg.Mode, false)
 	if err != nil {
 		st.Close()
 		return nil, nil, err
@@ -245,15 +245,18 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 				return writeJSON(g.stdout, st)
 			}
 			if st.AgentRunning {
-				fmt.Fprintf(g.stdout, "agent: running, mode %s\n", st.Mode)
+				fmt.Fprintf(g.stdout, "agent: running, mode %s, baselines per %s\n", st.Mode, st.Key)
 			} else {
-				fmt.Fprintln(g.stdout, "agent: not running (read from the store)")
+				fmt.Fprintf(g.stdout, "agent: not running (read from the store), baselines per %s\n", st.Key)
 			}
 			if len(st.Images) == 0 {
 				fmt.Fprintln(g.stdout, "no baselines yet")
 			}
 			for _, im := range st.Images {
 				fmt.Fprintf(g.stdout, "%s: %s", im.Image, im.State)
+				if im.ImageRef != "" {
+					fmt.Fprintf(g.stdout, " (image %s)", im.ImageRef)
+				}
 				if im.State == model.StateLearning {
 					fmt.Fprintf(g.stdout, " — %s", im.Progress)
 				} else {

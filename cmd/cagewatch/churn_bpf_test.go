@@ -231,7 +231,7 @@ learning: {ignore_first: %s, min_windows: 20, min_containers: 2, stable_windows:
 			}
 			log := agent.log.String()
 			for i, w := range churnWorkloads {
-				if !removed[w.image] && strings.Contains(log, `msg="baseline stable" image=`+w.image) {
+				if !removed[w.image] && strings.Contains(log, `msg="baseline stable" profile=`+w.image) {
 					removed[w.image] = true
 					_ = exec.Command("docker", "rm", "-f", learners[2*i], learners[2*i+1]).Run()
 				}
@@ -250,7 +250,7 @@ learning: {ignore_first: %s, min_windows: 20, min_containers: 2, stable_windows:
 	waitFor(t, 2*time.Minute, "both images to become stable", func() bool {
 		log := agent.log.String()
 		for _, w := range churnWorkloads {
-			if !strings.Contains(log, `msg="baseline stable" image=`+w.image) {
+			if !strings.Contains(log, `msg="baseline stable" profile=`+w.image) {
 				return false
 			}
 		}

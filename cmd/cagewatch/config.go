@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/viper"
 
 	"github.com/cagewatch/cagewatch/configs"
+	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler"
 )
 
@@ -50,6 +51,7 @@ const (
 	keyStableWindows = "learning.stable_windows"
 	keyMaxDrift      = "learning.max_drift"
 	keySampleSize    = "learning.sample_size"
+	keyLearningKey   = "learning.key"
 
 	keyBudget          = "scoring.false_positive_budget"
 	keyDedup           = "alerts.dedup_interval"
@@ -69,7 +71,7 @@ var knownKeys = []string{
 	keyMode, keyWindow, keyStore, keyMetricsListen, keyAlertsFile, keyRules,
 	keyCgroupRoot, keyDockerSocket, keyPodmanSocket, keyContainerdSocket, keyCRIOSocket, keyStatic,
 	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF, keyHistogramSlots,
-	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize,
+	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize, keyLearningKey,
 	keyBudget, keyDedup, keyContainerLimit, keyWebhookURL, keyWebhookQueue, keyWebhookAttempts, keyWebhookBackoff,
 	keyRecordFile, keyRecordMaxBytes,
 }
@@ -300,6 +302,10 @@ func loadLearning(v *viper.Viper, bad func(string, error)) profiler.LearnerConfi
 		bad(keyMaxDrift, fmt.Errorf("%v is not a positive number", v.Get(keyMaxDrift)))
 	}
 	lc.MaxDrift = drift
+	lc.KeyBy = model.KeyBy(v.GetString(keyLearningKey))
+	if !slices.Contains(model.KeyBys, lc.KeyBy) {
+		bad(keyLearningKey, fmt.Errorf("%q is not one of %v", lc.KeyBy, model.KeyBys))
+	}
 	return lc
 }
 

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler"
 )
 
@@ -37,6 +38,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 	if len(cfg.Sensor.WatchPrefixes) == 0 || len(cfg.Sensor.WatchNames) == 0 || len(cfg.Sensor.WatchPorts) == 0 {
 		t.Errorf("default sensor filters empty: %+v", cfg.Sensor)
+	}
+	if cfg.Learning.KeyBy != model.KeyByImage {
+		t.Errorf("learning.key %q, want image by default", cfg.Learning.KeyBy)
 	}
 }
 
@@ -96,6 +100,7 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 		{name: "histogram slots", yaml: "sensor:\n  histogram_slots: 0\n", want: []string{"sensor.histogram_slots", "between 1 and 1048575"}},
 		{name: "relative watch prefix", yaml: "sensor:\n  watch_prefixes: [etc/shadow]\n", want: []string{"sensor.watch_prefixes[0]"}},
 		{name: "watch name with slash", yaml: "sensor:\n  watch_names: [a/b]\n", want: []string{"sensor.watch_names[0]"}},
+		{name: "unknown profile key", yaml: "learning:\n  key: pod\n", want: []string{"learning.key", `"pod"`, "workload"}},
 		{name: "negative alert cap", yaml: "alerts:\n  container_limit: -1\n", want: []string{"alerts.container_limit", "-1"}},
 		{name: "invalid yaml", yaml: "mode: [\n", want: []string{"config file"}},
 		{name: "bad mode from the environment", yaml: "", env: map[string]string{"CAGEWATCH_MODE": "bogus"}, want: []string{"mode", `"bogus"`}},

@@ -257,16 +257,7 @@ func (a *e2eAgent) stop() {
 }
 
 // alerts parses the agent's stdout; a line that is not an alert is skipped.
-func (a *e2eAgent) alerts() []alertLine {
-	var out []alertLine
-	for _, line := range strings.Split(a.stdout.String(), "\n") {
-		var al alertLine
-		if line != "" && json.Unmarshal([]byte(line), &al) == nil && al.Rule != "" {
-			out = append(out, al)
-		}
-	}
-	return out
-}
+func (a *e2eAgent) alerts() []alertLine { return alertLines(a.stdout.String()) }
 
 // alertsFor are the alerts of one container.
 func (a *e2eAgent) alertsFor(id string) []alertLine {
@@ -564,7 +555,7 @@ learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}
 	waitFor(t, e2eStableTimeout, "every benign image to become stable", func() bool {
 		log := agent.log.String()
 		for _, w := range e2eBenign {
-			if _, ok := stableAfter[w.image]; !ok && strings.Contains(log, `msg="baseline stable" image=`+w.image) {
+			if _, ok := stableAfter[w.image]; !ok && strings.Contains(log, `msg="baseline stable" profile=`+w.image) {
 				stableAfter[w.image] = time.Since(learnFrom).Round(time.Second)
 			}
 		}
@@ -575,7 +566,7 @@ learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}
 	t.Logf("benign images stable after %v: %v", learnTook.Round(time.Second), stableAfter)
 	// The sidecar's state writes below /etc are learned, so the benign pass
 	// below is quiet because of the exception, not because nothing was seen.
-	if learned := `msg="exception learned" image=e2e/sidecar:1 rule=fs_write_drift`; !strings.Contains(agent.log.String(), learned) {
+	if learned := `msg="exception learned" profile=e2e/sidecar:1 rule=fs_write_drift`; !strings.Contains(agent.log.String(), learned) {
 		t.Errorf("agent log lacks %s", learned)
 	}
 

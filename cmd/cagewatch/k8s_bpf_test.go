@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -33,6 +34,7 @@ const k8sImage = "docker.io/cagewatch/busybox:1" // as CRI names cagewatch/busyb
 
 type k8sPod struct {
 	name, namespace, app, script string
+	labels                       map[string]string // controller labels kubelet copies from the template
 	uid, sandbox, container      string
 }
 
@@ -64,6 +66,7 @@ func runPod(ctx context.Context, t *testing.T, rt cri.RuntimeServiceClient, logD
 	p.uid = podUID()
 	labels := map[string]string{"app.kubernetes.io/name": p.app, "app.kubernetes.io/part-of": "cagewatch-test",
 		"io.kubernetes.pod.name": p.name, "io.kubernetes.pod.namespace": p.namespace, "io.kubernetes.pod.uid": p.uid}
+	maps.Copy(labels, p.labels)
 	hostNet := &cri.NamespaceOption{Network: cri.NamespaceMode_NODE}
 	sbConfig := &cri.PodSandboxConfig{
 		Metadata:     &cri.PodSandboxMetadata{Name: p.name, Namespace: p.namespace, Uid: p.uid},
@@ -142,10 +145,17 @@ containers: {containerd_socket: %s}
 	defer agent.stop()
 
 	const benign = "while :; do cat /etc/hostname >/dev/null; sleep 0.2; done"
+	const worker = "while :; do ls /bin >/dev/null; echo job >/tmp/job; sleep 0.3; done"
+	web := map[string]string{"pod-template-hash": "7d9f8c6b5"}
+	// One image in three roles: a web Deployment of two replicas, a worker
+	// Deployment beside it, and a CronJob's job in another namespace.
 	pods := []*k8sPod{
-		{name: "web-7d9f8c6b5-x2k4q", namespace: "shop", app: "web", script: benign},
-		{name: "web-7d9f8c6b5-p9z7m", namespace: "shop", app: "web", script: benign},
-		{name: "report-28910450-kq2vd", namespace: "batch", app: "report", script: benign},
+		{name: "web-7d9f8c6b5-x2k4q", namespace: "shop", app: "web", script: benign, labels: web},
+		{name: "web-7d9f8c6b5-p9z7m", namespace: "shop", app: "web", script: benign, labels: web},
+		{name: "worker-6f4b8d7c9-tz5vn", namespace: "shop", app: "worker", script: worker,
+			labels: map[string]string{"pod-template-hash": "6f4b8d7c9"}},
+		{name: "report-28910450-kq2vd", namespace: "batch", app: "report", script: benign,
+			labels: map[string]string{"batch.kubernetes.io/job-name": "report-28910450"}},
 	}
 	logDir := filepath.Join(dir, "pods")
 	for _, p := range pods {
@@ -153,7 +163,7 @@ containers: {containerd_socket: %s}
 		defer removePod(rt, p)
 	}
 	waitFor(t, 2*time.Minute, "the image's baseline to become stable", func() bool {
-		return strings.Contains(agent.log.String(), `msg="baseline stable" image=cagewatch/busybox:1`)
+		return strings.Contains(agent.log.String(), `msg="baseline stable" profile=cagewatch/busybox:1`)
 	})
 
 	attacker := &k8sPod{name: "debug-5c8d7f9b4-h4wqt", namespace: "batch", app: "debug",
@@ -229,11 +239,17 @@ containers: {containerd_socket: %s}
 		}
 		t.Fatalf("baselines %v, want only cagewatch/busybox:1", keys)
 	}
-	for _, p := range pods[:3] {
+	benignPods := pods[:len(pods)-1]
+	for _, p := range benignPods {
 		if bs[0].Containers[p.container] == 0 {
 			t.Errorf("pod %s/%s taught the baseline nothing (containers %v)", p.namespace, p.name, bs[0].Containers)
 		}
 	}
+
+	// The agent's own image as a DaemonSet pod, keyed by workload.
+	agent.stop()
+	removePod(rt, attacker)
+	k8sAgentPod(ctx, t, rt, sock, logDir, benignPods)
 }
 
 // resolvedLine is the agent's "container resolved" log line for a container.

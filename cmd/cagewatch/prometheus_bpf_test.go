@@ -106,7 +106,7 @@ containers:
 	})
 
 	waitFor(t, 60*time.Second, "the baseline to become stable", func() bool {
-		return strings.Contains(log.String(), `msg="baseline stable" image=e2e/prom:1`)
+		return strings.Contains(log.String(), `msg="baseline stable" profile=e2e/prom:1`)
 	})
 	// A hard rule and a statistical alert, so every panel has something to show.
 	startInCgroup(t, dir, `import time

@@ -101,18 +101,20 @@ func eachWindow(path string, stderr io.Writer, fn func(model.RecordedWindow)) (m
 	return malformed, nil
 }
 
-func imageKey(image string) string { return cmp.Or(image, defaultReplayImage) }
+// replayKey is the baseline a recorded window's profile key names.
+func replayKey(profile string) string { return cmp.Or(profile, defaultReplayImage) }
 
 // learnFromFile learns one baseline per image from recorded windows; the result
 // is stable, as if promoted.
 func learnFromFile(path string, stderr io.Writer) (map[string]*model.Baseline, error) {
 	out := map[string]*model.Baseline{}
 	_, err := eachWindow(path, stderr, func(r model.RecordedWindow) {
-		key := imageKey(r.Image)
+		key := replayKey(r.ProfileKey())
 		b := out[key]
 		if b == nil {
-			repo, tag := model.SplitImageRef(key)
+			repo, tag := model.SplitImageRef(replayKey(r.Image))
 			b = model.NewBaseline(repo, tag, "")
+			b.Workload = r.Workload
 			out[key] = b
 		}
 		b.AddWindow(r.Window(), model.DefaultSampleSize)
@@ -145,12 +147,12 @@ type replayer struct {
 	thresholds *model.ThresholdCache
 }
 
-// baselineFor finds a window's baseline: by image, or the only one there is.
-func (r *replayer) baselineFor(image string) *model.Baseline {
-	if b, ok := r.baselines[imageKey(image)]; ok {
+// baselineFor finds a window's baseline: by profile key, or the only one there is.
+func (r *replayer) baselineFor(profile string) *model.Baseline {
+	if b, ok := r.baselines[replayKey(profile)]; ok {
 		return b
 	}
-	if len(r.baselines) == 1 && image == "" {
+	if len(r.baselines) == 1 && profile == "" {
 		for _, b := range r.baselines {
 			return b
 		}
@@ -212,7 +214,7 @@ func (r *replayer) scoreFile(path string, stdout, stderr io.Writer) (*replaySumm
 	enc := json.NewEncoder(stdout)
 	var werr error
 	malformed, err := eachWindow(path, stderr, func(rw model.RecordedWindow) {
-		b := r.baselineFor(rw.Image)
+		b := r.baselineFor(rw.ProfileKey())
 		if b == nil {
 			sum.NoBaseline++
 			return
@@ -255,7 +257,7 @@ func (r *replayer) scoreFile(path string, stdout, stderr io.Writer) (*replaySumm
 		}
 		if line.Alert {
 			sum.Alerts++
-			sum.PerImage[imageKey(rw.Image)]++
+			sum.PerImage[replayKey(rw.ProfileKey())]++
 			if !rw.Time.IsZero() {
 				sum.PerHour[rw.Time.Truncate(time.Hour)]++
 			}

@@ -35,7 +35,7 @@ containers:
 	startInCgroup(t, dir, pacedSteady)
 	agent, stdout, log := runAgentProcess(t, bin, config)
 	waitFor(t, 60*time.Second, "e2e/replay:1 to become stable", func() bool {
-		return strings.Contains(log.String(), `msg="baseline stable" image=e2e/replay:1`)
+		return strings.Contains(log.String(), `msg="baseline stable" profile=e2e/replay:1`)
 	})
 	startInCgroup(t, dir, pacedDifferent)
 	waitFor(t, 15*time.Second, "statistical alerts", func() bool {

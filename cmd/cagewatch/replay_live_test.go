@@ -133,7 +133,7 @@ func TestReplayMatchesLive(t *testing.T) {
 	cfg := profiler.Config{Mode: profiler.ModeDetect, Window: time.Second, Budget: 1, Store: filepath.Join(dir, "cagewatch.db"),
 		RecordFile: filepath.Join(dir, "windows.jsonl"),
 		Learning:   profiler.LearnerConfig{LearnConfig: model.DefaultLearnConfig(), IgnoreFirst: 3 * time.Second}}
-	lib, err := profiler.NewLibrary(st, cfg.Learning.LearnConfig, cfg.Mode, true)
+	lib, err := profiler.NewLibrary(st, cfg.Learning, cfg.Mode, true)
 	if err != nil {
 		t.Fatal(err)
 	}

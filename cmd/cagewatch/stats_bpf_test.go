@@ -154,7 +154,7 @@ containers:
 	startInCgroup(t, dir, pacedSteady)
 	_, stdout, log := runAgentProcess(t, bin, config)
 	waitFor(t, 90*time.Second, "e2e/stats:1 to become stable", func() bool {
-		return strings.Contains(log.String(), `msg="baseline stable" image=e2e/stats:1`)
+		return strings.Contains(log.String(), `msg="baseline stable" profile=e2e/stats:1`)
 	})
 
 	steadyFrom := time.Now()

@@ -71,13 +71,15 @@ func (c *CRIClient) Inspect(ctx context.Context, id string) (Metadata, error) {
 		ref = "" // untagged: the image id (md.ImageID) names it
 	}
 	md.Image, md.ImageTag = model.SplitImageRef(ref)
-	md.PodLabels = c.podLabels(ctx, id)
+	sandboxLabels := c.sandboxLabels(ctx, id)
+	md.PodLabels = appLabels(sandboxLabels)
+	md.PodOwner = model.PodOwner(md.PodName, sandboxLabels)
 	return md, nil
 }
 
-// podLabels are the app.kubernetes.io/* labels of the container's pod, which
-// CRI keeps on the sandbox; nil when there are none or the sandbox is gone.
-func (c *CRIClient) podLabels(ctx context.Context, id string) map[string]string {
+// sandboxLabels are the labels of the container's pod, which CRI keeps on the
+// sandbox; nil when the sandbox is gone.
+func (c *CRIClient) sandboxLabels(ctx context.Context, id string) map[string]string {
 	list, err := c.rt.ListContainers(ctx, &cri.ListContainersRequest{Filter: &cri.ContainerFilter{Id: id}})
 	if err != nil || len(list.GetContainers()) == 0 {
 		return nil
@@ -86,8 +88,14 @@ func (c *CRIClient) podLabels(ctx context.Context, id string) map[string]string 
 	if err != nil {
 		return nil
 	}
+	return sb.GetStatus().GetLabels()
+}
+
+// appLabels are the app.kubernetes.io/* labels among a pod's: only those, so
+// the set stays bounded; nil when there are none.
+func appLabels(all map[string]string) map[string]string {
 	var labels map[string]string
-	for k, v := range sb.GetStatus().GetLabels() {
+	for k, v := range all {
 		if strings.HasPrefix(k, "app.kubernetes.io/") {
 			if labels == nil {
 				labels = map[string]string{}

@@ -138,7 +138,7 @@ func TestCRIClientInspect(t *testing.T) {
 			status: kubeStatus("docker.io/library/nginx:1.27", sha, kubeLabels),
 			want: Metadata{
 				Name: "web", Image: "docker.io/library/nginx", ImageTag: "1.27", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 		{
@@ -146,7 +146,7 @@ func TestCRIClientInspect(t *testing.T) {
 			status: kubeStatus("docker.io/library/nginx:1.27", "docker.io/library/nginx@sha256:"+digest, kubeLabels),
 			want: Metadata{
 				Name: "web", Image: "docker.io/library/nginx", ImageTag: "1.27", ImageID: "docker.io/library/nginx@sha256:" + digest,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 		{
@@ -154,7 +154,7 @@ func TestCRIClientInspect(t *testing.T) {
 			status: kubeStatus("registry.local:5000/team/app:2.1", sha, kubeLabels),
 			want: Metadata{
 				Name: "web", Image: "registry.local:5000/team/app", ImageTag: "2.1", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 		{
@@ -162,7 +162,7 @@ func TestCRIClientInspect(t *testing.T) {
 			status: kubeStatus("docker.io/library/nginx@sha256:"+digest, sha, kubeLabels),
 			want: Metadata{
 				Name: "web", Image: "docker.io/library/nginx", ImageTag: "", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 		{
@@ -177,7 +177,7 @@ func TestCRIClientInspect(t *testing.T) {
 			wantImageReqs: []string{sha},
 			want: Metadata{
 				Name: "web", Image: "docker.io/library/nginx", ImageTag: "1.27", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 		{
@@ -187,7 +187,7 @@ func TestCRIClientInspect(t *testing.T) {
 			wantImageReqs: []string{imageID},
 			want: Metadata{
 				Name: "web", Image: "docker.io/library/nginx", ImageTag: "1.27", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 		{
@@ -197,7 +197,7 @@ func TestCRIClientInspect(t *testing.T) {
 			wantImageReqs: []string{sha},
 			want: Metadata{
 				Name: "web", Image: "", ImageTag: "", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 		{
@@ -207,7 +207,7 @@ func TestCRIClientInspect(t *testing.T) {
 			wantImageReqs: []string{sha},
 			want: Metadata{
 				Name: "web", Image: "", ImageTag: "", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 		{
@@ -217,7 +217,7 @@ func TestCRIClientInspect(t *testing.T) {
 			wantImageReqs: []string{sha},
 			want: Metadata{
 				Name: "web", Image: "", ImageTag: "", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web",
 			},
 		},
 	}

@@ -27,6 +27,10 @@ type Metadata struct {
 	PodNS    string
 	// PodLabels: the pod's app.kubernetes.io/* labels.
 	PodLabels map[string]string
+	// PodOwner: the pod's controller (model.PodOwner).
+	PodOwner string
+	// Entrypoint: the executable the container was started with.
+	Entrypoint string
 }
 
 // DockerClient speaks the Docker Engine API over its unix socket.
@@ -51,6 +55,7 @@ type dockerContainer struct {
 	ID     string `json:"Id"`
 	Name   string `json:"Name"`
 	Image  string `json:"Image"` // image id, sha256:…
+	Path   string `json:"Path"`  // the entrypoint's executable, as given
 	Config struct {
 		Image  string            `json:"Image"` // as the user asked for it: repo:tag, or an id
 		Labels map[string]string `json:"Labels"`
@@ -114,5 +119,7 @@ func (c *DockerClient) Inspect(ctx context.Context, id string) (Metadata, error)
 	}
 	md.PodName = ct.Config.Labels["io.kubernetes.pod.name"]
 	md.PodNS = ct.Config.Labels["io.kubernetes.pod.namespace"]
+	md.PodOwner = model.PodOwner(md.PodName, ct.Config.Labels)
+	md.Entrypoint = ct.Path
 	return md, nil
 }

@@ -157,37 +157,37 @@ func TestDockerClientInspect(t *testing.T) {
 		{
 			name:        "tagged image",
 			configImage: "cagewatch/busybox:1",
-			want:        Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "1", ImageID: sha},
+			want:        Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "1", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths:   []string{containerPath},
 		},
 		{
 			name:        "untagged reference defaults to latest",
 			configImage: "busybox",
-			want:        Metadata{Name: "cw1", Image: "busybox", ImageTag: "latest", ImageID: sha},
+			want:        Metadata{Name: "cw1", Image: "busybox", ImageTag: "latest", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths:   []string{containerPath},
 		},
 		{
 			name:        "registry with port and tag",
 			configImage: "registry:5000/team/app:2.1",
-			want:        Metadata{Name: "cw1", Image: "registry:5000/team/app", ImageTag: "2.1", ImageID: sha},
+			want:        Metadata{Name: "cw1", Image: "registry:5000/team/app", ImageTag: "2.1", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths:   []string{containerPath},
 		},
 		{
 			name:        "registry with port without tag defaults to latest",
 			configImage: "registry:5000/team/app",
-			want:        Metadata{Name: "cw1", Image: "registry:5000/team/app", ImageTag: "latest", ImageID: sha},
+			want:        Metadata{Name: "cw1", Image: "registry:5000/team/app", ImageTag: "latest", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths:   []string{containerPath},
 		},
 		{
 			name:        "pinned by digest only has no tag",
 			configImage: "busybox@sha256:" + digest,
-			want:        Metadata{Name: "cw1", Image: "busybox", ImageTag: "", ImageID: sha},
+			want:        Metadata{Name: "cw1", Image: "busybox", ImageTag: "", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths:   []string{containerPath},
 		},
 		{
 			name:        "tag and digest keeps the tag",
 			configImage: "docker.io/library/busybox:1.36@sha256:" + digest,
-			want:        Metadata{Name: "cw1", Image: "docker.io/library/busybox", ImageTag: "1.36", ImageID: sha},
+			want:        Metadata{Name: "cw1", Image: "docker.io/library/busybox", ImageTag: "1.36", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths:   []string{containerPath},
 		},
 		{
@@ -196,7 +196,7 @@ func TestDockerClientInspect(t *testing.T) {
 			images: map[string]string{
 				sha: dockerImageJSON(t, sha, []string{"cagewatch/busybox:1", "cagewatch/busybox:stable"}, nil),
 			},
-			want:      Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "1", ImageID: sha},
+			want:      Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "1", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths: []string{containerPath, imagePath},
 		},
 		{
@@ -205,7 +205,7 @@ func TestDockerClientInspect(t *testing.T) {
 			images: map[string]string{
 				sha: dockerImageJSON(t, sha, []string{"registry:5000/team/app:2.1"}, nil),
 			},
-			want:      Metadata{Name: "cw1", Image: "registry:5000/team/app", ImageTag: "2.1", ImageID: sha},
+			want:      Metadata{Name: "cw1", Image: "registry:5000/team/app", ImageTag: "2.1", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths: []string{containerPath, imagePath},
 		},
 		{
@@ -214,7 +214,7 @@ func TestDockerClientInspect(t *testing.T) {
 			images: map[string]string{
 				sha: dockerImageJSON(t, sha, []string{"cagewatch/busybox:1"}, nil),
 			},
-			want:      Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "1", ImageID: sha},
+			want:      Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "1", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths: []string{containerPath, imagePath},
 		},
 		{
@@ -223,7 +223,7 @@ func TestDockerClientInspect(t *testing.T) {
 			images: map[string]string{
 				sha: dockerImageJSON(t, sha, []string{}, []string{"cagewatch/busybox@sha256:" + digest}),
 			},
-			want:      Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "", ImageID: sha},
+			want:      Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths: []string{containerPath, imagePath},
 		},
 		{
@@ -232,14 +232,14 @@ func TestDockerClientInspect(t *testing.T) {
 			images: map[string]string{
 				sha: dockerImageJSON(t, sha, nil, nil),
 			},
-			want:      Metadata{Name: "cw1", Image: "", ImageTag: "", ImageID: sha},
+			want:      Metadata{Name: "cw1", Image: "", ImageTag: "", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths: []string{containerPath, imagePath},
 		},
 		{
 			name:        "image id whose image is gone has no image name",
 			configImage: sha,
 			images:      map[string]string{},
-			want:        Metadata{Name: "cw1", Image: "", ImageTag: "", ImageID: sha},
+			want:        Metadata{Name: "cw1", Image: "", ImageTag: "", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths:   []string{containerPath, imagePath},
 		},
 		{
@@ -253,7 +253,7 @@ func TestDockerClientInspect(t *testing.T) {
 			},
 			want: Metadata{
 				Name: "cw1", Image: "docker.io/library/nginx", ImageTag: "1.27", ImageID: sha,
-				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod",
+				PodName: "web-7d9f8c6b5-x2k4q", PodNS: "prod", PodOwner: "web", Entrypoint: "sleep",
 			},
 			wantPaths: []string{containerPath},
 		},
@@ -261,7 +261,7 @@ func TestDockerClientInspect(t *testing.T) {
 			name:        "unrelated labels leave pod fields empty",
 			configImage: "cagewatch/busybox:1",
 			labels:      map[string]string{"com.docker.compose.project": "demo"},
-			want:        Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "1", ImageID: sha},
+			want:        Metadata{Name: "cw1", Image: "cagewatch/busybox", ImageTag: "1", ImageID: sha, Entrypoint: "sleep"},
 			wantPaths:   []string{containerPath},
 		},
 	}

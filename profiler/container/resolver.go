@@ -35,6 +35,7 @@ type Resolver struct {
 	paths      PathFinder
 	static     []StaticRule
 	inspectors map[model.Runtime]Inspector
+	keyBy      model.KeyBy
 	log        *slog.Logger
 	now        func() time.Time
 
@@ -42,13 +43,14 @@ type Resolver struct {
 	cache map[uint64]cached
 }
 
-// NewResolver builds a resolver. inspectors may lack runtimes that are not installed.
-func NewResolver(paths PathFinder, static []StaticRule, inspectors map[model.Runtime]Inspector, log *slog.Logger) *Resolver {
+// NewResolver builds a resolver. inspectors may lack runtimes that are not
+// installed. keyBy says what each container's profile key is (learning.key).
+func NewResolver(paths PathFinder, static []StaticRule, inspectors map[model.Runtime]Inspector, keyBy model.KeyBy, log *slog.Logger) *Resolver {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	return &Resolver{
-		paths: paths, static: static, inspectors: inspectors, log: log, now: time.Now,
+		paths: paths, static: static, inspectors: inspectors, keyBy: keyBy, log: log, now: time.Now,
 		cache: make(map[uint64]cached),
 	}
 }
@@ -71,13 +73,17 @@ func (r *Resolver) Resolve(ctx context.Context, id uint64) model.Container {
 		return model.Container{Runtime: model.RuntimeUnknown}
 	}
 	c, complete := r.identify(ctx, cgPath)
+	if r.keyBy == model.KeyByWorkload && c.IsContainer() {
+		c.Workload = c.WorkloadKey()
+	}
 	e = cached{c: c}
 	if !complete {
 		e.retryAt = r.now().Add(retryIncomplete)
 	}
 	if complete && c.IsContainer() {
 		r.log.Debug("container resolved", "cgroup_id", id, "runtime", c.Runtime, "container_id", c.ID,
-			"name", c.Name, "image", c.ImageRef(), "pod", c.PodName, "namespace", c.Namespace, "pod_labels", c.PodLabels)
+			"name", c.Name, "image", c.ImageRef(), "pod", c.PodName, "namespace", c.Namespace, "pod_labels", c.PodLabels,
+			"profile", c.ProfileKey())
 	}
 	r.mu.Lock()
 	r.cache[id] = e
@@ -131,6 +137,7 @@ func (r *Resolver) identify(ctx context.Context, cgPath string) (c model.Contain
 	}
 	c.Name, c.Image, c.ImageTag, c.ImageID = md.Name, model.FamiliarImage(md.Image), md.ImageTag, md.ImageID
 	c.PodName, c.Namespace, c.PodLabels = md.PodName, md.PodNS, md.PodLabels
+	c.PodOwner, c.Entrypoint = md.PodOwner, md.Entrypoint
 	return c, true
 }
 

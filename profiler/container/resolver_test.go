@@ -271,7 +271,7 @@ func TestResolverResolve(t *testing.T) {
 			if tt.containerd != nil {
 				inspectors[model.RuntimeContainerd] = tt.containerd
 			}
-			r := NewResolver(&fakePaths{paths: tt.paths, errs: tt.pathErrs}, tt.static, inspectors, nil)
+			r := NewResolver(&fakePaths{paths: tt.paths, errs: tt.pathErrs}, tt.static, inspectors, model.KeyByImage, nil)
 			got := r.Resolve(context.Background(), tt.id)
 			if !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("Resolve(%d) = %+v\nwant         %+v", tt.id, got, tt.want)
@@ -349,7 +349,7 @@ func TestResolverCaching(t *testing.T) {
 			paths := &fakePaths{paths: map[uint64]string{7: dockerPath}}
 			ins := &fakeInspector{md: map[string]Metadata{ctrID: busyboxMD}}
 			clk := newFakeClock()
-			r := NewResolver(paths, nil, map[model.Runtime]Inspector{model.RuntimeDocker: ins}, nil)
+			r := NewResolver(paths, nil, map[model.Runtime]Inspector{model.RuntimeDocker: ins}, model.KeyByImage, nil)
 			r.now = clk.now
 			for i, s := range tt.steps {
 				clk.advance(s.advance)
@@ -412,7 +412,7 @@ func TestResolverUncachedResults(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := NewResolver(tt.paths, nil, nil, nil)
+			r := NewResolver(tt.paths, nil, nil, model.KeyByImage, nil)
 			for range 3 {
 				if c := r.Resolve(context.Background(), tt.id); c.Runtime != tt.wantRuntime {
 					t.Fatalf("Resolve(%d) = %+v, want runtime %q", tt.id, c, tt.wantRuntime)
@@ -435,7 +435,7 @@ func TestResolverForget(t *testing.T) {
 		3: "/system.slice/sshd.service",
 	}}
 	ins := &fakeInspector{md: map[string]Metadata{ctrID: busyboxMD, ctrID2: {Name: "cw2", Image: "busybox", ImageTag: "latest"}}}
-	r := NewResolver(paths, nil, map[model.Runtime]Inspector{model.RuntimeDocker: ins}, nil)
+	r := NewResolver(paths, nil, map[model.Runtime]Inspector{model.RuntimeDocker: ins}, model.KeyByImage, nil)
 	ctx := context.Background()
 
 	for _, id := range []uint64{1, 2, 3} {
@@ -487,7 +487,7 @@ func TestResolverConcurrent(t *testing.T) {
 		3: "/system.slice/sshd.service",
 	}}
 	ins := &fakeInspector{md: map[string]Metadata{ctrID: busyboxMD, ctrID2: {Name: "cw2"}}}
-	r := NewResolver(paths, nil, map[model.Runtime]Inspector{model.RuntimeDocker: ins}, nil)
+	r := NewResolver(paths, nil, map[model.Runtime]Inspector{model.RuntimeDocker: ins}, model.KeyByImage, nil)
 	want := map[uint64]string{1: "cw1", 2: "cw2", 3: ""}
 
 	var wg sync.WaitGroup
@@ -516,5 +516,36 @@ func TestResolverConcurrent(t *testing.T) {
 	}
 	if n := r.Cached(); n > 3 {
 		t.Errorf("Cached() = %d, want at most 3", n)
+	}
+}
+
+// TestResolverProfileKey: the resolver sets each container's profile key as
+// learning.key says, from what its runtime reported.
+func TestResolverProfileKey(t *testing.T) {
+	paths := &fakePaths{paths: map[uint64]string{1: "/docker/" + ctrID, 2: "/docker/" + ctrID2, 3: "/system.slice/sshd.service"}}
+	ins := &fakeInspector{md: map[string]Metadata{
+		ctrID:  {Name: "main", Image: "docker.io/shop/app", ImageTag: "1", PodName: "web-7d9f8c6b5-x2k4q", PodNS: "shop", PodOwner: "web"},
+		ctrID2: {Name: "cw2", Image: "busybox", ImageTag: "latest", Entrypoint: "sh"},
+	}}
+	for _, tt := range []struct {
+		keyBy model.KeyBy
+		want  map[uint64]string
+	}{
+		{keyBy: model.KeyByImage, want: map[uint64]string{1: "shop/app:1", 2: "busybox:latest", 3: ""}},
+		{keyBy: model.KeyByWorkload, want: map[uint64]string{1: "k8s:shop/web/main", 2: "busybox:latest#sh", 3: ""}},
+	} {
+		t.Run(string(tt.keyBy), func(t *testing.T) {
+			r := NewResolver(paths, nil, map[model.Runtime]Inspector{model.RuntimeDocker: ins}, tt.keyBy, nil)
+			for id, want := range tt.want {
+				c := r.Resolve(context.Background(), id)
+				got := ""
+				if c.HasBaseline() {
+					got = c.ProfileKey()
+				}
+				if got != want {
+					t.Errorf("cgroup %d: profile key %q, want %q", id, got, want)
+				}
+			}
+		})
 	}
 }

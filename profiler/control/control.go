@@ -37,14 +37,19 @@ type Service interface {
 
 // Status is what `cagewatch status` prints.
 type Status struct {
-	AgentRunning bool          `json:"agent_running"`
-	Mode         string        `json:"mode,omitempty"`
-	Images       []ImageStatus `json:"images"`
+	AgentRunning bool   `json:"agent_running"`
+	Mode         string `json:"mode,omitempty"`
+	// Key is what baselines belong to (learning.key): "image" or "workload".
+	Key    string        `json:"key"`
+	Images []ImageStatus `json:"images"`
 }
 
 // ImageStatus is one baseline's learning state and progress.
 type ImageStatus struct {
+	// Image is the baseline's profile key: the image reference, or the
+	// workload under learning.key: workload, whose image is then ImageRef.
 	Image    string              `json:"image"`
+	ImageRef string              `json:"image_ref,omitempty"`
 	State    model.BaselineState `json:"state"`
 	Progress model.Progress      `json:"progress"`
 	Updated  time.Time           `json:"updated"`

@@ -77,7 +77,7 @@ func startAgent(t *testing.T, running bool) *agent {
 	if err := st.PutBaselines(seed()...); err != nil {
 		t.Fatal(err)
 	}
-	lib, err := profiler.NewLibrary(st, learnCfg(), profiler.ModeAuto, running)
+	lib, err := profiler.NewLibrary(st, profiler.LearnerConfig{LearnConfig: learnCfg()}, profiler.ModeAuto, running)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,7 +686,7 @@ func emptyLibrary(t *testing.T) *profiler.Library {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	lib, err := profiler.NewLibrary(st, learnCfg(), profiler.ModeLearn, true)
+	lib, err := profiler.NewLibrary(st, profiler.LearnerConfig{LearnConfig: learnCfg()}, profiler.ModeLearn, true)
 	if err != nil {
 		t.Fatal(err)
 	}

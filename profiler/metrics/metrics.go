@@ -139,7 +139,9 @@ type ScoreSeries struct{ Image, Container, Namespace string }
 func (m *Metrics) ObserveScore(w model.Window, s model.WindowScore, t model.Threshold) ScoreSeries {
 	series := ScoreSeries{Image: w.Container.ImageRef(), Container: containerName(w.Container), Namespace: w.Container.Namespace}
 	m.anomalyScore.WithLabelValues(series.Image, series.Container, series.Namespace).Set(s.Value)
-	m.anomalyThreshold.WithLabelValues(series.Image).Set(t.Value)
+	// Thresholds are a baseline's: labelled by its key, the image reference
+	// or, under learning.key: workload, the workload.
+	m.anomalyThreshold.WithLabelValues(w.Container.ProfileKey()).Set(t.Value)
 	for _, view := range views {
 		scored := false
 		for _, v := range s.Views {
@@ -166,7 +168,7 @@ func (m *Metrics) DeleteScore(series ScoreSeries) {
 }
 
 // ObserveWindows counts container syscalls and containers by state.
-func (m *Metrics) ObserveWindows(ws []model.Window, state func(image string) (model.BaselineState, bool)) {
+func (m *Metrics) ObserveWindows(ws []model.Window, state func(profileKey string) (model.BaselineState, bool)) {
 	counts := map[string]int{string(model.StateLearning): 0, string(model.StateStable): 0, "none": 0}
 	for _, w := range ws {
 		c := w.Container
@@ -174,7 +176,7 @@ func (m *Metrics) ObserveWindows(ws []model.Window, state func(image string) (mo
 			continue
 		}
 		m.containerCalls.WithLabelValues(c.ImageRef()).Add(float64(w.Total()))
-		if st, ok := state(c.ImageRef()); ok {
+		if st, ok := state(c.ProfileKey()); ok {
 			counts[string(st)]++
 		} else {
 			counts["none"]++
