@@ -70,12 +70,12 @@ e2e:
 churn:
 	$(GO) test -count=1 -v -run '^TestChurn$$' -timeout 15m ./cmd/cagewatch/
 
-# Real servers as benign workloads (#14): nginx, redis and postgres images built
-# from this host's Debian packages (testdata/servers/build.sh, cached by a label),
-# learned in auto mode under load varying 5x within and between containers
-# (ab, redis-benchmark, pgbench from the host), then a fresh pass of at least
-# ten container-minutes that must raise no alert; prints threshold and highest
-# benign score per image. 7 to 11 minutes with the images cached.
+# Real servers as benign workloads (#14): nginx, redis, postgres and mariadb
+# images built from this host's Debian packages (testdata/servers/build.sh,
+# cached by a label), learned in auto mode under load varying 5x within and
+# between containers (ab, redis-benchmark, pgbench, mariadb from the host), then a fresh pass of at least ten container-minutes
+# that must raise no alert; prints threshold and highest benign score per
+# image. About 6 minutes with the images cached.
 servers:
 	$(GO) test -count=1 -v -run '^TestServers$$' -timeout 20m ./cmd/cagewatch/
 

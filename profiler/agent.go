@@ -39,6 +39,9 @@ type Agent struct {
 	sampler  *sensor.Sampler
 	closers  []func() error
 
+	// selfCgroup is the agent's own container's cgroup id, 0 on the host.
+	selfCgroup uint64
+
 	undecodable  atomic.Uint64
 	sampleErrors atomic.Uint64
 }
@@ -78,6 +81,14 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		a.closers = append(a.closers, c.Close)
 	}
 	a.resolver = container.NewResolver(cgroups, cfg.Containers.Static, inspectors, cfg.Learning.KeyBy, log)
+	// Run as a pod, the agent's own container (its tracefs helper mounting in a
+	// private namespace, its probes, its runtime socket) is not watched.
+	if id, path, err := cgroups.SelfID(); err != nil {
+		log.Warn("finding the agent's own cgroup", "err", err)
+	} else if _, inContainer := container.ClassifyPath(path); inContainer {
+		a.selfCgroup = id
+		log.Info("not watching the agent's own container", "cgroup", path)
+	}
 
 	// The rules' own paths are watched too, so a rule needs no config change.
 	rules, err := LoadRules(cfg.Rules)
@@ -100,7 +111,7 @@ func New(cfg Config, log *slog.Logger) (*Agent, error) {
 		return nil, err
 	}
 	a.sensor = s
-	log.Info("sensor loaded", "write_opens_judged_at", s.ExitMode())
+	log.Info("sensor loaded", "write_opens_judged_at", s.ExitMode(), "host_mount_namespace", s.HostMountNSFrom())
 	a.closers = append(a.closers, s.Close)
 	a.sampler = sensor.NewSampler(s, time.Now(), cgroups.Alive)
 	return a, nil
@@ -189,6 +200,9 @@ func (a *Agent) handleEvent(ctx context.Context, e model.Event, h Handlers) {
 		a.sampler.CgroupRemoved(e.CgroupID)
 	case model.EventCgroupCreate: // classified by its path: no runtime knows it yet
 	default:
+		if a.selfCgroup != 0 && e.CgroupID == a.selfCgroup {
+			return
+		}
 		e.Container = a.resolver.Resolve(ctx, e.CgroupID)
 	}
 	if h.Event != nil {
@@ -206,6 +220,9 @@ func (a *Agent) Sample(ctx context.Context, now time.Time) (windows []model.Wind
 	}
 	windows = make([]model.Window, 0, len(deltas))
 	for _, d := range deltas {
+		if a.selfCgroup != 0 && d.CgroupID == a.selfCgroup {
+			continue
+		}
 		windows = append(windows, d.Window(a.resolver.Resolve(ctx, d.CgroupID)))
 	}
 	for _, id := range removed {

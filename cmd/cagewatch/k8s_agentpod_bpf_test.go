@@ -100,8 +100,8 @@ func k8sAgentPod(ctx context.Context, t *testing.T, rt cri.RuntimeServiceClient,
 	podLog := func() (stdout, stderr string) { return criLog(logFile) }
 	defer func() {
 		if t.Failed() {
-			_, stderr := podLog()
-			t.Logf("agent pod log:\n%s", stderr)
+			raw, err := os.ReadFile(logFile)
+			t.Logf("agent pod log %s (%v):\n%s", logFile, err, raw)
 		}
 	}()
 
@@ -138,7 +138,7 @@ func k8sAgentPod(ctx context.Context, t *testing.T, rt cri.RuntimeServiceClient,
 		return true
 	})
 	_, log := podLog()
-	if want := "write_opens_judged_at=" + fmt.Sprintf("%q", sensor.ExitPerSyscall); !strings.Contains(log, want) {
+	if want := "write_opens_judged_at=" + sensor.ExitPerSyscall; !strings.Contains(log, want) {
 		t.Errorf("the agent pod does not judge write-opens at the per-syscall tracepoints (%s): its capabilities fall short\n%s",
 			want, regexp.MustCompile(`(?m)^.*sensor loaded.*$`).FindString(log))
 	}

@@ -62,8 +62,8 @@ const (
 	serversFreshPass     = 120 * time.Second // per fresh container, from its first request
 	serversReadyTimeout  = 45 * time.Second
 	// An image may become stable only once it has seen both of its containers
-	// through two whole rate cycles (one phase per level each).
-	serversMinWindows = 2 * serversCycle * int(serversPhase/serversWindow) * 2
+	// through two whole rate cycles (3 phases each).
+	serversMinWindows = 2 * 3 * int(serversPhase/serversWindow) * 2
 	// The convergence test's block, as the shipped default. A rare syscall
 	// that lands in one block and not the next (redis: jemalloc's madvise and
 	// mmap, a futex every few seconds) counts as a drift of some 25 standard
@@ -73,13 +73,8 @@ const (
 )
 
 // serversLevels is the cycle of load multipliers; the second container of an
-// image starts serversLevels[2] (5x) while the first starts at 1x. Level 0 is
-// a lull with no client at all, as real servers have: a fresh container idles
-// too (before it is removed), and its background threads alone (mariadb's
-// futex-only windows) must be behaviour its image learned.
-var serversLevels = [serversCycle]int{1, 2, 5, 0}
-
-const serversCycle = 4 // phases per cycle
+// image starts serversLevels[2] (5x) while the first starts at 1x.
+var serversLevels = []int{1, 2, 5}
 
 // serverTools are the host's benchmark clients.
 type serverTools struct{ ab, redisBench, redisCli, pgbench, pgIsReady, mariadb string }
@@ -199,14 +194,6 @@ func (c *serverClient) run(ctx context.Context) {
 		}
 		level := c.level(now)
 		n := c.kind.base * level
-		if n == 0 { // a lull
-			select {
-			case <-ctx.Done():
-				return
-			case <-tick.C:
-			}
-			continue
-		}
 		bctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		var cmd *exec.Cmd
 		switch c.kind.name {
@@ -256,7 +243,7 @@ func (c *serverClient) runPgbench(ctx context.Context) {
 			end = c.until
 		}
 		secs := int(time.Until(end).Round(time.Second) / time.Second)
-		if secs < 1 || c.level(now) == 0 { // too short to run, or a lull
+		if secs < 1 {
 			select {
 			case <-ctx.Done():
 			case <-time.After(time.Until(end)):
@@ -718,10 +705,8 @@ record: {file: %s, max_bytes: 1073741824}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%.2f (%s)\t%s\t%d\t%d, %.2f\t%d %s/s: %s\n", k.image, learning, stableWindows[k.image], thrs,
 			fs.windows, fs.maxScore, maxAt, ratio, n, ls.windows, ls.maxScore, k.base, k.unit, strings.Join(load, " "))
-		// At least most of each fresh container's windows past its start-up,
-		// but for the lulls, when a server may make no call at all (nginx).
-		active := float64(serversCycle-1) / serversCycle
-		if want := int(0.8 * active * float64(2*int((serversFreshPass-serversIgnoreFirst)/serversWindow))); fs.windows < want {
+		// At least most of each fresh container's windows past its start-up.
+		if want := int(0.8 * float64(2*int((serversFreshPass-serversIgnoreFirst)/serversWindow))); fs.windows < want {
 			t.Errorf("%s: %d fresh windows scored, want at least %d: the pass tested little", k.image, fs.windows, want)
 		}
 	}

@@ -38,7 +38,7 @@ func decodeStrict(t *testing.T, file string, out any) {
 
 // agentCapabilities are the capabilities the agent needs on this kernel, each
 // for the reason the DaemonSet states (README, "Kubernetes").
-var agentCapabilities = []corev1.Capability{"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"}
+var agentCapabilities = []corev1.Capability{"BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE", "DAC_READ_SEARCH"}
 
 // agentMounts are the host paths the agent reads or writes.
 var agentMounts = map[string]string{

@@ -97,7 +97,43 @@ func OpenCgroupFS(mount string) (*CgroupFS, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening cgroup v2 mount %s: %w", mount, err)
 	}
-	return &CgroupFS{Mount: strings.TrimSuffix(mount, "/"), mountFD: fd}, nil
+	c := &CgroupFS{Mount: strings.TrimSuffix(mount, "/"), mountFD: fd}
+	// Ids resolve only with CAP_DAC_READ_SEARCH: say so now, not once per
+	// event (a pod granted too few capabilities).
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err == nil {
+		if _, err := c.PathOf(st.Ino); errors.Is(err, ErrNeedsDACReadSearch) {
+			c.Close()
+			return nil, fmt.Errorf("cgroup v2 mount %s: %w", mount, err)
+		}
+	}
+	return c, nil
+}
+
+// ErrNeedsDACReadSearch: open_by_handle_at, which turns a cgroup id into its
+// path, takes CAP_DAC_READ_SEARCH.
+var ErrNeedsDACReadSearch = errors.New("open_by_handle_at needs CAP_DAC_READ_SEARCH")
+
+// SelfID is the cgroup v2 id and path of the calling process's cgroup, read
+// from /proc/self/cgroup; 0 when it is the root or outside this mount (a
+// cgroup namespace hides the path).
+func (c *CgroupFS) SelfID() (uint64, string, error) {
+	raw, err := os.ReadFile("/proc/self/cgroup")
+	if err != nil {
+		return 0, "", err
+	}
+	for _, line := range strings.Split(string(raw), "\n") {
+		rel, ok := strings.CutPrefix(line, "0::")
+		if !ok || rel == "/" || rel == "" {
+			continue
+		}
+		var st unix.Stat_t
+		if err := unix.Stat(c.Mount+rel, &st); err != nil {
+			return 0, "", fmt.Errorf("own cgroup %s: %w", rel, err)
+		}
+		return st.Ino, rel, nil
+	}
+	return 0, "", nil
 }
 
 // Close releases the mount's file descriptor.
@@ -133,6 +169,9 @@ func (c *CgroupFS) openByID(id uint64) (int, error) {
 	if err != nil {
 		if errors.Is(err, unix.ESTALE) || errors.Is(err, unix.ENOENT) {
 			return -1, fmt.Errorf("cgroup id %d: %w", id, ErrCgroupGone)
+		}
+		if errors.Is(err, unix.EPERM) {
+			return -1, fmt.Errorf("resolving cgroup id %d: %w", id, ErrNeedsDACReadSearch)
 		}
 		return -1, fmt.Errorf("resolving cgroup id %d: %w", id, err)
 	}

@@ -88,6 +88,7 @@ type Sensor struct {
 	enforcedPrefixes []string
 	writeTrees       map[string][]string // in write_prefixes
 	exitMode         string
+	hostMountNSFrom  string // where the host's mount namespace was read
 	// filterPrefixes and filterNames are the entries of watch_prefixes and
 	// watch_names, hashed into watch_filter.
 	filterPrefixes, filterNames map[string]bool
@@ -131,11 +132,12 @@ func Load(opts Options) (*Sensor, error) {
 	if err := spec.Variables[sensorVarAgentTgid].Set(opts.IgnoreTGID); err != nil {
 		return nil, fmt.Errorf("setting agent tgid: %w", err)
 	}
-	if err := spec.Variables[sensorVarHostMntNs].Set(hostMountNamespace()); err != nil {
+	hostNS, hostNSFrom := hostMountNamespace()
+	if err := spec.Variables[sensorVarHostMntNs].Set(hostNS); err != nil {
 		return nil, fmt.Errorf("setting host mount namespace: %w", err)
 	}
 
-	s := &Sensor{clock: bootTime(), opts: opts, filterPrefixes: map[string]bool{}, filterNames: map[string]bool{}}
+	s := &Sensor{clock: bootTime(), opts: opts, filterPrefixes: map[string]bool{}, filterNames: map[string]bool{}, hostMountNSFrom: hostNSFrom}
 	if err := spec.LoadAndAssign(&s.objs, &loadOpts); err != nil {
 		var verr *ebpf.VerifierError
 		if errors.As(err, &verr) {
@@ -193,6 +195,12 @@ func (s *Sensor) Attach() error {
 // ExitMode says where write-opens are judged on return: ExitPerSyscall, or
 // ExitEverySyscall on a kernel without per-syscall tracepoints.
 func (s *Sensor) ExitMode() string { return s.exitMode }
+
+// HostMountNSFrom says where the host's mount namespace, which tells a
+// runtime's setup from a container's workload, was read: /proc/1/ns/mnt, or
+// the agent's own when PID 1's could not be (a pod without hostPID or
+// CAP_SYS_PTRACE: runtime setup then alerts as workload).
+func (s *Sensor) HostMountNSFrom() string { return s.hostMountNSFrom }
 
 // Detach detaches the programs and keeps the maps, so a benchmark can write the
 // histogram slots without the kernel claiming them too (WriteHistogramSlot).
@@ -313,16 +321,17 @@ func bootTime() time.Time {
 }
 
 // hostMountNamespace is the inode of the host's mount namespace, where container
-// runtimes run: PID 1's (the agent runs in the host's PID namespace), or the
-// agent's own when PID 1's cannot be read (some init processes are not
-// dumpable); 0 when neither can be, and then no process is taken for a
-// runtime's init.
-func hostMountNamespace() uint32 {
-	for _, path := range []string{"/proc/1/ns/mnt", "/proc/self/ns/mnt"} {
+// runtimes run: PID 1's (the agent runs in the host's PID namespace); else, as
+// a pod whose node's PID 1 cannot be read (some init processes are not
+// dumpable, or hold capabilities no pod has), its parent's, the runtime's
+// shim; else the agent's own. 0 when none can be read, and then no process is
+// taken for a runtime's init.
+func hostMountNamespace() (inode uint32, from string) {
+	for _, path := range []string{"/proc/1/ns/mnt", fmt.Sprintf("/proc/%d/ns/mnt", os.Getppid()), "/proc/self/ns/mnt"} {
 		var st unix.Stat_t
 		if err := unix.Stat(path, &st); err == nil {
-			return uint32(st.Ino)
+			return uint32(st.Ino), path
 		}
 	}
-	return 0
+	return 0, ""
 }
