@@ -323,3 +323,39 @@ func TestBaselineDiffPairs(t *testing.T) {
 		}
 	})
 }
+
+// TestMergeFilesKeepsWorkloadsApart: two nodes' exports of one image's two
+// workloads merge per workload, never into one per-image baseline.
+func TestMergeFilesKeepsWorkloadsApart(t *testing.T) {
+	dir := t.TempDir()
+	workload := func(key string, n int) *model.Baseline {
+		b := learnedBaseline("shop/app", "1", n, "")
+		b.Workload = key
+		return b
+	}
+	var files []string
+	for node, n := range []int{30, 20} {
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("node%d.json", node)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bs := []*model.Baseline{workload("k8s:shop/web/main", n), workload("k8s:shop/worker/main", n+1)}
+		if err := store.Export(f, bs, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		files = append(files, f.Name())
+	}
+	merged, err := mergeFiles(files)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for _, b := range merged {
+		got[b.Key()] = b.Windows
+	}
+	want := map[string]uint64{"k8s:shop/web/main": 50, "k8s:shop/worker/main": 52}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("merged windows by key %v, want %v", got, want)
+	}
+}

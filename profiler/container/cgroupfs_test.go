@@ -2,7 +2,9 @@ package container
 
 import (
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -343,5 +345,55 @@ func TestOpenCgroupFSFindsMount(t *testing.T) {
 	defer fs.Close()
 	if fs.Mount != strings.TrimSuffix(want, "/") {
 		t.Errorf("OpenCgroupFS(\"\").Mount = %q, want %q", fs.Mount, want)
+	}
+}
+
+// TestCgroupFSSelfID: a process started in a cgroup of its own (clone3 into
+// it) finds that cgroup's id and path; the agent skips its own container so.
+func TestCgroupFSSelfID(t *testing.T) {
+	if os.Getenv("CAGEWATCH_SELFID_HELPER") != "" {
+		fs, err := OpenCgroupFS(os.Getenv("CAGEWATCH_SELFID_HELPER"))
+		if err != nil {
+			fmt.Println("error:", err)
+			return
+		}
+		id, path, err := fs.SelfID()
+		fmt.Printf("selfid %d %s %v\n", id, path, err)
+		return
+	}
+	sensortest.RequireRoot(t, "creating a cgroup needs it")
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	mount, err := FindCgroup2Mount(f)
+	f.Close()
+	if err != nil {
+		sensortest.SkipOrFail(t, "cgroup v2", "no cgroup2 filesystem mounted: %v", err)
+	}
+	dir, err := os.MkdirTemp(mount, "cagewatch-selfid-")
+	if err != nil {
+		sensortest.SkipOrFail(t, "a writable cgroup v2 hierarchy", "cannot create a cgroup under %s: %v", mount, err)
+	}
+	t.Cleanup(func() { os.Remove(dir) })
+	cg, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cg.Close()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCgroupFSSelfID$", "-test.count=1")
+	cmd.Env = append(os.Environ(), "CAGEWATCH_SELFID_HELPER="+mount)
+	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd())}
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Stat(dir, &st); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("selfid %d %s <nil>", st.Ino, strings.TrimPrefix(dir, strings.TrimSuffix(mount, "/")))
+	if !strings.Contains(string(out), want) {
+		t.Errorf("helper said %q, want %q", out, want)
 	}
 }
