@@ -142,12 +142,14 @@ type serverClient struct {
 	ip      string
 	offset  int       // starting index into serversLevels
 	started time.Time // the first request; phases count from here
-	until   time.Time // stop then (zero: when the context ends)
 
 	ops, batches, failures atomic.Int64
-	mu                     sync.Mutex
-	lastErr                string
-	perLevel               map[int]int64 // ops done at each level
+	// stopping: the container is being removed under load, so the runs it
+	// cuts short are not failures.
+	stopping atomic.Bool
+	mu       sync.Mutex
+	lastErr  string
+	perLevel map[int]int64 // ops done at each level
 }
 
 func (c *serverClient) level(at time.Time) int {
@@ -156,6 +158,9 @@ func (c *serverClient) level(at time.Time) int {
 }
 
 func (c *serverClient) fail(err error, out []byte) {
+	if c.stopping.Load() {
+		return
+	}
 	c.failures.Add(1)
 	c.mu.Lock()
 	c.lastErr = fmt.Sprintf("%v: %s", err, tail(strings.TrimSpace(string(out)), 5))
@@ -175,7 +180,7 @@ var (
 	pgbenchTxDone = regexp.MustCompile(`number of transactions actually processed: (\d+)`)
 )
 
-// run drives the server until c.until or ctx ends. ab and redis-benchmark run
+// run drives the server until ctx ends. ab and redis-benchmark run
 // one batch a second, sized by the level; pgbench runs for the rest of each
 // phase at the level's --rate.
 func (c *serverClient) run(ctx context.Context) {
@@ -189,7 +194,7 @@ func (c *serverClient) run(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		now := time.Now()
-		if ctx.Err() != nil || (!c.until.IsZero() && !now.Before(c.until)) {
+		if ctx.Err() != nil {
 			return
 		}
 		level := c.level(now)
@@ -235,13 +240,7 @@ func (c *serverClient) run(ctx context.Context) {
 func (c *serverClient) runPgbench(ctx context.Context) {
 	for ctx.Err() == nil {
 		now := time.Now()
-		if !c.until.IsZero() && !now.Before(c.until) {
-			return
-		}
 		end := c.started.Add((now.Sub(c.started)/serversPhase + 1) * serversPhase)
-		if !c.until.IsZero() && c.until.Before(end) {
-			end = c.until
-		}
 		secs := int(time.Until(end).Round(time.Second) / time.Second)
 		if secs < 1 {
 			select {
@@ -378,8 +377,11 @@ func redisPing(ip string) error {
 }
 
 // startAll starts two containers of every image, waits for each server to
-// answer, then starts their clients (second one out of phase), until `until`
-// (zero: until ctx ends).
+// answer, then starts their clients (second one out of phase). With until > 0
+// each server is removed that long after its client started, while the client
+// still drives it: learning never saw a server idle, and an idle tail (the
+// client done, docker still removing the container) is not the load under
+// test. With until 0 the clients run until ctx ends.
 func (r *serversRig) startAll(ctx context.Context, wg *sync.WaitGroup, prefix string, until time.Duration) []*serverContainer {
 	r.t.Helper()
 	var cs []*serverContainer
@@ -391,18 +393,19 @@ func (r *serversRig) startAll(ctx context.Context, wg *sync.WaitGroup, prefix st
 	for i, c := range cs {
 		r.ready(c)
 		c.client = &serverClient{kind: c.kind, tools: r.tools, ip: c.ip, offset: 2 * (i % 2)}
+		clientCtx, stopClient := context.WithCancel(ctx)
 		if until > 0 {
-			c.client.until = time.Now().Add(until)
+			time.AfterFunc(until, func() {
+				c.client.stopping.Store(true)
+				r.remove([]*serverContainer{c})
+				stopClient()
+			})
 		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c.client.run(ctx)
-			// A timed pass ends each server with its client: learning never
-			// saw one idle, and an idle tail is not the load under test.
-			if until > 0 {
-				r.remove([]*serverContainer{c})
-			}
+			defer stopClient()
+			c.client.run(clientCtx)
 		}()
 	}
 	return cs
@@ -534,6 +537,21 @@ func TestServers(t *testing.T) {
 	buildTook := serversBuild(t)
 	rig := &serversRig{t: t, label: fmt.Sprintf("cwsrv-%d", os.Getpid()), tools: findServerTools(t)}
 	t.Cleanup(func() { churnRemoveContainers(rig.label) })
+	// The report and the failures again after the agent's log, which the
+	// agent's cleanup (registered later, so run earlier) prints: CI shows a
+	// failed run's tail.
+	var report string
+	var failures []string
+	fail := func(format string, args ...any) {
+		msg := fmt.Sprintf(format, args...)
+		failures = append(failures, msg)
+		t.Error(msg)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("servers report, repeated below the agent's log:\n%s\nfailures:\n%s", report, strings.Join(failures, "\n"))
+		}
+	})
 
 	dir := t.TempDir()
 	record := filepath.Join(dir, "windows.jsonl")
@@ -587,7 +605,7 @@ record: {file: %s, max_bytes: 1073741824}
 	for !allStable() {
 		if time.Since(learnFrom) > serversStableTimeout {
 			status, _ := exec.Command(bin, "--config", config, "--log-level", "warn", "status").CombinedOutput()
-			t.Errorf("not every server image was stable after %v (stable: %v); status:\n%s", serversStableTimeout, stableAfter, status)
+			fail("not every server image was stable after %v (stable: %v); status:\n%s", serversStableTimeout, stableAfter, status)
 			for _, k := range serverKinds {
 				if _, ok := stableAfter[k.image]; ok {
 					continue
@@ -611,12 +629,12 @@ record: {file: %s, max_bytes: 1073741824}
 	learnWG.Wait()
 	rig.remove(learners)
 	for _, p := range clientProblems(learners) {
-		t.Errorf("learning client: %s", p)
+		fail("learning client: %s", p)
 	}
 	t.Logf("server images stable after %v: %v", learnTook.Round(time.Second), stableAfter)
 	// Quiet below because learned, not because unseen.
 	if learned := `msg="exception learned" profile=cagewatch-e2e/mariadb:1 rule=kernel_attack_surface binary=/usr/sbin/mariadbd detail=io_uring_setup`; !strings.Contains(agent.log.String(), learned) {
-		t.Errorf("agent log lacks %s", learned)
+		fail("agent log lacks %s", learned)
 	}
 
 	// 2. A fresh pass: new containers, the same varying load, scored.
@@ -707,7 +725,7 @@ record: {file: %s, max_bytes: 1073741824}
 			fs.windows, fs.maxScore, maxAt, ratio, n, ls.windows, ls.maxScore, k.base, k.unit, strings.Join(load, " "))
 		// At least most of each fresh container's windows past its start-up.
 		if want := int(0.8 * float64(2*int((serversFreshPass-serversIgnoreFirst)/serversWindow))); fs.windows < want {
-			t.Errorf("%s: %d fresh windows scored, want at least %d: the pass tested little", k.image, fs.windows, want)
+			fail("%s: %d fresh windows scored, want at least %d: the pass tested little", k.image, fs.windows, want)
 		}
 	}
 	tw.Flush()
@@ -717,23 +735,32 @@ record: {file: %s, max_bytes: 1073741824}
 	fmt.Fprintf(&b, "false alerts in the fresh pass: %d statistical, %d hard-rule; learners: %d statistical after their image was stable, %d hard-rule\n",
 		len(freshStat), len(freshHard), len(learnerStat), len(learnerHard))
 	fmt.Fprintf(&b, "total runtime %v\n", time.Since(began).Round(time.Second))
-	t.Logf("real servers as benign workloads:\n%s", b.String())
+	report = b.String()
+	t.Logf("real servers as benign workloads:\n%s", report)
 
 	if containerTime < 10*time.Minute {
-		t.Errorf("the fresh pass ran %v of container-time, want at least 10m", containerTime.Round(time.Second))
+		fail("the fresh pass ran %v of container-time, want at least 10m", containerTime.Round(time.Second))
 	}
 	for _, p := range clientProblems(fresh) {
-		t.Errorf("fresh client: %s", p)
+		fail("fresh client: %s", p)
 	}
 	for _, a := range learnerStat {
 		t.Logf("note: learner %v alerted after its image became stable: %s %s\n%s", a.OutputFields["container.name"], a.Rule, e2eExplain(a), serversExplainJSON(a))
 	}
 	for _, a := range freshStat {
-		t.Errorf("false statistical alert: %s container=%v at %v: %s\n%s", a.Rule, a.OutputFields["container.name"],
-			a.Time.Format("15:04:05.000"), e2eExplain(a), serversExplainJSON(a))
+		c := ids[a.OutputFields["container.id"].(string)]
+		fail("false statistical alert: %s container=%v at %v (container %v to %v): %s\n%s", a.Rule, c.name,
+			a.Time.Format("15:04:05.000"), c.created.Format("15:04:05.000"), c.removed.Format("15:04:05.000"), e2eExplain(a), serversExplainJSON(a))
+	}
+	// The alerting windows as recorded, for a failed run's diagnosis.
+	for _, w := range windows {
+		if w.Live != nil && w.Live.Alert {
+			failures = append(failures, fmt.Sprintf("alerting window of %s at %s (%.1fs, score %.2f, threshold %.2f, %d calls): %v",
+				w.Container, w.Time.Format("15:04:05.000"), w.Duration, w.Live.Score, w.Live.Threshold, model.Window{Counts: w.Syscalls}.Total(), w.Syscalls))
+		}
 	}
 	for _, a := range append(slices.Clone(freshHard), learnerHard...) {
-		t.Errorf("hard-rule alert from a benign server: %s container=%v proc=%v: %s", a.Rule, a.OutputFields["container.name"],
+		fail("hard-rule alert from a benign server: %s container=%v proc=%v: %s", a.Rule, a.OutputFields["container.name"],
 			a.OutputFields["proc.name"], e2eExplain(a))
 	}
 }
