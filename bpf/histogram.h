@@ -61,7 +61,10 @@ struct cpu_state {
 	__u32 slot;
 	__u32 cpu;  /* this CPU, so the hot path checks the owner with no helper call */
 	__u32 skip; /* the running task is not counted (histogram_skips) */
-	__u32 pad;
+	/* Set when this CPU's running thread entered a read-only open, cleared at
+	 * every switch and by the open's exit: still set there, the exit has
+	 * nothing to judge and skips reading the flags (three helper calls). */
+	__u32 open_read_only;
 	__u64 recent;    /* the running thread's last three syscalls as gram fields; 0: none */
 	__u64 recent_in; /* recent as restored at switch-in: unchanged, nothing to save */
 };
@@ -271,6 +274,7 @@ int BPF_PROG(sched_switch, bool preempt, struct task_struct *prev, struct task_s
 		__u64 cgid = task_cgroup_id(next);
 		st->cgroup_id = cgid;
 		st->skip = histogram_skips(next, cgid);
+		st->open_read_only = 0;
 		switch_recent(st, prev, next);
 	}
 	return 0;

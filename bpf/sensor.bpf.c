@@ -870,6 +870,30 @@ static __noinline int capture_open_exit(struct pt_regs *regs, long nr, long ret)
 	return 0;
 }
 
+/* An open's flags are registers at entry (openat2's are user memory, which
+ * another thread could change: those are judged at exit, as before). */
+static __always_inline void note_open_flags(__u64 flags)
+{
+	__u32 zero = 0;
+	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);
+	if (st)
+		st->open_read_only = !(flags & O_WRITES);
+}
+
+/* Whether the open returning now entered read-only on this CPU with no switch
+ * since, so it is the running thread's own; clears the mark either way. creat
+ * sets no mark (it always writes). */
+static __always_inline int open_entered_read_only(long nr)
+{
+	__u32 zero = 0;
+	struct cpu_state *st = bpf_map_lookup_elem(&cpu_state, &zero);
+	if (!st)
+		return 0;
+	int read_only = st->open_read_only && nr != NR_creat;
+	st->open_read_only = 0;
+	return read_only;
+}
+
 static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 {
 	/* Direct BTF loads, not BPF_CORE_READ: each of those is a helper call. */
@@ -892,6 +916,7 @@ static __noinline int capture_syscall(struct pt_regs *regs, __s32 nr)
 	struct event *e;
 	__u8 open_watch = 0;
 	if (nr == NR_open || nr == NR_openat || nr == NR_openat2) {
+		note_open_flags(nr == NR_open ? a1 : nr == NR_openat ? a2 : O_WRITES);
 		e = scratch_event();
 		if (!e)
 			return 0;
@@ -1072,7 +1097,7 @@ int BPF_PROG(sys_exit, struct pt_regs *regs, long ret)
 	long nr = regs->orig_ax;
 	if (nr != NR_openat && nr != NR_open && nr != NR_openat2 && nr != NR_creat)
 		return 0;
-	if (ret < 0 && ret != -ETXTBSY)
+	if (open_entered_read_only(nr) || (ret < 0 && ret != -ETXTBSY))
 		return 0;
 	return capture_open_exit(regs, nr, ret);
 }
@@ -1087,7 +1112,7 @@ struct syscall_exit_record {
 
 static __always_inline int open_exit_tp(long nr, long ret)
 {
-	if (ret < 0 && ret != -ETXTBSY)
+	if (open_entered_read_only(nr) || (ret < 0 && ret != -ETXTBSY))
 		return 0;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	if (!regs)

@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
@@ -35,6 +36,16 @@ func writeCalls(dir string) {
 	if ro, err := unix.Open(at("etc/passwd"), unix.O_RDONLY, 0); err == nil { // reopened for writing
 		if fd, err := unix.Open("/proc/self/fd/"+strconv.Itoa(ro), unix.O_WRONLY|unix.O_TRUNC, 0); err == nil {
 			unix.Close(fd)
+		}
+		unix.Close(ro)
+	}
+	// creat right after a read-only open: the mark that lets a read-only
+	// open's exit skip its judgement must not carry over to it.
+	if ro, err := unix.Open(at("etc/passwd"), unix.O_RDONLY, 0); err == nil {
+		if name, err := unix.BytePtrFromString(at("etc/created")); err == nil {
+			if fd, _, errno := unix.Syscall(unix.SYS_CREAT, uintptr(unsafe.Pointer(name)), 0o600, 0); errno == 0 {
+				unix.Close(int(fd))
+			}
 		}
 		unix.Close(ro)
 	}
@@ -144,6 +155,7 @@ func testFileWrites(t *testing.T, everyReturn bool) {
 		{syscall: "openat", ops: "open+create", path: at("etc/rel")},
 		{syscall: "openat", ops: "open", path: at("etc/passwd")},
 		{syscall: "openat", ops: "open+truncate", path: at("etc/passwd")},
+		{syscall: "creat", ops: "open+create", path: at("etc/created")},
 		{syscall: "truncate", ops: "truncate", path: at("log/app.log")},
 		{syscall: "renameat", ops: "rename", path: at("etc/moved"), path2: at("free/new")},
 		{syscall: "unlinkat", ops: "unlink", path: at("etc/moved")},

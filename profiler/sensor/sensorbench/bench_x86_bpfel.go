@@ -14,15 +14,15 @@ import (
 )
 
 type benchCpuState struct {
-	_          structs.HostLayout
-	CgroupId   uint64
-	SlotCgroup uint64
-	Slot       uint32
-	Cpu        uint32
-	Skip       uint32
-	Pad        uint32
-	Recent     uint64
-	RecentIn   uint64
+	_            structs.HostLayout
+	CgroupId     uint64
+	SlotCgroup   uint64
+	Slot         uint32
+	Cpu          uint32
+	Skip         uint32
+	OpenReadOnly uint32
+	Recent       uint64
+	RecentIn     uint64
 }
 
 type benchHist struct {
