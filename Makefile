@@ -4,7 +4,11 @@ BIN           := bin/cagewatch
 VERSION       ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS       := -X main.version=$(VERSION)
 GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
-FUZZTIME      ?= 10s
+# Fuzz budgets are counts (about 10 s each here), not durations: a duration
+# races Go's fuzz coordinator at its deadline and fails with "context deadline
+# exceeded" and no crasher (golang/go#75804, fixed in Go 1.27).
+# FUZZTIME=1m make fuzz sets one budget for all three.
+FUZZTIME      ?=
 STORE         ?= ./var/cagewatch.db
 
 .PHONY: all generate build image test unit e2e-k8s e2e churn servers fuzz bench bench-smoke bench-tool lint run demo model-bench clean
@@ -80,9 +84,9 @@ servers:
 	$(GO) test -count=1 -v -run '^TestServers$$' -timeout 20m ./cmd/cagewatch/
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./profiler/sensor/
-	$(GO) test -run '^$$' -fuzz '^FuzzClassifyPath$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./profiler/container/
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecordedWindow$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./model/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(or $(FUZZTIME),30000x) -fuzzminimizetime 1s ./profiler/sensor/
+	$(GO) test -run '^$$' -fuzz '^FuzzClassifyPath$$' -fuzztime $(or $(FUZZTIME),30000x) -fuzzminimizetime 1s ./profiler/container/
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecordedWindow$$' -fuzztime $(or $(FUZZTIME),150000x) -fuzzminimizetime 1s ./model/
 
 # The statistical scorer (the agent's own model and calibration) on ADFA-LD:
 # learn on train.jsonl, score dev.jsonl, print AUC and detection at 1%/5% FPR.
