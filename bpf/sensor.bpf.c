@@ -881,8 +881,9 @@ static __always_inline void note_open_flags(__u64 flags)
 }
 
 /* Whether the open returning now entered read-only on this CPU with no switch
- * since, so it is the running thread's own; clears the mark either way. creat
- * sets no mark (it always writes). */
+ * since, so it is the running thread's own; clears the mark either way. creat's
+ * entry sets no mark, so a mark left by an open whose exit never ran (exits
+ * attach after sys_enter) must not skip it. */
 static __always_inline int open_entered_read_only(long nr)
 {
 	__u32 zero = 0;

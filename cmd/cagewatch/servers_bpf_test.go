@@ -393,19 +393,28 @@ func (r *serversRig) startAll(ctx context.Context, wg *sync.WaitGroup, prefix st
 	for i, c := range cs {
 		r.ready(c)
 		c.client = &serverClient{kind: c.kind, tools: r.tools, ip: c.ip, offset: 2 * (i % 2)}
-		clientCtx, stopClient := context.WithCancel(ctx)
-		if until > 0 {
-			time.AfterFunc(until, func() {
-				c.client.stopping.Store(true)
-				r.remove([]*serverContainer{c})
-				stopClient()
-			})
-		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			if until <= 0 {
+				c.client.run(ctx)
+				return
+			}
+			clientCtx, stopClient := context.WithCancel(ctx)
 			defer stopClient()
-			c.client.run(clientCtx)
+			driven := make(chan struct{})
+			go func() {
+				defer close(driven)
+				c.client.run(clientCtx)
+			}()
+			select {
+			case <-time.After(until):
+				c.client.stopping.Store(true)
+				r.remove([]*serverContainer{c}) // the client still drives it
+			case <-ctx.Done():
+			}
+			stopClient()
+			<-driven
 		}()
 	}
 	return cs

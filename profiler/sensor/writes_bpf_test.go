@@ -39,8 +39,9 @@ func writeCalls(dir string) {
 		}
 		unix.Close(ro)
 	}
-	// creat right after a read-only open: the mark that lets a read-only
-	// open's exit skip its judgement must not carry over to it.
+	// creat right after a read-only open on the same thread: a read-only
+	// open's exit skips its judgement on a mark its entry set; creat's entry
+	// sets none, and creat is still judged.
 	if ro, err := unix.Open(at("etc/passwd"), unix.O_RDONLY, 0); err == nil {
 		if name, err := unix.BytePtrFromString(at("etc/created")); err == nil {
 			if fd, _, errno := unix.Syscall(unix.SYS_CREAT, uintptr(unsafe.Pointer(name)), 0o600, 0); errno == 0 {
