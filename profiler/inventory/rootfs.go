@@ -1,0 +1,118 @@
+// Package inventory reads what an image holds from a running container's root
+// (/proc/PID/root): its package database (dpkg, apk), and the shared libraries
+// an executed binary loads. It also parses SBOMs. Paths it returns are canonical
+// paths inside the container, as the kernel reports an exec's file.
+package inventory
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+)
+
+// maxSymlinks bounds link chains, as the kernel's ELOOP does (40).
+const maxSymlinks = 40
+
+// Root is a container's root directory seen from the host, e.g. /proc/PID/root.
+// Absolute symlinks inside it are resolved against it, not against the host.
+type Root string
+
+// ProcessRoot is the root of a running process.
+func ProcessRoot(pid uint32) Root { return Root(fmt.Sprintf("/proc/%d/root", pid)) }
+
+// host turns a canonical in-root path into a host path.
+func (r Root) host(p string) string { return string(r) + p }
+
+// Resolve gives the canonical path of p inside the root: every symlink
+// followed, absolute targets taken from the root.
+func (r Root) Resolve(p string) (string, error) {
+	resolved, err := r.resolve(p, true)
+	if err != nil {
+		return "", fmt.Errorf("resolving %s in %s: %w", p, r, err)
+	}
+	return resolved, nil
+}
+
+// ResolveDir resolves p's directories but leaves its last component as it is,
+// so a package's own symlink (/bin/sh → busybox) is not taken for its target.
+// It reports whether the last component is a regular file.
+func (r Root) ResolveDir(p string) (string, bool, error) {
+	dir, base := path.Split(path.Clean("/" + p))
+	rdir, err := r.resolve(dir, true)
+	if err != nil {
+		return "", false, err
+	}
+	full := path.Join(rdir, base)
+	fi, err := os.Lstat(r.host(full))
+	if err != nil {
+		return "", false, err
+	}
+	return full, fi.Mode().IsRegular(), nil
+}
+
+func (r Root) resolve(p string, followLast bool) (string, error) {
+	resolved := "/"
+	rest := splitPath(p)
+	links := 0
+	for len(rest) > 0 {
+		c := rest[0]
+		rest = rest[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			resolved = path.Dir(resolved)
+			continue
+		}
+		next := path.Join(resolved, c)
+		if len(rest) == 0 && !followLast {
+			return next, nil
+		}
+		fi, err := os.Lstat(r.host(next))
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&fs.ModeSymlink == 0 {
+			if len(rest) > 0 && !fi.IsDir() {
+				return "", fmt.Errorf("%s: %w", next, errNotDir)
+			}
+			resolved = next
+			continue
+		}
+		if links++; links > maxSymlinks {
+			return "", fmt.Errorf("%s: too many levels of symbolic links", p)
+		}
+		target, err := os.Readlink(r.host(next))
+		if err != nil {
+			return "", err
+		}
+		if strings.HasPrefix(target, "/") {
+			resolved = "/"
+		}
+		rest = append(splitPath(target), rest...)
+	}
+	return resolved, nil
+}
+
+var errNotDir = errors.New("not a directory")
+
+func splitPath(p string) []string { return strings.Split(p, "/") }
+
+// runnable says whether a packaged file can run or be loaded: in a bin, sbin
+// or libexec directory, or a shared object. The inventory keeps only those.
+func runnable(p string) bool {
+	base := path.Base(p)
+	if strings.Contains(base, ".so") {
+		return true
+	}
+	for _, dir := range splitPath(path.Dir(p)) {
+		switch dir {
+		case "bin", "sbin", "libexec":
+			return true
+		}
+	}
+	return false
+}
