@@ -7,7 +7,7 @@ GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 # Fuzz budgets are counts (about 10 s each here), not durations: a duration
 # races Go's fuzz coordinator at its deadline and fails with "context deadline
 # exceeded" and no crasher (golang/go#75804, fixed in Go 1.27).
-# FUZZTIME=1m make fuzz sets one budget for all three.
+# FUZZTIME=1m make fuzz sets one budget for all of them.
 FUZZTIME      ?=
 STORE         ?= ./var/cagewatch.db
 
@@ -87,6 +87,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(or $(FUZZTIME),30000x) -fuzzminimizetime 1s ./profiler/sensor/
 	$(GO) test -run '^$$' -fuzz '^FuzzClassifyPath$$' -fuzztime $(or $(FUZZTIME),30000x) -fuzzminimizetime 1s ./profiler/container/
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRecordedWindow$$' -fuzztime $(or $(FUZZTIME),150000x) -fuzzminimizetime 1s ./model/
+	$(GO) test -run '^$$' -fuzz '^FuzzParseVulnReport$$' -fuzztime $(or $(FUZZTIME),60000x) -fuzzminimizetime 1s ./model/
 
 # The statistical scorer (the agent's own model and calibration) on ADFA-LD:
 # learn on train.jsonl, score dev.jsonl, print AUC and detection at 1%/5% FPR.
