@@ -71,4 +71,13 @@ type AlertsConfig struct {
 	WebhookQueue    int
 	WebhookAttempts int
 	WebhookBackoff  time.Duration
+	// Syslog (alerts.syslog.*): "" = off; see alerts.SyslogConfig.
+	SyslogAddress    string
+	SyslogFacility   string
+	SyslogQueue      int
+	SyslogHostname   string
+	SyslogCAFile     string
+	SyslogCertFile   string
+	SyslogKeyFile    string
+	SyslogServerName string
 }

@@ -254,16 +254,29 @@ func ContainerLabel(c model.Container) string {
 	return string(c.Runtime)
 }
 
-// newDispatcher builds the alert outputs: the given sinks, and a file and a
-// webhook when configured.
+// newDispatcher builds the alert outputs: the given sinks, and a file, a
+// webhook and syslog when configured.
 func newDispatcher(cfg AlertsConfig, sinks []alerts.Sink, onSend func(model.Alert), hostname string, log *slog.Logger) (*alerts.Dispatcher, error) {
 	sinks = slices.Clone(sinks)
+	var file *alerts.Writer
 	if cfg.File != "" {
 		f, err := alerts.OpenFile(cfg.File)
 		if err != nil {
 			return nil, err
 		}
-		sinks = append(sinks, f)
+		sinks, file = append(sinks, f), f
+	}
+	if cfg.SyslogAddress != "" {
+		s, err := alerts.NewSyslog(alerts.SyslogConfig{Address: cfg.SyslogAddress, Facility: cfg.SyslogFacility,
+			Hostname: cfg.SyslogHostname, QueueSize: cfg.SyslogQueue, CAFile: cfg.SyslogCAFile, CertFile: cfg.SyslogCertFile,
+			KeyFile: cfg.SyslogKeyFile, ServerName: cfg.SyslogServerName}, log)
+		if err != nil {
+			if file != nil {
+				_ = file.Close()
+			}
+			return nil, fmt.Errorf("alerts.syslog: %w", err)
+		}
+		sinks = append(sinks, s)
 	}
 	if cfg.WebhookURL != "" {
 		sinks = append(sinks, alerts.NewWebhook(alerts.WebhookConfig{URL: cfg.WebhookURL, QueueSize: cfg.WebhookQueue,

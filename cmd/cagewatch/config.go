@@ -3,8 +3,10 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/url"
@@ -23,6 +25,7 @@ import (
 	"github.com/cagewatch/cagewatch/configs"
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler"
+	"github.com/cagewatch/cagewatch/profiler/alerts"
 )
 
 // Config keys: one name for the YAML file, the CAGEWATCH_* environment and flags.
@@ -61,6 +64,15 @@ const (
 	keyWebhookAttempts = "alerts.webhook.max_attempts"
 	keyWebhookBackoff  = "alerts.webhook.backoff"
 
+	keySyslogAddress    = "alerts.syslog.address"
+	keySyslogFacility   = "alerts.syslog.facility"
+	keySyslogQueue      = "alerts.syslog.queue_size"
+	keySyslogHostname   = "alerts.syslog.hostname"
+	keySyslogCAFile     = "alerts.syslog.tls.ca_file"
+	keySyslogCertFile   = "alerts.syslog.tls.cert_file"
+	keySyslogKeyFile    = "alerts.syslog.tls.key_file"
+	keySyslogServerName = "alerts.syslog.tls.server_name"
+
 	keyRecordFile     = "record.file"
 	keyRecordMaxBytes = "record.max_bytes"
 )
@@ -73,6 +85,8 @@ var knownKeys = []string{
 	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF, keyHistogramSlots,
 	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize, keyLearningKey,
 	keyBudget, keyDedup, keyContainerLimit, keyWebhookURL, keyWebhookQueue, keyWebhookAttempts, keyWebhookBackoff,
+	keySyslogAddress, keySyslogFacility, keySyslogQueue, keySyslogHostname,
+	keySyslogCAFile, keySyslogCertFile, keySyslogKeyFile, keySyslogServerName,
 	keyRecordFile, keyRecordMaxBytes,
 }
 
@@ -332,5 +346,62 @@ func loadAlerts(v *viper.Viper, bad func(string, error)) profiler.AlertsConfig {
 			bad(keyWebhookURL, fmt.Errorf("%q is not an http(s) URL", ac.WebhookURL))
 		}
 	}
+	loadSyslog(v, bad, &ac)
 	return ac
+}
+
+// loadSyslog checks alerts.syslog.*, reading the TLS files now so that a bad
+// path stops the agent at start rather than costing every alert later.
+func loadSyslog(v *viper.Viper, bad func(string, error), ac *profiler.AlertsConfig) {
+	ac.SyslogAddress = v.GetString(keySyslogAddress)
+	ac.SyslogFacility = v.GetString(keySyslogFacility)
+	ac.SyslogHostname = v.GetString(keySyslogHostname)
+	ac.SyslogCAFile = v.GetString(keySyslogCAFile)
+	ac.SyslogCertFile = v.GetString(keySyslogCertFile)
+	ac.SyslogKeyFile = v.GetString(keySyslogKeyFile)
+	ac.SyslogServerName = v.GetString(keySyslogServerName)
+	var err error
+	if ac.SyslogQueue, err = cast.ToIntE(v.Get(keySyslogQueue)); err != nil || ac.SyslogQueue < 1 {
+		bad(keySyslogQueue, fmt.Errorf("%v is not an integer >= 1", v.Get(keySyslogQueue)))
+	}
+	if _, err := alerts.ParseFacility(ac.SyslogFacility); err != nil {
+		bad(keySyslogFacility, err)
+	}
+	if h := ac.SyslogHostname; h != "" && (len(h) > 255 || strings.IndexFunc(h, func(r rune) bool { return r < 33 || r > 126 }) >= 0) {
+		bad(keySyslogHostname, fmt.Errorf("%q is not 1..255 printable ASCII characters without spaces", h))
+	}
+	if ac.SyslogAddress == "" {
+		return
+	}
+	transport, _, err := alerts.ParseSyslogAddress(ac.SyslogAddress)
+	if err != nil {
+		bad(keySyslogAddress, err)
+		return
+	}
+	files := map[string]string{keySyslogCAFile: ac.SyslogCAFile, keySyslogCertFile: ac.SyslogCertFile,
+		keySyslogKeyFile: ac.SyslogKeyFile, keySyslogServerName: ac.SyslogServerName}
+	if transport != "tls" {
+		// A CA file next to a tcp:// address reads as encrypted and is not.
+		for _, k := range slices.Sorted(maps.Keys(files)) {
+			if files[k] != "" {
+				bad(k, fmt.Errorf("set, but %s is %q, not tls://", keySyslogAddress, ac.SyslogAddress))
+			}
+		}
+		return
+	}
+	if ac.SyslogCAFile != "" {
+		if _, err := alerts.ReadCAFile(ac.SyslogCAFile); err != nil {
+			bad(keySyslogCAFile, err)
+		}
+	}
+	switch {
+	case ac.SyslogCertFile != "" && ac.SyslogKeyFile == "":
+		bad(keySyslogKeyFile, fmt.Errorf("empty, but %s is set", keySyslogCertFile))
+	case ac.SyslogCertFile == "" && ac.SyslogKeyFile != "":
+		bad(keySyslogCertFile, fmt.Errorf("empty, but %s is set", keySyslogKeyFile))
+	case ac.SyslogCertFile != "":
+		if _, err := tls.LoadX509KeyPair(ac.SyslogCertFile, ac.SyslogKeyFile); err != nil {
+			bad(keySyslogCertFile, fmt.Errorf("%s with %s: %w", ac.SyslogCertFile, ac.SyslogKeyFile, err))
+		}
+	}
 }

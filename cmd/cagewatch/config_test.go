@@ -1,6 +1,14 @@
 package main
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,6 +110,31 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 		{name: "watch name with slash", yaml: "sensor:\n  watch_names: [a/b]\n", want: []string{"sensor.watch_names[0]"}},
 		{name: "unknown profile key", yaml: "learning:\n  key: pod\n", want: []string{"learning.key", `"pod"`, "workload"}},
 		{name: "negative alert cap", yaml: "alerts:\n  container_limit: -1\n", want: []string{"alerts.container_limit", "-1"}},
+		{name: "syslog bad scheme", yaml: "alerts:\n  syslog: {address: \"http://127.0.0.1:514\"}\n",
+			want: []string{"alerts.syslog.address", "http://127.0.0.1:514", "udp, tcp, tls or unix"}},
+		{name: "syslog no port", yaml: "alerts:\n  syslog: {address: \"tcp://collector\"}\n",
+			want: []string{"alerts.syslog.address", "host:port"}},
+		{name: "syslog relative unix path", yaml: "alerts:\n  syslog: {address: \"unix://dev/log\"}\n",
+			want: []string{"alerts.syslog.address", "absolute"}},
+		{name: "syslog bad facility", yaml: "alerts:\n  syslog: {facility: local9}\n",
+			want: []string{"alerts.syslog.facility", `"local9"`, "local7"}},
+		{name: "syslog queue size", yaml: "alerts:\n  syslog: {queue_size: 0}\n", want: []string{"alerts.syslog.queue_size"}},
+		{name: "syslog hostname with space", yaml: "alerts:\n  syslog: {hostname: \"node 1\"}\n",
+			want: []string{"alerts.syslog.hostname", `"node 1"`}},
+		{name: "syslog missing ca file",
+			yaml: "alerts:\n  syslog: {address: \"tls://127.0.0.1:6514\", tls: {ca_file: /nonexistent/ca.pem}}\n",
+			want: []string{"alerts.syslog.tls.ca_file", "/nonexistent/ca.pem", "no such file"}},
+		{name: "syslog cert without key",
+			yaml: "alerts:\n  syslog: {address: \"tls://127.0.0.1:6514\", tls: {cert_file: /x/cert.pem}}\n",
+			want: []string{"alerts.syslog.tls.key_file", "alerts.syslog.tls.cert_file"}},
+		{name: "syslog tls settings on tcp",
+			yaml: "alerts:\n  syslog: {address: \"tcp://127.0.0.1:601\", tls: {ca_file: /x/ca.pem}}\n",
+			want: []string{"alerts.syslog.tls.ca_file", "not tls://"}},
+		{name: "syslog unknown key", yaml: "alerts:\n  syslog: {adress: \"udp://127.0.0.1:514\"}\n",
+			want: []string{"unknown key", `"alerts.syslog.adress"`}},
+		{name: "syslog bad address from the environment", yaml: "",
+			env:  map[string]string{"CAGEWATCH_ALERTS_SYSLOG_ADDRESS": "syslog.example:514"},
+			want: []string{"alerts.syslog.address", "syslog.example:514"}},
 		{name: "invalid yaml", yaml: "mode: [\n", want: []string{"config file"}},
 		{name: "bad mode from the environment", yaml: "", env: map[string]string{"CAGEWATCH_MODE": "bogus"}, want: []string{"mode", `"bogus"`}},
 		{name: "two problems, both named", yaml: "mode: x\nwindow: y\n", want: []string{"mode", "window"}},
@@ -153,4 +186,89 @@ func TestDaemonSetConfigLoads(t *testing.T) {
 	if _, err := profiler.LoadRules("../../deploy/kubernetes/config/rules.yaml"); err != nil {
 		t.Errorf("the DaemonSet's rules: %v", err)
 	}
+}
+
+func TestLoadConfigSyslog(t *testing.T) {
+	dir := t.TempDir()
+	ca, cert, key := writeTestPKI(t, dir)
+	tests := []struct {
+		name string
+		yaml string
+		env  map[string]string
+		want profiler.AlertsConfig // the syslog fields
+	}{
+		{name: "off by default", yaml: "", want: profiler.AlertsConfig{SyslogFacility: "local0", SyslogQueue: 1024}},
+		{name: "udp", yaml: "alerts:\n  syslog: {address: \"udp://127.0.0.1:514\", facility: daemon, queue_size: 8, hostname: node-1}\n",
+			want: profiler.AlertsConfig{SyslogAddress: "udp://127.0.0.1:514", SyslogFacility: "daemon", SyslogQueue: 8, SyslogHostname: "node-1"}},
+		{name: "unix", yaml: "alerts:\n  syslog: {address: \"unix:///dev/log\"}\n",
+			want: profiler.AlertsConfig{SyslogAddress: "unix:///dev/log", SyslogFacility: "local0", SyslogQueue: 1024}},
+		{name: "tls with client certificate", yaml: fmt.Sprintf("alerts:\n  syslog:\n    address: \"tls://[::1]:6514\"\n"+
+			"    tls: {ca_file: %s, cert_file: %s, key_file: %s, server_name: collector}\n", ca, cert, key),
+			want: profiler.AlertsConfig{SyslogAddress: "tls://[::1]:6514", SyslogFacility: "local0", SyslogQueue: 1024,
+				SyslogCAFile: ca, SyslogCertFile: cert, SyslogKeyFile: key, SyslogServerName: "collector"}},
+		{name: "from the environment", yaml: "",
+			env:  map[string]string{"CAGEWATCH_ALERTS_SYSLOG_ADDRESS": "tcp://collector:601", "CAGEWATCH_ALERTS_SYSLOG_FACILITY": "LOCAL3"},
+			want: profiler.AlertsConfig{SyslogAddress: "tcp://collector:601", SyslogFacility: "LOCAL3", SyslogQueue: 1024}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			v, err := newViper(writeConfig(t, tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := loadConfig(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a := cfg.Alerts
+			got := profiler.AlertsConfig{SyslogAddress: a.SyslogAddress, SyslogFacility: a.SyslogFacility, SyslogQueue: a.SyslogQueue,
+				SyslogHostname: a.SyslogHostname, SyslogCAFile: a.SyslogCAFile, SyslogCertFile: a.SyslogCertFile,
+				SyslogKeyFile: a.SyslogKeyFile, SyslogServerName: a.SyslogServerName}
+			if got != tt.want {
+				t.Errorf("syslog config\n got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+}
+
+// writeTestPKI writes a self-signed CA and a certificate and key it signed.
+func writeTestPKI(t *testing.T, dir string) (ca, cert, key string) {
+	t.Helper()
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leafTmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "agent"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caTmpl, &leafKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalPKCS8PrivateKey(leafKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", leafDER), write("key.pem", "PRIVATE KEY", keyDER)
 }

@@ -388,15 +388,16 @@ func (d *Dispatcher) deliver(a *model.Alert) {
 	}
 }
 
-// Drops reports, per sink, the alerts it gave up on (webhook drops, failed writes).
+// Drops reports, per sink, the alerts it gave up on (webhook and syslog drops,
+// failed writes).
 func (d *Dispatcher) Drops() map[string]uint64 {
 	out := map[string]uint64{}
 	for _, s := range d.sinks {
-		switch s := s.(type) {
-		case *Webhook:
-			out[s.Name()] = s.Dropped()
+		switch c := s.(type) {
+		case interface{ Dropped() uint64 }: // Webhook, Syslog
+			out[s.Name()] = c.Dropped()
 		case *Writer:
-			out[s.Name()] = s.Errors()
+			out[s.Name()] = c.Errors()
 		}
 	}
 	return out
