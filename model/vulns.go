@@ -2,6 +2,7 @@ package model
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 	"time"
@@ -101,4 +102,24 @@ func (r *VulnReport) TopInUse(n int) []string {
 		}
 	}
 	return ids
+}
+
+// Ref is the image reference the report belongs to.
+func (r *VulnReport) Ref() string { return ImageRef(r.Image, r.Tag) }
+
+// Validate refuses a report that could not have been imported.
+func (r *VulnReport) Validate() error {
+	if r.Image == "" {
+		return fmt.Errorf("vulnerability report without an image")
+	}
+	for i, f := range r.Findings {
+		if f.ID == "" || f.Package == "" {
+			return fmt.Errorf("vulnerability report of %s: finding %d has no id or package", r.Ref(), i)
+		}
+		if !slices.Contains(Severities, f.Severity) {
+			return fmt.Errorf("vulnerability report of %s: finding %s has severity %q (want one of %s)",
+				r.Ref(), f.ID, f.Severity, strings.Join(Severities, ", "))
+		}
+	}
+	return nil
 }

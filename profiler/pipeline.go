@@ -28,6 +28,7 @@ type Deps struct {
 	Watch    Watcher       // the kernel's write filters, set from the rules; nil: none
 	Cgroups  CgroupControl // freezing and cgroup ids; nil: nothing is frozen
 	Library  *Library      // the baselines
+	Images   *ImageRecords // inventories, vulnerability reports, alert counts; nil: none kept
 	Sinks    []alerts.Sink // alert outputs besides the file and webhook of cfg.Alerts
 	Hostname string
 	Version  string
@@ -57,6 +58,7 @@ type Pipeline struct {
 	scorer      *WindowScorer
 	learner     *Learner
 	recorder    *Recorder // nil: not recording
+	images      *ImageRecords
 	metrics     *metrics.Metrics
 	out         *alerts.Dispatcher
 }
@@ -70,12 +72,17 @@ func NewPipeline(cfg Config, rules *model.RuleSet, d Deps) (*Pipeline, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	p := &Pipeline{cfg: cfg, log: log, src: d.Source, state: NewTracker(), lib: d.Library, watch: d.Watch}
+	p := &Pipeline{cfg: cfg, log: log, src: d.Source, state: NewTracker(), lib: d.Library, watch: d.Watch, images: d.Images}
 	// The metrics read the dispatcher's counters at scrape time; the dispatcher
 	// reports each sent alert to the metrics.
-	msrc := &metricsSource{lib: d.Library, src: d.Source}
+	msrc := &metricsSource{lib: d.Library, src: d.Source, images: d.Images}
 	p.metrics = metrics.New(msrc, d.Version)
-	out, err := newDispatcher(cfg.Alerts, d.Sinks, p.metrics.ObserveAlert, d.Hostname, log)
+	onSend, enrich := p.metrics.ObserveAlert, func(*model.Alert) {}
+	if d.Images != nil {
+		onSend = func(a model.Alert) { p.metrics.ObserveAlert(a); d.Images.ObserveAlert(a) }
+		enrich = d.Images.Enrich
+	}
+	out, err := newDispatcher(cfg.Alerts, d.Sinks, onSend, enrich, d.Hostname, log)
 	if err != nil {
 		return nil, err
 	}
@@ -187,6 +194,9 @@ func (p *Pipeline) Event(e model.Event) {
 	p.events.Event(e)
 	if e.Kind == model.EventExec {
 		p.learner.ObserveExec(e)
+		if p.images != nil {
+			p.images.ObserveExec(e)
+		}
 	}
 	if !c.IsHost() && e.Kind != model.EventExec {
 		p.log.Debug("event", "syscall", e.Syscall, "detail", e.Describe(),
@@ -256,7 +266,8 @@ func ContainerLabel(c model.Container) string {
 
 // newDispatcher builds the alert outputs: the given sinks, and a file, a
 // webhook and syslog when configured.
-func newDispatcher(cfg AlertsConfig, sinks []alerts.Sink, onSend func(model.Alert), hostname string, log *slog.Logger) (*alerts.Dispatcher, error) {
+func newDispatcher(cfg AlertsConfig, sinks []alerts.Sink, onSend func(model.Alert), enrich func(*model.Alert), hostname string,
+	log *slog.Logger) (*alerts.Dispatcher, error) {
 	sinks = slices.Clone(sinks)
 	var file *alerts.Writer
 	if cfg.File != "" {
@@ -283,14 +294,15 @@ func newDispatcher(cfg AlertsConfig, sinks []alerts.Sink, onSend func(model.Aler
 			MaxAttempts: cfg.WebhookAttempts, Backoff: cfg.WebhookBackoff}, log))
 	}
 	return alerts.NewDispatcher(alerts.DispatcherConfig{DedupInterval: cfg.DedupInterval, ContainerLimit: cfg.ContainerLimit,
-		Hostname: hostname, OnSend: onSend}, sinks...), nil
+		Hostname: hostname, OnSend: onSend, Enrich: enrich}, sinks...), nil
 }
 
 // metricsSource feeds the values Prometheus reads at scrape time.
 type metricsSource struct {
-	lib *Library
-	src Source
-	out *alerts.Dispatcher
+	lib    *Library
+	src    Source
+	out    *alerts.Dispatcher
+	images *ImageRecords
 }
 
 func (s *metricsSource) Baselines() []metrics.BaselineInfo {
@@ -308,3 +320,10 @@ func (s *metricsSource) Sensor() metrics.SensorInfo {
 }
 
 func (s *metricsSource) SinkDrops() map[string]uint64 { return s.out.Drops() }
+
+func (s *metricsSource) Vulnerabilities() map[string]map[string]map[bool]int {
+	if s.images == nil {
+		return nil
+	}
+	return s.images.VulnGauges()
+}

@@ -52,13 +52,17 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 	if err != nil {
 		return err
 	}
+	images, err := NewImageRecords(st, lib, log)
+	if err != nil {
+		return err
+	}
 	a, err := New(cfg, log)
 	if err != nil {
 		return err
 	}
 	defer a.Close()
 	hostname, _ := os.Hostname()
-	p, err := NewPipeline(cfg, rules, Deps{Source: a, Enforcer: a.sensor, Watch: a.sensor, Cgroups: a.cgroups, Library: lib,
+	p, err := NewPipeline(cfg, rules, Deps{Source: a, Enforcer: a.sensor, Watch: a.sensor, Cgroups: a.cgroups, Library: lib, Images: images,
 		Sinks: []alerts.Sink{alerts.NewWriter("stdout", opts.AlertOut)}, Hostname: hostname, Version: opts.Version, Log: log})
 	if err != nil {
 		return err
@@ -77,13 +81,20 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 	if cfg.MetricsListen != "" {
 		g.Go(func() error { return metrics.Serve(ctx, cfg.MetricsListen, p.Metrics().Registry(), log) })
 	}
-	g.Go(func() error { return control.Serve(ctx, control.SocketPath(cfg.Store), lib, log) })
+	g.Go(func() error {
+		return control.Serve(ctx, control.SocketPath(cfg.Store), Control{Library: lib, Images: images}, images, log)
+	})
+	g.Go(func() error { return images.Run(ctx, imageFlushInterval) })
 	g.Go(func() error { p.reloadRules(ctx, opts.Reload); return nil })
 	g.Go(func() error { return p.Run(ctx) })
 	err = g.Wait()
 	log.Info("stopped", "alerts_sent", p.out.Sent(), "alerts_suppressed", p.out.Suppressed())
 	return err
 }
+
+// imageFlushInterval is how often changed image records (inventories, alert
+// counts) are written; they are written at stop too.
+const imageFlushInterval = 30 * time.Second
 
 // reloadRules reads the rules file again on each request until ctx is done.
 func (p *Pipeline) reloadRules(ctx context.Context, reload <-chan struct{}) {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -219,8 +221,8 @@ func TestImportVersion1(t *testing.T) {
 
 	t.Run("exported again in the current version, which imports unchanged", func(t *testing.T) {
 		again := export(t, bs)
-		if !bytes.Contains(again, []byte(`"version": 3`)) {
-			t.Fatalf("re-export is not version 3:\n%s", again)
+		if !bytes.Contains(again, []byte(`"version": 4`)) {
+			t.Fatalf("re-export is not version 4:\n%s", again)
 		}
 		got, err := Import(bytes.NewReader(again))
 		if err != nil {
@@ -313,14 +315,14 @@ func badImports(t testing.TB) []badImport {
 	dup := string(export(t, []*model.Baseline{bs[1], bs[1]}))
 	withNull := replace(t, valid, "\n    },\n    {", "\n    },\n    null,\n    {")
 	return []badImport{
-		{"unknown version", replace(t, valid, `"version": 3`, `"version": 4`), []string{"version 4", "versions 1 to 3"}},
-		{"version 0", replace(t, valid, `"version": 3`, `"version": 0`), []string{"version 0"}},
-		{"no version", replace(t, valid, `"version": 3,`, ``), []string{"version 0"}},
+		{"unknown version", replace(t, valid, `"version": 4`, `"version": 5`), []string{"version 5", "versions 1 to 4"}},
+		{"version 0", replace(t, valid, `"version": 4`, `"version": 0`), []string{"version 0"}},
+		{"no version", replace(t, valid, `"version": 4,`, ``), []string{"version 0"}},
 		{"wrong format name", replace(t, valid, `"cagewatch-baseline"`, `"falco-rules"`), []string{"format", `"falco-rules"`}},
 		{"no format", replace(t, valid, `"format": "cagewatch-baseline",`, ``), []string{"format", `""`}},
 		{"not an export at all", `{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}`, []string{"format"}},
-		{"version is a string", replace(t, valid, `"version": 3`, `"version": "3"`), []string{`"version"`, "string"}},
-		{"version is fractional", replace(t, valid, `"version": 3`, `"version": 1.5`), []string{`"version"`, "1.5"}},
+		{"version is a string", replace(t, valid, `"version": 4`, `"version": "4"`), []string{`"version"`, "string"}},
+		{"version is fractional", replace(t, valid, `"version": 4`, `"version": 1.5`), []string{`"version"`, "1.5"}},
 		{"windows is a string", replace(t, one, `"windows": 12`, `"windows": "12"`), []string{`"baselines.windows"`, "string"}},
 		{"mean is a string", replace(t, miniExport, `"mean":5,`, `"mean":"5",`), []string{`"baselines.syscalls.mean"`, "string"}},
 		{"syscalls is a list", replace(t, one, `"syscalls": {`, `"syscalls": [], "y": {`), []string{`"baselines.syscalls"`, "array"}},
@@ -350,7 +352,7 @@ func badImports(t testing.TB) []badImport {
 		{"trailing garbage", valid + "garbage", []string{"after top-level value"}},
 		{"trailing brace", valid + "}", []string{"after top-level value"}},
 		{"two documents", valid + valid, []string{"after top-level value"}},
-		{"unknown top-level field", replace(t, valid, `"version": 3,`, `"version": 3, "comment": "hi",`), []string{`unknown field "comment"`}},
+		{"unknown top-level field", replace(t, valid, `"version": 4,`, `"version": 4, "comment": "hi",`), []string{`unknown field "comment"`}},
 		{"unknown baseline field", replace(t, one, `"windows": 12`, `"windows": 12, "windowz": 12`), []string{`unknown field "windowz"`}},
 		{"exception without hits", replace(t, one, `"io_uring_setup": 1`, `"io_uring_setup": 0`), []string{"baselines[0]", "exceptions", "io_uring_setup"}},
 		{"exception with an empty detail", replace(t, one, `"io_uring_setup": 1`, `"": 1`), []string{"baselines[0]", "exceptions"}},
@@ -480,5 +482,75 @@ func TestBadImportNamesField(t *testing.T) {
 	_, err := Import(strings.NewReader(in))
 	if err == nil || !strings.Contains(err.Error(), "at byte") {
 		t.Errorf("Import = %v, want an error with the byte offset", err)
+	}
+}
+
+// Format 4 carries inventories: they round-trip, and a bad one refuses the file.
+func TestExportFileInventories(t *testing.T) {
+	inv := model.NewInventory("shop/web", "1")
+	inv.SetPackages("dpkg", time.Unix(100, 0).UTC(), []model.Package{{Name: "nginx", Version: "1.22", Type: "deb", Files: []string{"/usr/sbin/nginx"}}})
+	inv.AddExec("/usr/sbin/nginx", time.Unix(200, 0).UTC())
+	var buf bytes.Buffer
+	if err := ExportFile(&buf, File{Inventories: []*model.Inventory{inv}}, time.Unix(300, 0)); err != nil {
+		t.Fatal(err)
+	}
+	f, err := ImportFile(bytes.NewReader(buf.Bytes()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Inventories) != 1 || !reflect.DeepEqual(f.Inventories[0], inv) {
+		t.Errorf("round trip: %+v, want %+v", f.Inventories, inv)
+	}
+	bad := strings.Replace(buf.String(), `"/usr/sbin/nginx": {`, `"usr/sbin/nginx": {`, 1)
+	if _, err := ImportFile(strings.NewReader(bad)); !errors.Is(err, ErrBadImport) || !strings.Contains(err.Error(), "inventories[0]") {
+		t.Errorf("a relative executed path: %v, want ErrBadImport naming inventories[0]", err)
+	}
+	twice := strings.Replace(buf.String(), `"inventories": [`, `"inventories": [{"image":"shop/web","tag":"1"},`, 1)
+	if _, err := ImportFile(strings.NewReader(twice)); err == nil || !strings.Contains(err.Error(), "appears twice") {
+		t.Errorf("an image twice: %v", err)
+	}
+}
+
+// Image records survive reopening the bbolt file, and a bad one is not written.
+func TestImageRecordsPersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "c.db")
+	s, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inv := model.NewInventory("shop/web", "1")
+	inv.AddExec("/bin/sh", time.Unix(1, 0).UTC())
+	tally := &model.AlertTally{Image: "shop/web", Tag: "1"}
+	tally.Add("sensitive_file", time.Unix(1, 0))
+	report := &model.VulnReport{Image: "shop/web", Tag: "1", Scanner: "trivy", Findings: []model.Vulnerability{{ID: "CVE-1", Severity: "high", Package: "bash"}}}
+	if err := s.PutInventories(inv); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutAlertTallies(tally); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutVulnReport(report); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.PutVulnReport(&model.VulnReport{Image: "shop/web", Tag: "1", Findings: []model.Vulnerability{{ID: "CVE-2", Severity: "dire", Package: "x"}}}); err == nil {
+		t.Error("a report with an unknown severity was written")
+	}
+	s.Close()
+	s, err = Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	invs, err := s.Inventories()
+	if err != nil || len(invs) != 1 || !reflect.DeepEqual(invs[0], inv) {
+		t.Errorf("inventories = %+v, %v", invs, err)
+	}
+	reports, err := s.VulnReports()
+	if err != nil || len(reports) != 1 || reports[0].Findings[0].ID != "CVE-1" {
+		t.Errorf("reports = %+v, %v", reports, err)
+	}
+	tallies, err := s.AlertTallies()
+	if err != nil || len(tallies) != 1 || tallies[0].Since(time.Unix(0, 0))["sensitive_file"] != 1 {
+		t.Errorf("tallies = %+v, %v", tallies, err)
 	}
 }

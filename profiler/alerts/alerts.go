@@ -224,6 +224,7 @@ type Dispatcher struct {
 	hostname string
 	now      func() time.Time
 	onSend   func(model.Alert)
+	enrich   func(*model.Alert)
 
 	mu         sync.Mutex
 	last       map[string]time.Time // dedup key → when last sent
@@ -249,6 +250,9 @@ type DispatcherConfig struct {
 	Hostname       string        // of the summary alerts
 	// OnSend, when set, sees each sent alert (metrics).
 	OnSend func(model.Alert)
+	// Enrich, when set, adds fields to each alert before the sinks see it
+	// (the image's vulnerabilities).
+	Enrich func(*model.Alert)
 }
 
 // containerBudget is one container's alerts in the current limit window.
@@ -263,7 +267,7 @@ type containerBudget struct {
 // NewDispatcher sends to sinks, de-duplicating and capping per container.
 func NewDispatcher(cfg DispatcherConfig, sinks ...Sink) *Dispatcher {
 	return &Dispatcher{sinks: sinks, interval: cfg.DedupInterval, limit: cfg.ContainerLimit,
-		window: cmp.Or(cfg.LimitWindow, time.Minute), hostname: cfg.Hostname, now: time.Now, onSend: cfg.OnSend,
+		window: cmp.Or(cfg.LimitWindow, time.Minute), hostname: cfg.Hostname, now: time.Now, onSend: cfg.OnSend, enrich: cfg.Enrich,
 		last: map[string]time.Time{}, suppressed: map[string]uint64{}, budgets: map[string]*containerBudget{}}
 }
 
@@ -380,6 +384,9 @@ func (d *Dispatcher) deliver(a *model.Alert) {
 		return
 	}
 	d.total.Add(1)
+	if d.enrich != nil && a.OutputFields != nil {
+		d.enrich(a)
+	}
 	for _, s := range d.sinks {
 		s.Send(*a)
 	}

@@ -53,6 +53,11 @@ type ImageStatus struct {
 	State    model.BaselineState `json:"state"`
 	Progress model.Progress      `json:"progress"`
 	Updated  time.Time           `json:"updated"`
+	// VulnsInUse counts the image's distinct vulnerabilities in packages that
+	// run, by severity, from its last imported scanner report (#18).
+	VulnsInUse map[string]int `json:"vulnerabilities_in_use,omitempty"`
+	// Vulns counts all of them, running or not.
+	Vulns map[string]int `json:"vulnerabilities,omitempty"`
 }
 
 // SocketPath is where the agent listens for a given store file.
@@ -61,7 +66,7 @@ func SocketPath(storePath string) string {
 }
 
 // Serve answers Service calls on a unix socket until ctx is done.
-func Serve(ctx context.Context, socket string, svc Service, log *slog.Logger) error {
+func Serve(ctx context.Context, socket string, svc Service, images ImageService, log *slog.Logger) error {
 	if err := os.MkdirAll(filepath.Dir(socket), 0o700); err != nil {
 		return fmt.Errorf("control socket %s: %w", socket, err)
 	}
@@ -76,7 +81,7 @@ func Serve(ctx context.Context, socket string, svc Service, log *slog.Logger) er
 		ln.Close()
 		return fmt.Errorf("control socket %s: %w", socket, err)
 	}
-	srv := &http.Server{Handler: handler(svc, log), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: handler(svc, images, log), ReadHeaderTimeout: 5 * time.Second}
 	shutdownDone := make(chan struct{})
 	stop := context.AfterFunc(ctx, func() {
 		defer close(shutdownDone)
@@ -114,8 +119,11 @@ func removeStaleSocket(socket string) error {
 
 const maxImportBytes = 256 << 20
 
-func handler(svc Service, log *slog.Logger) http.Handler {
+func handler(svc Service, images ImageService, log *slog.Logger) http.Handler {
 	mux := http.NewServeMux()
+	if images != nil {
+		imageHandlers(mux, images, log)
+	}
 	mux.HandleFunc("GET /v1/baselines", func(w http.ResponseWriter, r *http.Request) {
 		if key := r.URL.Query().Get("image"); key != "" {
 			b, err := svc.Get(r.Context(), key)
@@ -157,7 +165,7 @@ func reply(w http.ResponseWriter, log *slog.Logger, v any, err error) {
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			status, kind = http.StatusNotFound, "not_found"
-		case errors.Is(err, store.ErrBadImport), errors.Is(err, model.ErrImageMismatch):
+		case errors.Is(err, store.ErrBadImport), errors.Is(err, model.ErrImageMismatch), errors.Is(err, ErrBadImage):
 			status, kind = http.StatusBadRequest, "bad_import"
 		default:
 			log.Warn("control request failed", "err", err)

@@ -91,7 +91,7 @@ func serve(t *testing.T, socket string, svc control.Service) (context.CancelFunc
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- control.Serve(ctx, socket, svc, discard()) }()
+	go func() { done <- control.Serve(ctx, socket, svc, nil, discard()) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -627,7 +627,7 @@ func TestClientOtherErrors(t *testing.T) {
 	socket := filepath.Join(t.TempDir(), "cagewatch.sock")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- control.Serve(ctx, socket, failingService{}, discard()) }()
+	go func() { done <- control.Serve(ctx, socket, failingService{}, nil, discard()) }()
 	t.Cleanup(func() { cancel(); <-done })
 	var c *control.Client
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
@@ -771,7 +771,7 @@ func TestServeRefusesSocketInUse(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			done := make(chan error, 1)
-			go func() { done <- control.Serve(ctx, socket, emptyLibrary(t), discard()) }()
+			go func() { done <- control.Serve(ctx, socket, emptyLibrary(t), nil, discard()) }()
 			select {
 			case err := <-done:
 				if err == nil || !strings.Contains(err.Error(), socket) {
@@ -835,7 +835,7 @@ func TestServeStopsOnCancel(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		done := make(chan error, 1)
-		go func() { done <- control.Serve(ctx, socket, emptyLibrary(t), discard()) }()
+		go func() { done <- control.Serve(ctx, socket, emptyLibrary(t), nil, discard()) }()
 		select {
 		case err := <-done:
 			if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"sort"
+	"strconv"
 	"sync"
 	"time"
 
@@ -58,6 +59,9 @@ type Source interface {
 	Sensor() SensorInfo
 	// SinkDrops are alerts each sink gave up on.
 	SinkDrops() map[string]uint64
+	// Vulnerabilities are each image's imported findings: image → severity →
+	// in use (the affected package runs) → distinct vulnerability ids.
+	Vulnerabilities() map[string]map[string]map[bool]int
 }
 
 // BaselineInfo is one image's baseline as the metrics see it.
@@ -268,11 +272,14 @@ var (
 	descSuppressed       = prometheus.NewDesc("cagewatch_alerts_suppressed_total", "Duplicate alerts counted instead of sent.", nil, nil)
 	descHeldBack         = prometheus.NewDesc("cagewatch_alerts_held_back_total", "Alerts held back because their container passed alerts.container_limit for the rule (summarised by alerts_held_back alerts).", nil, nil)
 	descSinkDropped      = prometheus.NewDesc("cagewatch_alert_sink_dropped_total", "Alerts a sink gave up on.", []string{"sink"}, nil)
+	descImageVulns       = prometheus.NewDesc("cagewatch_image_vulnerabilities",
+		"Distinct vulnerabilities of the image's last imported scanner report, by severity and by whether the affected package runs (in_use).",
+		[]string{"image", "severity", "in_use"}, nil)
 )
 
 func (c *scrapeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBaselineState, descBaselineWindows, descBaselineSyscalls, descEvents,
-		descEventsLost, descUndecodable, descHistFull, descKilled, descSuppressed, descHeldBack, descSinkDropped} {
+		descEventsLost, descUndecodable, descHistFull, descKilled, descSuppressed, descHeldBack, descSinkDropped, descImageVulns} {
 		ch <- d
 	}
 }
@@ -305,6 +312,14 @@ func (c *scrapeCollector) Collect(ch chan<- prometheus.Metric) {
 	sort.Strings(names)
 	for _, n := range names {
 		ch <- prometheus.MustNewConstMetric(descSinkDropped, prometheus.CounterValue, float64(drops[n]), n)
+	}
+	for image, bySeverity := range c.src.Vulnerabilities() {
+		for severity, byUse := range bySeverity {
+			for inUse, n := range byUse {
+				ch <- prometheus.MustNewConstMetric(descImageVulns, prometheus.GaugeValue, float64(n), image, severity,
+					strconv.FormatBool(inUse))
+			}
+		}
 	}
 }
 

@@ -15,11 +15,15 @@ type fakeSource struct {
 	baselines []BaselineInfo
 	sensor    SensorInfo
 	drops     map[string]uint64
+	vulns     map[string]map[string]map[bool]int
 }
 
 func (f *fakeSource) Baselines() []BaselineInfo    { return f.baselines }
 func (f *fakeSource) Sensor() SensorInfo           { return f.sensor }
 func (f *fakeSource) SinkDrops() map[string]uint64 { return f.drops }
+func (f *fakeSource) Vulnerabilities() map[string]map[string]map[bool]int {
+	return f.vulns
+}
 
 var web = model.Container{ID: "c1", Name: "web1", Runtime: model.RuntimeStatic, Image: "e2e/web", ImageTag: "1"}
 
@@ -28,6 +32,7 @@ func TestScrapeCollector(t *testing.T) {
 		baselines: []BaselineInfo{{Image: "e2e/web:1", State: model.StateStable, Windows: 120, Syscalls: 31}},
 		sensor:    SensorInfo{Events: 10, EventsLost: 2, Killed: 1, Undecodable: 0, HistFull: 3, AlertsSuppressed: 4, AlertsHeldBack: 5},
 		drops:     map[string]uint64{"stdout": 0, "webhook": 5},
+		vulns:     map[string]map[string]map[bool]int{"e2e/web:1": {"critical": {true: 1, false: 2}}},
 	}
 	m := New(src, "test")
 	want := `
@@ -51,10 +56,15 @@ cagewatch_events_lost_total 2
 # TYPE cagewatch_alert_sink_dropped_total counter
 cagewatch_alert_sink_dropped_total{sink="stdout"} 0
 cagewatch_alert_sink_dropped_total{sink="webhook"} 5
+# HELP cagewatch_image_vulnerabilities Distinct vulnerabilities of the image's last imported scanner report, by severity and by whether the affected package runs (in_use).
+# TYPE cagewatch_image_vulnerabilities gauge
+cagewatch_image_vulnerabilities{image="e2e/web:1",in_use="false",severity="critical"} 2
+cagewatch_image_vulnerabilities{image="e2e/web:1",in_use="true",severity="critical"} 1
 `
 	if err := testutil.GatherAndCompare(m.Registry(), strings.NewReader(want),
 		"cagewatch_baseline_state", "cagewatch_baseline_windows", "cagewatch_baseline_syscalls",
-		"cagewatch_events_total", "cagewatch_events_lost_total", "cagewatch_alert_sink_dropped_total"); err != nil {
+		"cagewatch_events_total", "cagewatch_events_lost_total", "cagewatch_alert_sink_dropped_total",
+		"cagewatch_image_vulnerabilities"); err != nil {
 		t.Error(err)
 	}
 	if n, err := testutil.GatherAndCount(m.Registry(), "cagewatch_build_info"); err != nil || n != 1 {
