@@ -41,9 +41,9 @@ type ImageRecords struct {
 	dirty   map[string]bool // inventories and tallies to write
 	// live holds recent processes of each image, whose roots the reads use;
 	// any container of an image has the same files.
-	live      map[string][]liveProcess
-	pkgTried  map[string]time.Time
-	pending   map[string]bool // "ref\x00path" of queued library reads
+	live     map[string][]liveProcess
+	pkgTried map[string]time.Time
+	pending  map[string]bool // "ref\x00path" of queued library reads
 	// gen counts changes that can move an image's in-use status; summaries
 	// caches its vulnerability counts for that generation, because every
 	// alert reads them.

@@ -33,7 +33,9 @@ func TestImageServiceOverSocket(t *testing.T) {
 	socket := control.SocketPath(path)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- control.Serve(ctx, socket, profiler.Control{Library: lib, Images: images}, images, discard()) }()
+	go func() {
+		done <- control.Serve(ctx, socket, profiler.Control{Library: lib, Images: images}, images, discard())
+	}()
 	t.Cleanup(func() { cancel(); <-done })
 	waitServing(t, socket, done)
 	c, err := control.Dial(socket)
