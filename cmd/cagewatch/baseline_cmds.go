@@ -2,6 +2,7 @@ package main
 
 import (
 	"cmp"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,51 +22,80 @@ import (
 	"github.com/cagewatch/cagewatch/store"
 )
 
-// baselineService talks to the running agent when there is one, and otherwise
-// opens the store file itself (bbolt allows one process at a time).
-func (g *globalOptions) baselineService(cmd *cobra.Command) (control.Service, func(), error) {
+// services talk to the running agent when there is one, and otherwise open
+// the store file themselves (bbolt allows one process at a time).
+func (g *globalOptions) services(cmd *cobra.Command) (control.Service, control.ImageService, func(), error) {
 	v, err := g.viper(cmd.Flags(), map[string]string{"store": keyStore})
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	cfg, err := loadConfig(v)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	socket := control.SocketPath(cfg.Store)
 	if c, err := control.Dial(socket); err == nil {
-		return c, func() {}, nil
+		return c, c, func() {}, nil
 	}
 	st, err := store.Open(cfg.Store, 500*time.Millisecond)
 	if errors.Is(err, store.ErrLocked) {
 		// An agent holds the file; it may be starting and not serving yet.
 		for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 			if c, err := control.Dial(socket); err == nil {
-				return c, func() {}, nil
+				return c, c, func() {}, nil
 			}
 		}
-		return nil, nil, fmt.Errorf("%w, but its control socket %s does not answer", err, socket)
+		return nil, nil, nil, fmt.Errorf("%w, but its control socket %s does not answer", err, socket)
 	}
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	lib, err := profiler.NewLibrary(st, cfg.Learning, cfg.Mode, false)
 	if err != nil {
 		st.Close()
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return lib, func() { st.Close() }, nil
+	images, err := profiler.NewImageRecords(st, lib, nil)
+	if err != nil {
+		st.Close()
+		return nil, nil, nil, err
+	}
+	return profiler.Control{Library: lib, Images: images}, images, func() { st.Close() }, nil
 }
 
 // withService runs fn with a baseline service and closes it afterwards.
 func (g *globalOptions) withService(fn func(cmd *cobra.Command, args []string, svc control.Service) error) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, args []string) error {
-		svc, done, err := g.baselineService(cmd)
+		svc, _, done, err := g.services(cmd)
 		if err != nil {
 			return err
 		}
 		defer done()
 		return fn(cmd, args, svc)
+	}
+}
+
+// withServices runs fn with both services and closes them afterwards.
+func (g *globalOptions) withServices(fn func(cmd *cobra.Command, args []string, svc control.Service, images control.ImageService) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		svc, images, done, err := g.services(cmd)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return fn(cmd, args, svc, images)
+	}
+}
+
+// withImages runs fn with an image service and closes it afterwards.
+func (g *globalOptions) withImages(fn func(cmd *cobra.Command, args []string, svc control.ImageService) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		_, images, done, err := g.services(cmd)
+		if err != nil {
+			return err
+		}
+		defer done()
+		return fn(cmd, args, images)
 	}
 }
 
@@ -115,8 +145,8 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 
 	var output string
 	export := &cobra.Command{
-		Use: "export [IMAGE...]", Short: "Export baselines (all when no image is named) to the versioned JSON format",
-		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
+		Use: "export [IMAGE...]", Short: "Export baselines (all when no image is named) and their images' inventories to the versioned JSON format",
+		RunE: g.withServices(func(cmd *cobra.Command, args []string, svc control.Service, images control.ImageService) error {
 			var bs []*model.Baseline
 			if len(args) == 0 {
 				all, err := svc.List(cmd.Context())
@@ -132,7 +162,13 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 				}
 				bs = append(bs, b)
 			}
-			return writeOutput(output, g.stdout, func(w io.Writer) error { return store.Export(w, bs, time.Now()) })
+			invs, err := inventoriesOf(cmd.Context(), images, bs)
+			if err != nil {
+				return err
+			}
+			return writeOutput(output, g.stdout, func(w io.Writer) error {
+				return store.ExportFile(w, store.File{Baselines: bs, Inventories: invs}, time.Now())
+			})
 		}),
 	}
 	export.Flags().StringVarP(&output, "output", "o", "-", "file to write (- for stdout)")
@@ -140,15 +176,19 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 	var merge bool
 	imp := &cobra.Command{
 		Use: "import FILE", Short: "Import baselines: all or nothing; --merge folds them into existing ones", Args: cobra.ExactArgs(1),
-		RunE: g.withService(func(cmd *cobra.Command, args []string, svc control.Service) error {
-			bs, err := readBaselineFile(args[0])
+		RunE: g.withServices(func(cmd *cobra.Command, args []string, svc control.Service, images control.ImageService) error {
+			f, err := readExportFile(args[0])
 			if err != nil {
 				return err
 			}
-			if err := svc.Import(cmd.Context(), bs, merge); err != nil {
+			if err := svc.Import(cmd.Context(), f.Baselines, merge); err != nil {
 				return fmt.Errorf("importing %s: %w", args[0], err)
 			}
-			fmt.Fprintf(g.stdout, "imported %d baselines from %s\n", len(bs), args[0])
+			// Inventories always merge: what ran on another node ran.
+			if err := images.ImportInventories(cmd.Context(), f.Inventories); err != nil {
+				return fmt.Errorf("importing %s: inventories: %w", args[0], err)
+			}
+			fmt.Fprintf(g.stdout, "imported %d baselines and %d inventories from %s\n", len(f.Baselines), len(f.Inventories), args[0])
 			return nil
 		}),
 	}
@@ -161,7 +201,7 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return writeOutput(output, g.stdout, func(w io.Writer) error { return store.Export(w, merged, time.Now()) })
+			return writeOutput(output, g.stdout, func(w io.Writer) error { return store.ExportFile(w, merged, time.Now()) })
 		},
 	}
 	mergeCmd.Flags().StringVarP(&output, "output", "o", "-", "file to write (- for stdout)")
@@ -262,6 +302,9 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 				} else {
 					fmt.Fprintf(g.stdout, " — %d windows from %d containers", im.Progress.Windows, im.Progress.Containers)
 				}
+				if im.Vulns != nil {
+					fmt.Fprintf(g.stdout, "; vulnerabilities in use %s of %s", severityCounts(im.VulnsInUse), severityCounts(im.Vulns))
+				}
 				fmt.Fprintln(g.stdout)
 			}
 			return nil
@@ -351,41 +394,83 @@ func sortedKeys[V any](m map[string]V) []string {
 }
 
 func readBaselineFile(path string) ([]*model.Baseline, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	bs, err := store.Import(f)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	return bs, nil
+	f, err := readExportFile(path)
+	return f.Baselines, err
 }
 
-// mergeFiles merges every file's baselines by image.
-func mergeFiles(paths []string) ([]*model.Baseline, error) {
+func readExportFile(path string) (store.File, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return store.File{}, err
+	}
+	defer f.Close()
+	file, err := store.ImportFile(f)
+	if err != nil {
+		return store.File{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return file, nil
+}
+
+// mergeFiles merges every file's baselines by key and inventories by image.
+func mergeFiles(paths []string) (store.File, error) {
 	byKey := map[string]*model.Baseline{}
-	var order []string
+	invs := map[string]*model.Inventory{}
+	var order, invOrder []string
 	for _, p := range paths {
-		bs, err := readBaselineFile(p)
+		f, err := readExportFile(p)
 		if err != nil {
-			return nil, err
+			return store.File{}, err
 		}
-		for _, b := range bs {
+		for _, b := range f.Baselines {
 			if prev, ok := byKey[b.Key()]; ok {
 				if err := prev.Merge(b, 0); err != nil {
-					return nil, fmt.Errorf("%s: %w", p, err)
+					return store.File{}, fmt.Errorf("%s: %w", p, err)
 				}
 				continue
 			}
 			byKey[b.Key()] = b
 			order = append(order, b.Key())
 		}
+		for _, inv := range f.Inventories {
+			if prev, ok := invs[inv.Ref()]; ok {
+				if err := prev.Merge(inv); err != nil {
+					return store.File{}, fmt.Errorf("%s: %w", p, err)
+				}
+				continue
+			}
+			invs[inv.Ref()] = inv
+			invOrder = append(invOrder, inv.Ref())
+		}
 	}
-	out := make([]*model.Baseline, 0, len(order))
+	var out store.File
 	for _, k := range order {
-		out = append(out, byKey[k])
+		out.Baselines = append(out.Baselines, byKey[k])
+	}
+	for _, k := range invOrder {
+		out.Inventories = append(out.Inventories, invs[k])
+	}
+	return out, nil
+}
+
+// inventoriesOf fetches the inventories of the baselines' images, skipping
+// images that have none.
+func inventoriesOf(ctx context.Context, images control.ImageService, bs []*model.Baseline) ([]*model.Inventory, error) {
+	var out []*model.Inventory
+	seen := map[string]bool{}
+	for _, b := range bs {
+		ref := model.ImageRef(b.Image, b.Tag)
+		if seen[ref] {
+			continue
+		}
+		seen[ref] = true
+		inv, err := images.Inventory(ctx, ref)
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, inv)
 	}
 	return out, nil
 }

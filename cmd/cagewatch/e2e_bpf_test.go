@@ -570,6 +570,9 @@ learning: {ignore_first: 2s, min_windows: 20, stable_windows: 5}
 		t.Errorf("agent log lacks %s", learned)
 	}
 
+	// Which packages run (#18), on a learned image with the real syft's SBOM.
+	t.Run("inuse", func(t *testing.T) { e2eInUse(t, bin, config("auto", ""), e2eBenign[0].image) })
+
 	// 2. A fresh benign pass: new containers of the same images must raise nothing.
 	var fresh []string
 	freshStart := map[string]time.Time{}

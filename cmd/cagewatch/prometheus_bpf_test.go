@@ -113,6 +113,9 @@ containers:
 open("/etc/shadow").close()
 time.sleep(3600)`)
 	startInCgroup(t, dir, pacedDifferent)
+	// A scanner report whose critical finding (zlib1g) is in a package the
+	// workload runs (python3 loads libz), for the vulnerability panel.
+	cli(t, bin, "--config", config, "vulns", "import", "e2e/prom:1", "../../model/testdata/vulns/grype-debian.json")
 
 	var dash dashboard
 	raw, err := os.ReadFile("../../configs/grafana/cagewatch.json")

@@ -101,15 +101,20 @@ var errNotDir = errors.New("not a directory")
 
 func splitPath(p string) []string { return strings.Split(p, "/") }
 
-// runnable says whether a packaged file can run or be loaded: in a bin, sbin
-// or libexec directory, or a shared object. The inventory keeps only those.
+// runnable says whether a packaged file can run or be loaded, by its path:
+//   - a directory named bin, sbin or libexec on its path (/usr/bin/zgrep, a
+//     script; /usr/lib/postgresql/15/bin/postgres; /usr/libexec/…);
+//   - a shared object's name: ending in .so or holding .so. (libz.so.1.2.13,
+//     ld-linux-x86-64.so.2, gconv/UTF-16.so, Python and Perl extensions).
+//
+// The inventory keeps only those files.
 func runnable(p string) bool {
-	base := path.Base(p)
-	if strings.Contains(base, ".so") {
+	dir, base := path.Split(p)
+	if strings.HasSuffix(base, ".so") || strings.Contains(base, ".so.") {
 		return true
 	}
-	for _, dir := range splitPath(path.Dir(p)) {
-		switch dir {
+	for _, c := range splitPath(dir) {
+		switch c {
 		case "bin", "sbin", "libexec":
 			return true
 		}

@@ -325,29 +325,16 @@ func sbomCanonical(name string) string {
 	return path.Clean("/" + strings.TrimSpace(name))
 }
 
-// sbomRunnable tells whether a file can run or be loaded, the only files the
-// inventory keeps. An SBOM has no mode bits, so this goes by where the file
-// is, its name and its SPDX file type:
-//   - a directory named bin, sbin or libexec on its path (/usr/bin/zgrep, a
-//     script; /usr/lib/postgresql/15/bin/postgres; /usr/libexec/…);
-//   - a shared object's name: ending in .so or holding .so. (libz.so.1.2.13,
-//     ld-linux-x86-64.so.2, gconv/UTF-16.so, Python and Perl extension
-//     modules);
-//   - SPDX file type BINARY, which syft gives ELF, Mach-O and PE executables
-//     and shared libraries (not archives), so helpers outside bin
-//     directories count too (/usr/lib/openssh/sftp-server,
-//     /usr/lib/apt/methods/http).
+// sbomRunnable tells whether an SBOM's file can run or be loaded. An SBOM has
+// no mode bits, so beside runnable's rule on the path it takes SPDX file type
+// BINARY, which syft gives ELF, Mach-O and PE executables and shared
+// libraries (not archives), so helpers outside bin directories count too
+// (/usr/lib/openssh/sftp-server, /usr/lib/apt/methods/http).
 func sbomRunnable(name string, fileTypes []string) bool {
 	if name == "/" {
 		return false
 	}
-	dir, base := path.Split(name)
-	for _, c := range strings.Split(dir, "/") {
-		if c == "bin" || c == "sbin" || c == "libexec" {
-			return true
-		}
-	}
-	if strings.HasSuffix(base, ".so") || strings.Contains(base, ".so.") {
+	if runnable(name) {
 		return true
 	}
 	for _, t := range fileTypes {
