@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -9,9 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/cagewatch/cagewatch/model"
 )
 
 func freePort(t *testing.T) int {
@@ -82,7 +86,7 @@ containers:
   static: [{cgroup: "/%s/*", image: "e2e/prom:1"}]
 `, tmp, metricsPort, parent))
 	startInCgroup(t, dir, pacedSteady)
-	_, _, log := runAgentProcess(t, bin, config)
+	_, stdout, log := runAgentProcess(t, bin, config)
 
 	promCfg := filepath.Join(tmp, "prometheus.yml")
 	if err := os.WriteFile(promCfg, []byte(fmt.Sprintf(
@@ -109,13 +113,39 @@ containers:
 		return strings.Contains(log.String(), `msg="baseline stable" profile=e2e/prom:1`)
 	})
 	// A hard rule and a statistical alert, so every panel has something to show.
-	startInCgroup(t, dir, `import time
+	shadow := `import time
 open("/etc/shadow").close()
-time.sleep(3600)`)
+time.sleep(3600)`
+	startInCgroup(t, dir, shadow)
 	startInCgroup(t, dir, pacedDifferent)
-	// A scanner report whose critical finding (zlib1g) is in a package the
-	// workload runs (python3 loads libz), for the vulnerability panel.
-	cli(t, bin, "--config", config, "vulns", "import", "e2e/prom:1", "../../model/testdata/vulns/grype-debian.json")
+	waitFor(t, 30*time.Second, "the image's libc6 to be in use", func() bool {
+		out, err := exec.Command(bin, "--config", config, "inuse", "e2e/prom:1", "--json").Output()
+		var inv struct{ Packages []model.PackageUse }
+		return err == nil && json.Unmarshal(out, &inv) == nil &&
+			slices.ContainsFunc(inv.Packages, func(u model.PackageUse) bool { return u.Name == "libc6" && u.Status == model.PackageInUse })
+	})
+	// A scanner report whose critical finding is in a package the workload
+	// runs, for the vulnerability panel: the fixture's critical zlib1g finding
+	// moved to libc6, which every dynamically linked python loads.
+	report, err := os.ReadFile("../../model/testdata/vulns/grype-debian.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reportFile := filepath.Join(tmp, "grype.json")
+	if err := os.WriteFile(reportFile, bytes.ReplaceAll(report, []byte(`"zlib1g"`), []byte(`"libc6"`)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cli(t, bin, "--config", config, "vulns", "import", "e2e/prom:1", reportFile)
+	// The next hard-rule alert carries the image's in-use vulnerabilities.
+	startInCgroup(t, dir, shadow)
+	waitFor(t, 30*time.Second, "an alert with cagewatch.image_vulns", func() bool {
+		return strings.Contains(stdout.String(), `"cagewatch.image_vulns":{"critical":1`)
+	})
+	defer func() {
+		if t.Failed() {
+			t.Logf("cagewatch report:\n%s", cli(t, bin, "--config", config, "report"))
+		}
+	}()
 
 	var dash dashboard
 	raw, err := os.ReadFile("../../configs/grafana/cagewatch.json")
