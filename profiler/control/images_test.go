@@ -22,6 +22,9 @@ func TestImageServiceOverSocket(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
+	if err := st.PutBaselines(model.NewBaseline("shop/web", "1", "")); err != nil {
+		t.Fatal(err)
+	}
 	lib, err := profiler.NewLibrary(st, profiler.LearnerConfig{LearnConfig: learnCfg()}, profiler.ModeAuto, true)
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +89,13 @@ func TestImageServiceOverSocket(t *testing.T) {
 	}
 	if len(reports) != 1 || reports[0].VulnsInUse["critical"] != 1 || reports[0].Scanner != "grype 0.104.1" {
 		t.Errorf("reports = %+v", reports)
+	}
+	status, err := c.Status(bg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(status.Images) != 1 || status.Images[0].VulnsInUse["critical"] != 1 || status.Images[0].Vulns["critical"] != 1 {
+		t.Errorf("status = %+v, want shop/web:1 with one critical vulnerability in use", status)
 	}
 	stored, err := st.VulnReports()
 	if err != nil || len(stored) != 1 {
