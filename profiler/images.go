@@ -159,13 +159,11 @@ func (r *ImageRecords) ObserveExec(e model.Event) {
 	}
 }
 
+// noteLive makes p the image's newest live process. A process seen again
+// moves to the end: short-lived ones (a shell's helpers) must not push out a
+// long-lived one that keeps exec'ing.
 func (r *ImageRecords) noteLive(ref string, p model.ProcessKey) {
-	procs := r.live[ref]
-	for _, lp := range procs {
-		if lp.key == p {
-			return
-		}
-	}
+	procs := slices.DeleteFunc(r.live[ref], func(lp liveProcess) bool { return lp.key == p })
 	procs = append(procs, liveProcess{key: p})
 	if len(procs) > maxLivePerImage {
 		procs = procs[1:]
@@ -215,6 +213,9 @@ func (r *ImageRecords) do(j imageJob) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.pending, j.ref+"\x00"+j.path)
+	if err != nil && j.path == "" {
+		delete(r.pkgTried, j.ref) // no live process was readable: the next exec tries again
+	}
 	if err != nil {
 		r.readFails.Add(1)
 		r.log.Debug("reading image files", "image", j.ref, "binary", j.path, "err", err)

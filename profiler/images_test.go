@@ -3,6 +3,7 @@ package profiler
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"os"
 	"slices"
@@ -182,5 +183,39 @@ func TestImageRecordsRefuseReusedPID(t *testing.T) {
 	}
 	if recs.readFails.Load() == 0 {
 		t.Error("the refused read was not counted")
+	}
+}
+
+// A long-lived process that exec's again stays readable however many
+// short-lived ones exec'd in between.
+func TestImageRecordsKeepLongLivedProcess(t *testing.T) {
+	st, _ := openStore(t)
+	recs, err := NewImageRecords(st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self := selfProcess(t)
+	now := time.Now()
+	recs.ObserveExec(execOf(self, "/usr/bin/bash", now))
+	for i := range 2 * maxLivePerImage {
+		gone := model.ProcessKey{PID: 1 << 30, StartNs: uint64(i + 1)} // never a live PID
+		recs.ObserveExec(execOf(gone, fmt.Sprintf("/usr/bin/helper%d", i), now))
+	}
+	recs.ObserveExec(execOf(self, "/usr/bin/python3", now))
+	procs := recs.live["shop/web:1"]
+	if len(procs) != maxLivePerImage || procs[len(procs)-1].key != self {
+		t.Fatalf("live processes = %+v, want %d with the long-lived one newest", procs, maxLivePerImage)
+	}
+	var readers fakeReaders
+	readers.install(recs)
+	for len(recs.jobs) > 0 {
+		recs.do(<-recs.jobs)
+	}
+	inv, err := recs.Inventory(context.Background(), "shop/web:1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Source != "dpkg" || inv.Executed["/usr/bin/python3"].Libraries == nil {
+		t.Errorf("inventory = %+v: the package database and python3's libraries were not read through the live process", inv)
 	}
 }
