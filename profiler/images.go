@@ -196,7 +196,7 @@ func (r *ImageRecords) do(j imageJob) {
 	r.mu.Lock()
 	procs := append([]liveProcess(nil), r.live[j.ref]...)
 	r.mu.Unlock()
-	var err error = errors.New("no live process of the image")
+	err := errors.New("no live process of the image")
 	for i := len(procs) - 1; i >= 0; i-- {
 		var root *os.File
 		root, err = openVerifiedRoot(procs[i].key)

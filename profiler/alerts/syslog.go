@@ -337,7 +337,7 @@ func (s *Syslog) write(msg []byte) error {
 	}
 	c := s.conn
 	// Close's deadline also cuts a write the collector does not take.
-	stop := context.AfterFunc(s.ctx, func() { c.SetWriteDeadline(time.Now()) })
+	stop := context.AfterFunc(s.ctx, func() { _ = c.SetWriteDeadline(time.Now()) })
 	defer stop()
 	if err := c.SetWriteDeadline(time.Now().Add(s.cfg.Timeout)); err != nil {
 		return err
@@ -412,8 +412,10 @@ func peerClosed(c net.Conn) bool {
 	}
 	// Bytes waiting: over TLS a session ticket or a close_notify. Let the
 	// connection read them; anything but a timeout means it is over.
-	c.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
-	defer c.SetReadDeadline(time.Time{})
+	if err := c.SetReadDeadline(time.Now().Add(10 * time.Millisecond)); err != nil {
+		return true
+	}
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	var b [512]byte
 	_, err = c.Read(b[:])
 	var ne net.Error

@@ -116,7 +116,7 @@ func (l *libResolver) walk(p string) error {
 				}
 			}
 		}
-		f.Close()
+		_ = f.Close() // read-only: nothing to lose
 		if interp != "" {
 			if strings.Contains(interp, "musl") {
 				l.musl = true
@@ -155,7 +155,7 @@ func (l *libResolver) find(name string, rpath, runpath []string, class elf.Class
 			continue
 		}
 		ok := f.Class == class && f.Machine == machine
-		f.Close()
+		_ = f.Close()
 		if ok {
 			return r
 		}
