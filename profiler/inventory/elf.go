@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"debug/elf"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"path/filepath"
@@ -12,8 +13,46 @@ import (
 	"strings"
 )
 
-// maxLibraries bounds one binary's library closure.
-const maxLibraries = 512
+// Bounds on what a container's files can make the agent read or hold.
+const (
+	maxLibraries   = 512      // one binary's library closure
+	maxInterpBytes = 4096     // PT_INTERP, a path
+	maxConfBytes   = 1 << 20  // ld.so.conf and musl's path file
+	maxDynBytes    = 16 << 20 // an ELF file's dynamic section and its strings
+)
+
+// elfFile is an ELF file of the image and the file under it.
+type elfFile struct {
+	*elf.File
+	file *os.File
+}
+
+func (f elfFile) Close() error { return f.file.Close() }
+
+// openELF opens an ELF file of the image inside its root, refusing one whose
+// dynamic section or its string table claims more than maxDynBytes: the
+// ELF reader would allocate that much.
+func (l *libResolver) openELF(p string) (elfFile, error) {
+	file, err := l.root.Open(p)
+	if err != nil {
+		return elfFile{}, err
+	}
+	f, err := elf.NewFile(file)
+	if err != nil {
+		file.Close()
+		return elfFile{}, err
+	}
+	for _, sec := range f.Sections {
+		if sec.Type != elf.SHT_DYNAMIC {
+			continue
+		}
+		if sec.Size > maxDynBytes || (int(sec.Link) < len(f.Sections) && f.Sections[sec.Link].Size > maxDynBytes) {
+			file.Close()
+			return elfFile{}, fmt.Errorf("%s: dynamic section larger than %d bytes", p, maxDynBytes)
+		}
+	}
+	return elfFile{File: f, file: file}, nil
+}
 
 // Libraries gives what running the binary at p (a canonical path in the root)
 // loads: its ELF interpreter and its DT_NEEDED libraries, transitively, each
@@ -62,13 +101,13 @@ func (l *libResolver) add(lib string) bool {
 // interpreterOf returns p itself for an ELF file, or the resolved interpreter
 // of a #! script.
 func (l *libResolver) interpreterOf(p string) (string, error) {
-	f, err := os.Open(l.root.host(p))
+	f, err := l.root.Open(p)
 	if err != nil {
 		return "", err
 	}
 	defer f.Close()
 	head := make([]byte, 256)
-	n, _ := f.Read(head)
+	n, _ := io.ReadFull(f, head)
 	head = head[:n]
 	if !bytes.HasPrefix(head, []byte("#!")) {
 		return p, nil
@@ -91,7 +130,7 @@ func (l *libResolver) walk(p string) error {
 	for len(queue) > 0 {
 		cur := queue[0]
 		queue = queue[1:]
-		f, err := elf.Open(l.root.host(cur))
+		f, err := l.openELF(cur)
 		if err != nil {
 			if cur == p {
 				return fmt.Errorf("%s: %w", p, err)
@@ -109,7 +148,7 @@ func (l *libResolver) walk(p string) error {
 		class, machine := f.Class, f.Machine
 		var interp string
 		for _, prog := range f.Progs {
-			if prog.Type == elf.PT_INTERP {
+			if prog.Type == elf.PT_INTERP && prog.Filesz <= maxInterpBytes {
 				buf := make([]byte, prog.Filesz)
 				if _, err := prog.ReadAt(buf, 0); err == nil {
 					interp = strings.TrimRight(string(buf), "\x00")
@@ -150,7 +189,7 @@ func (l *libResolver) find(name string, rpath, runpath []string, class elf.Class
 		if err != nil {
 			continue
 		}
-		f, err := elf.Open(l.root.host(r))
+		f, err := l.openELF(r)
 		if err != nil {
 			continue
 		}
@@ -171,7 +210,7 @@ func (l *libResolver) systemDirs() []string {
 	}
 	l.dirsRead = true
 	if matches, _ := filepath.Glob(l.root.host("/etc/ld-musl-*.path")); len(matches) > 0 {
-		if data, err := os.ReadFile(matches[0]); err == nil {
+		if data, err := l.root.ReadFile(strings.TrimPrefix(matches[0], string(l.root)), maxConfBytes); err == nil {
 			l.dirs = strings.FieldsFunc(string(data), func(r rune) bool { return r == ':' || r == '\n' || r == ' ' })
 		}
 	}
@@ -186,7 +225,7 @@ func (l *libResolver) ldSoConf(file string, depth int) []string {
 	if depth > 4 {
 		return nil
 	}
-	data, err := os.ReadFile(l.root.host(file))
+	data, err := l.root.ReadFile(file, maxConfBytes)
 	if err != nil {
 		return nil
 	}

@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path"
@@ -52,21 +50,7 @@ func exists(root Root, p string) bool {
 	return err == nil
 }
 
-func readFile(root Root, p string) ([]byte, error) {
-	f, err := os.Open(root.host(p))
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxDBBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", p, err)
-	}
-	if len(data) > maxDBBytes {
-		return nil, fmt.Errorf("reading %s: larger than %d bytes", p, maxDBBytes)
-	}
-	return data, nil
-}
+func readFile(root Root, p string) ([]byte, error) { return root.ReadFile(p, maxDBBytes) }
 
 // stanzas splits an RFC 822-style database (dpkg status, apk installed) into
 // its paragraphs of key → value; continuation lines are dropped (no field

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cagewatch/cagewatch/model"
 )
@@ -171,5 +173,47 @@ func TestResolveStaysInRoot(t *testing.T) {
 				t.Errorf("Resolve(%s) = %q, want %q", tt.in, got, tt.want)
 			}
 		})
+	}
+}
+
+// A container's files cannot block the agent or send it outside the root:
+// a FIFO is refused at once, and symlinks and ".." stay below the root
+// when the kernel resolves the open.
+func TestOpenRefusesFIFOsAndStaysInRoot(t *testing.T) {
+	if _, err := os.Stat("/etc/hostname"); err != nil {
+		t.Skipf("the escape check reads the host's /etc/hostname: %v", err)
+	}
+	root := fakeRoot(t, map[string]string{
+		"/escape":         "->../../../../../../etc",
+		"/abs":            "->/etc",
+		"/etc/os-release": "ID=test\n",
+	})
+	fifo := filepath.Join(string(root), "var/lib/dpkg/status")
+	if err := os.MkdirAll(filepath.Dir(fifo), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, _, err := ReadPackages(root); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("a FIFO as the dpkg status: %v, want not a regular file", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading a FIFO blocked")
+	}
+	for _, p := range []string{"/escape/hostname", "/abs/hostname", "/../../../../etc/hostname"} {
+		if data, err := root.ReadFile(p, 1<<20); err == nil {
+			t.Errorf("%s read %q: outside the root", p, data)
+		}
+	}
+	if data, err := root.ReadFile("/abs/os-release", 1<<20); err != nil || string(data) != "ID=test\n" {
+		t.Errorf("/abs/os-release = %q, %v; want the root's own file", data, err)
+	}
+	if _, err := root.ReadFile("/etc/os-release", 3); err == nil {
+		t.Error("a file over the limit was read")
 	}
 }

@@ -7,10 +7,13 @@ package inventory
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // maxSymlinks bounds link chains, as the kernel's ELOOP does (40).
@@ -98,6 +101,62 @@ func (r Root) resolve(p string, followLast bool) (string, error) {
 }
 
 var errNotDir = errors.New("not a directory")
+
+// errNotRegular: a file the inventory would read is a FIFO, device, socket
+// or directory; opening or reading it could block or never end.
+var errNotRegular = errors.New("not a regular file")
+
+// Open opens a regular file of the image for reading. The kernel resolves
+// the path inside the root (openat2 RESOLVE_IN_ROOT, no magic links), so a
+// container that swaps a directory for a symlink to "/" after Resolve looked
+// cannot make the agent read a host file. O_NONBLOCK keeps a FIFO from
+// blocking the open; anything but a regular file is refused.
+func (r Root) Open(p string) (*os.File, error) {
+	rootPath := string(r)
+	if rootPath == "" {
+		rootPath = "/"
+	}
+	dirfd, err := unix.Open(rootPath, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: rootPath, Err: err}
+	}
+	defer unix.Close(dirfd)
+	fd, err := unix.Openat2(dirfd, strings.TrimPrefix(path.Clean("/"+p), "/"), &unix.OpenHow{
+		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOCTTY,
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), p)
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	if !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, &fs.PathError{Op: "open", Path: p, Err: errNotRegular}
+	}
+	return f, nil
+}
+
+// ReadFile reads a regular file of the image, refusing one over limit bytes.
+func (r Root) ReadFile(p string, limit int64) ([]byte, error) {
+	f, err := r.Open(p)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("reading %s: larger than %d bytes", p, limit)
+	}
+	return data, nil
+}
 
 func splitPath(p string) []string { return strings.Split(p, "/") }
 
