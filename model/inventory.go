@@ -40,7 +40,7 @@ type Execution struct {
 	LastSeen  time.Time `json:"last_seen"`
 	// Libraries are the shared objects it loads (DT_NEEDED, transitively,
 	// resolved in the container's root), or nil when not read yet.
-	Libraries []string `json:"libraries,omitempty"`
+	Libraries []string `json:"libraries"`
 }
 
 // Package statuses of InUse.
@@ -92,6 +92,18 @@ func (inv *Inventory) AddExec(path string, t time.Time) bool {
 	}
 	inv.Executed[path] = e
 	return !seen
+}
+
+// ForgetLeastRecent drops the executed binary seen least recently.
+func (inv *Inventory) ForgetLeastRecent() {
+	var oldest string
+	for path, e := range inv.Executed {
+		if oldest == "" || e.LastSeen.Before(inv.Executed[oldest].LastSeen) ||
+			(e.LastSeen.Equal(inv.Executed[oldest].LastSeen) && path < oldest) {
+			oldest = path
+		}
+	}
+	delete(inv.Executed, oldest)
 }
 
 // SetLibraries records the libraries an executed binary loads.

@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler/control"
 	"github.com/cagewatch/cagewatch/profiler/inventory"
@@ -65,6 +67,9 @@ type imageJob struct {
 
 // packageRetry is how long after a failed package-database read the next is tried.
 const packageRetry = 10 * time.Minute
+
+// maxExecutedPerImage bounds the binaries an inventory keeps.
+const maxExecutedPerImage = 4096
 
 // maxLivePerImage bounds the processes remembered per image.
 const maxLivePerImage = 8
@@ -129,6 +134,9 @@ func (r *ImageRecords) ObserveExec(e model.Event) {
 		inv = model.NewInventory(repo, tag)
 		r.invs[ref] = inv
 	}
+	if _, seen := inv.Executed[e.Path]; !seen && len(inv.Executed) >= maxExecutedPerImage {
+		inv.ForgetLeastRecent() // unique paths (build outputs, a loop of copies) must not grow it forever
+	}
 	if inv.AddExec(e.Path, e.Time) {
 		r.gen[ref]++
 	}
@@ -171,17 +179,31 @@ func (r *ImageRecords) noteLive(ref string, p model.ProcessKey) {
 	r.live[ref] = procs
 }
 
-// Run does the queued reads and writes changed records every flushEvery,
-// until ctx is done; then it writes once more.
+// Run does the queued reads, one at a time, and writes changed records
+// every flushEvery, until ctx is done; then it writes once more. A read runs
+// beside the loop, so one that a container's files make hang cannot stop
+// the flushes or the agent's shutdown (jobs queue, then drop, meanwhile).
 func (r *ImageRecords) Run(ctx context.Context, flushEvery time.Duration) error {
 	tick := time.NewTicker(flushEvery)
 	defer tick.Stop()
+	var reading chan struct{} // closed when the running read ends; nil: none runs
 	for {
+		jobs := r.jobs
+		if reading != nil {
+			jobs = nil
+		}
 		select {
 		case <-ctx.Done():
 			return r.Flush()
-		case j := <-r.jobs:
-			r.do(j)
+		case <-reading:
+			reading = nil
+		case j := <-jobs:
+			done := make(chan struct{})
+			reading = done
+			go func() {
+				defer close(done)
+				r.do(j)
+			}()
 		case <-tick.C:
 			if err := r.Flush(); err != nil {
 				r.log.Error("writing image records", "err", err)
@@ -197,6 +219,7 @@ func (r *ImageRecords) do(j imageJob) {
 	procs := append([]liveProcess(nil), r.live[j.ref]...)
 	r.mu.Unlock()
 	err := errors.New("no live process of the image")
+	opened := false
 	for i := len(procs) - 1; i >= 0; i-- {
 		var root *os.File
 		root, err = openVerifiedRoot(procs[i].key)
@@ -204,6 +227,7 @@ func (r *ImageRecords) do(j imageJob) {
 			r.forgetLive(j.ref, procs[i].key)
 			continue
 		}
+		opened = true
 		err = r.read(j, inventory.Root(fmt.Sprintf("/proc/self/fd/%d", root.Fd())))
 		root.Close()
 		if err == nil || !errors.Is(err, os.ErrNotExist) {
@@ -213,7 +237,7 @@ func (r *ImageRecords) do(j imageJob) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	delete(r.pending, j.ref+"\x00"+j.path)
-	if err != nil && j.path == "" {
+	if !opened && j.path == "" {
 		delete(r.pkgTried, j.ref) // no live process was readable: the next exec tries again
 	}
 	if err != nil {
@@ -281,13 +305,25 @@ func openVerifiedRoot(p model.ProcessKey) (*os.File, error) {
 		root.Close()
 		return nil, err
 	}
-	// /proc/PID/stat counts clock ticks (10 ms at USER_HZ 100).
-	const tick = uint64(10 * time.Millisecond)
-	if p.StartNs != 0 && (start+2*tick < p.StartNs || p.StartNs+2*tick < start) {
+	// /proc/PID/stat counts clock ticks (10 ms at USER_HZ 100) of boot time;
+	// the kernel's start_time is monotonic, behind boot time by the time the
+	// host spent suspended before the process started (at most the offset now).
+	const tick = int64(10 * time.Millisecond)
+	diff := int64(start) - int64(p.StartNs)
+	if p.StartNs != 0 && (diff < -2*tick || diff > bootOffset()+2*tick) {
 		root.Close()
 		return nil, fmt.Errorf("pid %d: %w (reused)", p.PID, os.ErrNotExist)
 	}
 	return root, nil
+}
+
+// bootOffset is how far boot time is ahead of monotonic time (suspends).
+func bootOffset() int64 {
+	var boot, mono unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &boot) != nil || unix.ClockGettime(unix.CLOCK_MONOTONIC, &mono) != nil {
+		return 0
+	}
+	return max(0, boot.Nano()-mono.Nano())
 }
 
 // procStartNs reads a process's start time (field 22 of /proc/PID/stat).

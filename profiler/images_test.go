@@ -219,3 +219,43 @@ func TestImageRecordsKeepLongLivedProcess(t *testing.T) {
 		t.Errorf("inventory = %+v: the package database and python3's libraries were not read through the live process", inv)
 	}
 }
+
+// A read that never returns (a container's files can try) stops neither the
+// flushes nor the agent's shutdown; an image's binaries are bounded.
+func TestImageRecordsStuckReadAndBoundedBinaries(t *testing.T) {
+	st, _ := openStore(t)
+	recs, err := NewImageRecords(st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var readers fakeReaders
+	readers.install(recs)
+	stuck := make(chan struct{})
+	defer close(stuck)
+	recs.readLibraries = func(inventory.Root, string) ([]string, error) { <-stuck; return nil, nil }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- recs.Run(ctx, 10*time.Millisecond) }()
+	self := selfProcess(t)
+	now := time.Now()
+	for i := range maxExecutedPerImage + 10 {
+		recs.ObserveExec(execOf(self, fmt.Sprintf("/tmp/build%d/app", i), now.Add(time.Duration(i)*time.Millisecond)))
+	}
+	waitFor(t, "a flush while the read hangs", func() bool {
+		invs, err := st.Inventories()
+		return err == nil && len(invs) == 1 && len(invs[0].Executed) == maxExecutedPerImage
+	})
+	inv, _ := recs.Inventory(ctx, "shop/web:1")
+	if _, ok := inv.Executed["/tmp/build0/app"]; ok {
+		t.Error("the least recent binary was kept past the bound")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return while a read hung")
+	}
+}

@@ -185,6 +185,10 @@ func newBaselineCommand(g *globalOptions) *cobra.Command {
 				return fmt.Errorf("importing %s: %w", args[0], err)
 			}
 			// Inventories always merge: what ran on another node ran.
+			if len(f.Inventories) == 0 {
+				fmt.Fprintf(g.stdout, "imported %d baselines from %s\n", len(f.Baselines), args[0])
+				return nil
+			}
 			if err := images.ImportInventories(cmd.Context(), f.Inventories); err != nil {
 				return fmt.Errorf("importing %s: inventories: %w", args[0], err)
 			}

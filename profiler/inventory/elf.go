@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path"
-	"path/filepath"
 	"slices"
 	"strings"
 )
@@ -19,7 +18,28 @@ const (
 	maxInterpBytes = 4096     // PT_INTERP, a path
 	maxConfBytes   = 1 << 20  // ld.so.conf and musl's path file
 	maxDynBytes    = 16 << 20 // an ELF file's dynamic section and its strings
+	maxELFRead     = 64 << 20 // all the ELF reader may read of one file
+	maxNeeded      = 256      // DT_NEEDED entries followed per file
+	maxConfFiles   = 64       // ld.so.conf and its includes
+	maxSearchDirs  = 256      // directories in one search path
 )
+
+// budgetReaderAt fails once its reads pass a budget: the ELF reader allocates
+// what a file's headers claim (a sparse file can claim gigabytes).
+type budgetReaderAt struct {
+	r    io.ReaderAt
+	left int64
+}
+
+var errELFBudget = fmt.Errorf("ELF file reads more than %d bytes", maxELFRead)
+
+func (b *budgetReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if int64(len(p)) > b.left {
+		return 0, errELFBudget
+	}
+	b.left -= int64(len(p))
+	return b.r.ReadAt(p, off)
+}
 
 // elfFile is an ELF file of the image and the file under it.
 type elfFile struct {
@@ -37,7 +57,7 @@ func (l *libResolver) openELF(p string) (elfFile, error) {
 	if err != nil {
 		return elfFile{}, err
 	}
-	f, err := elf.NewFile(file)
+	f, err := elf.NewFile(&budgetReaderAt{r: file, left: maxELFRead})
 	if err != nil {
 		file.Close()
 		return elfFile{}, err
@@ -164,7 +184,10 @@ func (l *libResolver) walk(p string) error {
 				queue = append(queue, r)
 			}
 		}
-		for _, name := range needed {
+		for _, name := range needed[:min(len(needed), maxNeeded)] {
+			if len(l.seen) >= maxLibraries {
+				return nil
+			}
 			if r := l.find(name, rpath, runpath, class, machine); r != "" && l.add(r) {
 				queue = append(queue, r)
 			}
@@ -181,8 +204,8 @@ func (l *libResolver) find(name string, rpath, runpath []string, class elf.Class
 		return r
 	}
 	var dirs []string
-	dirs = append(dirs, rpath...)
-	dirs = append(dirs, runpath...)
+	dirs = append(dirs, rpath[:min(len(rpath), maxSearchDirs)]...)
+	dirs = append(dirs, runpath[:min(len(runpath), maxSearchDirs)]...)
 	dirs = append(dirs, l.systemDirs()...)
 	for _, dir := range dirs {
 		r, err := l.root.Resolve(path.Join(dir, name))
@@ -209,22 +232,25 @@ func (l *libResolver) systemDirs() []string {
 		return l.dirs
 	}
 	l.dirsRead = true
-	if matches, _ := filepath.Glob(l.root.host("/etc/ld-musl-*.path")); len(matches) > 0 {
-		if data, err := l.root.ReadFile(strings.TrimPrefix(matches[0], string(l.root)), maxConfBytes); err == nil {
+	if matches := l.root.Glob("/etc/ld-musl-*.path"); len(matches) > 0 {
+		if data, err := l.root.ReadFile(matches[0], maxConfBytes); err == nil {
 			l.dirs = strings.FieldsFunc(string(data), func(r rune) bool { return r == ':' || r == '\n' || r == ' ' })
 		}
 	}
 	if len(l.dirs) == 0 {
-		l.dirs = l.ldSoConf("/etc/ld.so.conf", 0)
+		l.dirs = l.ldSoConf("/etc/ld.so.conf", 0, map[string]bool{})
 	}
 	l.dirs = append(l.dirs, "/lib64", "/usr/lib64", "/lib", "/usr/lib", "/usr/local/lib")
 	return l.dirs
 }
 
-func (l *libResolver) ldSoConf(file string, depth int) []string {
-	if depth > 4 {
+// ldSoConf reads an ld.so.conf and its includes, each file once, at most
+// maxConfFiles of them and maxSearchDirs directories in all.
+func (l *libResolver) ldSoConf(file string, depth int, visited map[string]bool) []string {
+	if depth > 4 || visited[file] || len(visited) >= maxConfFiles {
 		return nil
 	}
+	visited[file] = true
 	data, err := l.root.ReadFile(file, maxConfBytes)
 	if err != nil {
 		return nil
@@ -241,13 +267,14 @@ func (l *libResolver) ldSoConf(file string, depth int) []string {
 			if !path.IsAbs(pattern) {
 				pattern = path.Join(path.Dir(file), pattern)
 			}
-			matches, _ := filepath.Glob(l.root.host(pattern))
-			slices.Sort(matches)
-			for _, m := range matches {
-				dirs = append(dirs, l.ldSoConf(strings.TrimPrefix(m, string(l.root)), depth+1)...)
+			for _, m := range l.root.Glob(pattern) {
+				dirs = append(dirs, l.ldSoConf(m, depth+1, visited)...)
 			}
 		default:
 			dirs = append(dirs, line)
+		}
+		if len(dirs) >= maxSearchDirs {
+			return dirs[:maxSearchDirs]
 		}
 	}
 	return dirs

@@ -5,7 +5,9 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 )
 
 // copyInto copies host files into root at the given in-root paths.
@@ -103,4 +105,25 @@ func slicesSortedUnique(s []string) []string {
 	s = slices.Clone(s)
 	slices.Sort(s)
 	return slices.Compact(s)
+}
+
+// An ld.so.conf that includes itself many times is read once, not 30^5 times.
+func TestLdSoConfIncludesReadOnce(t *testing.T) {
+	root := fakeRoot(t, map[string]string{
+		"/etc/ld.so.conf": strings.Repeat("include /etc/ld.so.conf\ninclude /etc/*.conf\n", 30) + "/opt/lib\n",
+		"/etc/other.conf": "include /etc/ld.so.conf\n/srv/lib\n",
+		"/usr/bin/app.sh": "#!/usr/bin/env sh\n",
+		"/usr/bin/env":    "not an ELF file",
+	})
+	l := &libResolver{root: root, seen: map[string]bool{}}
+	done := make(chan []string, 1)
+	go func() { done <- l.systemDirs() }()
+	select {
+	case dirs := <-done:
+		if !slices.Contains(dirs, "/opt/lib") || !slices.Contains(dirs, "/srv/lib") || len(dirs) > maxSearchDirs+5 {
+			t.Errorf("search path = %v", dirs)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("reading a self-including ld.so.conf did not end")
+	}
 }

@@ -4,8 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"fmt"
 	"io/fs"
-	"os"
 	"path"
 	"sort"
 	"strings"
@@ -24,33 +24,51 @@ const (
 	apkInstalled = "/lib/apk/db/installed"
 )
 
-// maxDBBytes bounds a package database file read from a container.
-const maxDBBytes = 64 << 20
+// Bounds on what one image's package database can make the agent read and
+// hold: a file, all files together, and the runnable files kept.
+const (
+	maxDBBytes    = 64 << 20
+	maxTotalBytes = 256 << 20
+	maxDBFiles    = 200_000
+)
+
+// dbBudget is what is left of those bounds while one database is read.
+type dbBudget struct {
+	bytes int64
+	files int
+}
+
+var errBudget = errors.New("package database larger than this reads")
 
 // ReadPackages reads the image's package database through its root: dpkg
 // (status, or distroless status.d) or apk. Each package keeps its files that
 // can run or be loaded, resolved to canonical paths in the root.
 func ReadPackages(root Root) (source string, pkgs []model.Package, err error) {
+	b := &dbBudget{bytes: maxTotalBytes, files: maxDBFiles}
 	switch {
 	case exists(root, dpkgStatus):
-		pkgs, err = readDpkg(root)
+		pkgs, err = readDpkg(root, b)
 		return "dpkg", pkgs, err
 	case exists(root, dpkgStatusD):
-		pkgs, err = readDistroless(root)
+		pkgs, err = readDistroless(root, b)
 		return "dpkg", pkgs, err
 	case exists(root, apkInstalled):
-		pkgs, err = readApk(root)
+		pkgs, err = readApk(root, b)
 		return "apk", pkgs, err
 	}
 	return "", nil, ErrNoPackageDB
 }
 
-func exists(root Root, p string) bool {
-	_, err := os.Stat(root.host(p))
-	return err == nil
-}
+func exists(root Root, p string) bool { return root.Exists(p) }
 
-func readFile(root Root, p string) ([]byte, error) { return root.ReadFile(p, maxDBBytes) }
+func (b *dbBudget) readFile(root Root, p string) ([]byte, error) {
+	if b.bytes <= 0 {
+		return nil, fmt.Errorf("%s: %w (%d MiB read)", p, errBudget, maxTotalBytes>>20)
+	}
+	data, err := root.ReadFile(p, min(maxDBBytes, b.bytes))
+	b.bytes -= int64(len(data))
+	return data, err
+}
 
 // stanzas splits an RFC 822-style database (dpkg status, apk installed) into
 // its paragraphs of key → value; continuation lines are dropped (no field
@@ -91,24 +109,26 @@ func first(st map[string][]string, k string) string {
 	return ""
 }
 
-func readDpkg(root Root) ([]model.Package, error) {
-	data, err := readFile(root, dpkgStatus)
+func readDpkg(root Root, b *dbBudget) ([]model.Package, error) {
+	data, err := b.readFile(root, dpkgStatus)
 	if err != nil {
 		return nil, err
 	}
 	var pkgs []model.Package
+	seen := map[string]bool{}
 	for _, st := range stanzas(data, ':') {
 		name, status := first(st, "Package"), first(st, "Status")
-		if name == "" || !strings.HasSuffix(status, " installed") {
-			continue
+		if name == "" || !strings.HasSuffix(status, " installed") || seen[name] {
+			continue // one .list per name (a second architecture's stanza shares it)
 		}
+		seen[name] = true
 		p := model.Package{Name: name, Version: first(st, "Version"), Type: "deb"}
-		list, err := readFile(root, path.Join(dpkgInfo, name+".list"))
+		list, err := b.readFile(root, path.Join(dpkgInfo, name+".list"))
 		if errors.Is(err, fs.ErrNotExist) {
-			list, err = readFile(root, path.Join(dpkgInfo, name+":"+first(st, "Architecture")+".list"))
+			list, err = b.readFile(root, path.Join(dpkgInfo, name+":"+first(st, "Architecture")+".list"))
 		}
 		if err == nil {
-			p.Files = runnableFiles(root, strings.Split(string(list), "\n"))
+			p.Files = b.runnableFiles(root, strings.Split(string(list), "\n"))
 		}
 		pkgs = append(pkgs, p)
 	}
@@ -117,17 +137,17 @@ func readDpkg(root Root) ([]model.Package, error) {
 
 // readDistroless reads distroless images' status.d: a stanza per package and
 // its files in NAME.md5sums ("md5  relative/path").
-func readDistroless(root Root) ([]model.Package, error) {
-	entries, err := os.ReadDir(root.host(dpkgStatusD))
+func readDistroless(root Root, b *dbBudget) ([]model.Package, error) {
+	names, err := root.ReadDir(dpkgStatusD)
 	if err != nil {
 		return nil, err
 	}
 	var pkgs []model.Package
-	for _, e := range entries {
-		if strings.Contains(e.Name(), ".") {
+	for _, name := range names {
+		if strings.Contains(name, ".") {
 			continue // NAME.md5sums
 		}
-		data, err := readFile(root, path.Join(dpkgStatusD, e.Name()))
+		data, err := b.readFile(root, path.Join(dpkgStatusD, name))
 		if err != nil {
 			return nil, err
 		}
@@ -136,14 +156,14 @@ func readDistroless(root Root) ([]model.Package, error) {
 			if p.Name == "" {
 				continue
 			}
-			if sums, err := readFile(root, path.Join(dpkgStatusD, e.Name()+".md5sums")); err == nil {
+			if sums, err := b.readFile(root, path.Join(dpkgStatusD, name+".md5sums")); err == nil {
 				var files []string
 				for _, line := range strings.Split(string(sums), "\n") {
 					if fields := strings.Fields(line); len(fields) == 2 {
 						files = append(files, "/"+fields[1])
 					}
 				}
-				p.Files = runnableFiles(root, files)
+				p.Files = b.runnableFiles(root, files)
 			}
 			pkgs = append(pkgs, p)
 		}
@@ -151,8 +171,8 @@ func readDistroless(root Root) ([]model.Package, error) {
 	return pkgs, nil
 }
 
-func readApk(root Root) ([]model.Package, error) {
-	data, err := readFile(root, apkInstalled)
+func readApk(root Root, b *dbBudget) ([]model.Package, error) {
+	data, err := b.readFile(root, apkInstalled)
 	if err != nil {
 		return nil, err
 	}
@@ -164,7 +184,7 @@ func readApk(root Root) ([]model.Package, error) {
 	var files []string
 	flush := func() {
 		if cur != nil && cur.Name != "" {
-			cur.Files = runnableFiles(root, files)
+			cur.Files = b.runnableFiles(root, files)
 			pkgs = append(pkgs, *cur)
 		}
 		cur, dir, files = nil, "", nil
@@ -199,9 +219,13 @@ func readApk(root Root) ([]model.Package, error) {
 // runnableFiles keeps the files that can run or be loaded, as canonical paths:
 // directories resolved, a file that is itself a symlink dropped (its target,
 // which may be another package's, is what runs).
-func runnableFiles(root Root, files []string) []string {
+func (b *dbBudget) runnableFiles(root Root, files []string) []string {
 	var out []string
 	for _, f := range files {
+		if b.files <= 0 {
+			break
+		}
+		b.files--
 		f = strings.TrimSpace(f)
 		if f == "" || f == "/." || !runnable(f) {
 			continue

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -106,39 +107,102 @@ var errNotDir = errors.New("not a directory")
 // or directory; opening or reading it could block or never end.
 var errNotRegular = errors.New("not a regular file")
 
-// Open opens a regular file of the image for reading. The kernel resolves
-// the path inside the root (openat2 RESOLVE_IN_ROOT, no magic links), so a
-// container that swaps a directory for a symlink to "/" after Resolve looked
-// cannot make the agent read a host file. O_NONBLOCK keeps a FIFO from
-// blocking the open; anything but a regular file is refused.
-func (r Root) Open(p string) (*os.File, error) {
+// openPath opens p inside the root as an O_PATH descriptor: the kernel
+// resolves the path inside the root (openat2 RESOLVE_IN_ROOT, no magic
+// links), so a container that swaps a directory for a symlink to "/" after
+// Resolve looked cannot send the agent to a host file, and nothing is
+// really opened yet (a device's open could act, a FIFO's block).
+func (r Root) openPath(p string, flags uint64) (int, error) {
 	rootPath := string(r)
 	if rootPath == "" {
 		rootPath = "/"
 	}
 	dirfd, err := unix.Open(rootPath, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: rootPath, Err: err}
+		return -1, &fs.PathError{Op: "open", Path: rootPath, Err: err}
 	}
 	defer unix.Close(dirfd)
 	fd, err := unix.Openat2(dirfd, strings.TrimPrefix(path.Clean("/"+p), "/"), &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_CLOEXEC | unix.O_NOCTTY,
+		Flags:   flags | unix.O_PATH | unix.O_CLOEXEC,
 		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
 	})
 	if err != nil {
-		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+		return -1, &fs.PathError{Op: "open", Path: p, Err: err}
 	}
-	f := os.NewFile(uintptr(fd), p)
-	fi, err := f.Stat()
+	return fd, nil
+}
+
+// Open opens a regular file of the image for reading: resolved inside the
+// root, checked to be a regular file before it is really opened (through
+// its O_PATH descriptor), so no device, FIFO or socket is ever opened.
+func (r Root) Open(p string) (*os.File, error) {
+	pathfd, err := r.openPath(p, 0)
 	if err != nil {
-		f.Close()
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		f.Close()
+	defer unix.Close(pathfd)
+	var st unix.Stat_t
+	if err := unix.Fstat(pathfd, &st); err != nil {
+		return nil, &fs.PathError{Op: "stat", Path: p, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return nil, &fs.PathError{Op: "open", Path: p, Err: errNotRegular}
 	}
+	f, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", pathfd), os.O_RDONLY|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
 	return f, nil
+}
+
+// Exists says whether p exists inside the root.
+func (r Root) Exists(p string) bool {
+	fd, err := r.openPath(p, 0)
+	if err != nil {
+		return false
+	}
+	unix.Close(fd)
+	return true
+}
+
+// maxDirEntries bounds a directory listing of the image.
+const maxDirEntries = 1 << 16
+
+// ReadDir lists a directory of the image, resolved inside the root, sorted.
+func (r Root) ReadDir(p string) ([]string, error) {
+	pathfd, err := r.openPath(p, unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
+	}
+	defer unix.Close(pathfd)
+	d, err := os.OpenFile(fmt.Sprintf("/proc/self/fd/%d", pathfd), os.O_RDONLY|unix.O_DIRECTORY|unix.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: p, Err: err}
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(maxDirEntries)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("listing %s: %w", p, err)
+	}
+	slices.Sort(names)
+	return names, nil
+}
+
+// Glob matches a pattern whose last component may hold wildcards (as
+// ld.so.conf includes do) inside the root.
+func (r Root) Glob(pattern string) []string {
+	dir, base := path.Split(path.Clean("/" + pattern))
+	names, err := r.ReadDir(dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, n := range names {
+		if ok, _ := path.Match(base, n); ok {
+			out = append(out, path.Join(dir, n))
+		}
+	}
+	return out
 }
 
 // ReadFile reads a regular file of the image, refusing one over limit bytes.
