@@ -87,16 +87,56 @@ type WebhookConfig struct {
 // Webhook POSTs each alert as JSON from a bounded queue, retrying with backoff.
 // Alerts it cannot deliver are dropped and counted, never block the agent.
 type Webhook struct {
-	cfg     WebhookConfig
-	client  *http.Client
+	sinkQueue
+	cfg    WebhookConfig
+	client *http.Client
+	log    *slog.Logger
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+// sinkQueue is a sink's bounded queue: Send never blocks the agent, and what
+// cannot be queued or delivered is dropped and counted.
+type sinkQueue struct {
 	queue   chan model.Alert
-	log     *slog.Logger
 	dropped atomic.Uint64
 	sent    atomic.Uint64
-	done    chan struct{}
-	cancel  context.CancelFunc
 	mu      sync.Mutex
 	closed  bool
+}
+
+// Send queues an alert, or drops and counts it when the queue is full or the
+// sink is closed.
+func (q *sinkQueue) Send(a model.Alert) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.closed {
+		q.dropped.Add(1)
+		return
+	}
+	select {
+	case q.queue <- a:
+	default:
+		q.dropped.Add(1)
+	}
+}
+
+// Dropped is the number of alerts given up on (queue full, delivery failed,
+// or still queued at Close).
+func (q *sinkQueue) Dropped() uint64 { return q.dropped.Load() }
+
+// Sent is the number of alerts delivered.
+func (q *sinkQueue) Sent() uint64 { return q.sent.Load() }
+
+// stopTaking refuses further alerts; closeQueue also closes the channel, for
+// a delivery loop that drains it with range.
+func (q *sinkQueue) stopTaking(closeQueue bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if !q.closed && closeQueue {
+		close(q.queue)
+	}
+	q.closed = true
 }
 
 // NewWebhook starts the delivery goroutine.
@@ -114,35 +154,13 @@ func NewWebhook(cfg WebhookConfig, log *slog.Logger) *Webhook {
 		cfg.Timeout = 5 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	w := &Webhook{cfg: cfg, client: &http.Client{Timeout: cfg.Timeout}, queue: make(chan model.Alert, cfg.QueueSize),
-		log: log, done: make(chan struct{}), cancel: cancel}
+	w := &Webhook{sinkQueue: sinkQueue{queue: make(chan model.Alert, cfg.QueueSize)}, cfg: cfg,
+		client: &http.Client{Timeout: cfg.Timeout}, log: log, done: make(chan struct{}), cancel: cancel}
 	go w.run(ctx)
 	return w
 }
 
 func (w *Webhook) Name() string { return "webhook" }
-
-// Send queues an alert, or drops and counts it when the queue is full or the
-// webhook is closed.
-func (w *Webhook) Send(a model.Alert) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.closed {
-		w.dropped.Add(1)
-		return
-	}
-	select {
-	case w.queue <- a:
-	default:
-		w.dropped.Add(1)
-	}
-}
-
-// Dropped is the number of alerts given up on (queue full or retries exhausted).
-func (w *Webhook) Dropped() uint64 { return w.dropped.Load() }
-
-// Sent is the number of alerts delivered.
-func (w *Webhook) Sent() uint64 { return w.sent.Load() }
 
 func (w *Webhook) run(ctx context.Context) {
 	defer close(w.done)
@@ -206,9 +224,7 @@ func (w *Webhook) post(ctx context.Context, body []byte) error {
 
 // Close stops delivery; alerts still queued are counted as dropped.
 func (w *Webhook) Close() error {
-	w.mu.Lock()
-	w.closed = true
-	w.mu.Unlock()
+	w.stopTaking(false)
 	w.cancel()
 	<-w.done
 	w.dropped.Add(uint64(len(w.queue)))

@@ -17,8 +17,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 	"unicode/utf8"
@@ -141,14 +139,10 @@ type Syslog struct {
 	tls       *tls.Config
 	log       *slog.Logger
 
-	queue   chan model.Alert
-	dropped atomic.Uint64
-	sent    atomic.Uint64
-	done    chan struct{}
-	ctx     context.Context
-	cancel  context.CancelFunc
-	mu      sync.Mutex
-	closed  bool
+	sinkQueue
+	done   chan struct{}
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	conn   net.Conn // owned by run
 	stream bool     // conn frames by octet count or newline, not datagram
@@ -190,7 +184,7 @@ func NewSyslog(cfg SyslogConfig, log *slog.Logger) (*Syslog, error) {
 	}
 	s := &Syslog{cfg: cfg, transport: transport, addr: addr, facility: facility,
 		hostname: headerField(cfg.Hostname, 255), procID: strconv.Itoa(os.Getpid()), log: log,
-		queue: make(chan model.Alert, cfg.QueueSize), done: make(chan struct{})}
+		sinkQueue: sinkQueue{queue: make(chan model.Alert, cfg.QueueSize)}, done: make(chan struct{})}
 	if transport == "tls" {
 		if s.tls, err = syslogTLS(cfg); err != nil {
 			return nil, err
@@ -227,38 +221,10 @@ func syslogTLS(cfg SyslogConfig) (*tls.Config, error) {
 
 func (s *Syslog) Name() string { return "syslog" }
 
-// Send queues an alert, or drops and counts it when the queue is full or the
-// sink is closed.
-func (s *Syslog) Send(a model.Alert) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		s.dropped.Add(1)
-		return
-	}
-	select {
-	case s.queue <- a:
-	default:
-		s.dropped.Add(1)
-	}
-}
-
-// Dropped is the number of alerts given up on (queue full, reconnects
-// exhausted, or still queued when Close gave up).
-func (s *Syslog) Dropped() uint64 { return s.dropped.Load() }
-
-// Sent is the number of alerts written to the collector.
-func (s *Syslog) Sent() uint64 { return s.sent.Load() }
-
 // Close stops taking alerts, delivers what is queued for up to CloseTimeout,
 // and counts the rest as dropped.
 func (s *Syslog) Close() error {
-	s.mu.Lock()
-	if !s.closed {
-		s.closed = true
-		close(s.queue)
-	}
-	s.mu.Unlock()
+	s.stopTaking(true)
 	stop := time.AfterFunc(s.cfg.CloseTimeout, s.cancel)
 	<-s.done
 	stop.Stop()
