@@ -43,7 +43,7 @@ type ImageRecords struct {
 	dirty   map[string]bool // inventories and tallies to write
 	// live holds recent processes of each image, whose roots the reads use;
 	// any container of an image has the same files.
-	live     map[string][]liveProcess
+	live     map[string][]model.ProcessKey
 	pkgTried map[string]time.Time
 	pending  map[string]bool // "ref\x00path" of queued library reads
 	// gen counts changes that can move an image's in-use status; summaries
@@ -54,10 +54,6 @@ type ImageRecords struct {
 	jobs      chan imageJob
 	jobsLost  atomic.Uint64
 	readFails atomic.Uint64
-}
-
-type liveProcess struct {
-	key model.ProcessKey
 }
 
 type imageJob struct {
@@ -81,7 +77,7 @@ func NewImageRecords(st store.ImageStore, lib *Library, log *slog.Logger) (*Imag
 	}
 	r := &ImageRecords{store: st, lib: lib, log: log, now: time.Now, readPackages: inventory.ReadPackages, readLibraries: inventory.Libraries,
 		invs: map[string]*model.Inventory{}, vulns: map[string]*model.VulnReport{}, tallies: map[string]*model.AlertTally{},
-		dirty: map[string]bool{}, live: map[string][]liveProcess{}, pkgTried: map[string]time.Time{}, pending: map[string]bool{},
+		dirty: map[string]bool{}, live: map[string][]model.ProcessKey{}, pkgTried: map[string]time.Time{}, pending: map[string]bool{},
 		gen: map[string]uint64{}, summaries: map[string]vulnSummary{},
 		jobs: make(chan imageJob, 256)}
 	invs, err := st.Inventories()
@@ -171,8 +167,7 @@ func (r *ImageRecords) ObserveExec(e model.Event) {
 // moves to the end: short-lived ones (a shell's helpers) must not push out a
 // long-lived one that keeps exec'ing.
 func (r *ImageRecords) noteLive(ref string, p model.ProcessKey) {
-	procs := slices.DeleteFunc(r.live[ref], func(lp liveProcess) bool { return lp.key == p })
-	procs = append(procs, liveProcess{key: p})
+	procs := append(slices.DeleteFunc(r.live[ref], func(k model.ProcessKey) bool { return k == p }), p)
 	if len(procs) > maxLivePerImage {
 		procs = procs[1:]
 	}
@@ -216,15 +211,15 @@ func (r *ImageRecords) Run(ctx context.Context, flushEvery time.Duration) error 
 // still the process the event saw (PIDs are reused: its start time must match).
 func (r *ImageRecords) do(j imageJob) {
 	r.mu.Lock()
-	procs := append([]liveProcess(nil), r.live[j.ref]...)
+	procs := slices.Clone(r.live[j.ref])
 	r.mu.Unlock()
 	err := errors.New("no live process of the image")
 	opened := false
 	for i := len(procs) - 1; i >= 0; i-- {
 		var root *os.File
-		root, err = openVerifiedRoot(procs[i].key)
+		root, err = openVerifiedRoot(procs[i])
 		if err != nil {
-			r.forgetLive(j.ref, procs[i].key)
+			r.forgetLive(j.ref, procs[i])
 			continue
 		}
 		opened = true
@@ -283,13 +278,7 @@ func (r *ImageRecords) read(j imageJob, root inventory.Root) error {
 func (r *ImageRecords) forgetLive(ref string, p model.ProcessKey) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	procs := r.live[ref]
-	for i, lp := range procs {
-		if lp.key == p {
-			r.live[ref] = append(procs[:i:i], procs[i+1:]...)
-			return
-		}
-	}
+	r.live[ref] = slices.DeleteFunc(r.live[ref], func(k model.ProcessKey) bool { return k == p })
 }
 
 // openVerifiedRoot opens a process's root directory, then checks that the
@@ -438,7 +427,7 @@ func (r *ImageRecords) summaryLocked(ref string) (vulnSummary, bool) {
 
 // Inventory implements control.ImageService.
 func (r *ImageRecords) Inventory(_ context.Context, image string) (*model.Inventory, error) {
-	ref := familiarRef(image)
+	ref := model.FamiliarRef(image)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	inv := r.invs[ref]
@@ -451,7 +440,7 @@ func (r *ImageRecords) Inventory(_ context.Context, image string) (*model.Invent
 // ImportSBOM implements control.ImageService: the SBOM's packages replace
 // what was read from the image, and are written at once.
 func (r *ImageRecords) ImportSBOM(_ context.Context, image string, pkgs []model.Package) error {
-	repo, tag := model.SplitImageRef(familiarRef(image))
+	repo, tag := model.SplitImageRef(model.FamiliarRef(image))
 	if repo == "" {
 		return fmt.Errorf("%w: %q", control.ErrBadImage, image)
 	}
@@ -480,7 +469,7 @@ func (r *ImageRecords) ImportSBOM(_ context.Context, image string, pkgs []model.
 // ImportVulns implements control.ImageService.
 func (r *ImageRecords) ImportVulns(_ context.Context, v *model.VulnReport) error {
 	next := *v
-	next.Image, next.Tag = model.SplitImageRef(familiarRef(model.ImageRef(v.Image, v.Tag)))
+	next.Image = model.FamiliarImage(v.Image)
 	next.Findings = append([]model.Vulnerability(nil), v.Findings...)
 	if next.Imported.IsZero() {
 		next.Imported = r.now()
@@ -597,8 +586,6 @@ func (r *ImageRecords) VulnGauges() map[string]map[string]map[bool]int {
 	}
 	return out
 }
-
-func familiarRef(image string) string { return model.FamiliarRef(image) }
 
 // Control is what the control socket serves: baselines and image records.
 type Control struct {

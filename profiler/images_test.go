@@ -61,6 +61,20 @@ func (f *fakeReaders) note(root inventory.Root) {
 	f.roots = append(f.roots, root)
 }
 
+// newTestRecords are image records on a fresh bbolt store, reading through
+// fake readers.
+func newTestRecords(t *testing.T) (*ImageRecords, *store.Bolt, *fakeReaders) {
+	t.Helper()
+	st, _ := openStore(t)
+	recs, err := NewImageRecords(st, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readers := &fakeReaders{}
+	readers.install(recs)
+	return recs, st, readers
+}
+
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
@@ -72,13 +86,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestImageRecordsInventoryVulnsAndAlerts(t *testing.T) {
-	st, _ := openStore(t)
-	recs, err := NewImageRecords(st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var readers fakeReaders
-	readers.install(recs)
+	recs, st, readers := newTestRecords(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- recs.Run(ctx, time.Hour) }()
@@ -116,7 +124,7 @@ func TestImageRecordsInventoryVulnsAndAlerts(t *testing.T) {
 	}
 
 	// A scanner report: the alert carries the in-use findings only.
-	err = recs.ImportVulns(ctx, &model.VulnReport{Image: "shop/web", Tag: "1", Scanner: "grype 0.1", Findings: []model.Vulnerability{
+	err := recs.ImportVulns(ctx, &model.VulnReport{Image: "shop/web", Tag: "1", Scanner: "grype 0.1", Findings: []model.Vulnerability{
 		{ID: "CVE-1", Severity: "critical", Package: "curl"},
 		{ID: "CVE-2", Severity: "high", Package: "libssl3"},
 	}})
@@ -165,13 +173,7 @@ func TestImageRecordsInventoryVulnsAndAlerts(t *testing.T) {
 
 // A PID reused by another process is never read through: its start time differs.
 func TestImageRecordsRefuseReusedPID(t *testing.T) {
-	st, _ := openStore(t)
-	recs, err := NewImageRecords(st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var readers fakeReaders
-	readers.install(recs)
+	recs, _, readers := newTestRecords(t)
 	self := selfProcess(t)
 	stale := model.ProcessKey{PID: self.PID, StartNs: self.StartNs + uint64(time.Hour)}
 	recs.ObserveExec(execOf(stale, "/usr/sbin/nginx", time.Now()))
@@ -189,11 +191,7 @@ func TestImageRecordsRefuseReusedPID(t *testing.T) {
 // A long-lived process that exec's again stays readable however many
 // short-lived ones exec'd in between.
 func TestImageRecordsKeepLongLivedProcess(t *testing.T) {
-	st, _ := openStore(t)
-	recs, err := NewImageRecords(st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	recs, _, _ := newTestRecords(t)
 	self := selfProcess(t)
 	now := time.Now()
 	recs.ObserveExec(execOf(self, "/usr/bin/bash", now))
@@ -203,11 +201,9 @@ func TestImageRecordsKeepLongLivedProcess(t *testing.T) {
 	}
 	recs.ObserveExec(execOf(self, "/usr/bin/python3", now))
 	procs := recs.live["shop/web:1"]
-	if len(procs) != maxLivePerImage || procs[len(procs)-1].key != self {
+	if len(procs) != maxLivePerImage || procs[len(procs)-1] != self {
 		t.Fatalf("live processes = %+v, want %d with the long-lived one newest", procs, maxLivePerImage)
 	}
-	var readers fakeReaders
-	readers.install(recs)
 	for len(recs.jobs) > 0 {
 		recs.do(<-recs.jobs)
 	}
@@ -223,13 +219,7 @@ func TestImageRecordsKeepLongLivedProcess(t *testing.T) {
 // A read that never returns (a container's files can try) stops neither the
 // flushes nor the agent's shutdown; an image's binaries are bounded.
 func TestImageRecordsStuckReadAndBoundedBinaries(t *testing.T) {
-	st, _ := openStore(t)
-	recs, err := NewImageRecords(st, nil, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var readers fakeReaders
-	readers.install(recs)
+	recs, st, _ := newTestRecords(t)
 	stuck := make(chan struct{})
 	defer close(stuck)
 	recs.readLibraries = func(inventory.Root, string) ([]string, error) { <-stuck; return nil, nil }
