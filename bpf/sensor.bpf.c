@@ -69,6 +69,12 @@ static __always_inline struct exec_site *exec_site_of(struct task_struct *task)
 char LICENSE[] SEC("license") = "GPL";
 
 /* x86_64 syscall numbers of the events we capture. */
+#define SIGINT 2
+#define SIGQUIT 3
+#define SIGKILL 9
+#define SIGTERM 15
+#define SIGPWR 30
+
 #define NR_open 2
 #define NR_truncate 76
 #define NR_ftruncate 77
@@ -468,7 +474,7 @@ static __always_inline void enforce_kill(struct event *e, int kill)
 	struct enforce_policy *p = bpf_map_lookup_elem(&enforce, &zero);
 	if (!p || !p->enabled || is_runtime_init(e) || !cgroup_enforced(e))
 		return;
-	if (bpf_send_signal(9) == 0) {
+	if (bpf_send_signal(SIGKILL) == 0) {
 		e->killed = 1;
 		stat_inc(STAT_KILLED);
 	}
@@ -1344,6 +1350,32 @@ int BPF_PROG(io_uring_submit_req, struct io_kiocb *req)
 			e->write_op = ops;
 	}
 	e->file_flags = VIA_IO_URING;
+	submit(e);
+	return 0;
+}
+
+/* Stopping a container (docker stop or rm, kubelet, ctr task kill, cgroup.kill)
+ * is a terminating signal to its init from outside the container. Its shutdown
+ * (a database's checkpoint, threads exiting) is not the workload's behaviour,
+ * so user space neither learns nor scores the windows that follow for a while.
+ * A process inside the container cannot send it: it shares the cgroup. */
+SEC("tp_btf/signal_generate")
+int BPF_PROG(signal_generate, int sig, struct kernel_siginfo *info, struct task_struct *task, int group, int result)
+{
+	if (sig != SIGTERM && sig != SIGKILL && sig != SIGINT && sig != SIGQUIT && sig != SIGPWR)
+		return 0;
+	unsigned int level = BPF_CORE_READ(task, thread_pid, level);
+	if (level == 0 || BPF_CORE_READ(task, thread_pid, numbers[level & 31].nr) != 1)
+		return 0; /* not the init of a child pid namespace */
+	__u64 target = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
+	if (target == bpf_get_current_cgroup_id())
+		return 0;
+	struct event *e = new_event(EVENT_STOP_SIGNAL, -1);
+	if (!e)
+		return 0;
+	e->cgroup_id = target;
+	e->args[0] = sig;
+	e->args[1] = BPF_CORE_READ(task, tgid);
 	submit(e);
 	return 0;
 }

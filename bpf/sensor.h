@@ -13,6 +13,10 @@ enum event_kind {
 	EVENT_EXEC = 2,
 	EVENT_CGROUP_RMDIR = 3,
 	EVENT_CGROUP_MKDIR = 4,
+	/* A terminating signal sent from outside a container to its init: the
+	 * runtime stopping it. cgroup_id is the container's; args[0] the signal,
+	 * args[1] the init's tgid; the other fields describe the sender. */
+	EVENT_STOP_SIGNAL = 5,
 };
 
 /* Indexes of the per-CPU stats array; user space sums them. */

@@ -51,6 +51,8 @@ func (e Event) Describe() string {
 		return d
 	case EventCgroupRemove:
 		return "cgroup removed"
+	case EventStopSignal:
+		return fmt.Sprintf("signal %d to the container's init (pid %d) from %s (pid %d)", e.Signal, e.Args[1], e.Comm, e.PID)
 	}
 	if w := e.Write; w != nil {
 		d := fmt.Sprintf("%s %s %s", e.Syscall, strings.Join(w.Ops, "+"), e.Path)

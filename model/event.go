@@ -16,6 +16,10 @@ const (
 	// EventCgroupCreate: Flags 1 says the kernel enforced the new cgroup at once
 	// (its path is below an enforced prefix, in enforce mode).
 	EventCgroupCreate EventKind = "cgroup_mkdir"
+	// EventStopSignal: a terminating signal (Signal) reached the container's
+	// init (Args[1] its pid) from outside the container: the runtime stopping
+	// it. PID, Comm and the rest describe the sender.
+	EventStopSignal EventKind = "stop_signal"
 )
 
 // Namespaces are the inode numbers of a task's namespaces, as in /proc/PID/ns.
@@ -48,6 +52,8 @@ type Event struct {
 
 	Args  [6]uint64 `json:"args"`
 	Flags uint64    `json:"flags"` // clone/unshare/setns/mount/open flags, ptrace request, bpf cmd…
+	// Signal is a stop signal's number (EventStopSignal).
+	Signal int `json:"signal,omitempty"`
 	// Path is the open/mount target/unix socket path, or the file an exec ran
 	// (see ExecFile); Path2 the mount source, pivot_root put_old or module
 	// parameters.

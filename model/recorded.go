@@ -21,8 +21,9 @@ type RecordedWindow struct {
 	Image     string            `json:"image,omitempty"`
 	Workload  string            `json:"workload,omitempty"` // the profile key under learning.key: workload
 	Container string            `json:"container,omitempty"`
-	Label     string            `json:"label,omitempty"`   // for labelled benchmark data: "normal" or "attack:<class>"
-	Startup   bool              `json:"startup,omitempty"` // in the container's setup seconds (model.Window.Startup)
+	Label     string            `json:"label,omitempty"`    // for labelled benchmark data: "normal" or "attack:<class>"
+	Startup   bool              `json:"startup,omitempty"`  // in the container's setup seconds (model.Window.Startup)
+	Stopping  bool              `json:"stopping,omitempty"` // after the runtime signalled it to stop (model.Window.Stopping)
 	Syscalls  map[string]uint64 `json:"syscalls"`
 	// Grams are the window's order counts (Window.Grams). Third-party traces
 	// give Sequence instead: one thread's syscalls in order.
@@ -98,8 +99,9 @@ func (r RecordedWindow) Window() Window {
 	return Window{
 		Container: Container{ID: id, Name: r.Container, Runtime: RuntimeStatic, Image: repo, ImageTag: tag, Workload: r.Workload},
 		Start:     r.Time, Duration: time.Duration(math.Round(r.Duration * float64(time.Second))), Counts: r.Syscalls,
-		Grams:   r.grams(),
-		Startup: r.Startup,
+		Grams:    r.grams(),
+		Startup:  r.Startup,
+		Stopping: r.Stopping,
 	}
 }
 
@@ -107,7 +109,8 @@ func (r RecordedWindow) Window() Window {
 // decision on it, nil when the agent does not score.
 func Record(w Window, id string, live *LiveVerdict) RecordedWindow {
 	return RecordedWindow{ID: id, Time: w.Start, Duration: w.Duration.Seconds(), Image: w.Container.ImageRef(),
-		Workload: w.Container.Workload, Container: w.Container.Name, Syscalls: w.Counts, Grams: w.Grams, Startup: w.Startup, Live: live}
+		Workload: w.Container.Workload, Container: w.Container.Name, Syscalls: w.Counts, Grams: w.Grams, Startup: w.Startup,
+		Stopping: w.Stopping, Live: live}
 }
 
 // ProfileKey is the baseline the window belongs to: its workload, else its

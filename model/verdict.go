@@ -40,7 +40,7 @@ func (v WindowVerdict) Alert() bool { return v.Novel || v.Anomalous }
 // the window's length.
 func Verdict(in VerdictInput) WindowVerdict {
 	b := in.Baseline
-	if b == nil || b.State != StateStable || in.Window.Startup {
+	if b == nil || b.State != StateStable || in.Window.Startup || in.Window.Stopping {
 		return WindowVerdict{}
 	}
 	cal, t := in.Thresholds.get(b, CalibrationWindow(in.Window.Duration, in.DefaultWindow), in.Budget)

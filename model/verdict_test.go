@@ -17,6 +17,8 @@ func TestVerdict(t *testing.T) {
 	novel.Counts["ptrace"] = 1
 	startup := busy
 	startup.Startup = true
+	stopping := novel
+	stopping.Stopping = true
 	loaded := scaled(normal, 4) // the same mix at 4x the rate
 	// A container's exit or an idle tick: too few calls to judge, however off.
 	tiny := wl.next(1)
@@ -33,6 +35,7 @@ func TestVerdict(t *testing.T) {
 		{name: "no baseline", b: nil, w: busy},
 		{name: "baseline still learning", b: learning, w: busy},
 		{name: "start-up window", b: stable, w: startup},
+		{name: "shutdown window, novel syscall and all", b: stable, w: stopping},
 		{name: "normal window", b: stable, w: normal, scored: true},
 		{name: "read's share far above learned", b: stable, w: busy, scored: true, anomal: true},
 		{name: "4x the load, the learned mix", b: stable, w: loaded, scored: true},

@@ -17,7 +17,18 @@ type Window struct {
 	// runtime's init runs in the new cgroup. Such windows are neither learned as
 	// behaviour nor scored.
 	Startup bool `json:"startup,omitempty"`
+	// Stopping: the window overlaps the StopGrace after the runtime signalled
+	// the container's init to stop. Shutdown (a database's checkpoint, workers
+	// exiting) is not the workload's behaviour: such windows are neither
+	// learned nor scored. Hard rules still apply.
+	Stopping bool `json:"stopping,omitempty"`
 }
+
+// StopGrace is how long after a stop signal a container's windows count as
+// shutdown: Kubernetes' default termination grace (Docker waits 10 s before
+// SIGKILL, whose own signal starts the grace again). A container whose init
+// ignores the signal is scored again after it.
+const StopGrace = 30 * time.Second
 
 // Total is the number of syscalls in the window.
 func (w Window) Total() uint64 { return sumCounts(w.Counts) }

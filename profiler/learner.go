@@ -30,8 +30,8 @@ func NewLearner(lib *Library, mode Mode, cfg LearnerConfig, state *Tracker, log 
 
 // LearnResult summarises one batch.
 type LearnResult struct {
-	Learned, Startup, Poisoned, Skipped int
-	BecameStable                        []string
+	Learned, Startup, Stopping, Poisoned, Skipped int
+	BecameStable                                  []string
 }
 
 // learnable reports whether the mode learns an image in this state.
@@ -82,6 +82,10 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 		state, exists := l.lib.State(c.ProfileKey())
 		if !l.learnable(state, exists) {
 			res.Skipped++
+			continue
+		}
+		if w.Stopping { // shutdown is not behaviour to learn
+			res.Stopping++
 			continue
 		}
 		end := w.Start.Add(w.Duration)

@@ -33,7 +33,7 @@ type trackedLearner struct {
 func track(l *Learner) trackedLearner { return trackedLearner{l, l.state} }
 
 func (l trackedLearner) LearnWindows(ws []model.Window) (LearnResult, error) {
-	l.state.MarkStartup(ws, l.cfg.IgnoreFirst)
+	l.state.MarkLifecycle(ws, l.cfg.IgnoreFirst)
 	return l.Learner.LearnWindows(ws)
 }
 
@@ -76,6 +76,7 @@ func learnEach(t *testing.T, l trackedLearner, ws []model.Window) LearnResult {
 		}
 		sum.Learned += res.Learned
 		sum.Startup += res.Startup
+		sum.Stopping += res.Stopping
 		sum.Poisoned += res.Poisoned
 		sum.Skipped += res.Skipped
 		sum.BecameStable = append(sum.BecameStable, res.BecameStable...)
@@ -211,6 +212,20 @@ func TestLearnerIgnoreFirst(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("shutdown after a stop signal is not learned, for the grace only", func(t *testing.T) {
+		l, lib, _, _ := newLearner(t, ModeLearn, learnerConfig(0), nil)
+		learnEach(t, l, windows(app1, 1, 0, 9))
+		l.state.StopSignalled(1, t0.Add(9500*time.Millisecond)) // inside the window at 9 s
+		graceEnd := 10 + int(model.StopGrace/time.Second)       // the last window it overlaps starts at 39 s
+		res := learnEach(t, l, windows(app1, 1, 9, graceEnd+3))
+		if res.Learned != 3 || res.Stopping != graceEnd-9 {
+			t.Errorf("after the stop signal: %+v, want %d shutdown windows, then 3 learned", res, graceEnd-9)
+		}
+		if b := mustGet(t, lib, app1Key); b.Windows != 9+3 {
+			t.Errorf("windows = %d, want 12: the 9 before the signal and 3 after the grace", b.Windows)
+		}
+	})
 
 	t.Run("a forgotten cgroup starts over", func(t *testing.T) {
 		l, lib, _, _ := newLearner(t, ModeLearn, learnerConfig(5*time.Second), nil)

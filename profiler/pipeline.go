@@ -148,7 +148,7 @@ func (p *Pipeline) Run(ctx context.Context) error {
 
 // Windows runs one sampling round through the window stages.
 func (p *Pipeline) Windows(ws []model.Window) {
-	p.state.MarkStartup(ws, p.cfg.Learning.IgnoreFirst)
+	p.state.MarkLifecycle(ws, p.cfg.Learning.IgnoreFirst)
 	p.enforcement.Windows(ws, p.state.NextRound())
 	verdicts := p.scorer.Windows(ws)
 	if p.recorder != nil {
@@ -173,6 +173,12 @@ func (p *Pipeline) Event(e model.Event) {
 		return
 	case model.EventCgroupRemove:
 		p.enforcement.Removed(e.CgroupID)
+		return
+	case model.EventStopSignal:
+		if e.Container.HasBaseline() {
+			p.state.StopSignalled(e.CgroupID, e.Time)
+			p.log.Debug("container stopping", "container", ContainerLabel(e.Container), "detail", e.Describe())
+		}
 		return
 	}
 	c := e.Container
@@ -244,7 +250,7 @@ func (p *Pipeline) logRound(ws []model.Window, verdicts []model.WindowVerdict, r
 		p.log.Warn("reading sensor stats", "err", err)
 	}
 	stateCgroups, stateProcesses := p.state.Tracked()
-	p.log.Info("window", "cgroups", len(ws), "containers", containers, "scored", scored, "learned", res.Learned, "startup", res.Startup,
+	p.log.Info("window", "cgroups", len(ws), "containers", containers, "scored", scored, "learned", res.Learned, "startup", res.Startup, "stopping", res.Stopping,
 		"poisoned", res.Poisoned, "events", st.Events, "events_lost", st.EventsLost, "hist_full", st.HistFull,
 		"tracked_cgroups", st.TrackedCgroups, "state_cgroups", stateCgroups, "state_processes", stateProcesses)
 }

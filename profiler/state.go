@@ -34,6 +34,7 @@ const goneMemory = 4096
 type cgroupState struct {
 	firstSeen time.Time
 	lastSetup time.Time // the runtime last set the container up or entered it
+	stopAt    time.Time // the runtime last signalled the container's init to stop
 	lastRound uint64    // the sampling round it was last seen in
 	trips     []tripRun
 	enforced  bool
@@ -103,11 +104,21 @@ func (t *Tracker) SetupSeen(cgroupID uint64, at time.Time) {
 	}
 }
 
-// MarkStartup sets Startup on the windows of containers within ignoreFirst of
-// their first sighting or of the runtime's last setup in them, noting first
+// StopSignalled notes the runtime signalling a container's init to stop.
+func (t *Tracker) StopSignalled(cgroupID uint64, at time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if c := t.cgroup(cgroupID); at.After(c.stopAt) {
+		c.stopAt = at
+	}
+}
+
+// MarkLifecycle sets Startup on the windows of containers within ignoreFirst
+// of their first sighting or of the runtime's last setup in them, noting first
 // sightings: runtime setup is not behaviour. (A container may be created long
-// before it starts, and docker exec sets up again in a running container.)
-func (t *Tracker) MarkStartup(ws []model.Window, ignoreFirst time.Duration) {
+// before it starts, and docker exec sets up again in a running container.) It
+// sets Stopping on windows that overlap model.StopGrace after a stop signal.
+func (t *Tracker) MarkLifecycle(ws []model.Window, ignoreFirst time.Duration) {
 	for i := range ws {
 		w := &ws[i]
 		if !w.Container.HasBaseline() {
@@ -115,9 +126,10 @@ func (t *Tracker) MarkStartup(ws []model.Window, ignoreFirst time.Duration) {
 		}
 		t.mu.Lock()
 		c := t.cgroup(w.CgroupID)
-		first, setup := c.sighted(w.Start), c.lastSetup
+		first, setup, stop := c.sighted(w.Start), c.lastSetup, c.stopAt
 		t.mu.Unlock()
 		w.Startup = w.Start.Before(first.Add(ignoreFirst)) || (!setup.IsZero() && w.Start.Before(setup.Add(ignoreFirst)))
+		w.Stopping = !stop.IsZero() && w.Start.Add(w.Duration).After(stop) && w.Start.Before(stop.Add(model.StopGrace))
 	}
 }
 

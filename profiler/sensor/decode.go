@@ -20,6 +20,7 @@ const (
 	kindExec         = 2
 	kindCgroupRemove = 3
 	kindCgroupCreate = 4
+	kindStopSignal   = 5
 )
 
 // Exec file flags (event.flags of exec events), mirroring enum exec_file_flag in bpf/sensor.h.
@@ -112,6 +113,9 @@ func (d Decoder) Decode(raw []byte) (model.Event, error) {
 		ev.Kind = model.EventCgroupRemove
 	case kindCgroupCreate:
 		ev.Kind = model.EventCgroupCreate
+	case kindStopSignal:
+		ev.Kind = model.EventStopSignal
+		ev.Signal = int(e.Args[0])
 	default:
 		return model.Event{}, fmt.Errorf("unknown event kind %d", e.Kind)
 	}

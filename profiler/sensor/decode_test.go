@@ -422,6 +422,22 @@ func decodeCases() []decodeCase {
 			}(),
 		},
 		{
+			name: "stop signal to a container's init",
+			rec: func() sensorEvent {
+				e := baseRecord(kindStopSignal, -1)
+				e.CgroupId = 0x1234
+				e.Args = [6]uint64{15, 4242}
+				return e
+			}(),
+			want: func() model.Event {
+				e := baseEvent(model.EventStopSignal, "")
+				e.CgroupID = 0x1234
+				e.Args = [6]uint64{15, 4242}
+				e.Signal = 15
+				return e
+			}(),
+		},
+		{
 			name: "comm fills all 16 bytes without NUL",
 			rec: func() sensorEvent {
 				e := baseRecord(kindSyscall, 272)

@@ -176,6 +176,7 @@ func (s *Sensor) Attach() error {
 		"cgroup_rmdir":                    s.objs.CgroupRmdir,
 		"cgroup_mkdir":                    s.objs.CgroupMkdir,
 		"io_uring_submit_req":             s.objs.IoUringSubmitReq,
+		"signal_generate":                 s.objs.SignalGenerate,
 	} {
 		l, err := link.AttachTracing(link.TracingOptions{Program: prog})
 		if err != nil {

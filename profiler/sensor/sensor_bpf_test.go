@@ -113,6 +113,12 @@ func runHelper(action string) int {
 		for range n {
 			unix.Getppid()
 		}
+	case "signal-self-on-input": // says it runs, then once a line arrives, SIGTERMs itself
+		fmt.Println("running")
+		_, _ = bufio.NewReader(os.Stdin).ReadString('\n')
+		_ = unix.Kill(unix.Getpid(), unix.SIGTERM)
+		time.Sleep(10 * time.Second) // the signal ends it first
+		return 3
 	case "exec-fd":
 		return execFailed(execFD())
 	case "breadth":
@@ -1354,4 +1360,53 @@ func TestBPFReverseShellAndExecKill(t *testing.T) {
 			t.Errorf("an ordinary exec under the same policy: %v, %q", err, out)
 		}
 	})
+}
+
+// TestBPFStopSignalIsTheRuntimeStoppingAContainer: a terminating signal to the
+// init of a container's pid namespace from outside its cgroup is reported,
+// with the container's cgroup; a signal to any other process, or from inside
+// the container, is not.
+func TestBPFStopSignalIsTheRuntimeStoppingAContainer(t *testing.T) {
+	s := loadTestSensor(t, Options{})
+	dir, id := testCgroup(t)
+	events := collectEvents(t, s, id)
+	signalled := func(cloneFlags uintptr, action string, signal func(*exec.Cmd, io.WriteCloser)) int {
+		cmd, stdin := startWaitingHelper(t, dir, cloneFlags, nil, helperEnv+"="+action)
+		signal(cmd, stdin)
+		// Go's handler re-raises the signal, which an init ignores from
+		// inside: the helper then exits 2.
+		if err := cmd.Wait(); cmd.ProcessState == nil || cmd.ProcessState.Success() {
+			t.Fatalf("%s helper not ended by the signal: %v", action, err)
+		}
+		return cmd.Process.Pid
+	}
+	fromOutside := func(cmd *exec.Cmd, _ io.WriteCloser) {
+		if err := cmd.Process.Signal(unix.SIGTERM); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fromInside := func(_ *exec.Cmd, stdin io.WriteCloser) { fmt.Fprintln(stdin) }
+
+	signalled(0, "getppid-on-input", fromOutside)                            // not a pid namespace's init
+	signalled(unix.CLONE_NEWPID, "signal-self-on-input", fromInside)         // init, but from inside
+	initPID := signalled(unix.CLONE_NEWPID, "getppid-on-input", fromOutside) // the runtime stopping it
+
+	deadline := time.After(5 * time.Second)
+	for {
+		select {
+		case e := <-events:
+			if e.Kind != model.EventStopSignal {
+				continue
+			}
+			if e.Args[1] != uint64(initPID) {
+				t.Fatalf("stop signal reported for pid %d, want only the pid namespace init %d signalled from outside: %+v", e.Args[1], initPID, e)
+			}
+			if e.Signal != int(unix.SIGTERM) || e.PID != uint32(os.Getpid()) {
+				t.Errorf("stop signal %d from pid %d, want %d from the test (%d)", e.Signal, e.PID, unix.SIGTERM, os.Getpid())
+			}
+			return
+		case <-deadline:
+			t.Fatal("no stop signal event for the pid namespace init signalled from outside its cgroup")
+		}
+	}
 }

@@ -164,6 +164,7 @@ const (
 	sensorProgSchedProcessExec = "sched_process_exec"
 	sensorProgSchedProcessFork = "sched_process_fork"
 	sensorProgSchedSwitch      = "sched_switch"
+	sensorProgSignalGenerate   = "signal_generate"
 	sensorProgSysEnter         = "sys_enter"
 	sensorProgSysExit          = "sys_exit"
 	sensorVarAgentTgid         = "agent_tgid"
@@ -226,6 +227,7 @@ type sensorProgramSpecs struct {
 	SchedProcessExec *ebpf.ProgramSpec `ebpf:"sched_process_exec"`
 	SchedProcessFork *ebpf.ProgramSpec `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.ProgramSpec `ebpf:"sched_switch"`
+	SignalGenerate   *ebpf.ProgramSpec `ebpf:"signal_generate"`
 	SysEnter         *ebpf.ProgramSpec `ebpf:"sys_enter"`
 	SysExit          *ebpf.ProgramSpec `ebpf:"sys_exit"`
 }
@@ -356,6 +358,7 @@ type sensorPrograms struct {
 	SchedProcessExec *ebpf.Program `ebpf:"sched_process_exec"`
 	SchedProcessFork *ebpf.Program `ebpf:"sched_process_fork"`
 	SchedSwitch      *ebpf.Program `ebpf:"sched_switch"`
+	SignalGenerate   *ebpf.Program `ebpf:"signal_generate"`
 	SysEnter         *ebpf.Program `ebpf:"sys_enter"`
 	SysExit          *ebpf.Program `ebpf:"sys_exit"`
 }
@@ -374,6 +377,7 @@ func (p *sensorPrograms) Close() error {
 		p.SchedProcessExec,
 		p.SchedProcessFork,
 		p.SchedSwitch,
+		p.SignalGenerate,
 		p.SysEnter,
 		p.SysExit,
 	)
