@@ -1,0 +1,329 @@
+// Package fleet shares baselines between nodes through etcd (#17): each node
+// publishes the windows it learned as idempotent delta merges into one
+// aggregate per profile key, and scores with the aggregate's guarded view.
+// See docs/fleet.md for the layout and its arithmetic.
+package fleet
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// aggregateFormat is the version of the aggregate's encoding.
+const aggregateFormat = 1
+
+// MaxAggregateBytes bounds an encoded aggregate: etcd refuses requests over
+// 1.5 MiB, and the node's watermark key rides in the same transaction.
+const MaxAggregateBytes = 1 << 20
+
+// ErrTooLarge means an aggregate outgrew MaxAggregateBytes.
+var ErrTooLarge = errors.New("aggregate too large for etcd")
+
+// Aggregate is the fleet's merged baseline of one profile key with what the
+// poisoning guard needs: how many distinct nodes published each item.
+type Aggregate struct {
+	Format int `json:"format"`
+	// Epoch changes on reset and replacing import; batches learned under
+	// another epoch are never merged into this one.
+	Epoch uint64 `json:"epoch"`
+	// StateRev counts admin actions (promote, reset, import).
+	StateRev uint64 `json:"state_rev"`
+	// Nodes is how many distinct nodes contributed in this epoch.
+	Nodes    int             `json:"nodes"`
+	Baseline *model.Baseline `json:"baseline"`
+	Support  Support         `json:"support"`
+}
+
+// Support counts, per item, the distinct nodes that published it (an import
+// counts as GuardK nodes).
+type Support struct {
+	Syscalls   map[string]uint32 `json:"syscalls"`
+	Startup    map[string]uint32 `json:"startup"`
+	Grams      map[string]uint32 `json:"grams"`
+	Binaries   map[string]uint32 `json:"binaries"`
+	Exceptions map[string]uint32 `json:"exceptions"` // exceptionKey(rule, binary, detail)
+}
+
+func newSupport() Support {
+	return Support{Syscalls: map[string]uint32{}, Startup: map[string]uint32{}, Grams: map[string]uint32{},
+		Binaries: map[string]uint32{}, Exceptions: map[string]uint32{}}
+}
+
+// items are the distinct items of a baseline the guard counts, by kind.
+type items struct {
+	Syscalls, Startup, Grams, Binaries, Exceptions map[string]bool
+}
+
+func newItems() items {
+	return items{Syscalls: map[string]bool{}, Startup: map[string]bool{}, Grams: map[string]bool{},
+		Binaries: map[string]bool{}, Exceptions: map[string]bool{}}
+}
+
+func (it items) kinds() []map[string]bool {
+	return []map[string]bool{it.Syscalls, it.Startup, it.Grams, it.Binaries, it.Exceptions}
+}
+
+func (s *Support) kinds() []map[string]uint32 {
+	return []map[string]uint32{s.Syscalls, s.Startup, s.Grams, s.Binaries, s.Exceptions}
+}
+
+// exceptionKey joins a learned exception's parts; NUL appears in none of them.
+func exceptionKey(rule, binary, detail string) string {
+	return rule + "\x00" + binary + "\x00" + detail
+}
+
+// itemsOf lists the items b holds.
+func itemsOf(b *model.Baseline) items {
+	it := newItems()
+	for k := range b.Syscalls {
+		it.Syscalls[k] = true
+	}
+	for k, n := range b.Startup {
+		if n > 0 {
+			it.Startup[k] = true
+		}
+	}
+	for k, n := range b.Order.Grams {
+		if n > 0 {
+			it.Grams[k] = true
+		}
+	}
+	for k := range b.Binaries {
+		it.Binaries[k] = true
+	}
+	for rule, byBinary := range b.Exceptions {
+		for binary, details := range byBinary {
+			for detail, n := range details {
+				if n > 0 {
+					it.Exceptions[exceptionKey(rule, binary, detail)] = true
+				}
+			}
+		}
+	}
+	return it
+}
+
+// minus returns the items of it that seen lacks.
+func (it items) minus(seen items) items {
+	out := newItems()
+	for i, kind := range it.kinds() {
+		for k := range kind {
+			if !seen.kinds()[i][k] {
+				out.kinds()[i][k] = true
+			}
+		}
+	}
+	return out
+}
+
+// add puts o's items into it.
+func (it items) add(o items) {
+	for i, kind := range o.kinds() {
+		maps.Copy(it.kinds()[i], kind)
+	}
+}
+
+// newAggregate starts an empty aggregate for the profile of b.
+func newAggregate(like *model.Baseline, epoch uint64) *Aggregate {
+	b := model.NewBaseline(like.Image, like.Tag, like.ImageID)
+	b.Workload = like.Workload
+	return &Aggregate{Format: aggregateFormat, Epoch: epoch, Baseline: b, Support: newSupport()}
+}
+
+// clone is a deep copy.
+func (a *Aggregate) clone() *Aggregate {
+	c := *a
+	c.Baseline = a.Baseline.Clone()
+	c.Support = newSupport()
+	for i, kind := range a.Support.kinds() {
+		maps.Copy(c.Support.kinds()[i], kind)
+	}
+	return &c
+}
+
+// apply merges one node's batch: its windows, and +1 node for each item the
+// node publishes for the first time (fresh). firstFromNode: the node had not
+// contributed in this epoch.
+func (a *Aggregate) apply(delta *model.Baseline, fresh items, firstFromNode bool, cfg model.LearnConfig) error {
+	b := a.Baseline
+	known := itemsOf(b)
+	// Merge restarts convergence and demotes to learning; the aggregate's
+	// state machine runs on its own checkpoints across publishes instead.
+	state, conv := b.State, b.Convergence
+	if err := b.Merge(delta, cfg.SampleSize); err != nil {
+		return err
+	}
+	b.State, b.Convergence = state, conv
+	if added := itemsOf(b).minus(known); len(added.Syscalls) > 0 || len(added.Binaries) > 0 {
+		b.Convergence.LastNovelty = b.Windows
+	}
+	for i, kind := range fresh.kinds() {
+		sup := a.Support.kinds()[i]
+		for k := range kind {
+			sup[k]++
+		}
+	}
+	if firstFromNode {
+		a.Nodes++
+	}
+	b.UpdateState(cfg)
+	return nil
+}
+
+// importBaseline folds an operator's baseline in: trusted, so each of its
+// items counts as k nodes.
+func (a *Aggregate) importBaseline(in *model.Baseline, k uint32, cfg model.LearnConfig) error {
+	if err := a.Baseline.Merge(in, cfg.SampleSize); err != nil {
+		return err
+	}
+	for i, kind := range itemsOf(in).kinds() {
+		sup := a.Support.kinds()[i]
+		for key := range kind {
+			sup[key] += k
+		}
+	}
+	return nil
+}
+
+// GuardConfig is the poisoning guard: an item counts as known fleet-wide once
+// K nodes published it, when at least MinNodes nodes contribute (else 1).
+type GuardConfig struct {
+	K        uint32
+	MinNodes int
+}
+
+// DefaultGuard is the issue's default: K = 2 when 3 or more nodes contribute.
+var DefaultGuard = GuardConfig{K: 2, MinNodes: 3}
+
+// threshold is the node count an item needs.
+func (g GuardConfig) threshold(nodes int) uint32 {
+	if nodes >= g.MinNodes && g.K > 1 {
+		return g.K
+	}
+	return 1
+}
+
+// guarded returns a copy of the aggregate's baseline without the items fewer
+// than the guard's threshold of nodes published, except those in own (what
+// this node learned itself).
+func (a *Aggregate) guarded(g GuardConfig, own items) *model.Baseline {
+	b := a.Baseline.Clone()
+	need := g.threshold(a.Nodes)
+	if need <= 1 {
+		return b
+	}
+	weak := func(sup map[string]uint32, mine map[string]bool, k string) bool { return sup[k] < need && !mine[k] }
+	for k := range b.Syscalls {
+		if weak(a.Support.Syscalls, own.Syscalls, k) {
+			delete(b.Syscalls, k)
+			delete(b.Composition.Shares, k)
+		}
+	}
+	for k := range b.Startup {
+		if weak(a.Support.Startup, own.Startup, k) {
+			delete(b.Startup, k)
+		}
+	}
+	for k := range b.Order.Grams {
+		if weak(a.Support.Grams, own.Grams, k) {
+			delete(b.Order.Grams, k)
+		}
+	}
+	for k := range b.Binaries {
+		if weak(a.Support.Binaries, own.Binaries, k) {
+			delete(b.Binaries, k)
+		}
+	}
+	for rule, byBinary := range b.Exceptions {
+		for binary, details := range byBinary {
+			for detail := range details {
+				if weak(a.Support.Exceptions, own.Exceptions, exceptionKey(rule, binary, detail)) {
+					delete(details, detail)
+				}
+			}
+		}
+	}
+	return b
+}
+
+// encode is gzip'd JSON: the order view and the sample are most of an
+// aggregate and compress about sevenfold (docs/fleet.md).
+func (a *Aggregate) encode() ([]byte, error) {
+	var buf bytes.Buffer
+	zw, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	if err != nil {
+		return nil, err
+	}
+	if err := json.NewEncoder(zw).Encode(a); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	if buf.Len() > MaxAggregateBytes {
+		return nil, fmt.Errorf("%w: profile %q encodes to %d bytes (limit %d)", ErrTooLarge, a.Baseline.Key(), buf.Len(), MaxAggregateBytes)
+	}
+	return buf.Bytes(), nil
+}
+
+// decodeAggregate reads and checks an encoded aggregate.
+func decodeAggregate(raw []byte) (*Aggregate, error) {
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("aggregate: %w", err)
+	}
+	// A corrupt or hostile value must not inflate without bound.
+	body, err := io.ReadAll(io.LimitReader(zr, 64<<20))
+	if err != nil {
+		return nil, fmt.Errorf("aggregate: %w", err)
+	}
+	var a Aggregate
+	if err := json.Unmarshal(body, &a); err != nil {
+		return nil, fmt.Errorf("aggregate: %w", err)
+	}
+	if a.Format != aggregateFormat {
+		return nil, fmt.Errorf("aggregate: format %d, this build reads %d", a.Format, aggregateFormat)
+	}
+	if a.Baseline == nil {
+		return nil, errors.New("aggregate: no baseline")
+	}
+	fillEmpty(a.Baseline)
+	if err := a.Baseline.Validate(); err != nil {
+		return nil, fmt.Errorf("aggregate of %q: %w", a.Baseline.Key(), err)
+	}
+	s := newSupport()
+	for i, kind := range a.Support.kinds() {
+		maps.Copy(s.kinds()[i], kind)
+	}
+	a.Support = s
+	return &a, nil
+}
+
+// fillEmpty turns absent maps into empty ones, as store.Import does.
+func fillEmpty(b *model.Baseline) {
+	if b.Containers == nil {
+		b.Containers = map[string]uint64{}
+	}
+	if b.Syscalls == nil {
+		b.Syscalls = map[string]model.Moments{}
+	}
+	if b.Startup == nil {
+		b.Startup = map[string]uint64{}
+	}
+	if b.Binaries == nil {
+		b.Binaries = map[string]uint64{}
+	}
+	if b.Composition.Shares == nil {
+		b.Composition.Shares = map[string]model.Moments{}
+	}
+	if b.Order.Grams == nil {
+		b.Order.Grams = map[string]uint64{}
+	}
+}

@@ -1,0 +1,729 @@
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"net/url"
+	"slices"
+	"sync"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/cagewatch/cagewatch/model"
+)
+
+// Observer receives the fleet's metrics (cagewatch_fleet_*); nil: none.
+type Observer interface {
+	SetConnected(bool)
+	SetNodes(profile string, nodes int)
+}
+
+// Client publishes this node's learning and keeps the fleet's aggregates.
+// Learning calls (Update, AddWindow) never wait on etcd: they only touch the
+// pending delta, which Run publishes.
+type Client struct {
+	cfg   Config
+	learn model.LearnConfig
+	log   *slog.Logger
+	etcd  *clientv3.Client
+	obs   Observer
+
+	publishMu sync.Mutex // one publisher at a time: it owns sealed batches
+	mu        sync.Mutex
+	profiles  map[string]*profile
+	connected bool
+	down      bool // unavailability logged, not yet recovered
+	lastPub   time.Time
+	lease     clientv3.LeaseID
+	watching  map[string]context.CancelFunc
+	refresh   chan string
+
+	// afterCommit, in tests, turns a committed publish into an error, as if
+	// its response had been lost.
+	afterCommit func() error
+}
+
+// profile is one profile key's fleet state on this node.
+type profile struct {
+	key     string
+	epoch   uint64          // of pending and sealed; 0 until first seen
+	pending *model.Baseline // learned since the last seal
+	sealed  []*batch        // sent or about to be, not known applied
+	seq     uint64          // last sealed batch number
+	// published: the items this node put in batches of this epoch, so each
+	// adds one node to an item's support once.
+	published   items
+	attemptRev  int64 // agg revision the last failed attempt compared
+	agg         *Aggregate
+	aggRev      int64
+	next        time.Time
+	lastPublish time.Time
+}
+
+// batch is an immutable delta with its number: "was batch n applied?" is
+// answered by the node's watermark.
+type batch struct {
+	seq   uint64
+	delta *model.Baseline
+	fresh items // items first published in this batch
+}
+
+// Watermark is what etcd keeps per node and profile: the last applied batch.
+type Watermark struct {
+	Epoch   uint64    `json:"epoch"`
+	Seq     uint64    `json:"seq"`
+	Windows uint64    `json:"windows"` // this node's windows in the aggregate, this epoch
+	At      time.Time `json:"at"`
+}
+
+// State is the per-profile state key: admin actions, revisioned.
+type State struct {
+	Rev    uint64    `json:"rev"`
+	Epoch  uint64    `json:"epoch"`
+	Action string    `json:"action"` // promote, reset, import, import-merge
+	Node   string    `json:"node"`
+	At     time.Time `json:"at"`
+}
+
+// New builds a client. It does not wait for etcd: an unreachable etcd at start
+// leaves the agent on its local baselines until the first call succeeds.
+func New(cfg Config, learn model.LearnConfig, obs Observer, log *slog.Logger) (*Client, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	cli, err := clientv3.New(clientv3.Config{
+		Endpoints: cfg.Endpoints, TLS: tlsCfg, DialTimeout: cfg.RequestTimeout,
+		DialKeepAliveTime: 10 * time.Second, DialKeepAliveTimeout: cfg.RequestTimeout,
+		Logger: zap.NewNop(), // its retries would flood the agent's log during an outage
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fleet.etcd.endpoints %v: %w", cfg.Endpoints, err)
+	}
+	if learn.SampleSize <= 0 {
+		learn.SampleSize = model.DefaultSampleSize
+	}
+	return &Client{cfg: cfg, learn: learn, log: log, etcd: cli, obs: obs, profiles: map[string]*profile{},
+		watching: map[string]context.CancelFunc{}, refresh: make(chan string, 64)}, nil
+}
+
+// Close releases the etcd connection.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	for _, cancel := range c.watching {
+		cancel()
+	}
+	c.mu.Unlock()
+	return c.etcd.Close()
+}
+
+// Node is this node's name in the fleet.
+func (c *Client) Node() string { return c.cfg.Node }
+
+func (c *Client) aggKey(key string) string {
+	return c.cfg.Prefix + "/images/" + url.PathEscape(key) + "/agg"
+}
+func (c *Client) stateKey(key string) string {
+	return c.cfg.Prefix + "/images/" + url.PathEscape(key) + "/state"
+}
+func (c *Client) publishedKey() string { return c.cfg.Prefix + "/nodes/" + c.cfg.Node + "/published" }
+func (c *Client) aliveKey() string     { return c.cfg.Prefix + "/nodes/" + c.cfg.Node + "/alive" }
+
+// Update applies a learning change to the profile's pending delta: the same
+// change the learner makes to the local baseline.
+func (c *Client) Update(ct model.Container, fn func(b *model.Baseline)) {
+	key := ct.ProfileKey()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.profileLocked(key)
+	if p.pending == nil {
+		p.pending = model.NewProfileBaseline(ct)
+	}
+	fn(p.pending)
+}
+
+// AddWindow learns one window into the pending delta.
+func (c *Client) AddWindow(w model.Window) {
+	c.Update(w.Container, func(b *model.Baseline) { b.AddWindow(w, c.learn.SampleSize) })
+}
+
+func (c *Client) profileLocked(key string) *profile {
+	p := c.profiles[key]
+	if p == nil {
+		p = &profile{key: key, published: newItems()}
+		c.profiles[key] = p
+	}
+	return p
+}
+
+// View is the fleet baseline the agent decides with: the aggregate without
+// items too few nodes published (unless this node learned them itself), plus
+// this node's windows not yet in it. ok is false before the aggregate was read.
+func (c *Client) View(key string) (b *model.Baseline, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.profiles[key]
+	if p == nil || p.agg == nil {
+		return nil, false
+	}
+	own := newItems()
+	own.add(p.published)
+	var extra []*model.Baseline
+	for _, s := range p.sealed {
+		extra = append(extra, s.delta)
+	}
+	if p.pending != nil {
+		own.add(itemsOf(p.pending))
+		extra = append(extra, p.pending)
+	}
+	v := p.agg.guarded(c.cfg.Guard, own)
+	state, conv := v.State, v.Convergence
+	for _, d := range extra {
+		if err := v.Merge(d, c.learn.SampleSize); err != nil {
+			c.log.Warn("fleet: view merge", "profile", key, "err", err.Error())
+		}
+	}
+	v.State, v.Convergence = state, conv
+	return v, true
+}
+
+// Aggregate returns a copy of the last aggregate read for key, unguarded.
+func (c *Client) Aggregate(key string) (*Aggregate, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.profiles[key]
+	if p == nil || p.agg == nil {
+		return nil, false
+	}
+	return p.agg.clone(), true
+}
+
+// Connected reports whether the last etcd call succeeded.
+func (c *Client) Connected() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.connected
+}
+
+// noteErr tracks reachability: an outage is logged once, and its end once.
+func (c *Client) noteErr(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		if c.down {
+			c.log.Info("fleet: etcd reachable again, publishing what was learned meanwhile", "endpoints", c.cfg.Endpoints)
+		}
+		c.connected, c.down = true, false
+	} else {
+		if !c.down {
+			c.log.Warn("fleet: etcd unavailable, learning and scoring on local baselines",
+				"endpoints", c.cfg.Endpoints, "err", err.Error())
+		}
+		c.connected, c.down = false, true
+	}
+	if c.obs != nil {
+		c.obs.SetConnected(c.connected)
+	}
+}
+
+func (c *Client) ctx(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, c.cfg.RequestTimeout)
+}
+
+// read fetches the aggregate and this node's watermarks in one snapshot.
+func (c *Client) read(ctx context.Context, key string) (agg *Aggregate, aggRev int64, wms map[string]Watermark, wmRev int64, err error) {
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	resp, err := c.etcd.Txn(cctx).Then(clientv3.OpGet(c.aggKey(key)), clientv3.OpGet(c.publishedKey())).Commit()
+	if err != nil {
+		return nil, 0, nil, 0, fmt.Errorf("reading %s from %v: %w", c.aggKey(key), c.cfg.Endpoints, err)
+	}
+	wms = map[string]Watermark{}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		if agg, err = decodeAggregate(kvs[0].Value); err != nil {
+			return nil, 0, nil, 0, fmt.Errorf("%s: %w", c.aggKey(key), err)
+		}
+		aggRev = kvs[0].ModRevision
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		if err := json.Unmarshal(kvs[0].Value, &wms); err != nil {
+			return nil, 0, nil, 0, fmt.Errorf("%s: %w", c.publishedKey(), err)
+		}
+		wmRev = kvs[0].ModRevision
+	}
+	return agg, aggRev, wms, wmRev, nil
+}
+
+// adoptLocked takes a freshly read aggregate; a new epoch (reset, replacing
+// import) drops what this node learned under the old one.
+func (c *Client) adoptLocked(p *profile, agg *Aggregate, rev int64) {
+	if agg == nil {
+		if p.epoch == 0 {
+			p.epoch = 1
+		}
+		return
+	}
+	if p.epoch != 0 && agg.Epoch != p.epoch {
+		c.log.Info("fleet: profile reset or replaced elsewhere; dropping windows learned before it",
+			"profile", p.key, "epoch", agg.Epoch)
+		p.pending, p.sealed, p.seq, p.published = nil, nil, 0, newItems()
+	}
+	p.epoch, p.agg, p.aggRev = agg.Epoch, agg, rev
+	if c.obs != nil {
+		c.obs.SetNodes(p.key, agg.Nodes)
+	}
+}
+
+// errConflict: another node published first; read again.
+var errConflict = errors.New("compare-and-swap lost")
+
+// Publish publishes every profile with unpublished windows now, ignoring the
+// schedule (tests; Run publishes on its schedule).
+func (c *Client) Publish(ctx context.Context) error {
+	var errs []error
+	for _, key := range c.keys() {
+		if err := c.publishProfile(ctx, key); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) keys() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []string
+	for k := range c.profiles {
+		out = append(out, k)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// publishProfile merges this node's unpublished batches into the aggregate,
+// retrying lost compare-and-swaps.
+func (c *Client) publishProfile(ctx context.Context, key string) error {
+	c.publishMu.Lock()
+	defer c.publishMu.Unlock()
+	for attempt := 0; ; attempt++ {
+		err := c.publishOnce(ctx, key)
+		if !errors.Is(err, errConflict) {
+			return err
+		}
+		if attempt >= 100 {
+			return fmt.Errorf("publishing %s: %d compare-and-swaps lost in a row", key, attempt+1)
+		}
+		select { // spread contending nodes apart
+		case <-time.After(time.Duration(rand.Int64N(int64(time.Millisecond) * int64(1+min(attempt, 20))))):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+func (c *Client) publishOnce(ctx context.Context, key string) error {
+	agg, aggRev, wms, wmRev, err := c.read(ctx, key)
+	c.noteErr(err)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	p := c.profileLocked(key)
+	c.adoptLocked(p, agg, aggRev)
+	wm, had := wms[key]
+	if had && wm.Epoch == p.epoch {
+		// Batches up to the watermark were applied by an attempt whose answer
+		// was lost: never again.
+		p.sealed = slices.DeleteFunc(p.sealed, func(b *batch) bool { return b.seq <= wm.Seq })
+		p.seq = max(p.seq, wm.Seq)
+	}
+	// Every earlier attempt compared an older revision of the aggregate: it
+	// applied (the watermark says so) or it never will, so what is left can
+	// be folded into one batch.
+	if len(p.sealed) > 1 && aggRev != p.attemptRev {
+		folded := p.sealed[len(p.sealed)-1]
+		for _, b := range p.sealed[:len(p.sealed)-1] {
+			if err := folded.delta.Merge(b.delta, c.learn.SampleSize); err != nil {
+				c.mu.Unlock()
+				return err
+			}
+			folded.fresh.add(b.fresh)
+		}
+		p.sealed = []*batch{folded}
+	}
+	if p.pending != nil && p.pending.Windows+uint64(len(p.pending.Startup)+len(p.pending.Binaries)+len(p.pending.Exceptions)) > 0 {
+		fresh := itemsOf(p.pending).minus(p.published)
+		p.published.add(fresh)
+		p.seq++
+		p.sealed = append(p.sealed, &batch{seq: p.seq, delta: p.pending, fresh: fresh})
+	}
+	p.pending = nil
+	if len(p.sealed) == 0 {
+		c.mu.Unlock()
+		return nil
+	}
+	sealed := slices.Clone(p.sealed)
+	epoch := p.epoch
+	c.mu.Unlock()
+
+	// The new aggregate: the one read (or an empty one) with the batches merged.
+	var next *Aggregate
+	if agg == nil {
+		next = newAggregate(sealed[0].delta, epoch)
+	} else {
+		next = agg.clone() // agg is shared with View
+	}
+	first := !had || wm.Epoch != epoch
+	var windows uint64
+	for i, b := range sealed {
+		if err := next.apply(b.delta.Clone(), b.fresh, first && i == 0, c.learn); err != nil {
+			return fmt.Errorf("publishing %s: %w", key, err)
+		}
+		windows += b.delta.Windows
+	}
+	enc, err := next.encode()
+	if err != nil {
+		return err
+	}
+	last := sealed[len(sealed)-1].seq
+	if first {
+		wm = Watermark{Epoch: epoch}
+	}
+	wm.Seq, wm.Windows, wm.At = last, wm.Windows+windows, time.Now().UTC()
+	wms[key] = wm
+	wmRaw, err := json.Marshal(wms)
+	if err != nil {
+		return err
+	}
+	cmps := []clientv3.Cmp{casOn(c.aggKey(key), aggRev), casOn(c.publishedKey(), wmRev)}
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	c.mu.Lock()
+	p.attemptRev = aggRev
+	c.mu.Unlock()
+	resp, err := c.etcd.Txn(cctx).If(cmps...).
+		Then(clientv3.OpPut(c.aggKey(key), string(enc)), clientv3.OpPut(c.publishedKey(), string(wmRaw))).Commit()
+	if err == nil && c.afterCommit != nil && resp.Succeeded {
+		err = c.afterCommit()
+	}
+	c.noteErr(err)
+	if err != nil {
+		return fmt.Errorf("publishing %s to %v: %w", c.aggKey(key), c.cfg.Endpoints, err)
+	}
+	if !resp.Succeeded {
+		return errConflict
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p.sealed = slices.DeleteFunc(p.sealed, func(b *batch) bool { return b.seq <= last })
+	p.agg, p.aggRev, p.lastPublish, c.lastPub = next, resp.Header.Revision, time.Now(), time.Now()
+	if c.obs != nil {
+		c.obs.SetNodes(key, next.Nodes)
+	}
+	return nil
+}
+
+// casOn compares a key's revision with the one read (0: it did not exist).
+func casOn(key string, rev int64) clientv3.Cmp {
+	if rev == 0 {
+		return clientv3.Compare(clientv3.CreateRevision(key), "=", 0)
+	}
+	return clientv3.Compare(clientv3.ModRevision(key), "=", rev)
+}
+
+// Refresh reads the profile's aggregate if it moved since the last read.
+func (c *Client) Refresh(ctx context.Context, key string) error {
+	c.mu.Lock()
+	rev := c.profileLocked(key).aggRev
+	c.mu.Unlock()
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	resp, err := c.etcd.Get(cctx, c.aggKey(key), clientv3.WithKeysOnly())
+	if err == nil && len(resp.Kvs) > 0 && resp.Kvs[0].ModRevision != rev {
+		resp, err = c.etcd.Get(cctx, c.aggKey(key))
+	}
+	c.noteErr(err)
+	if err != nil {
+		return fmt.Errorf("reading %s from %v: %w", c.aggKey(key), c.cfg.Endpoints, err)
+	}
+	if len(resp.Kvs) == 0 || resp.Kvs[0].ModRevision == rev || len(resp.Kvs[0].Value) == 0 {
+		return nil
+	}
+	agg, err := decodeAggregate(resp.Kvs[0].Value)
+	if err != nil {
+		return fmt.Errorf("%s: %w", c.aggKey(key), err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.adoptLocked(c.profileLocked(key), agg, resp.Kvs[0].ModRevision)
+	return nil
+}
+
+// ErrUnknownProfile: an admin action named a profile the fleet has no aggregate of.
+var ErrUnknownProfile = errors.New("no fleet baseline")
+
+// Promote marks the profile's fleet baseline stable on every node.
+func (c *Client) Promote(ctx context.Context, key string) error {
+	return c.admin(ctx, key, "promote", func(a *Aggregate) (*Aggregate, error) {
+		if a == nil {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, key)
+		}
+		a.Baseline.Promote()
+		return a, nil
+	})
+}
+
+// Reset forgets the profile's fleet baseline: a new epoch, learning from nothing.
+func (c *Client) Reset(ctx context.Context, key string) error {
+	return c.admin(ctx, key, "reset", func(a *Aggregate) (*Aggregate, error) {
+		if a == nil {
+			return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, key)
+		}
+		n := newAggregate(a.Baseline, a.Epoch+1)
+		n.StateRev = a.StateRev
+		return n, nil
+	})
+}
+
+// Import puts an operator's baseline into the fleet: it replaces the
+// aggregate (a new epoch) or, with merge, folds into it. Its items count as
+// known fleet-wide.
+func (c *Client) Import(ctx context.Context, in *model.Baseline, merge bool) error {
+	action := "import"
+	if merge {
+		action = "import-merge"
+	}
+	k := c.cfg.Guard.K
+	return c.admin(ctx, in.Key(), action, func(a *Aggregate) (*Aggregate, error) {
+		switch {
+		case a == nil:
+			a = newAggregate(in, 1)
+		case !merge:
+			n := newAggregate(in, a.Epoch+1)
+			n.StateRev = a.StateRev
+			a = n
+		}
+		state := a.Baseline.State
+		if err := a.importBaseline(in.Clone(), k, c.learn); err != nil {
+			return nil, err
+		}
+		if !merge {
+			state = in.State
+		}
+		a.Baseline.State = state
+		return a, nil
+	})
+}
+
+// admin runs one action as a compare-and-swap over the aggregate and the
+// profile's state key, which every node running the profile watches.
+func (c *Client) admin(ctx context.Context, key, action string, fn func(*Aggregate) (*Aggregate, error)) error {
+	for attempt := 0; attempt < 100; attempt++ {
+		agg, aggRev, _, _, err := c.read(ctx, key)
+		c.noteErr(err)
+		if err != nil {
+			return err
+		}
+		next, err := fn(agg)
+		if err != nil {
+			return err
+		}
+		next.StateRev++
+		enc, err := next.encode()
+		if err != nil {
+			return err
+		}
+		st, err := json.Marshal(State{Rev: next.StateRev, Epoch: next.Epoch, Action: action, Node: c.cfg.Node, At: time.Now().UTC()})
+		if err != nil {
+			return err
+		}
+		cctx, cancel := c.ctx(ctx)
+		resp, err := c.etcd.Txn(cctx).If(casOn(c.aggKey(key), aggRev)).
+			Then(clientv3.OpPut(c.aggKey(key), string(enc)), clientv3.OpPut(c.stateKey(key), string(st))).Commit()
+		cancel()
+		c.noteErr(err)
+		if err != nil {
+			return fmt.Errorf("%s of %s on %v: %w", action, key, c.cfg.Endpoints, err)
+		}
+		if resp.Succeeded {
+			c.mu.Lock()
+			c.adoptLocked(c.profileLocked(key), next, resp.Header.Revision)
+			c.mu.Unlock()
+			return nil
+		}
+	}
+	return fmt.Errorf("%s of %s: too many concurrent changes", action, key)
+}
+
+// Run keeps the node's liveness key, watches the state keys of the profiles
+// it runs and publishes each on its schedule, until ctx ends. It never fails
+// on etcd errors: those degrade the agent to local baselines.
+func (c *Client) Run(ctx context.Context) error {
+	t := time.NewTicker(c.cfg.PublishInterval)
+	defer t.Stop()
+	for {
+		c.round(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		case key := <-c.refresh:
+			if err := c.Refresh(ctx, key); err != nil {
+				c.log.Debug("fleet: refresh", "profile", key, "err", err.Error())
+			}
+		}
+	}
+}
+
+func (c *Client) round(ctx context.Context) {
+	c.ensureLease(ctx)
+	now := time.Now()
+	for _, key := range c.keys() {
+		c.ensureWatch(ctx, key)
+		c.mu.Lock()
+		p := c.profiles[key]
+		due := !now.Before(p.next)
+		hasData := p.pending != nil || len(p.sealed) > 0
+		nodes := 1
+		if p.agg != nil {
+			nodes = max(p.agg.Nodes, 1)
+		}
+		c.mu.Unlock()
+		if !due {
+			continue
+		}
+		var err error
+		if hasData {
+			err = c.publishProfile(ctx, key)
+		} else {
+			err = c.Refresh(ctx, key)
+		}
+		if err != nil {
+			c.log.Debug("fleet: publish", "profile", key, "err", err.Error())
+			continue // retried next round; the outage was logged once
+		}
+		// One aggregate sees about one write per Spacing however many nodes
+		// run it (docs/fleet.md, rule 2); jitter keeps nodes apart.
+		every := max(c.cfg.PublishInterval, time.Duration(nodes)*c.cfg.Spacing)
+		every = time.Duration(float64(every) * (0.75 + rand.Float64()/2))
+		c.mu.Lock()
+		p.next = now.Add(every)
+		c.mu.Unlock()
+	}
+}
+
+// ensureLease keeps this node's liveness key under a lease; data keys never are.
+func (c *Client) ensureLease(ctx context.Context) {
+	c.mu.Lock()
+	lease := c.lease
+	c.mu.Unlock()
+	if lease != 0 {
+		return
+	}
+	ttl := int64(max(3*c.cfg.PublishInterval, 15*time.Second) / time.Second)
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	g, err := c.etcd.Grant(cctx, ttl)
+	if err == nil {
+		alive, _ := json.Marshal(map[string]any{"node": c.cfg.Node, "since": time.Now().UTC()})
+		_, err = c.etcd.Put(cctx, c.aliveKey(), string(alive), clientv3.WithLease(g.ID))
+	}
+	c.noteErr(err)
+	if err != nil {
+		return
+	}
+	ch, err := c.etcd.KeepAlive(ctx, g.ID)
+	if err != nil {
+		return
+	}
+	c.mu.Lock()
+	c.lease = g.ID
+	c.mu.Unlock()
+	go func() {
+		for range ch { //nolint:revive // drain: the client renews as long as we read
+		}
+		c.mu.Lock()
+		c.lease = 0 // lapsed or ctx ended: granted again next round
+		c.mu.Unlock()
+	}()
+}
+
+// ensureWatch watches the profile's state key so an admin action anywhere
+// reaches this node at once; aggregates are read, never watched (docs/fleet.md).
+func (c *Client) ensureWatch(ctx context.Context, key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.watching[key]; ok {
+		return
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	c.watching[key] = cancel
+	ch := c.etcd.Watch(wctx, c.stateKey(key))
+	go func() {
+		for resp := range ch {
+			if len(resp.Events) == 0 {
+				continue
+			}
+			select {
+			case c.refresh <- key:
+			default:
+			}
+		}
+		c.mu.Lock()
+		delete(c.watching, key) // lost leader or closed: watched again next round
+		c.mu.Unlock()
+	}()
+}
+
+// ProfileStatus is one profile in `status --json`'s fleet field.
+type ProfileStatus struct {
+	Key            string              `json:"profile"`
+	Nodes          int                 `json:"nodes"`
+	Windows        uint64              `json:"windows"` // every node's
+	State          model.BaselineState `json:"state,omitempty"`
+	Epoch          uint64              `json:"epoch"`
+	PendingWindows uint64              `json:"pending_windows"` // learned here, not yet in the aggregate
+	LastPublish    time.Time           `json:"last_publish,omitzero"`
+}
+
+// Status is what `cagewatch fleet status` shows.
+type Status struct {
+	Node        string          `json:"node"`
+	Endpoints   []string        `json:"endpoints"`
+	Connected   bool            `json:"connected"`
+	LastPublish time.Time       `json:"last_publish,omitzero"`
+	Profiles    []ProfileStatus `json:"profiles"`
+}
+
+// Status reports the client's view, without calling etcd.
+func (c *Client) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s := Status{Node: c.cfg.Node, Endpoints: c.cfg.Endpoints, Connected: c.connected, LastPublish: c.lastPub}
+	for _, key := range slices.Sorted(maps.Keys(c.profiles)) {
+		p := c.profiles[key]
+		ps := ProfileStatus{Key: key, Epoch: p.epoch, LastPublish: p.lastPublish}
+		if p.agg != nil {
+			ps.Nodes, ps.Windows, ps.State = p.agg.Nodes, p.agg.Baseline.Windows, p.agg.Baseline.State
+		}
+		for _, b := range p.sealed {
+			ps.PendingWindows += b.delta.Windows
+		}
+		if p.pending != nil {
+			ps.PendingWindows += p.pending.Windows
+		}
+		s.Profiles = append(s.Profiles, ps)
+	}
+	return s
+}
