@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/cagewatch/cagewatch/profiler/container"
+	"github.com/cagewatch/cagewatch/profiler/fleet"
 )
 
 // Mode is what the agent does with windows.
@@ -39,6 +40,8 @@ type Config struct {
 	Containers ContainersConfig
 	Sensor     SensorConfig
 	Learning   LearnerConfig
+	// Fleet shares baselines through etcd (fleet.*); no endpoints: single node.
+	Fleet fleet.Config
 }
 
 // ContainersConfig says where to look for cgroups and runtimes.

@@ -26,6 +26,7 @@ import (
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler"
 	"github.com/cagewatch/cagewatch/profiler/alerts"
+	"github.com/cagewatch/cagewatch/profiler/fleet"
 )
 
 // Config keys: one name for the YAML file, the CAGEWATCH_* environment and flags.
@@ -75,6 +76,14 @@ const (
 
 	keyRecordFile     = "record.file"
 	keyRecordMaxBytes = "record.max_bytes"
+
+	keyFleetEndpoints = "fleet.etcd.endpoints"
+	keyFleetPrefix    = "fleet.etcd.prefix"
+	keyFleetCAFile    = "fleet.etcd.ca_file"
+	keyFleetCertFile  = "fleet.etcd.cert_file"
+	keyFleetKeyFile   = "fleet.etcd.key_file"
+	keyFleetNode      = "fleet.node"
+	keyFleetInterval  = "fleet.publish_interval"
 )
 
 // knownKeys are the keys a config file may set; anything else is a typo we report.
@@ -88,6 +97,7 @@ var knownKeys = []string{
 	keySyslogAddress, keySyslogFacility, keySyslogQueue, keySyslogHostname,
 	keySyslogCAFile, keySyslogCertFile, keySyslogKeyFile, keySyslogServerName,
 	keyRecordFile, keyRecordMaxBytes,
+	keyFleetEndpoints, keyFleetPrefix, keyFleetCAFile, keyFleetCertFile, keyFleetKeyFile, keyFleetNode, keyFleetInterval,
 }
 
 // reservedPrefixes are sections later stages read; their keys are not checked here.
@@ -210,6 +220,11 @@ func loadConfig(v *viper.Viper) (profiler.Config, error) {
 	}
 
 	cfg.Learning = loadLearning(v, bad)
+	fc, err := loadFleet(v, bad)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	cfg.Fleet = fc
 	cfg.Alerts = loadAlerts(v, bad)
 	cfg.RecordFile = v.GetString(keyRecordFile)
 	maxBytes, err := cast.ToInt64E(v.Get(keyRecordMaxBytes))
@@ -404,4 +419,34 @@ func loadSyslog(v *viper.Viper, bad func(string, error), ac *profiler.AlertsConf
 			bad(keySyslogCertFile, fmt.Errorf("%s with %s: %w", ac.SyslogCertFile, ac.SyslogKeyFile, err))
 		}
 	}
+}
+
+// loadFleet reads fleet.*; fleet.Validate names the key of each problem.
+func loadFleet(v *viper.Viper, bad func(string, error)) (fleet.Config, error) {
+	fc := fleet.Config{
+		Prefix: v.GetString(keyFleetPrefix), Node: v.GetString(keyFleetNode),
+		CAFile: v.GetString(keyFleetCAFile), CertFile: v.GetString(keyFleetCertFile), KeyFile: v.GetString(keyFleetKeyFile),
+	}
+	// CAGEWATCH_FLEET_ETCD_ENDPOINTS=a:2379,b:2379 arrives as one string.
+	for _, e := range v.GetStringSlice(keyFleetEndpoints) {
+		for _, part := range strings.Split(e, ",") {
+			if part = strings.TrimSpace(part); part != "" {
+				fc.Endpoints = append(fc.Endpoints, part)
+			}
+		}
+	}
+	if fc.Node == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			bad(keyFleetNode, fmt.Errorf("empty and the host name is unknown: %w", err))
+		}
+		fc.Node = host
+	}
+	interval, err := parseDuration(v.Get(keyFleetInterval))
+	if err != nil {
+		bad(keyFleetInterval, err)
+		interval = fleet.DefaultPublishInterval // checked once, not twice
+	}
+	fc.PublishInterval = interval
+	return fc, fc.Validate()
 }

@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -135,6 +136,14 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 		{name: "syslog bad address from the environment", yaml: "",
 			env:  map[string]string{"CAGEWATCH_ALERTS_SYSLOG_ADDRESS": "syslog.example:514"},
 			want: []string{"alerts.syslog.address", "syslog.example:514"}},
+		{name: "fleet prefix without slash", yaml: "fleet:\n  etcd: {prefix: cagewatch}\n", want: []string{"fleet.etcd.prefix", `"cagewatch"`}},
+		{name: "fleet node with slash", yaml: "fleet:\n  node: a/b\n", want: []string{"fleet.node", `"a/b"`}},
+		{name: "fleet interval", yaml: "fleet:\n  publish_interval: 10\n", want: []string{"fleet.publish_interval", "10"}},
+		{name: "fleet interval out of range", yaml: "fleet:\n  publish_interval: 2h\n", want: []string{"fleet.publish_interval", "out of range"}},
+		{name: "fleet cert without key", yaml: "fleet:\n  etcd: {cert_file: /x/cert.pem}\n", want: []string{"fleet.etcd.key_file", "fleet.etcd.cert_file"}},
+		{name: "fleet missing ca file", yaml: "fleet:\n  etcd: {ca_file: /nonexistent/ca.pem}\n",
+			want: []string{"fleet.etcd.ca_file", "/nonexistent/ca.pem", "no such file"}},
+		{name: "fleet unknown key", yaml: "fleet:\n  etcd: {endpoint: [\"127.0.0.1:2379\"]}\n", want: []string{"unknown key", `"fleet.etcd.endpoint"`}},
 		{name: "invalid yaml", yaml: "mode: [\n", want: []string{"config file"}},
 		{name: "bad mode from the environment", yaml: "", env: map[string]string{"CAGEWATCH_MODE": "bogus"}, want: []string{"mode", `"bogus"`}},
 		{name: "two problems, both named", yaml: "mode: x\nwindow: y\n", want: []string{"mode", "window"}},
@@ -271,4 +280,50 @@ func writeTestPKI(t *testing.T, dir string) (ca, cert, key string) {
 		return p
 	}
 	return write("ca.pem", "CERTIFICATE", caDER), write("cert.pem", "CERTIFICATE", leafDER), write("key.pem", "PRIVATE KEY", keyDER)
+}
+
+func TestLoadConfigFleet(t *testing.T) {
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		yaml      string
+		env       map[string]string
+		endpoints []string
+		node      string
+		prefix    string
+		interval  time.Duration
+	}{
+		{name: "single node by default", node: host, prefix: "/cagewatch", interval: 10 * time.Second},
+		{name: "from the file",
+			yaml:      "fleet:\n  etcd: {endpoints: [\"http://127.0.0.1:2379\", \"http://127.0.0.2:2379\"], prefix: /prod}\n  node: n1\n  publish_interval: 30s\n",
+			endpoints: []string{"http://127.0.0.1:2379", "http://127.0.0.2:2379"}, node: "n1", prefix: "/prod", interval: 30 * time.Second},
+		{name: "endpoints from the environment, comma-separated",
+			env:       map[string]string{"CAGEWATCH_FLEET_ETCD_ENDPOINTS": "http://127.0.0.1:2379,http://127.0.0.2:2379", "CAGEWATCH_FLEET_NODE": "n2"},
+			endpoints: []string{"http://127.0.0.1:2379", "http://127.0.0.2:2379"}, node: "n2", prefix: "/cagewatch", interval: 10 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			v, err := newViper(writeConfig(t, tt.yaml))
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := loadConfig(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := cfg.Fleet
+			if !slices.Equal(f.Endpoints, tt.endpoints) || f.Node != tt.node || f.Prefix != tt.prefix || f.PublishInterval != tt.interval {
+				t.Errorf("fleet config %+v", f)
+			}
+			if f.Enabled() != (len(tt.endpoints) > 0) {
+				t.Errorf("enabled %v", f.Enabled())
+			}
+		})
+	}
 }
