@@ -11,7 +11,7 @@ GOLANGCI_LINT := github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0
 FUZZTIME      ?=
 STORE         ?= ./var/cagewatch.db
 
-.PHONY: all generate build image test unit e2e-k8s e2e churn servers fuzz bench bench-smoke bench-tool lint run demo model-bench clean
+.PHONY: all generate build image test unit e2e-k8s e2e churn servers fuzz bench bench-smoke bench-tool lint run demo model-bench fleet-bench clean
 
 all: build
 
@@ -111,6 +111,16 @@ bench-smoke: build bench-tool
 
 bench-tool:
 	$(GO) build -o bin/cagewatch-bench ./cmd/cagewatch-bench
+
+# Fleet baselines (#17) at scale on paper made real: 50 publishers (goroutines,
+# each its own node and etcd client) learn 10 images against a real 3-member
+# etcd on loopback for a minute, then print publish latency, compare-and-swap
+# retries, etcd's database size and watch traffic (docs/fleet.md). Not part of
+# make test. FLEET_SIM sets CAGEWATCH_FLEET_SIM_* (NODES, IMAGES, DURATION,
+# INTERVAL, SPACING), e.g. FLEET_SIM="CAGEWATCH_FLEET_SIM_NODES=100".
+FLEET_SIM ?=
+fleet-bench:
+	env CAGEWATCH_FLEET_SIM=1 $(FLEET_SIM) $(GO) test -count=1 -v -run '^TestFleetSimulation$$' -timeout 20m ./profiler/fleet/
 
 lint:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"slices"
 
 	"github.com/cagewatch/cagewatch/model"
 )
@@ -153,7 +154,15 @@ func (a *Aggregate) clone() *Aggregate {
 // contributed in this epoch.
 func (a *Aggregate) apply(delta *model.Baseline, fresh items, firstFromNode bool, cfg model.LearnConfig) error {
 	b := a.Baseline
-	known := itemsOf(b)
+	novel := false
+	for k := range delta.Syscalls {
+		_, seen := b.Syscalls[k]
+		novel = novel || !seen
+	}
+	for k := range delta.Binaries {
+		_, seen := b.Binaries[k]
+		novel = novel || !seen
+	}
 	// Merge restarts convergence and demotes to learning; the aggregate's
 	// state machine runs on its own checkpoints across publishes instead.
 	state, conv := b.State, b.Convergence
@@ -161,7 +170,7 @@ func (a *Aggregate) apply(delta *model.Baseline, fresh items, firstFromNode bool
 		return err
 	}
 	b.State, b.Convergence = state, conv
-	if added := itemsOf(b).minus(known); len(added.Syscalls) > 0 || len(added.Binaries) > 0 {
+	if novel {
 		b.Convergence.LastNovelty = b.Windows
 	}
 	for i, kind := range fresh.kinds() {
@@ -253,15 +262,34 @@ func (a *Aggregate) guarded(g GuardConfig, own items) *model.Baseline {
 	return b
 }
 
+// wireAggregate is the aggregate as stored: each kind's node counts are a
+// list aligned with the baseline's sorted items of that kind, so the 26,000
+// gram keys of a large image are not stored twice (docs/fleet.md).
+type wireAggregate struct {
+	Format   int             `json:"format"`
+	Epoch    uint64          `json:"epoch"`
+	StateRev uint64          `json:"state_rev"`
+	Nodes    int             `json:"nodes"`
+	Baseline *model.Baseline `json:"baseline"`
+	Support  [][]uint32      `json:"support"` // syscalls, startup, grams, binaries, exceptions
+}
+
 // encode is gzip'd JSON: the order view and the sample are most of an
-// aggregate and compress about sevenfold (docs/fleet.md).
+// aggregate and compress about sevenfold.
 func (a *Aggregate) encode() ([]byte, error) {
-	var buf bytes.Buffer
-	zw, err := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	if err != nil {
-		return nil, err
+	w := wireAggregate{Format: aggregateFormat, Epoch: a.Epoch, StateRev: a.StateRev, Nodes: a.Nodes, Baseline: a.Baseline}
+	sup := a.Support.kinds()
+	for i, kind := range itemsOf(a.Baseline).kinds() {
+		keys := slices.Sorted(maps.Keys(kind))
+		counts := make([]uint32, len(keys))
+		for j, k := range keys {
+			counts[j] = sup[i][k]
+		}
+		w.Support = append(w.Support, counts)
 	}
-	if err := json.NewEncoder(zw).Encode(a); err != nil {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(w); err != nil {
 		return nil, err
 	}
 	if err := zw.Close(); err != nil {
@@ -284,26 +312,38 @@ func decodeAggregate(raw []byte) (*Aggregate, error) {
 	if err != nil {
 		return nil, fmt.Errorf("aggregate: %w", err)
 	}
-	var a Aggregate
-	if err := json.Unmarshal(body, &a); err != nil {
+	var w wireAggregate
+	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, fmt.Errorf("aggregate: %w", err)
 	}
-	if a.Format != aggregateFormat {
-		return nil, fmt.Errorf("aggregate: format %d, this build reads %d", a.Format, aggregateFormat)
+	if w.Format != aggregateFormat {
+		return nil, fmt.Errorf("aggregate: format %d, this build reads %d", w.Format, aggregateFormat)
 	}
-	if a.Baseline == nil {
+	if w.Baseline == nil {
 		return nil, errors.New("aggregate: no baseline")
 	}
-	fillEmpty(a.Baseline)
-	if err := a.Baseline.Validate(); err != nil {
-		return nil, fmt.Errorf("aggregate of %q: %w", a.Baseline.Key(), err)
+	fillEmpty(w.Baseline)
+	if err := w.Baseline.Validate(); err != nil {
+		return nil, fmt.Errorf("aggregate of %q: %w", w.Baseline.Key(), err)
 	}
-	s := newSupport()
-	for i, kind := range a.Support.kinds() {
-		maps.Copy(s.kinds()[i], kind)
+	a := &Aggregate{Format: w.Format, Epoch: w.Epoch, StateRev: w.StateRev, Nodes: w.Nodes, Baseline: w.Baseline, Support: newSupport()}
+	kinds := itemsOf(w.Baseline).kinds()
+	if len(w.Support) != len(kinds) {
+		return nil, fmt.Errorf("aggregate of %q: %d support lists, want %d", w.Baseline.Key(), len(w.Support), len(kinds))
 	}
-	a.Support = s
-	return &a, nil
+	sup := a.Support.kinds()
+	for i, kind := range kinds {
+		keys := slices.Sorted(maps.Keys(kind))
+		if len(w.Support[i]) != len(keys) {
+			return nil, fmt.Errorf("aggregate of %q: support list %d has %d counts for %d items", w.Baseline.Key(), i, len(w.Support[i]), len(keys))
+		}
+		for j, k := range keys {
+			if n := w.Support[i][j]; n > 0 {
+				sup[i][k] = n
+			}
+		}
+	}
+	return a, nil
 }
 
 // fillEmpty turns absent maps into empty ones, as store.Import does.

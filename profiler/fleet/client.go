@@ -48,6 +48,9 @@ type Client struct {
 	// afterCommit, in tests, turns a committed publish into an error, as if
 	// its response had been lost.
 	afterCommit func() error
+	// onPublish, in the simulation, sees each publish: its duration,
+	// compare-and-swap attempts and the aggregate's encoded size.
+	onPublish func(key string, d time.Duration, attempts, bytes int, err error)
 }
 
 // profile is one profile key's fleet state on this node.
@@ -316,9 +319,14 @@ func (c *Client) keys() []string {
 func (c *Client) publishProfile(ctx context.Context, key string) error {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
+	start := time.Now()
+	size := 0
 	for attempt := 0; ; attempt++ {
-		err := c.publishOnce(ctx, key)
+		err := c.publishOnce(ctx, key, &size)
 		if !errors.Is(err, errConflict) {
+			if c.onPublish != nil && size > 0 {
+				c.onPublish(key, time.Since(start), attempt+1, size, err)
+			}
 			return err
 		}
 		if attempt >= 100 {
@@ -332,7 +340,7 @@ func (c *Client) publishProfile(ctx context.Context, key string) error {
 	}
 }
 
-func (c *Client) publishOnce(ctx context.Context, key string) error {
+func (c *Client) publishOnce(ctx context.Context, key string, size *int) error {
 	agg, aggRev, wms, wmRev, err := c.read(ctx, key)
 	c.noteErr(err)
 	if err != nil {
@@ -396,6 +404,7 @@ func (c *Client) publishOnce(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
+	*size = len(enc)
 	last := sealed[len(sealed)-1].seq
 	if first {
 		wm = Watermark{Epoch: epoch}

@@ -1,0 +1,207 @@
+package fleet
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+func envInt(t *testing.T, name string, def int) int {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		t.Fatalf("%s=%q is not a positive integer", name, v)
+	}
+	return n
+}
+
+func envDuration(t *testing.T, name string, def time.Duration) time.Duration {
+	t.Helper()
+	v := os.Getenv(name)
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d <= 0 {
+		t.Fatalf("%s=%q is not a positive duration", name, v)
+	}
+	return d
+}
+
+// TestFleetSimulation is make fleet-bench, not part of make test: publishers
+// (goroutines with their own node names and clients) learn and publish
+// several images against a real 3-member etcd on loopback, each on the
+// agent's own schedule (Run). It prints publish latency, compare-and-swap
+// retries, etcd's database size and the watch traffic, and checks that no
+// window was lost or counted twice.
+//
+//	CAGEWATCH_FLEET_SIM_NODES    publishers (50)
+//	CAGEWATCH_FLEET_SIM_IMAGES   images, each on every node (10)
+//	CAGEWATCH_FLEET_SIM_DURATION how long they learn (60s)
+//	CAGEWATCH_FLEET_SIM_INTERVAL fleet.publish_interval (5s)
+//	CAGEWATCH_FLEET_SIM_SPACING  per-profile spacing, nodes × this (100ms)
+func TestFleetSimulation(t *testing.T) {
+	if os.Getenv("CAGEWATCH_FLEET_SIM") != "1" {
+		t.Skip("a simulation, not a test: make fleet-bench (CAGEWATCH_FLEET_SIM=1)")
+	}
+	nNodes := envInt(t, "CAGEWATCH_FLEET_SIM_NODES", 50)
+	nImages := envInt(t, "CAGEWATCH_FLEET_SIM_IMAGES", 10)
+	duration := envDuration(t, "CAGEWATCH_FLEET_SIM_DURATION", time.Minute)
+	interval := envDuration(t, "CAGEWATCH_FLEET_SIM_INTERVAL", 5*time.Second)
+	spacing := envDuration(t, "CAGEWATCH_FLEET_SIM_SPACING", 100*time.Millisecond)
+	const window = time.Second // each node learns one window per image a second
+
+	c := startCluster(t, 3)
+	admin, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints(), DialTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close() //nolint:errcheck // test cleanup
+
+	// What watching cost: agents watch the state keys (tracked below); a
+	// watch on the whole prefix shows what watching the aggregates would cost
+	// one agent.
+	var allBytes, allEvents, stateBytes, stateEvents atomic.Int64
+	wctx, wcancel := context.WithCancel(context.Background())
+	defer wcancel()
+	watch := func(key string, opts []clientv3.OpOption, bytes, events *atomic.Int64) {
+		for resp := range admin.Watch(wctx, key, opts...) {
+			for _, ev := range resp.Events {
+				bytes.Add(int64(len(ev.Kv.Key) + len(ev.Kv.Value)))
+				events.Add(1)
+			}
+		}
+	}
+	go watch(DefaultPrefix+"/", []clientv3.OpOption{clientv3.WithPrefix()}, &allBytes, &allEvents)
+	for i := range nImages {
+		go watch(fmt.Sprintf("%s/images/sim-%d:1/state", DefaultPrefix, i), nil, &stateBytes, &stateEvents)
+	}
+
+	type sample struct {
+		d        time.Duration
+		attempts int
+		size     int
+		err      bool
+	}
+	var mu sync.Mutex
+	var samples []sample
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var learned atomic.Int64
+	var clients []*Client
+	for n := range nNodes {
+		cl, err := New(Config{Endpoints: c.endpoints(), Node: fmt.Sprintf("sim-node-%03d", n), PublishInterval: interval,
+			Spacing: spacing, RequestTimeout: 10 * time.Second}, learnCfg, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cl.Close() //nolint:errcheck // test cleanup
+		cl.onPublish = func(_ string, d time.Duration, attempts, size int, err error) {
+			mu.Lock()
+			samples = append(samples, sample{d, attempts, size, err != nil})
+			mu.Unlock()
+		}
+		clients = append(clients, cl)
+		wls := make([]*workload, nImages)
+		for i := range wls {
+			wls[i] = newWorkload(uint64(n*1000 + i))
+		}
+		wg.Go(func() { _ = cl.Run(ctx) })
+		wg.Go(func() {
+			tick := time.NewTicker(window)
+			defer tick.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-tick.C:
+				}
+				for i, wl := range wls {
+					w := wl.window(cl.Node(), "c")
+					w.Container.Image = fmt.Sprintf("sim-%d", i)
+					cl.AddWindow(w)
+					learned.Add(1)
+				}
+			}
+		})
+	}
+	time.Sleep(duration)
+	cancel()
+	wg.Wait()
+
+	// Drain: every node publishes what it still holds, then all must agree.
+	var drainErrs int
+	for _, cl := range clients {
+		if err := cl.Publish(ctxT(t, time.Minute)); err != nil {
+			drainErrs++
+			t.Errorf("%s: final publish: %v", cl.Node(), err)
+		}
+	}
+	var total uint64
+	var aggBytes int
+	for i := range nImages {
+		key := fmt.Sprintf("sim-%d:1", i)
+		resp, err := admin.Get(ctxT(t, 10*time.Second), DefaultPrefix+"/images/"+key+"/agg")
+		if err != nil || len(resp.Kvs) == 0 {
+			t.Fatalf("%s: %v", key, err)
+		}
+		a, err := decodeAggregate(resp.Kvs[0].Value)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += a.Baseline.Windows
+		aggBytes = max(aggBytes, len(resp.Kvs[0].Value))
+		if a.Nodes != nNodes {
+			t.Errorf("%s: %d nodes, want %d", key, a.Nodes, nNodes)
+		}
+	}
+	if total != uint64(learned.Load()) {
+		t.Errorf("the aggregates hold %d windows, the nodes learned %d", total, learned.Load())
+	}
+	time.Sleep(500 * time.Millisecond) // the watchers catch up
+	wcancel()
+
+	mu.Lock()
+	defer mu.Unlock()
+	slices.SortFunc(samples, func(a, b sample) int { return int(a.d - b.d) })
+	pct := func(p float64) time.Duration { return samples[min(len(samples)-1, int(p*float64(len(samples))))].d }
+	var attempts, fails, bytes int
+	for _, s := range samples {
+		attempts += s.attempts
+		bytes += s.size
+		if s.err {
+			fails++
+		}
+	}
+	var dbSize, inUse int64
+	for _, ep := range c.endpoints() {
+		st, err := admin.Status(ctxT(t, 10*time.Second), ep)
+		if err != nil {
+			t.Fatal(err)
+		}
+		dbSize, inUse = max(dbSize, st.DbSize), max(inUse, st.DbSizeInUse)
+	}
+	secs := duration.Seconds()
+	t.Logf("%d publishers × %d images, %v, publish_interval %v, spacing %v × nodes; %d windows learned, all in the aggregates once",
+		nNodes, nImages, duration, interval, spacing, learned.Load())
+	t.Logf("publishes: %d (%.1f/s), failed %d; latency p50 %v p90 %v p99 %v max %v; compare-and-swap attempts per publish %.2f",
+		len(samples), float64(len(samples))/secs, fails, pct(0.5).Round(time.Millisecond), pct(0.9).Round(time.Millisecond),
+		pct(0.99).Round(time.Millisecond), samples[len(samples)-1].d.Round(time.Millisecond), float64(attempts)/float64(len(samples)))
+	t.Logf("written: %.1f MB (%.0f KB/s); largest aggregate %d B", float64(bytes)/1e6, float64(bytes)/1e3/secs, aggBytes)
+	t.Logf("etcd db size %.1f MB, in use %.1f MB (auto-compaction periodic 1m)", float64(dbSize)/1e6, float64(inUse)/1e6)
+	t.Logf("watch traffic, agents (state keys of %d images): %d events, %d B; one watcher of the whole prefix (aggregates): %d events, %.1f MB (%.0f KB/s) — ×%d agents if each watched them",
+		nImages, stateEvents.Load(), stateBytes.Load(), allEvents.Load(), float64(allBytes.Load())/1e6, float64(allBytes.Load())/1e3/secs, nNodes)
+}
