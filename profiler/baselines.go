@@ -27,6 +27,8 @@ type Library struct {
 	mu    sync.Mutex
 	cache map[string]*model.Baseline
 	dirty map[string]bool
+	// fleet, when set, has the fleet's view of profiles (#17, fleetlib.go).
+	fleet Fleet
 }
 
 // NewLibrary loads every baseline from st.
@@ -180,6 +182,9 @@ func (l *Library) update(c model.Container, fn func(b *model.Baseline) bool) {
 func (l *Library) State(key string) (model.BaselineState, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if fb, ok := l.fleetView(key); ok { // the fleet decides when it learns
+		return fb.State, true
+	}
 	b, ok := l.cache[key]
 	if !ok {
 		return "", false
@@ -210,6 +215,10 @@ func (l *Library) Flush() error {
 func (l *Library) view(key string, fn func(b *model.Baseline)) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if fb, ok := l.fleetView(key); ok {
+		fn(fb)
+		return
+	}
 	fn(l.cache[key])
 }
 

@@ -70,6 +70,7 @@ func (r *EventRules) Event(e model.Event) {
 				}
 				return true
 			})
+			r.lib.share(c, func(b *model.Baseline) { b.AddException(rule.ID, binary, detail) })
 			continue
 		}
 		r.state.MarkTrip(e.CgroupID, e.Time)

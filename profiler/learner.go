@@ -68,6 +68,7 @@ func (l *Learner) ObserveExec(e model.Event) {
 		}
 		return true
 	})
+	l.lib.share(c, func(b *model.Baseline) { b.AddExec(e.Path) })
 }
 
 // LearnWindows learns a sampling round's container windows and persists the
@@ -109,6 +110,13 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 				l.log.Info("baseline stable", "profile", b.Key(), "windows", b.Windows, "containers", len(b.Containers))
 			}
 			return true
+		})
+		l.lib.share(c, func(b *model.Baseline) {
+			if w.Startup {
+				b.AddStartup(w)
+			} else {
+				b.AddWindow(w, l.cfg.SampleSize)
+			}
 		})
 	}
 	return res, l.lib.Flush()

@@ -11,6 +11,7 @@ import (
 
 	"github.com/cagewatch/cagewatch/profiler/alerts"
 	"github.com/cagewatch/cagewatch/profiler/control"
+	"github.com/cagewatch/cagewatch/profiler/fleet"
 	"github.com/cagewatch/cagewatch/profiler/metrics"
 	"github.com/cagewatch/cagewatch/store"
 )
@@ -75,6 +76,16 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 	log.Info("agent started", "mode", cfg.Mode, "window", cfg.Window, "store", cfg.Store, "rules", len(rules.Rules))
 
 	g, ctx := errgroup.WithContext(ctx)
+	var svc control.Service = Control{Library: lib, Images: images}
+	if cfg.Fleet.Enabled() {
+		fc, err := startFleet(cfg, lib, p, log)
+		if err != nil {
+			return err
+		}
+		defer fc.Close() //nolint:errcheck // closing the etcd connection at exit
+		svc = FleetControl{Control: Control{Library: lib, Images: images}, Fleet: fc}
+		g.Go(func() error { return fc.Run(ctx) })
+	}
 	if opts.Ready != nil {
 		opts.Ready(lib)
 	}
@@ -82,7 +93,7 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 		g.Go(func() error { return metrics.Serve(ctx, cfg.MetricsListen, p.Metrics().Registry(), log) })
 	}
 	g.Go(func() error {
-		return control.Serve(ctx, control.SocketPath(cfg.Store), Control{Library: lib, Images: images}, images, log)
+		return control.Serve(ctx, control.SocketPath(cfg.Store), svc, images, log)
 	})
 	g.Go(func() error { return images.Run(ctx, imageFlushInterval) })
 	g.Go(func() error { p.reloadRules(ctx, opts.Reload); return nil })
@@ -90,6 +101,23 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 	err = g.Wait()
 	log.Info("stopped", "alerts_sent", p.out.Sent(), "alerts_suppressed", p.out.Suppressed())
 	return err
+}
+
+// startFleet connects the library to etcd (#17). It does not wait for etcd:
+// an unreachable one leaves the agent on its local baselines.
+func startFleet(cfg Config, lib *Library, p *Pipeline, log *slog.Logger) (*fleet.Client, error) {
+	fm, err := metrics.NewFleet(p.Metrics().Registry())
+	if err != nil {
+		return nil, err
+	}
+	fc, err := fleet.New(cfg.Fleet, cfg.Learning.LearnConfig, fm, log)
+	if err != nil {
+		return nil, err
+	}
+	lib.SetFleet(fc)
+	log.Info("fleet baselines through etcd", "endpoints", cfg.Fleet.Endpoints, "prefix", cfg.Fleet.Prefix,
+		"node", cfg.Fleet.Node, "publish_interval", cfg.Fleet.PublishInterval)
+	return fc, nil
 }
 
 // imageFlushInterval is how often changed image records (inventories, alert

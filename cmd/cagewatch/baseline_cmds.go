@@ -309,6 +309,9 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 				if im.Vulns != nil {
 					fmt.Fprintf(g.stdout, "; vulnerabilities in use %s of %s", severityCounts(im.VulnsInUse), severityCounts(im.Vulns))
 				}
+				if im.Fleet != nil {
+					fmt.Fprintf(g.stdout, "; fleet %s, %d nodes, %d windows", im.Fleet.State, im.Fleet.Nodes, im.Fleet.Windows)
+				}
 				fmt.Fprintln(g.stdout)
 			}
 			return nil

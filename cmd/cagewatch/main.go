@@ -54,7 +54,7 @@ func newRootCommand(stdout, stderr io.Writer) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(newRunCommand(g), newTopCommand(g), newEventsCommand(g), newBaselineCommand(g), newSeccompCommand(g),
 		newStatusCommand(g), newDemoCommand(g), newReplayCommand(g), newVersionCommand(g),
-		newInUseCommand(g), newSBOMCommand(g), newVulnsCommand(g), newReportCommand(g))
+		newInUseCommand(g), newSBOMCommand(g), newVulnsCommand(g), newReportCommand(g), newFleetCommand(g))
 	return root
 }
 

@@ -42,6 +42,25 @@ type Status struct {
 	// Key is what baselines belong to (learning.key): "image" or "workload".
 	Key    string        `json:"key"`
 	Images []ImageStatus `json:"images"`
+	// Fleet is the etcd connection (#17); nil when the agent learns alone.
+	Fleet *FleetStatus `json:"fleet,omitempty"`
+}
+
+// FleetStatus is what `cagewatch fleet status` shows of the agent's etcd link.
+type FleetStatus struct {
+	Node        string    `json:"node"`
+	Endpoints   []string  `json:"endpoints"`
+	Connected   bool      `json:"connected"`
+	LastPublish time.Time `json:"last_publish,omitzero"`
+}
+
+// ImageFleet is one profile's fleet baseline: Windows counts every node's.
+type ImageFleet struct {
+	Nodes          int                 `json:"nodes"`
+	Windows        uint64              `json:"windows"`
+	State          model.BaselineState `json:"state,omitempty"`
+	PendingWindows uint64              `json:"pending_windows"` // learned here, not yet published
+	LastPublish    time.Time           `json:"last_publish,omitzero"`
 }
 
 // ImageStatus is one baseline's learning state and progress.
@@ -58,6 +77,8 @@ type ImageStatus struct {
 	VulnsInUse map[string]int `json:"vulnerabilities_in_use,omitempty"`
 	// Vulns counts all of them, running or not.
 	Vulns map[string]int `json:"vulnerabilities,omitempty"`
+	// Fleet is the profile's fleet baseline (#17), when the agent has one.
+	Fleet *ImageFleet `json:"fleet,omitempty"`
 }
 
 // SocketPath is where the agent listens for a given store file.

@@ -138,17 +138,6 @@ func newAggregate(like *model.Baseline, epoch uint64) *Aggregate {
 	return &Aggregate{Format: aggregateFormat, Epoch: epoch, Baseline: b, Support: newSupport()}
 }
 
-// clone is a deep copy.
-func (a *Aggregate) clone() *Aggregate {
-	c := *a
-	c.Baseline = a.Baseline.Clone()
-	c.Support = newSupport()
-	for i, kind := range a.Support.kinds() {
-		maps.Copy(c.Support.kinds()[i], kind)
-	}
-	return &c
-}
-
 // apply merges one node's batch: its windows, and +1 node for each item the
 // node publishes for the first time (fresh). firstFromNode: the node had not
 // contributed in this epoch.
@@ -219,11 +208,11 @@ func (g GuardConfig) threshold(nodes int) uint32 {
 	return 1
 }
 
-// guarded returns a copy of the aggregate's baseline without the items fewer
+// guard removes from the aggregate's baseline, in place, the items fewer
 // than the guard's threshold of nodes published, except those in own (what
-// this node learned itself).
-func (a *Aggregate) guarded(g GuardConfig, own items) *model.Baseline {
-	b := a.Baseline.Clone()
+// this node learned itself), and returns the baseline.
+func (a *Aggregate) guard(g GuardConfig, own items) *model.Baseline {
+	b := a.Baseline
 	need := g.threshold(a.Nodes)
 	if need <= 1 {
 		return b

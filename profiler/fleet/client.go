@@ -48,9 +48,10 @@ type Client struct {
 	// afterCommit, in tests, turns a committed publish into an error, as if
 	// its response had been lost.
 	afterCommit func() error
-	// onPublish, in the simulation, sees each publish: its duration,
-	// compare-and-swap attempts and the aggregate's encoded size.
-	onPublish func(key string, d time.Duration, attempts, bytes int, err error)
+	// onPublish, in the simulation, sees each publish: its duration, the part
+	// of it spent waiting on etcd, compare-and-swap attempts and the
+	// aggregate's encoded size.
+	onPublish func(key string, d, inEtcd time.Duration, attempts, bytes int, err error)
 }
 
 // profile is one profile key's fleet state on this node.
@@ -62,12 +63,24 @@ type profile struct {
 	seq     uint64          // last sealed batch number
 	// published: the items this node put in batches of this epoch, so each
 	// adds one node to an item's support once.
-	published   items
-	attemptRev  int64 // agg revision the last failed attempt compared
-	agg         *Aggregate
+	published  items
+	attemptRev int64 // agg revision the last failed attempt compared
+	// The last aggregate read, kept encoded (a large image's is 2 MB in
+	// memory, 300 KB encoded); view is decoded from it when asked for.
+	raw         []byte
+	sum         summary
 	aggRev      int64
+	view        *model.Baseline // guarded; nil: to build
+	gen         uint64          // counts adopted aggregates
 	next        time.Time
 	lastPublish time.Time
+}
+
+// summary is what status and scheduling need of the last aggregate read.
+type summary struct {
+	Nodes   int
+	Windows uint64
+	State   model.BaselineState
 }
 
 // batch is an immutable delta with its number: "was batch n applied?" is
@@ -171,45 +184,54 @@ func (c *Client) profileLocked(key string) *profile {
 }
 
 // View is the fleet baseline the agent decides with: the aggregate without
-// items too few nodes published (unless this node learned them itself), plus
-// this node's windows not yet in it. ok is false before the aggregate was read.
+// the items fewer than K nodes published, unless this node learned them
+// itself. It is rebuilt only when a new aggregate is read or this node
+// publishes new items, so callers may cache calibrations on its identity;
+// they must not change it. This node's windows not yet published join at its
+// next publish. ok is false before any aggregate was read.
 func (c *Client) View(key string) (b *model.Baseline, ok bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	p := c.profiles[key]
-	if p == nil || p.agg == nil {
+	if p == nil || p.raw == nil {
+		c.mu.Unlock()
 		return nil, false
 	}
-	own := newItems()
+	if p.view != nil {
+		defer c.mu.Unlock()
+		return p.view, true
+	}
+	raw, gen, own := p.raw, p.gen, newItems()
 	own.add(p.published)
-	var extra []*model.Baseline
-	for _, s := range p.sealed {
-		extra = append(extra, s.delta)
+	c.mu.Unlock()
+	// Decoded outside the lock: learning must not wait on it.
+	agg, err := decodeAggregate(raw)
+	if err != nil { // read and checked once already: cannot happen
+		c.log.Error("fleet: decoding the aggregate", "profile", key, "err", err.Error())
+		return nil, false
 	}
-	if p.pending != nil {
-		own.add(itemsOf(p.pending))
-		extra = append(extra, p.pending)
+	v := agg.guard(c.cfg.Guard, own)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p.gen == gen { // no newer aggregate meanwhile
+		p.view = v
 	}
-	v := p.agg.guarded(c.cfg.Guard, own)
-	state, conv := v.State, v.Convergence
-	for _, d := range extra {
-		if err := v.Merge(d, c.learn.SampleSize); err != nil {
-			c.log.Warn("fleet: view merge", "profile", key, "err", err.Error())
-		}
-	}
-	v.State, v.Convergence = state, conv
 	return v, true
 }
 
 // Aggregate returns a copy of the last aggregate read for key, unguarded.
 func (c *Client) Aggregate(key string) (*Aggregate, bool) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	p := c.profiles[key]
-	if p == nil || p.agg == nil {
+	var raw []byte
+	if p != nil {
+		raw = p.raw
+	}
+	c.mu.Unlock()
+	if raw == nil {
 		return nil, false
 	}
-	return p.agg.clone(), true
+	a, err := decodeAggregate(raw)
+	return a, err == nil
 }
 
 // Connected reports whether the last etcd call succeeded.
@@ -245,32 +267,41 @@ func (c *Client) ctx(parent context.Context) (context.Context, context.CancelFun
 }
 
 // read fetches the aggregate and this node's watermarks in one snapshot.
-func (c *Client) read(ctx context.Context, key string) (agg *Aggregate, aggRev int64, wms map[string]Watermark, wmRev int64, err error) {
+// readResult is one snapshot of a profile's aggregate and this node's watermarks.
+type readResult struct {
+	agg    *Aggregate // nil: none yet
+	raw    []byte
+	aggRev int64
+	wms    map[string]Watermark
+	wmRev  int64
+}
+
+func (c *Client) read(ctx context.Context, key string) (readResult, error) {
 	cctx, cancel := c.ctx(ctx)
 	defer cancel()
 	resp, err := c.etcd.Txn(cctx).Then(clientv3.OpGet(c.aggKey(key)), clientv3.OpGet(c.publishedKey())).Commit()
 	if err != nil {
-		return nil, 0, nil, 0, fmt.Errorf("reading %s from %v: %w", c.aggKey(key), c.cfg.Endpoints, err)
+		return readResult{}, fmt.Errorf("reading %s from %v: %w", c.aggKey(key), c.cfg.Endpoints, err)
 	}
-	wms = map[string]Watermark{}
+	r := readResult{wms: map[string]Watermark{}}
 	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
-		if agg, err = decodeAggregate(kvs[0].Value); err != nil {
-			return nil, 0, nil, 0, fmt.Errorf("%s: %w", c.aggKey(key), err)
+		if r.agg, err = decodeAggregate(kvs[0].Value); err != nil {
+			return readResult{}, fmt.Errorf("%s: %w", c.aggKey(key), err)
 		}
-		aggRev = kvs[0].ModRevision
+		r.raw, r.aggRev = kvs[0].Value, kvs[0].ModRevision
 	}
 	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
-		if err := json.Unmarshal(kvs[0].Value, &wms); err != nil {
-			return nil, 0, nil, 0, fmt.Errorf("%s: %w", c.publishedKey(), err)
+		if err := json.Unmarshal(kvs[0].Value, &r.wms); err != nil {
+			return readResult{}, fmt.Errorf("%s: %w", c.publishedKey(), err)
 		}
-		wmRev = kvs[0].ModRevision
+		r.wmRev = kvs[0].ModRevision
 	}
-	return agg, aggRev, wms, wmRev, nil
+	return r, nil
 }
 
 // adoptLocked takes a freshly read aggregate; a new epoch (reset, replacing
 // import) drops what this node learned under the old one.
-func (c *Client) adoptLocked(p *profile, agg *Aggregate, rev int64) {
+func (c *Client) adoptLocked(p *profile, agg *Aggregate, raw []byte, rev int64) {
 	if agg == nil {
 		if p.epoch == 0 {
 			p.epoch = 1
@@ -282,7 +313,9 @@ func (c *Client) adoptLocked(p *profile, agg *Aggregate, rev int64) {
 			"profile", p.key, "epoch", agg.Epoch)
 		p.pending, p.sealed, p.seq, p.published = nil, nil, 0, newItems()
 	}
-	p.epoch, p.agg, p.aggRev = agg.Epoch, agg, rev
+	p.epoch, p.raw, p.aggRev, p.view = agg.Epoch, raw, rev, nil
+	p.gen++
+	p.sum = summary{Nodes: agg.Nodes, Windows: agg.Baseline.Windows, State: agg.Baseline.State}
 	if c.obs != nil {
 		c.obs.SetNodes(p.key, agg.Nodes)
 	}
@@ -320,35 +353,47 @@ func (c *Client) publishProfile(ctx context.Context, key string) error {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
 	start := time.Now()
-	size := 0
+	var m publishMeasure
 	for attempt := 0; ; attempt++ {
-		err := c.publishOnce(ctx, key, &size)
+		err := c.publishOnce(ctx, key, &m)
 		if !errors.Is(err, errConflict) {
-			if c.onPublish != nil && size > 0 {
-				c.onPublish(key, time.Since(start), attempt+1, size, err)
+			if c.onPublish != nil && m.size > 0 {
+				c.onPublish(key, time.Since(start), m.inEtcd, attempt+1, m.size, err)
 			}
 			return err
 		}
 		if attempt >= 100 {
 			return fmt.Errorf("publishing %s: %d compare-and-swaps lost in a row", key, attempt+1)
 		}
-		select { // spread contending nodes apart
-		case <-time.After(time.Duration(rand.Int64N(int64(time.Millisecond) * int64(1+min(attempt, 20))))):
+		// Each lost round costs a read, a merge and an encode of the whole
+		// aggregate: back off exponentially (jittered) rather than pile on.
+		backoff := min(10*time.Millisecond<<min(attempt, 8), 2*time.Second)
+		select {
+		case <-time.After(time.Duration(rand.Int64N(int64(backoff)))):
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 }
 
-func (c *Client) publishOnce(ctx context.Context, key string, size *int) error {
-	agg, aggRev, wms, wmRev, err := c.read(ctx, key)
+// publishMeasure is what the simulation reports of a publish.
+type publishMeasure struct {
+	size   int
+	inEtcd time.Duration
+}
+
+func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure) error {
+	readStart := time.Now()
+	r, err := c.read(ctx, key)
+	m.inEtcd += time.Since(readStart)
 	c.noteErr(err)
 	if err != nil {
 		return err
 	}
+	agg, aggRev, wms, wmRev := r.agg, r.aggRev, r.wms, r.wmRev
 	c.mu.Lock()
 	p := c.profileLocked(key)
-	c.adoptLocked(p, agg, aggRev)
+	c.adoptLocked(p, agg, r.raw, aggRev)
 	wm, had := wms[key]
 	if had && wm.Epoch == p.epoch {
 		// Batches up to the watermark were applied by an attempt whose answer
@@ -373,6 +418,9 @@ func (c *Client) publishOnce(ctx context.Context, key string, size *int) error {
 	if p.pending != nil && p.pending.Windows+uint64(len(p.pending.Startup)+len(p.pending.Binaries)+len(p.pending.Exceptions)) > 0 {
 		fresh := itemsOf(p.pending).minus(p.published)
 		p.published.add(fresh)
+		if len(fresh.Syscalls)+len(fresh.Startup)+len(fresh.Grams)+len(fresh.Binaries)+len(fresh.Exceptions) > 0 {
+			p.view = nil // its own new items join the view
+		}
 		p.seq++
 		p.sealed = append(p.sealed, &batch{seq: p.seq, delta: p.pending, fresh: fresh})
 	}
@@ -386,11 +434,9 @@ func (c *Client) publishOnce(ctx context.Context, key string, size *int) error {
 	c.mu.Unlock()
 
 	// The new aggregate: the one read (or an empty one) with the batches merged.
-	var next *Aggregate
-	if agg == nil {
+	next := agg // decoded for this attempt alone
+	if next == nil {
 		next = newAggregate(sealed[0].delta, epoch)
-	} else {
-		next = agg.clone() // agg is shared with View
 	}
 	first := !had || wm.Epoch != epoch
 	var windows uint64
@@ -404,7 +450,7 @@ func (c *Client) publishOnce(ctx context.Context, key string, size *int) error {
 	if err != nil {
 		return err
 	}
-	*size = len(enc)
+	m.size = len(enc)
 	last := sealed[len(sealed)-1].seq
 	if first {
 		wm = Watermark{Epoch: epoch}
@@ -421,8 +467,10 @@ func (c *Client) publishOnce(ctx context.Context, key string, size *int) error {
 	c.mu.Lock()
 	p.attemptRev = aggRev
 	c.mu.Unlock()
+	commitStart := time.Now()
 	resp, err := c.etcd.Txn(cctx).If(cmps...).
 		Then(clientv3.OpPut(c.aggKey(key), string(enc)), clientv3.OpPut(c.publishedKey(), string(wmRaw))).Commit()
+	m.inEtcd += time.Since(commitStart)
 	if err == nil && c.afterCommit != nil && resp.Succeeded {
 		err = c.afterCommit()
 	}
@@ -436,7 +484,8 @@ func (c *Client) publishOnce(ctx context.Context, key string, size *int) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p.sealed = slices.DeleteFunc(p.sealed, func(b *batch) bool { return b.seq <= last })
-	p.agg, p.aggRev, p.lastPublish, c.lastPub = next, resp.Header.Revision, time.Now(), time.Now()
+	c.adoptLocked(p, next, enc, resp.Header.Revision)
+	p.lastPublish, c.lastPub = time.Now(), time.Now()
 	if c.obs != nil {
 		c.obs.SetNodes(key, next.Nodes)
 	}
@@ -475,7 +524,7 @@ func (c *Client) Refresh(ctx context.Context, key string) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.adoptLocked(c.profileLocked(key), agg, resp.Kvs[0].ModRevision)
+	c.adoptLocked(c.profileLocked(key), agg, resp.Kvs[0].Value, resp.Kvs[0].ModRevision)
 	return nil
 }
 
@@ -539,12 +588,13 @@ func (c *Client) Import(ctx context.Context, in *model.Baseline, merge bool) err
 // profile's state key, which every node running the profile watches.
 func (c *Client) admin(ctx context.Context, key, action string, fn func(*Aggregate) (*Aggregate, error)) error {
 	for attempt := 0; attempt < 100; attempt++ {
-		agg, aggRev, _, _, err := c.read(ctx, key)
+		r, err := c.read(ctx, key)
 		c.noteErr(err)
 		if err != nil {
 			return err
 		}
-		next, err := fn(agg)
+		aggRev := r.aggRev
+		next, err := fn(r.agg)
 		if err != nil {
 			return err
 		}
@@ -567,7 +617,7 @@ func (c *Client) admin(ctx context.Context, key, action string, fn func(*Aggrega
 		}
 		if resp.Succeeded {
 			c.mu.Lock()
-			c.adoptLocked(c.profileLocked(key), next, resp.Header.Revision)
+			c.adoptLocked(c.profileLocked(key), next, enc, resp.Header.Revision)
 			c.mu.Unlock()
 			return nil
 		}
@@ -605,8 +655,8 @@ func (c *Client) round(ctx context.Context) {
 		due := !now.Before(p.next)
 		hasData := p.pending != nil || len(p.sealed) > 0
 		nodes := 1
-		if p.agg != nil {
-			nodes = max(p.agg.Nodes, 1)
+		if p.raw != nil {
+			nodes = max(p.sum.Nodes, 1)
 		}
 		c.mu.Unlock()
 		if !due {
@@ -723,8 +773,8 @@ func (c *Client) Status() Status {
 	for _, key := range slices.Sorted(maps.Keys(c.profiles)) {
 		p := c.profiles[key]
 		ps := ProfileStatus{Key: key, Epoch: p.epoch, LastPublish: p.lastPublish}
-		if p.agg != nil {
-			ps.Nodes, ps.Windows, ps.State = p.agg.Nodes, p.agg.Baseline.Windows, p.agg.Baseline.State
+		if p.raw != nil {
+			ps.Nodes, ps.Windows, ps.State = p.sum.Nodes, p.sum.Windows, p.sum.State
 		}
 		for _, b := range p.sealed {
 			ps.PendingWindows += b.delta.Windows
