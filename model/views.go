@@ -382,12 +382,16 @@ func (b *Baseline) compositionScore(counts map[string]uint64, total uint64, with
 
 // impliedBy are syscalls whose first appearance follows from one the image
 // already makes: a thread it creates exits one day (mariadb's pool retired
-// threads after the learning minutes), a signal handler it installs returns.
-// Unseen, they still weigh in the composition, but do not make a window
-// syscall_novel on their own.
+// threads after the learning minutes), a signal handler it installs returns, a
+// server that accepts connections asks a client's address when it logs or
+// lists it (real redis, minutes after its image went stable). Unseen, they
+// still weigh in the composition, but do not make a window syscall_novel on
+// their own.
 var impliedBy = map[string][]string{
 	"exit":         {"clone", "clone3"},
 	"rt_sigreturn": {"rt_sigaction"},
+	"getpeername":  {"accept", "accept4"},
+	"getsockname":  {"accept", "accept4", "bind", "connect"},
 }
 
 func impliedByLearned(b *Baseline, name string) bool {

@@ -719,15 +719,17 @@ func TestCombine(t *testing.T) {
 }
 
 // TestImpliedSyscallsAreNotNovel: a thread exit is unseen but not novel in an
-// image that creates threads; in one that never does, it is novel.
+// image that creates threads, and a peer's address in one that accepts
+// connections; in one that never does, each is novel.
 func TestImpliedSyscallsAreNotNovel(t *testing.T) {
-	learn := func(withClone bool) *Baseline {
+	learn := func(parent, absent string) *Baseline {
 		wl := newSeqWorkload(11)
 		b := NewBaseline(testImage, testTag, "")
 		for range 60 {
 			w := wl.next(1)
-			if withClone {
-				w.Counts["clone3"] = 1
+			delete(w.Counts, absent)
+			if parent != "" {
+				w.Counts[parent] = 1
 			}
 			b.AddWindow(w, 0)
 		}
@@ -736,27 +738,32 @@ func TestImpliedSyscallsAreNotNovel(t *testing.T) {
 	}
 	for _, tt := range []struct {
 		name      string
-		withClone bool
+		parent    string // learned in every window ("" none)
+		absent    string // never made (the workload accepts connections)
+		unseen    string
 		wantNovel []string
 	}{
-		{name: "threads created while learning", withClone: true, wantNovel: nil},
-		{name: "no thread ever created", withClone: false, wantNovel: []string{"exit"}},
+		{name: "threads created while learning", parent: "clone3", unseen: "exit", wantNovel: nil},
+		{name: "no thread ever created", unseen: "exit", wantNovel: []string{"exit"}},
+		{name: "connections accepted while learning", parent: "accept4", unseen: "getpeername", wantNovel: nil},
+		{name: "no connection ever accepted", parent: "connect", absent: "accept4", unseen: "getpeername", wantNovel: []string{"getpeername"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			b := learn(tt.withClone)
+			b := learn(tt.parent, tt.absent)
 			cal := b.Calibration()
 			w := newSeqWorkload(12).next(1)
-			if tt.withClone {
-				w.Counts["clone3"] = 1
+			delete(w.Counts, tt.absent)
+			if tt.parent != "" {
+				w.Counts[tt.parent] = 1
 			}
 			plain := cal.Score(w.Counts, w.Grams, 1)
-			w.Counts["exit"] = 2
+			w.Counts[tt.unseen] = 2
 			s := cal.Score(w.Counts, w.Grams, 1)
 			if !slices.Equal(s.Novel, tt.wantNovel) {
 				t.Errorf("novel %v, want %v", s.Novel, tt.wantNovel)
 			}
 			if s.Value <= plain.Value {
-				t.Errorf("an unseen exit scores %.3f, the window without it %.3f: it must still weigh", s.Value, plain.Value)
+				t.Errorf("an unseen %s scores %.3f, the window without it %.3f: it must still weigh", tt.unseen, s.Value, plain.Value)
 			}
 		})
 	}
