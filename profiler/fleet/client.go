@@ -74,6 +74,7 @@ type profile struct {
 	gen         uint64          // counts adopted aggregates
 	next        time.Time
 	lastPublish time.Time
+	took        time.Duration // the last publish, conflicts included
 }
 
 // summary is what status and scheduling need of the last aggregate read.
@@ -177,7 +178,10 @@ func (c *Client) AddWindow(w model.Window) {
 func (c *Client) profileLocked(key string) *profile {
 	p := c.profiles[key]
 	if p == nil {
-		p = &profile{key: key, published: newItems()}
+		// A random first publish: nodes that start together (a rollout) must
+		// not all publish an image at the same instant.
+		first := time.Now().Add(time.Duration(rand.Int64N(int64(c.cfg.PublishInterval))))
+		p = &profile{key: key, published: newItems(), next: first}
 		c.profiles[key] = p
 	}
 	return p
@@ -329,7 +333,7 @@ var errConflict = errors.New("compare-and-swap lost")
 func (c *Client) Publish(ctx context.Context) error {
 	var errs []error
 	for _, key := range c.keys() {
-		if err := c.publishProfile(ctx, key); err != nil {
+		if err := c.publishProfile(ctx, key, 100); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -347,9 +351,13 @@ func (c *Client) keys() []string {
 	return out
 }
 
+// errDeferred: the compare-and-swap was lost a few times; the batches wait
+// for the next scheduled publish.
+var errDeferred = errors.New("publish deferred: other nodes were publishing this profile")
+
 // publishProfile merges this node's unpublished batches into the aggregate,
-// retrying lost compare-and-swaps.
-func (c *Client) publishProfile(ctx context.Context, key string) error {
+// retrying lost compare-and-swaps up to attempts times.
+func (c *Client) publishProfile(ctx context.Context, key string, attempts int) error {
 	c.publishMu.Lock()
 	defer c.publishMu.Unlock()
 	start := time.Now()
@@ -362,8 +370,11 @@ func (c *Client) publishProfile(ctx context.Context, key string) error {
 			}
 			return err
 		}
-		if attempt >= 100 {
-			return fmt.Errorf("publishing %s: %d compare-and-swaps lost in a row", key, attempt+1)
+		if attempt+1 >= attempts {
+			if c.onPublish != nil {
+				c.onPublish(key, time.Since(start), m.inEtcd, attempt+1, m.size, errDeferred)
+			}
+			return fmt.Errorf("publishing %s: %w (%d compare-and-swaps lost)", key, errDeferred, attempt+1)
 		}
 		// Each lost round costs a read, a merge and an encode of the whole
 		// aggregate: back off exponentially (jittered) rather than pile on.
@@ -658,26 +669,34 @@ func (c *Client) round(ctx context.Context) {
 		if p.raw != nil {
 			nodes = max(p.sum.Nodes, 1)
 		}
+		took := p.took
 		c.mu.Unlock()
 		if !due {
 			continue
 		}
 		var err error
+		start := time.Now()
 		if hasData {
-			err = c.publishProfile(ctx, key)
+			// Contended, a node yields after a few tries rather than re-read
+			// a large aggregate again and again: its batches go next time.
+			err = c.publishProfile(ctx, key, 3)
+			took = time.Since(start)
 		} else {
 			err = c.Refresh(ctx, key)
 		}
-		if err != nil {
+		if err != nil && !errors.Is(err, errDeferred) {
 			c.log.Debug("fleet: publish", "profile", key, "err", err.Error())
 			continue // retried next round; the outage was logged once
 		}
 		// One aggregate sees about one write per Spacing however many nodes
-		// run it (docs/fleet.md, rule 2); jitter keeps nodes apart.
-		every := max(c.cfg.PublishInterval, time.Duration(nodes)*c.cfg.Spacing)
+		// run it (docs/fleet.md, rule 2), and never more than a quarter of
+		// the time a publish takes here: a large aggregate's read, merge and
+		// write would otherwise overlap other nodes' and lose its
+		// compare-and-swap over and over. Jitter keeps nodes apart.
+		every := max(c.cfg.PublishInterval, time.Duration(nodes)*max(c.cfg.Spacing, 4*took))
 		every = time.Duration(float64(every) * (0.75 + rand.Float64()/2))
 		c.mu.Lock()
-		p.next = now.Add(every)
+		p.next, p.took = now.Add(every), took
 		c.mu.Unlock()
 	}
 }
@@ -739,6 +758,7 @@ func (c *Client) ensureWatch(ctx context.Context, key string) {
 			default:
 			}
 		}
+		cancel()
 		c.mu.Lock()
 		delete(c.watching, key) // lost leader or closed: watched again next round
 		c.mu.Unlock()

@@ -161,6 +161,11 @@ func memberConfig(dir, name string, clientPort, peerPort int, initial string) *e
 	cfg.AutoCompactionRetention = "1m"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop()) // closing members logs errors by design
 	cfg.TickMs, cfg.ElectionMs = 50, 500                           // elections within a test's patience
+	if os.Getenv("CAGEWATCH_FLEET_SIM") == "1" {
+		// The simulation loads both cores: etcd's own defaults, so a slow
+		// heartbeat does not read as a dead leader.
+		cfg.TickMs, cfg.ElectionMs = 100, 1000
+	}
 	return cfg
 }
 
