@@ -20,10 +20,34 @@ import (
 var learnCfg = model.LearnConfig{MinWindows: 60, MinContainers: 1, StableWindows: 20, MaxDrift: 3, SampleSize: 64}
 
 // workload makes windows of one image: a fixed mix with noise, each window's
-// order counted from a random walk, as a thread's run would be.
+// order counted from a random walk, as a thread's run would be (tens of
+// thousands of distinct 4-grams, as many as ADFA-LD's: a large image), or,
+// for server, a request loop with a few branches (hundreds of 4-grams, as
+// one server process makes).
 type workload struct {
-	rng   *rand.Rand
-	names []string
+	rng    *rand.Rand
+	names  []string
+	server bool
+}
+
+// serverLoop is one request of a server: the branches are what varies.
+func (wl *workload) serverLoop(seq []string) []string {
+	seq = append(seq, "epoll_wait", "read")
+	if wl.rng.IntN(10) < 3 { // a file served
+		seq = append(seq, "openat", "fstat", "read", "close")
+	}
+	if wl.rng.IntN(10) < 5 {
+		seq = append(seq, "futex")
+	}
+	if wl.rng.IntN(2) == 0 {
+		seq = append(seq, "write")
+	} else {
+		seq = append(seq, "sendto")
+	}
+	if wl.rng.IntN(10) == 0 {
+		seq = append(seq, "clock_gettime")
+	}
+	return seq
 }
 
 func newWorkload(seed uint64, names ...string) *workload {
@@ -40,8 +64,16 @@ var windowClock atomic.Int64
 // windows are distinct everywhere (as real ones are).
 func (wl *workload) window(node, id string) model.Window {
 	seq := make([]string, 200+wl.rng.IntN(200))
+	if wl.server {
+		seq = seq[:0]
+		for n := 30 + wl.rng.IntN(30); n > 0; n-- {
+			seq = wl.serverLoop(seq)
+		}
+	}
 	for i := range seq {
-		seq[i] = wl.names[min(wl.rng.IntN(len(wl.names)), wl.rng.IntN(len(wl.names)))] // skewed mix
+		if !wl.server {
+			seq[i] = wl.names[min(wl.rng.IntN(len(wl.names)), wl.rng.IntN(len(wl.names)))] // skewed mix
+		}
 	}
 	counts := map[string]uint64{}
 	for _, s := range seq {
@@ -553,5 +585,47 @@ func TestFleetAdminPropagates(t *testing.T) {
 	waitFor("reset", func(g *Aggregate) bool { return g.Baseline.Windows == 0 && g.Epoch == 2 })
 	if err := a.Promote(ctxT(t, 10*time.Second), "nothing:1"); !errors.Is(err, ErrUnknownProfile) {
 		t.Errorf("promote of an unknown profile: %v", err)
+	}
+}
+
+// TestFleetWindowsToStable: three nodes learning one image together reach
+// stable with fewer windows each than one node alone, and the fleet's state
+// machine runs on the aggregate's own checkpoints across publishes.
+func TestFleetWindowsToStable(t *testing.T) {
+	c := startCluster(t, 3)
+	var nodes []*node
+	for i, name := range []string{"node-a", "node-b", "node-c"} {
+		nodes = append(nodes, newNode(t, c.endpoints(), name, uint64(60+i)))
+	}
+	alone := model.NewBaseline("app", "1", "")
+	soloWl := newWorkload(70)
+	soloStable := 0
+	for i := 1; i <= 2000 && soloStable == 0; i++ {
+		alone.AddWindow(soloWl.window("solo", "c0"), learnCfg.SampleSize)
+		if alone.UpdateState(learnCfg) {
+			soloStable = i
+		}
+	}
+	if soloStable == 0 {
+		t.Fatal("one node alone never went stable on this workload")
+	}
+	perNode := 0
+	for round := 1; round <= 400 && perNode == 0; round++ {
+		for _, n := range nodes {
+			n.learn(1)
+			if err := n.Publish(ctxT(t, 20*time.Second)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if a, ok := nodes[0].Aggregate(profileKey); ok && a.Baseline.State == model.StateStable {
+			perNode = round
+		}
+	}
+	if perNode == 0 {
+		t.Fatal("the fleet never went stable")
+	}
+	t.Logf("windows to stable: one node alone %d; three nodes together %d each (%d in the fleet)", soloStable, perNode, 3*perNode)
+	if perNode >= soloStable {
+		t.Errorf("three nodes needed %d windows each, one alone %d: the fleet did not learn faster", perNode, soloStable)
 	}
 }
