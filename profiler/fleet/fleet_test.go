@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/fleet/fleettest"
 )
 
 var learnCfg = model.LearnConfig{MinWindows: 60, MinContainers: 1, StableWindows: 20, MaxDrift: 3, SampleSize: 64}
@@ -247,10 +248,10 @@ func fleetBaseline(t *testing.T, n *node) *Aggregate {
 // small publishes that race on the compare-and-swap; the aggregate must equal
 // one baseline learned on every window.
 func TestFleetExact(t *testing.T) {
-	c := startCluster(t, 3)
+	c := fleettest.Start(t, 3)
 	var nodes []*node
 	for i, name := range []string{"node-a", "node-b", "node-c"} {
-		nodes = append(nodes, newNode(t, c.endpoints(), name, uint64(i+1)))
+		nodes = append(nodes, newNode(t, c.Endpoints(), name, uint64(i+1)))
 	}
 	var all []model.Window
 	var mu sync.Mutex
@@ -289,8 +290,8 @@ func TestFleetExact(t *testing.T) {
 // whose answer was lost is retried with more windows learned meanwhile; each
 // window counts once.
 func TestFleetRetryAfterLostResponse(t *testing.T) {
-	c := startCluster(t, 3)
-	n := newNode(t, c.endpoints(), "node-a", 7)
+	c := fleettest.Start(t, 3)
+	n := newNode(t, c.Endpoints(), "node-a", 7)
 	lost := 0
 	n.afterCommit = func() error {
 		if lost < 2 {
@@ -329,10 +330,10 @@ func TestFleetRetryAfterLostResponse(t *testing.T) {
 // TestFleetMemberKilled: one of three members dies while nodes publish; no
 // publish fails and nothing is lost.
 func TestFleetMemberKilled(t *testing.T) {
-	c := startCluster(t, 3)
+	c := fleettest.Start(t, 3)
 	var nodes []*node
 	for i, name := range []string{"node-a", "node-b", "node-c"} {
-		nodes = append(nodes, newNode(t, c.endpoints(), name, uint64(10+i)))
+		nodes = append(nodes, newNode(t, c.Endpoints(), name, uint64(10+i)))
 	}
 	var all []model.Window
 	round := func() {
@@ -348,7 +349,7 @@ func TestFleetMemberKilled(t *testing.T) {
 		}
 	}
 	round()
-	c.stop(0) // the first endpoint every client dialed
+	c.Stop(0) // the first endpoint every client dialed
 	for range 4 {
 		round()
 	}
@@ -364,10 +365,10 @@ func TestFleetMemberKilled(t *testing.T) {
 // once, and once etcd is back every window learned meanwhile is in the
 // aggregate exactly once, on every node.
 func TestFleetQuorumLost(t *testing.T) {
-	c := startCluster(t, 3)
+	c := fleettest.Start(t, 3)
 	var nodes []*node
 	for i, name := range []string{"node-a", "node-b", "node-c"} {
-		nodes = append(nodes, newNode(t, c.endpoints(), name, uint64(20+i)))
+		nodes = append(nodes, newNode(t, c.Endpoints(), name, uint64(20+i)))
 	}
 	var all []model.Window
 	for _, n := range nodes {
@@ -376,8 +377,8 @@ func TestFleetQuorumLost(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c.stop(1)
-	c.stop(2)
+	c.Stop(1)
+	c.Stop(2)
 	for range 2 {
 		for _, n := range nodes {
 			all = append(all, n.learn(4)...)
@@ -398,7 +399,7 @@ func TestFleetQuorumLost(t *testing.T) {
 			t.Errorf("%s logged the outage %d times, want once", n.name, got)
 		}
 	}
-	c.restart(1, 2)
+	c.Restart(1, 2)
 	deadline := time.Now().Add(30 * time.Second)
 	for _, n := range nodes {
 		for {
@@ -427,7 +428,7 @@ func TestFleetQuorumLost(t *testing.T) {
 // TestFleetUnreachableAtStart: no etcd at start. The client starts at once,
 // learning goes on locally, and when etcd appears the windows are published.
 func TestFleetUnreachableAtStart(t *testing.T) {
-	ports := freePorts(t, 2)
+	ports := fleettest.FreePorts(t, 2)
 	endpoint := fmt.Sprintf("http://127.0.0.1:%d", ports[0])
 	start := time.Now()
 	n := newNode(t, []string{endpoint}, "node-a", 30)
@@ -442,19 +443,11 @@ func TestFleetUnreachableAtStart(t *testing.T) {
 		t.Error("connected to nothing")
 	}
 	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
 	done := make(chan error, 1)
 	go func() { done <- n.Run(ctx) }()
 
-	// etcd appears on the configured endpoint.
-	cfgCluster := &cluster{t: t}
-	cfg := singleMemberConfig(t, ports[0], ports[1])
-	cfgCluster.cfgs = append(cfgCluster.cfgs, cfg)
-	cfgCluster.members = make([]*embedEtcd, 1)
-	if err := cfgCluster.start(0); err != nil {
-		cancel()
-		etcdUnavailable(t, err)
-	}
-	t.Cleanup(cfgCluster.stopAll)
+	fleettest.StartOn(t, ports[0], ports[1]) // etcd appears on the configured endpoint
 	deadline := time.Now().Add(30 * time.Second)
 	for {
 		if a, ok := n.Aggregate(profileKey); ok && a.Baseline.Windows == uint64(len(ws)) {
@@ -476,10 +469,10 @@ func TestFleetUnreachableAtStart(t *testing.T) {
 // syscall, pair and binary are not known fleet-wide; once a second node saw
 // them, they are.
 func TestFleetPoisoningGuard(t *testing.T) {
-	c := startCluster(t, 3)
+	c := fleettest.Start(t, 3)
 	var nodes []*node
 	for i, name := range []string{"node-a", "node-b", "node-c", "node-d"} {
-		nodes = append(nodes, newNode(t, c.endpoints(), name, uint64(40+i)))
+		nodes = append(nodes, newNode(t, c.Endpoints(), name, uint64(40+i)))
 	}
 	publishAll := func() {
 		for _, n := range nodes {
@@ -545,9 +538,9 @@ func TestFleetPoisoningGuard(t *testing.T) {
 // TestFleetAdminPropagates: promote and reset on one node reach a running
 // node through the state key's watch.
 func TestFleetAdminPropagates(t *testing.T) {
-	c := startCluster(t, 3)
-	a := newNode(t, c.endpoints(), "node-a", 50)
-	b := newNode(t, c.endpoints(), "node-b", 51)
+	c := fleettest.Start(t, 3)
+	a := newNode(t, c.Endpoints(), "node-a", 50)
+	b := newNode(t, c.Endpoints(), "node-b", 51)
 	a.learn(5)
 	b.learn(5)
 	for _, n := range []*node{a, b} {
@@ -592,10 +585,10 @@ func TestFleetAdminPropagates(t *testing.T) {
 // stable with fewer windows each than one node alone, and the fleet's state
 // machine runs on the aggregate's own checkpoints across publishes.
 func TestFleetWindowsToStable(t *testing.T) {
-	c := startCluster(t, 3)
+	c := fleettest.Start(t, 3)
 	var nodes []*node
 	for i, name := range []string{"node-a", "node-b", "node-c"} {
-		nodes = append(nodes, newNode(t, c.endpoints(), name, uint64(60+i)))
+		nodes = append(nodes, newNode(t, c.Endpoints(), name, uint64(60+i)))
 	}
 	alone := model.NewBaseline("app", "1", "")
 	soloWl := newWorkload(70)

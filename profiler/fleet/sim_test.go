@@ -14,6 +14,8 @@ import (
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/cagewatch/cagewatch/profiler/fleet/fleettest"
 )
 
 func envInt(t *testing.T, name string, def int) int {
@@ -68,8 +70,8 @@ func TestFleetSimulation(t *testing.T) {
 	large := os.Getenv("CAGEWATCH_FLEET_SIM_WORKLOAD") == "large"
 	const window = time.Second // each node learns one window per image a second
 
-	c := startCluster(t, 3)
-	admin, err := clientv3.New(clientv3.Config{Endpoints: c.endpoints(), DialTimeout: 5 * time.Second})
+	c := fleettest.Start(t, 3)
+	admin, err := clientv3.New(clientv3.Config{Endpoints: c.Endpoints(), DialTimeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +111,7 @@ func TestFleetSimulation(t *testing.T) {
 	var learned atomic.Int64
 	var clients []*Client
 	for n := range nNodes {
-		cl, err := New(Config{Endpoints: c.endpoints(), Node: fmt.Sprintf("sim-node-%03d", n), PublishInterval: interval,
+		cl, err := New(Config{Endpoints: c.Endpoints(), Node: fmt.Sprintf("sim-node-%03d", n), PublishInterval: interval,
 			Spacing: spacing, RequestTimeout: 10 * time.Second}, learnCfg, nil, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
@@ -227,7 +229,7 @@ func TestFleetSimulation(t *testing.T) {
 		t.Logf("%d× %s", n, e)
 	}
 	var dbSize, inUse int64
-	for _, ep := range c.endpoints() {
+	for _, ep := range c.Endpoints() {
 		st, err := admin.Status(ctxT(t, 10*time.Second), ep)
 		if err != nil {
 			t.Fatal(err)

@@ -1,4 +1,7 @@
-package fleet
+// Package fleettest runs a real etcd cluster on loopback inside a test
+// process (go.etcd.io/etcd/server/v3/embed, the client's version), so tests
+// can kill and restart members. Only tests import it.
+package fleettest
 
 import (
 	"fmt"
@@ -14,18 +17,16 @@ import (
 	"go.uber.org/zap"
 )
 
-// cluster is a real etcd cluster on loopback, each member in this process
-// (go.etcd.io/etcd/server/v3/embed, the client's version), so a test can
-// stop and restart members.
-type cluster struct {
+// Cluster is a real etcd cluster on loopback, each member in this process.
+type Cluster struct {
 	t       testing.TB
 	cfgs    []*embed.Config
 	members []*embed.Etcd
 }
 
-// requireEtcd: CI sets CAGEWATCH_REQUIRE_ETCD=1 so an etcd that cannot start
-// fails the test instead of skipping it.
-func etcdUnavailable(t testing.TB, err error) {
+// Unavailable skips the test, or fails it when CAGEWATCH_REQUIRE_ETCD=1 (set
+// in CI): there an etcd that cannot start is a failure.
+func Unavailable(t testing.TB, err error) {
 	t.Helper()
 	if os.Getenv("CAGEWATCH_REQUIRE_ETCD") == "1" {
 		t.Fatalf("etcd cannot start: %v", err)
@@ -33,15 +34,15 @@ func etcdUnavailable(t testing.TB, err error) {
 	t.Skipf("etcd cannot start (CAGEWATCH_REQUIRE_ETCD=1 makes this a failure): %v", err)
 }
 
-// freePorts reserves n loopback ports; the listeners close just before etcd binds.
-func freePorts(t testing.TB, n int) []int {
+// FreePorts reserves n loopback ports; the listeners close just before etcd binds.
+func FreePorts(t testing.TB, n int) []int {
 	t.Helper()
 	var ls []net.Listener
 	var ports []int
 	for range n {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
-			etcdUnavailable(t, err)
+			Unavailable(t, err)
 		}
 		ls = append(ls, l)
 		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
@@ -60,36 +61,36 @@ func mustURL(s string) url.URL {
 	return *u
 }
 
-// startCluster starts n members with auto-compaction on (as the docs tell
+// Start starts n members with auto-compaction on (as the docs tell
 // operators to run it: etcd keeps all history until its quota otherwise).
-func startCluster(t testing.TB, n int) *cluster {
+func Start(t testing.TB, n int) *Cluster {
 	t.Helper()
 	dir := t.TempDir()
-	ports := freePorts(t, 2*n)
+	ports := FreePorts(t, 2*n)
 	var initial []string
 	for i := range n {
 		initial = append(initial, fmt.Sprintf("m%d=http://127.0.0.1:%d", i, ports[2*i+1]))
 	}
-	c := &cluster{t: t}
+	c := &Cluster{t: t}
 	for i := range n {
 		c.cfgs = append(c.cfgs, memberConfig(dir, fmt.Sprintf("m%d", i), ports[2*i], ports[2*i+1], strings.Join(initial, ",")))
 	}
 	c.members = make([]*embed.Etcd, n)
 	errs := make(chan error, n)
 	for i := range n { // members wait for each other's peers: start together
-		go func() { errs <- c.start(i) }()
+		go func() { errs <- c.startMember(i) }()
 	}
 	for range n {
 		if err := <-errs; err != nil {
-			c.stopAll()
-			etcdUnavailable(t, err)
+			c.StopAll()
+			Unavailable(t, err)
 		}
 	}
-	t.Cleanup(c.stopAll)
+	t.Cleanup(c.StopAll)
 	return c
 }
 
-func (c *cluster) start(i int) error {
+func (c *Cluster) startMember(i int) error {
 	e, err := embed.StartEtcd(c.cfgs[i])
 	if err != nil {
 		return fmt.Errorf("member %s: %w", c.cfgs[i].Name, err)
@@ -107,22 +108,22 @@ func (c *cluster) start(i int) error {
 	return nil
 }
 
-// stop kills member i (its data stays for restart).
-func (c *cluster) stop(i int) {
+// Stop kills member i (its data stays for restart).
+func (c *Cluster) Stop(i int) {
 	if c.members[i] != nil {
 		c.members[i].Close()
 		c.members[i] = nil
 	}
 }
 
-// restart brings stopped members back together (one alone cannot be ready
+// Restart brings stopped members back together (one alone cannot be ready
 // without quorum).
-func (c *cluster) restart(is ...int) {
+func (c *Cluster) Restart(is ...int) {
 	c.t.Helper()
 	errs := make(chan error, len(is))
 	for _, i := range is {
 		c.cfgs[i].ClusterState = embed.ClusterStateFlagExisting
-		go func() { errs <- c.start(i) }()
+		go func() { errs <- c.startMember(i) }()
 	}
 	for range is {
 		if err := <-errs; err != nil {
@@ -131,21 +132,20 @@ func (c *cluster) restart(is ...int) {
 	}
 }
 
-func (c *cluster) stopAll() {
+func (c *Cluster) StopAll() {
 	for i := range c.members {
-		c.stop(i)
+		c.Stop(i)
 	}
 }
 
-func (c *cluster) endpoints() []string {
+// Endpoints are the members' client URLs.
+func (c *Cluster) Endpoints() []string {
 	var out []string
 	for _, cfg := range c.cfgs {
 		out = append(out, cfg.AdvertiseClientUrls[0].String())
 	}
 	return out
 }
-
-type embedEtcd = embed.Etcd
 
 func memberConfig(dir, name string, clientPort, peerPort int, initial string) *embed.Config {
 	cfg := embed.NewConfig()
@@ -169,7 +169,16 @@ func memberConfig(dir, name string, clientPort, peerPort int, initial string) *e
 	return cfg
 }
 
-// singleMemberConfig is a one-member cluster on the given ports.
-func singleMemberConfig(t testing.TB, clientPort, peerPort int) *embed.Config {
-	return memberConfig(t.TempDir(), "solo", clientPort, peerPort, fmt.Sprintf("solo=http://127.0.0.1:%d", peerPort))
+// StartOn starts a one-member cluster on the given loopback ports: a test
+// can point a client at them before etcd is there.
+func StartOn(t testing.TB, clientPort, peerPort int) *Cluster {
+	t.Helper()
+	c := &Cluster{t: t, cfgs: []*embed.Config{memberConfig(t.TempDir(), "solo", clientPort, peerPort,
+		fmt.Sprintf("solo=http://127.0.0.1:%d", peerPort))}}
+	c.members = make([]*embed.Etcd, 1)
+	if err := c.startMember(0); err != nil {
+		Unavailable(t, err)
+	}
+	t.Cleanup(c.StopAll)
+	return c
 }

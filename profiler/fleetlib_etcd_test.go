@@ -1,0 +1,80 @@
+package profiler
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/control"
+	"github.com/cagewatch/cagewatch/profiler/fleet"
+	"github.com/cagewatch/cagewatch/profiler/fleet/fleettest"
+)
+
+// TestFleetControlThroughEtcd: with a real etcd, the control socket's status
+// carries the fleet's figures, and promote and reset through it act on the
+// fleet's baseline, which then decides the library's state.
+func TestFleetControlThroughEtcd(t *testing.T) {
+	c := fleettest.Start(t, 1)
+	cfg := learnerConfig(0)
+	l, lib, _, path := newLearner(t, ModeAuto, cfg, nil)
+	fc, err := fleet.New(fleet.Config{Endpoints: c.Endpoints(), Node: "node-a", PublishInterval: time.Second},
+		cfg.LearnConfig, nil, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc.Close() //nolint:errcheck // test cleanup
+	lib.SetFleet(fc)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+
+	learnEach(t, l, windows(appContainer("c1", "app", "1"), 7, 0, 5))
+	if err := fc.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	socket := control.SocketPath(path)
+	served := make(chan error, 1)
+	go func() { served <- control.Serve(ctx, socket, FleetControl{Control: Control{Library: lib}, Fleet: fc}, nil, discard()) }()
+	var cl *control.Client
+	var st control.Status
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if cl, err = control.Dial(socket); err == nil {
+			if st, err = cl.Status(ctx); err == nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("control socket: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if st.Fleet == nil || !st.Fleet.Connected || st.Fleet.Node != "node-a" {
+		t.Fatalf("status fleet %+v", st.Fleet)
+	}
+	if len(st.Images) != 1 || st.Images[0].Fleet == nil || st.Images[0].Fleet.Nodes != 1 || st.Images[0].Fleet.Windows != 5 {
+		t.Fatalf("status images %+v", st.Images)
+	}
+
+	if err := cl.Promote(ctx, "app:1"); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := fc.Aggregate("app:1"); !ok || a.Baseline.State != model.StateStable {
+		t.Error("promote did not reach the fleet's baseline")
+	}
+	if s, _ := lib.State("app:1"); s != model.StateStable {
+		t.Errorf("state %q after promote, want the fleet's stable", s)
+	}
+	if err := cl.Reset(ctx, "app:1"); err != nil {
+		t.Fatal(err)
+	}
+	if a, ok := fc.Aggregate("app:1"); !ok || a.Baseline.Windows != 0 || a.Epoch != 2 {
+		t.Errorf("reset did not reach the fleet's baseline: %+v", a)
+	}
+	if s, _ := lib.State("app:1"); s != model.StateLearning {
+		t.Errorf("state %q after reset, want learning", s)
+	}
+	cancel()
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+}
