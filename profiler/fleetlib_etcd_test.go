@@ -34,7 +34,9 @@ func TestFleetControlThroughEtcd(t *testing.T) {
 	}
 	socket := control.SocketPath(path)
 	served := make(chan error, 1)
-	go func() { served <- control.Serve(ctx, socket, FleetControl{Control: Control{Library: lib}, Fleet: fc}, nil, discard()) }()
+	go func() {
+		served <- control.Serve(ctx, socket, FleetControl{Control: Control{Library: lib}, Fleet: fc}, nil, discard())
+	}()
 	var cl *control.Client
 	var st control.Status
 	for deadline := time.Now().Add(10 * time.Second); ; {
