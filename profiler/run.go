@@ -78,7 +78,7 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 	g, ctx := errgroup.WithContext(ctx)
 	var svc control.Service = Control{Library: lib, Images: images}
 	if cfg.Fleet.Enabled() {
-		fc, err := startFleet(cfg, lib, p, log)
+		fc, err := startFleet(cfg, st, lib, p, log)
 		if err != nil {
 			return err
 		}
@@ -105,12 +105,14 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 
 // startFleet connects the library to etcd (#17). It does not wait for etcd:
 // an unreachable one leaves the agent on its local baselines.
-func startFleet(cfg Config, lib *Library, p *Pipeline, log *slog.Logger) (*fleet.Client, error) {
+func startFleet(cfg Config, st *store.Bolt, lib *Library, p *Pipeline, log *slog.Logger) (*fleet.Client, error) {
 	fm, err := metrics.NewFleet(p.Metrics().Registry())
 	if err != nil {
 		return nil, err
 	}
-	fc, err := fleet.New(cfg.Fleet, cfg.Learning.LearnConfig, fm, log)
+	fcfg := cfg.Fleet
+	fcfg.Outbox = st // unpublished learning survives a restart during an outage
+	fc, err := fleet.New(fcfg, cfg.Learning.LearnConfig, fm, log)
 	if err != nil {
 		return nil, err
 	}

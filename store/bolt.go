@@ -43,7 +43,7 @@ var (
 	bucketBaselines = []byte("baselines")
 	keySchema       = []byte("schema_version")
 	// buckets is the fixed bucket table; Open creates any that are missing.
-	buckets = [][]byte{bucketMeta, bucketBaselines, bucketInventories, bucketVulns, bucketAlertTally}
+	buckets = [][]byte{bucketMeta, bucketBaselines, bucketInventories, bucketVulns, bucketAlertTally, bucketFleet}
 )
 
 // migrations[v] upgrades a store from schema v to v+1, inside Open's transaction.

@@ -698,3 +698,32 @@ func TestMigrateSchema3FamiliarImageKeys(t *testing.T) {
 		t.Errorf("keys after migration %v, want %v", keys, want)
 	}
 }
+
+func TestFleetOutbox(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cagewatch.db")
+	st, err := Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.FleetOutbox(); err != nil || len(got) != 0 {
+		t.Fatalf("new store's outbox: %v %v", got, err)
+	}
+	if err := st.UpdateFleetOutbox(map[string][]byte{"a:1": []byte("one"), "b:1": []byte("two")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.UpdateFleetOutbox(map[string][]byte{"b:1": []byte("three")}, []string{"a:1", "never:1"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	st, err = Open(path, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	got, err := st.FleetOutbox()
+	if err != nil || len(got) != 1 || string(got["b:1"]) != "three" {
+		t.Errorf("outbox after reopening: %q %v", got, err)
+	}
+}

@@ -75,6 +75,9 @@ type profile struct {
 	next        time.Time
 	lastPublish time.Time
 	took        time.Duration // the last publish, conflicts included
+	// Changes to what the outbox keeps, and the last saved ones.
+	stateGen, savedState uint64
+	pubGen, savedPub     uint64
 }
 
 // summary is what status and scheduling need of the last aggregate read.
@@ -131,18 +134,28 @@ func New(cfg Config, learn model.LearnConfig, obs Observer, log *slog.Logger) (*
 	if learn.SampleSize <= 0 {
 		learn.SampleSize = model.DefaultSampleSize
 	}
-	return &Client{cfg: cfg, learn: learn, log: log, etcd: cli, obs: obs, profiles: map[string]*profile{},
-		watching: map[string]context.CancelFunc{}, refresh: make(chan string, 64)}, nil
+	c := &Client{cfg: cfg, learn: learn, log: log, etcd: cli, obs: obs, profiles: map[string]*profile{},
+		watching: map[string]context.CancelFunc{}, refresh: make(chan string, 64)}
+	if cfg.Outbox != nil {
+		c.mu.Lock()
+		err := c.restore()
+		c.mu.Unlock()
+		if err != nil {
+			_ = cli.Close()
+			return nil, err
+		}
+	}
+	return c, nil
 }
 
-// Close releases the etcd connection.
+// Close saves the outbox and releases the etcd connection.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	for _, cancel := range c.watching {
 		cancel()
 	}
 	c.mu.Unlock()
-	return c.etcd.Close()
+	return errors.Join(c.SaveOutbox(), c.etcd.Close())
 }
 
 // Node is this node's name in the fleet.
@@ -168,6 +181,7 @@ func (c *Client) Update(ct model.Container, fn func(b *model.Baseline)) {
 		p.pending = model.NewProfileBaseline(ct)
 	}
 	fn(p.pending)
+	p.stateGen++
 }
 
 // AddWindow learns one window into the pending delta.
@@ -316,6 +330,8 @@ func (c *Client) adoptLocked(p *profile, agg *Aggregate, raw []byte, rev int64) 
 		c.log.Info("fleet: profile reset or replaced elsewhere; dropping windows learned before it",
 			"profile", p.key, "epoch", agg.Epoch)
 		p.pending, p.sealed, p.seq, p.published = nil, nil, 0, newItems()
+		p.stateGen++
+		p.pubGen++
 	}
 	p.epoch, p.raw, p.aggRev, p.view = agg.Epoch, raw, rev, nil
 	p.gen++
@@ -411,6 +427,7 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 		// was lost: never again.
 		p.sealed = slices.DeleteFunc(p.sealed, func(b *batch) bool { return b.seq <= wm.Seq })
 		p.seq = max(p.seq, wm.Seq)
+		p.stateGen++
 	}
 	// Every earlier attempt compared an older revision of the aggregate: it
 	// applied (the watermark says so) or it never will, so what is left can
@@ -425,13 +442,16 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 			folded.fresh.add(b.fresh)
 		}
 		p.sealed = []*batch{folded}
+		p.stateGen++
 	}
 	if p.pending != nil && p.pending.Windows+uint64(len(p.pending.Startup)+len(p.pending.Binaries)+len(p.pending.Exceptions)) > 0 {
 		fresh := itemsOf(p.pending).minus(p.published)
 		p.published.add(fresh)
 		if len(fresh.Syscalls)+len(fresh.Startup)+len(fresh.Grams)+len(fresh.Binaries)+len(fresh.Exceptions) > 0 {
 			p.view = nil // its own new items join the view
+			p.pubGen++
 		}
+		p.stateGen++
 		p.seq++
 		p.sealed = append(p.sealed, &batch{seq: p.seq, delta: p.pending, fresh: fresh})
 	}
@@ -495,6 +515,7 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p.sealed = slices.DeleteFunc(p.sealed, func(b *batch) bool { return b.seq <= last })
+	p.stateGen++
 	c.adoptLocked(p, next, enc, resp.Header.Revision)
 	p.lastPublish, c.lastPub = time.Now(), time.Now()
 	if c.obs != nil {
@@ -698,6 +719,9 @@ func (c *Client) round(ctx context.Context) {
 		c.mu.Lock()
 		p.next, p.took = now.Add(every), took
 		c.mu.Unlock()
+	}
+	if err := c.SaveOutbox(); err != nil {
+		c.log.Warn("fleet: saving unpublished learning", "err", err.Error())
 	}
 }
 

@@ -24,6 +24,9 @@ type Config struct {
 	RequestTimeout time.Duration // one etcd call; 0: 5s
 	Spacing        time.Duration // per profile, a node publishes at most every nodes × Spacing; 0: 1s
 	Guard          GuardConfig   // zero: DefaultGuard
+	// Outbox keeps unpublished learning across restarts (the agent's store);
+	// nil: memory only.
+	Outbox Outbox
 }
 
 // Defaults of the keys the issue names.

@@ -622,3 +622,89 @@ func TestFleetWindowsToStable(t *testing.T) {
 		t.Errorf("three nodes needed %d windows each, one alone %d: the fleet did not learn faster", perNode, soloStable)
 	}
 }
+
+// memOutbox is the agent's bbolt outbox in memory.
+type memOutbox struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (o *memOutbox) FleetOutbox() (map[string][]byte, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	out := map[string][]byte{}
+	for k, v := range o.m {
+		out[k] = slices.Clone(v)
+	}
+	return out, nil
+}
+
+func (o *memOutbox) UpdateFleetOutbox(put map[string][]byte, del []string) error {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, k := range del {
+		delete(o.m, k)
+	}
+	for k, v := range put {
+		o.m[k] = slices.Clone(v)
+	}
+	return nil
+}
+
+// TestFleetRestartKeepsUnpublished: an agent restarted during an outage, and
+// again after a publish whose answer was lost, still brings every window to
+// the fleet, each once, and counts its items' node once.
+func TestFleetRestartKeepsUnpublished(t *testing.T) {
+	c := fleettest.Start(t, 1)
+	outbox := &memOutbox{m: map[string][]byte{}}
+	start := func(endpoints []string) *node {
+		logs := &logCounter{}
+		cl, err := New(Config{Endpoints: endpoints, Node: "node-a", PublishInterval: 200 * time.Millisecond,
+			RequestTimeout: 2 * time.Second, Outbox: outbox}, learnCfg, nil, slog.New(logs))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &node{Client: cl, name: "node-a", logs: logs, wl: newWorkload(80), own: model.NewBaseline("app", "1", "")}
+	}
+	// 1. etcd unreachable: learned, not published, then the agent stops.
+	down := start([]string{fmt.Sprintf("http://127.0.0.1:%d", fleettest.FreePorts(t, 1)[0])})
+	ws := down.learn(5)
+	if err := down.Publish(ctxT(t, 10*time.Second)); err == nil {
+		t.Fatal("published to nothing")
+	}
+	if err := down.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// 2. Restarted with etcd up: a publish commits but its answer is lost;
+	// more windows come; the agent stops again.
+	lost := start(c.Endpoints())
+	lost.wl = newWorkload(81)
+	ws = append(ws, lost.learn(4)...)
+	lost.afterCommit = func() error { return errors.New("response lost") }
+	if err := lost.Publish(ctxT(t, 10*time.Second)); err == nil {
+		t.Fatal("the lost answer was not reported")
+	}
+	ws = append(ws, lost.learn(3)...)
+	if err := lost.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// 3. Restarted once more: everything arrives, once.
+	last := start(c.Endpoints())
+	defer last.Close() //nolint:errcheck // test cleanup
+	if err := last.Publish(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	a := fleetBaseline(t, last)
+	sameStatistics(t, a.Baseline, single(ws))
+	if a.Nodes != 1 {
+		t.Errorf("nodes %d, want 1", a.Nodes)
+	}
+	for name, s := range a.Support.Syscalls {
+		if s != 1 {
+			t.Errorf("syscall %s: %d nodes, want 1 (a restart counted the node again)", name, s)
+		}
+	}
+	if st := last.Status(); len(st.Profiles) != 1 || st.Profiles[0].PendingWindows != 0 {
+		t.Errorf("after the last publish: %+v", st.Profiles)
+	}
+}
