@@ -116,6 +116,16 @@ func startFleet(cfg Config, st *store.Bolt, lib *Library, p *Pipeline, log *slog
 	if err != nil {
 		return nil, err
 	}
+	// What this node learned before it joined the fleet is its first
+	// contribution (once: the outbox remembers).
+	local, err := lib.List(context.Background())
+	if err != nil {
+		_ = fc.Close()
+		return nil, err
+	}
+	for _, b := range local {
+		fc.Seed(b)
+	}
 	lib.SetFleet(fc)
 	log.Info("fleet baselines through etcd", "endpoints", cfg.Fleet.Endpoints, "prefix", cfg.Fleet.Prefix,
 		"node", cfg.Fleet.Node, "publish_interval", cfg.Fleet.PublishInterval)

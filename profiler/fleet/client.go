@@ -184,6 +184,27 @@ func (c *Client) Update(ct model.Container, fn func(b *model.Baseline)) {
 	p.stateGen++
 }
 
+// Seed offers a baseline this node learned before it joined the fleet (its
+// local store's): it becomes the node's first contribution, unless the node
+// already has fleet history for the profile (the outbox remembers it), so a
+// restart never seeds twice. A baseline imported from another node's export
+// would count that node's windows again: seed only what was learned here.
+func (c *Client) Seed(b *model.Baseline) {
+	if b == nil || b.Windows == 0 && len(b.Startup) == 0 && len(b.Binaries) == 0 && len(b.Exceptions) == 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.profileLocked(b.Key())
+	if p.epoch != 0 || p.seq != 0 || p.pending != nil || len(p.sealed) > 0 {
+		return
+	}
+	seed := b.Clone()
+	seed.State, seed.Convergence = model.StateLearning, model.Convergence{}
+	p.pending = seed
+	p.stateGen++
+}
+
 // AddWindow learns one window into the pending delta.
 func (c *Client) AddWindow(w model.Window) {
 	c.Update(w.Container, func(b *model.Baseline) { b.AddWindow(w, c.learn.SampleSize) })

@@ -708,3 +708,49 @@ func TestFleetRestartKeepsUnpublished(t *testing.T) {
 		t.Errorf("after the last publish: %+v", st.Profiles)
 	}
 }
+
+// TestFleetSeed: a node that learned before joining the fleet contributes
+// its local baseline once; a restart (the outbox remembers) does not seed again.
+func TestFleetSeed(t *testing.T) {
+	c := fleettest.Start(t, 1)
+	outbox := &memOutbox{m: map[string][]byte{}}
+	newClient := func() *Client {
+		cl, err := New(Config{Endpoints: c.Endpoints(), Node: "node-a", PublishInterval: time.Second, Outbox: outbox},
+			learnCfg, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl
+	}
+	wl := newWorkload(90)
+	var ws []model.Window
+	for range 8 {
+		ws = append(ws, wl.window("node-a", "c0"))
+	}
+	local := single(ws)
+	local.Promote()
+	first := newClient()
+	first.Seed(local)
+	if err := first.Publish(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := newClient()
+	defer again.Close() //nolint:errcheck // test cleanup
+	again.Seed(local) // the agent seeds at every start
+	w := wl.window("node-a", "c0")
+	again.AddWindow(w)
+	if err := again.Publish(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if err := again.Refresh(ctxT(t, 10*time.Second), profileKey); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := again.Aggregate(profileKey)
+	sameStatistics(t, a.Baseline, single(append(ws, w)))
+	if a.Baseline.State != model.StateLearning {
+		t.Errorf("a seed's promotion became the fleet's: %s", a.Baseline.State)
+	}
+}
