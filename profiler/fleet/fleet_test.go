@@ -739,7 +739,7 @@ func TestFleetSeed(t *testing.T) {
 	}
 	again := newClient()
 	defer again.Close() //nolint:errcheck // test cleanup
-	again.Seed(local) // the agent seeds at every start
+	again.Seed(local)   // the agent seeds at every start
 	w := wl.window("node-a", "c0")
 	again.AddWindow(w)
 	if err := again.Publish(ctxT(t, 10*time.Second)); err != nil {
