@@ -104,6 +104,11 @@ func (c FleetControl) Status(ctx context.Context) (control.Status, error) {
 	}
 	fs := c.Fleet.Status()
 	st.Fleet = &control.FleetStatus{Node: fs.Node, Endpoints: fs.Endpoints, Connected: fs.Connected, LastPublish: fs.LastPublish}
+	if nodes, err := c.Fleet.Nodes(ctx); err == nil { // etcd down: the rest of the status still answers
+		st.Fleet.Nodes, st.Fleet.AliveNodes = &nodes.Published, &nodes.Alive
+		st.Fleet.StaleNodes, st.Fleet.StaleCount = nodes.Stale, nodes.StaleN
+		st.Fleet.Connected = c.Fleet.Connected()
+	}
 	for _, p := range fs.Profiles {
 		f := &control.ImageFleet{Nodes: p.Nodes, Windows: p.Windows, State: p.State, PendingWindows: p.PendingWindows, LastPublish: p.LastPublish}
 		i := slices.IndexFunc(st.Images, func(is control.ImageStatus) bool { return is.Image == p.Key })

@@ -42,6 +42,13 @@ func newFleetStatusCommand(g *globalOptions) *cobra.Command {
 				connected = "not connected (learning and scoring on local baselines)"
 			}
 			fmt.Fprintf(g.stdout, "node %s, etcd %s: %s\n", f.Node, strings.Join(f.Endpoints, ","), connected)
+			if f.Nodes != nil {
+				fmt.Fprintf(g.stdout, "nodes: %d published, %d alive", *f.Nodes, *f.AliveNodes)
+				if f.StaleCount > 0 {
+					fmt.Fprintf(g.stdout, ", %d stale (lease lapsed; their learning still counts): %s", f.StaleCount, strings.Join(f.StaleNodes, ", "))
+				}
+				fmt.Fprintln(g.stdout)
+			}
 			if f.LastPublish.IsZero() {
 				fmt.Fprintln(g.stdout, "last publish: never")
 			} else {

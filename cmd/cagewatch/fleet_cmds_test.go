@@ -70,7 +70,9 @@ func TestFleetStatus(t *testing.T) {
 			t.Fatalf("fleet status: %v\n%s", err, stderr)
 		}
 	}
-	for _, want := range []string{"node node-a", c.Endpoints()[0], ": connected", "e2e/app:1: learning, 1 nodes, 7 windows in the fleet, 0 here not yet published"} {
+	// No Run here, so no lease: node-a published but shows stale.
+	for _, want := range []string{"node node-a", c.Endpoints()[0], ": connected", "nodes: 1 published, 0 alive, 1 stale",
+		"e2e/app:1: learning, 1 nodes, 7 windows in the fleet, 0 here not yet published"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("fleet status does not say %q:\n%s", want, out)
 		}

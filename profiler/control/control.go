@@ -52,6 +52,13 @@ type FleetStatus struct {
 	Endpoints   []string  `json:"endpoints"`
 	Connected   bool      `json:"connected"`
 	LastPublish time.Time `json:"last_publish,omitzero"`
+	// Nodes that published in the fleet, those with a live lease, and the
+	// stale ones (published, lease lapsed: their learning still counts);
+	// absent when etcd did not answer.
+	Nodes      *int     `json:"nodes,omitempty"`
+	AliveNodes *int     `json:"alive_nodes,omitempty"`
+	StaleNodes []string `json:"stale_nodes,omitempty"` // the first 50
+	StaleCount int      `json:"stale_count,omitempty"`
 }
 
 // ImageFleet is one profile's fleet baseline: Windows counts every node's.

@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/url"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -148,13 +149,20 @@ func New(cfg Config, learn model.LearnConfig, obs Observer, log *slog.Logger) (*
 	return c, nil
 }
 
-// Close saves the outbox and releases the etcd connection.
+// Close saves the outbox, ends the node's lease (a stopped node shows stale
+// at once rather than after the lease's TTL) and releases the connection.
 func (c *Client) Close() error {
 	c.mu.Lock()
 	for _, cancel := range c.watching {
 		cancel()
 	}
+	lease := c.lease
 	c.mu.Unlock()
+	if lease != 0 {
+		ctx, cancel := c.ctx(context.Background())
+		_, _ = c.etcd.Revoke(ctx, lease) // best effort: the TTL ends it otherwise
+		cancel()
+	}
 	return errors.Join(c.SaveOutbox(), c.etcd.Close())
 }
 
@@ -808,6 +816,52 @@ func (c *Client) ensureWatch(ctx context.Context, key string) {
 		delete(c.watching, key) // lost leader or closed: watched again next round
 		c.mu.Unlock()
 	}()
+}
+
+// Nodes lists the fleet's nodes from etcd, keys only (names, not values:
+// 5,000 nodes' watermarks would be megabytes): every node that published,
+// and which of them hold a live lease. A stale node's learning still counts.
+type Nodes struct {
+	Published int      `json:"published"`
+	Alive     int      `json:"alive"`
+	Stale     []string `json:"stale,omitempty"` // published, lease lapsed; at most MaxStaleListed
+	StaleN    int      `json:"stale_count"`
+}
+
+// MaxStaleListed bounds the stale node names status carries.
+const MaxStaleListed = 50
+
+// Nodes reads the node keys under the prefix.
+func (c *Client) Nodes(ctx context.Context) (Nodes, error) {
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	prefix := c.cfg.Prefix + "/nodes/"
+	resp, err := c.etcd.Get(cctx, prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	c.noteErr(err)
+	if err != nil {
+		return Nodes{}, fmt.Errorf("listing %s on %v: %w", prefix, c.cfg.Endpoints, err)
+	}
+	published, alive := map[string]bool{}, map[string]bool{}
+	for _, kv := range resp.Kvs {
+		name, kind, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), prefix), "/")
+		switch {
+		case !ok:
+		case kind == "published":
+			published[name] = true
+		case kind == "alive":
+			alive[name] = true
+		}
+	}
+	n := Nodes{Published: len(published), Alive: len(alive)}
+	for _, name := range slices.Sorted(maps.Keys(published)) {
+		if !alive[name] {
+			n.StaleN++
+			if len(n.Stale) < MaxStaleListed {
+				n.Stale = append(n.Stale, name)
+			}
+		}
+	}
+	return n, nil
 }
 
 // ProfileStatus is one profile in `status --json`'s fleet field.

@@ -754,3 +754,37 @@ func TestFleetSeed(t *testing.T) {
 		t.Errorf("a seed's promotion became the fleet's: %s", a.Baseline.State)
 	}
 }
+
+// TestFleetNodes: nodes that published are listed; one whose lease ended
+// (stopped) is stale, and its learning still counts.
+func TestFleetNodes(t *testing.T) {
+	c := fleettest.Start(t, 1)
+	a := newNode(t, c.Endpoints(), "node-a", 100)
+	b := newNode(t, c.Endpoints(), "node-b", 101)
+	for _, n := range []*node{a, b} {
+		n.learn(2)
+		n.round(ctxT(t, 10*time.Second)) // the lease, then a publish when due
+		if err := n.Publish(ctxT(t, 10*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	nodes, err := a.Nodes(ctxT(t, 10*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nodes.Published != 2 || nodes.Alive != 2 || nodes.StaleN != 0 {
+		t.Errorf("both running: %+v", nodes)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if nodes, err = a.Nodes(ctxT(t, 10*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if nodes.Published != 2 || nodes.Alive != 1 || nodes.StaleN != 1 || !slices.Equal(nodes.Stale, []string{"node-b"}) {
+		t.Errorf("node-b stopped: %+v", nodes)
+	}
+	if agg := fleetBaseline(t, a); agg.Baseline.Windows != 4 || agg.Nodes != 2 {
+		t.Errorf("a stale node's learning must still count: %d windows from %d nodes", agg.Baseline.Windows, agg.Nodes)
+	}
+}
