@@ -288,14 +288,23 @@ func criFromDaemonSet(t *testing.T, ds *appsv1.DaemonSet, pod *k8sPod, logDir st
 	}
 
 	env := map[string]string{"POD_IP": k8sAgentPodIP}
+	nodeName, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fields := map[string]string{"status.podIP": k8sAgentPodIP, "spec.nodeName": nodeName}
 	var envs []*cri.KeyValue
 	for _, e := range c.Env {
 		value := e.Value
 		if e.ValueFrom != nil {
-			if e.ValueFrom.FieldRef == nil || e.ValueFrom.FieldRef.FieldPath != "status.podIP" {
+			v, ok := "", false
+			if e.ValueFrom.FieldRef != nil {
+				v, ok = fields[e.ValueFrom.FieldRef.FieldPath]
+			}
+			if !ok {
 				t.Fatalf("%s: env %s comes from %+v, which the test does not fill", daemonSetFile, e.Name, e.ValueFrom)
 			}
-			value = k8sAgentPodIP
+			value = v
 		}
 		// kubelet expands $(VAR) from the variables before it.
 		value = regexp.MustCompile(`\$\(([A-Za-z_][A-Za-z0-9_]*)\)`).ReplaceAllStringFunc(value, func(ref string) string {
