@@ -299,7 +299,10 @@ func (c *Client) noteErr(err error) {
 		c.connected, c.down = true, false
 	} else {
 		if !c.down {
-			c.log.Warn("fleet: etcd unavailable, learning and scoring on local baselines",
+			// Decisions stay on the last fleet view read: falling back to this
+			// node's partial baselines would send a profile the fleet made
+			// stable back to learning here, and stop scoring it.
+			c.log.Warn("fleet: etcd unavailable; learning locally, deciding with the last fleet baselines read (local ones where there is none)",
 				"endpoints", c.cfg.Endpoints, "err", err.Error())
 		}
 		c.connected, c.down = false, true
