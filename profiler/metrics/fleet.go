@@ -17,7 +17,7 @@ func NewFleet(reg prometheus.Registerer) (*Fleet, error) {
 	f := &Fleet{
 		connected: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "cagewatch_fleet_connected",
-			Help: "1 while the last etcd call succeeded; 0 while the agent learns and scores on its local baselines.",
+			Help: "1 while the last etcd call succeeded; 0 while etcd is out of reach and the agent learns locally.",
 		}),
 		nodes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "cagewatch_fleet_nodes", Help: "Nodes whose learning is in the image's fleet baseline.",
