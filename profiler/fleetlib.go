@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler/control"
@@ -104,10 +105,16 @@ func (c FleetControl) Status(ctx context.Context) (control.Status, error) {
 	}
 	fs := c.Fleet.Status()
 	st.Fleet = &control.FleetStatus{Node: fs.Node, Endpoints: fs.Endpoints, Connected: fs.Connected, LastPublish: fs.LastPublish}
-	if nodes, err := c.Fleet.Nodes(ctx); err == nil { // etcd down: the rest of the status still answers
-		st.Fleet.Nodes, st.Fleet.AliveNodes = &nodes.Published, &nodes.Alive
-		st.Fleet.StaleNodes, st.Fleet.StaleCount = nodes.Stale, nodes.StaleN
-		st.Fleet.Connected = c.Fleet.Connected()
+	// status is the DaemonSet's liveness probe: an etcd outage must not
+	// slow it, so the node list is asked for only while etcd answers, briefly.
+	if fs.Connected {
+		nctx, cancel := context.WithTimeout(ctx, time.Second)
+		nodes, err := c.Fleet.Nodes(nctx)
+		cancel()
+		if err == nil {
+			st.Fleet.Nodes, st.Fleet.AliveNodes = &nodes.Published, &nodes.Alive
+			st.Fleet.StaleNodes, st.Fleet.StaleCount = nodes.Stale, nodes.StaleN
+		}
 	}
 	for _, p := range fs.Profiles {
 		f := &control.ImageFleet{Nodes: p.Nodes, Windows: p.Windows, State: p.State, PendingWindows: p.PendingWindows, LastPublish: p.LastPublish}

@@ -18,7 +18,7 @@ func TestFleetControlThroughEtcd(t *testing.T) {
 	c := fleettest.Start(t, 1)
 	cfg := learnerConfig(0)
 	l, lib, _, path := newLearner(t, ModeAuto, cfg, nil)
-	fc, err := fleet.New(fleet.Config{Endpoints: c.Endpoints(), Node: "node-a", PublishInterval: time.Second},
+	fc, err := fleet.New(fleet.Config{Endpoints: c.Endpoints(), Node: "node-a", PublishInterval: time.Second, RequestTimeout: time.Second},
 		cfg.LearnConfig, nil, discard())
 	if err != nil {
 		t.Fatal(err)
@@ -74,6 +74,26 @@ func TestFleetControlThroughEtcd(t *testing.T) {
 	}
 	if s, _ := lib.State("app:1"); s != model.StateLearning {
 		t.Errorf("state %q after reset, want learning", s)
+	}
+
+	// etcd gone: status (the DaemonSet's liveness probe) still answers at once.
+	c.StopAll()
+	for range 2 { // before and after the client notices
+		began := time.Now()
+		st, err := cl.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := time.Since(began); d > 3*time.Second {
+			t.Errorf("status took %v with etcd down", d)
+		}
+		if st.Fleet == nil || st.Fleet.Nodes != nil {
+			t.Errorf("status with etcd down: %+v", st.Fleet)
+		}
+		_ = fc.Publish(ctx) // fails: the client marks etcd unreachable
+	}
+	if st, _ := cl.Status(ctx); st.Fleet.Connected {
+		t.Error("connected with etcd down")
 	}
 	cancel()
 	if err := <-served; err != nil {
