@@ -739,7 +739,10 @@ func (c *Client) round(ctx context.Context) {
 		}
 		if err != nil && !errors.Is(err, errDeferred) {
 			c.log.Debug("fleet: publish", "profile", key, "err", err.Error())
-			continue // retried next round; the outage was logged once
+			if !c.Connected() {
+				break // etcd is out of reach: the other profiles would each wait out a timeout too
+			}
+			continue // this profile's problem; retried next round
 		}
 		// One aggregate sees about one write per Spacing however many nodes
 		// run it (docs/fleet.md, rule 2), and never more than a quarter of
