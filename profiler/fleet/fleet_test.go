@@ -129,7 +129,7 @@ func newNode(t testing.TB, endpoints []string, name string, seed uint64) *node {
 	t.Helper()
 	logs := &logCounter{}
 	c, err := New(Config{Endpoints: endpoints, Node: name, PublishInterval: 200 * time.Millisecond,
-		RequestTimeout: 2 * time.Second, Spacing: time.Millisecond}, learnCfg, nil, slog.New(logs))
+		RequestTimeout: 10 * time.Second, Spacing: time.Millisecond}, learnCfg, nil, slog.New(logs)) // patient: CI machines are loaded
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +343,7 @@ func TestFleetMemberKilled(t *testing.T) {
 			if err := n.Publish(ctxT(t, 20*time.Second)); err != nil {
 				t.Errorf("%s: publish failed: %v", n.name, err)
 			}
-			if d := time.Since(start); d > 5*time.Second {
+			if d := time.Since(start); d > 15*time.Second {
 				t.Errorf("%s: publish took %v", n.name, d)
 			}
 		}
@@ -379,6 +379,9 @@ func TestFleetQuorumLost(t *testing.T) {
 	}
 	c.Stop(1)
 	c.Stop(2)
+	for _, n := range nodes {
+		n.cfg.RequestTimeout = 2 * time.Second // each publish without quorum waits it out
+	}
 	for range 2 {
 		for _, n := range nodes {
 			all = append(all, n.learn(4)...)
@@ -400,7 +403,10 @@ func TestFleetQuorumLost(t *testing.T) {
 		}
 	}
 	c.Restart(1, 2)
-	deadline := time.Now().Add(30 * time.Second)
+	for _, n := range nodes {
+		n.cfg.RequestTimeout = 10 * time.Second
+	}
+	deadline := time.Now().Add(60 * time.Second)
 	for _, n := range nodes {
 		for {
 			err := n.Publish(ctxT(t, 10*time.Second))
@@ -435,6 +441,7 @@ func TestFleetUnreachableAtStart(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Errorf("New waited %v for an unreachable etcd", d)
 	}
+	n.cfg.RequestTimeout = 2 * time.Second // nothing answers: each call waits it out
 	ws := n.learn(6)
 	if err := n.Publish(ctxT(t, 10*time.Second)); err == nil || !strings.Contains(err.Error(), endpoint) {
 		t.Fatalf("publish to nothing: %v (the error must name the endpoint)", err)
@@ -448,7 +455,7 @@ func TestFleetUnreachableAtStart(t *testing.T) {
 	go func() { done <- n.Run(ctx) }()
 
 	fleettest.StartOn(t, ports[0], ports[1]) // etcd appears on the configured endpoint
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(60 * time.Second)
 	for {
 		if a, ok := n.Aggregate(profileKey); ok && a.Baseline.Windows == uint64(len(ws)) {
 			break
@@ -557,7 +564,7 @@ func TestFleetAdminPropagates(t *testing.T) {
 	time.Sleep(300 * time.Millisecond) // the watch is set up in Run's first round
 	waitFor := func(what string, ok func(*Aggregate) bool) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(30 * time.Second)
 		for {
 			if agg, got := b.Aggregate(profileKey); got && ok(agg) {
 				return
@@ -660,7 +667,7 @@ func TestFleetRestartKeepsUnpublished(t *testing.T) {
 	start := func(endpoints []string) *node {
 		logs := &logCounter{}
 		cl, err := New(Config{Endpoints: endpoints, Node: "node-a", PublishInterval: 200 * time.Millisecond,
-			RequestTimeout: 2 * time.Second, Outbox: outbox}, learnCfg, nil, slog.New(logs))
+			RequestTimeout: 10 * time.Second, Outbox: outbox}, learnCfg, nil, slog.New(logs))
 		if err != nil {
 			t.Fatal(err)
 		}
