@@ -647,7 +647,7 @@ func FuzzDecode(f *testing.F) {
 			return
 		}
 		switch ev.Kind {
-		case model.EventSyscall, model.EventExec, model.EventCgroupRemove, model.EventCgroupCreate:
+		case model.EventSyscall, model.EventExec, model.EventCgroupRemove, model.EventCgroupCreate, model.EventStopSignal:
 		default:
 			t.Fatalf("decoded unknown kind %q", ev.Kind)
 		}
