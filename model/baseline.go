@@ -122,6 +122,29 @@ func NewBaseline(image, tag, imageID string) *Baseline {
 	}
 }
 
+// FillEmpty turns maps a decoded baseline left absent into empty ones, so
+// learning can continue on it.
+func (b *Baseline) FillEmpty() {
+	if b.Containers == nil {
+		b.Containers = map[string]uint64{}
+	}
+	if b.Syscalls == nil {
+		b.Syscalls = map[string]Moments{}
+	}
+	if b.Startup == nil {
+		b.Startup = map[string]uint64{}
+	}
+	if b.Binaries == nil {
+		b.Binaries = map[string]uint64{}
+	}
+	if b.Composition.Shares == nil {
+		b.Composition.Shares = map[string]Moments{}
+	}
+	if b.Order.Grams == nil {
+		b.Order.Grams = map[string]uint64{}
+	}
+}
+
 // Key is the profile key the baseline is stored under: its workload, or its
 // image reference ("repo:tag", "repo", or the image id when the repository is
 // unknown).

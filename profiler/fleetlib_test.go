@@ -2,6 +2,7 @@ package profiler
 
 import (
 	"context"
+	"maps"
 	"sync"
 	"testing"
 	"time"
@@ -56,10 +57,10 @@ func TestLearnerSharesWithFleet(t *testing.T) {
 	if shared.Windows != local.Windows || shared.Windows == 0 {
 		t.Errorf("fleet got %d windows, the store %d", shared.Windows, local.Windows)
 	}
-	if len(local.Startup) == 0 || !mapsEq(shared.Startup, local.Startup) {
+	if len(local.Startup) == 0 || !maps.Equal(shared.Startup, local.Startup) {
 		t.Errorf("start-up syscalls: fleet %v, store %v", shared.Startup, local.Startup)
 	}
-	if !mapsEq(shared.Binaries, local.Binaries) || shared.Binaries["/bin/app"] != 1 {
+	if !maps.Equal(shared.Binaries, local.Binaries) || shared.Binaries["/bin/app"] != 1 {
 		t.Errorf("binaries: fleet %v, store %v", shared.Binaries, local.Binaries)
 	}
 	for name, m := range local.Syscalls {
@@ -102,16 +103,4 @@ func TestFleetViewDecides(t *testing.T) {
 	if _, err := lib.Status(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-}
-
-func mapsEq[K comparable, V comparable](a, b map[K]V) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }

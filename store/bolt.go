@@ -83,7 +83,7 @@ func familiarImageKeys(tx *bolt.Tx) error {
 			return nil
 		}
 		b.Image = model.FamiliarImage(b.Image)
-		fillEmpty(&b)
+		b.FillEmpty()
 		old = append(old, string(k))
 		if into := moved[b.Key()]; into != nil {
 			return mergeKeepingStable(into, &b)
@@ -103,7 +103,7 @@ func familiarImageKeys(tx *bolt.Tx) error {
 		if raw := bucket.Get([]byte(key)); raw != nil {
 			var there model.Baseline
 			if json.Unmarshal(raw, &there) == nil {
-				fillEmpty(&there)
+				there.FillEmpty()
 				if err := mergeKeepingStable(&there, b); err != nil {
 					return fmt.Errorf("merging baseline %q: %w", key, err)
 				}
@@ -135,7 +135,7 @@ func upgradeBaselineViews(tx *bolt.Tx) error {
 			return nil
 		}
 		b.UpgradeViews()
-		fillEmpty(&b)
+		b.FillEmpty()
 		if b.Validate() != nil {
 			return nil
 		}
@@ -295,7 +295,7 @@ func decodeBaseline(key, raw []byte) (*model.Baseline, error) {
 	if err := json.Unmarshal(raw, &b); err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrCorruptValue, key, err)
 	}
-	fillEmpty(&b)
+	b.FillEmpty()
 	if err := b.Validate(); err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrCorruptValue, key, err)
 	}

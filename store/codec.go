@@ -100,7 +100,7 @@ func ImportFile(r io.Reader) (File, error) {
 		if header.Version == 1 {
 			b.UpgradeViews() // keeps views a development build wrote into version 1
 		}
-		fillEmpty(b)
+		b.FillEmpty()
 		if err := b.Validate(); err != nil {
 			return File{}, fmt.Errorf("%w: baselines[%d]: %v", ErrBadImport, i, err)
 		}
@@ -123,28 +123,6 @@ func ImportFile(r io.Reader) (File, error) {
 		refs[inv.Ref()] = true
 	}
 	return File{Baselines: f.Baselines, Inventories: f.Inventories}, nil
-}
-
-// fillEmpty turns absent maps into empty ones so learning can continue on them.
-func fillEmpty(b *model.Baseline) {
-	if b.Containers == nil {
-		b.Containers = map[string]uint64{}
-	}
-	if b.Syscalls == nil {
-		b.Syscalls = map[string]model.Moments{}
-	}
-	if b.Startup == nil {
-		b.Startup = map[string]uint64{}
-	}
-	if b.Binaries == nil {
-		b.Binaries = map[string]uint64{}
-	}
-	if b.Composition.Shares == nil {
-		b.Composition.Shares = map[string]model.Moments{}
-	}
-	if b.Order.Grams == nil {
-		b.Order.Grams = map[string]uint64{}
-	}
 }
 
 // describeJSONError adds where in the file a decode error happened.

@@ -311,7 +311,7 @@ func decodeAggregate(raw []byte) (*Aggregate, error) {
 	if w.Baseline == nil {
 		return nil, errors.New("aggregate: no baseline")
 	}
-	fillEmpty(w.Baseline)
+	w.Baseline.FillEmpty()
 	if err := w.Baseline.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregate of %q: %w", w.Baseline.Key(), err)
 	}
@@ -333,26 +333,4 @@ func decodeAggregate(raw []byte) (*Aggregate, error) {
 		}
 	}
 	return a, nil
-}
-
-// fillEmpty turns absent maps into empty ones, as store.Import does.
-func fillEmpty(b *model.Baseline) {
-	if b.Containers == nil {
-		b.Containers = map[string]uint64{}
-	}
-	if b.Syscalls == nil {
-		b.Syscalls = map[string]model.Moments{}
-	}
-	if b.Startup == nil {
-		b.Startup = map[string]uint64{}
-	}
-	if b.Binaries == nil {
-		b.Binaries = map[string]uint64{}
-	}
-	if b.Composition.Shares == nil {
-		b.Composition.Shares = map[string]model.Moments{}
-	}
-	if b.Order.Grams == nil {
-		b.Order.Grams = map[string]uint64{}
-	}
 }

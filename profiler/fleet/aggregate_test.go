@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"maps"
 	"math/rand/v2"
 	"strings"
 	"testing"
@@ -62,7 +63,7 @@ func TestAggregateRoundTrip(t *testing.T) {
 		t.Errorf("decoded epoch %d nodes %d windows %d", back.Epoch, back.Nodes, back.Baseline.Windows)
 	}
 	for i, kind := range a.Support.kinds() {
-		if !mapsEqual(kind, back.Support.kinds()[i]) {
+		if !maps.Equal(kind, back.Support.kinds()[i]) {
 			t.Errorf("support list %d differs after a round trip", i)
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -191,10 +192,10 @@ func sameStatistics(t *testing.T, got, want *model.Baseline) {
 	for name, m := range want.Composition.Shares {
 		sameMoments(t, "share "+name, got.Composition.Shares[name], m)
 	}
-	if got.Order.Windows != want.Order.Windows || !mapsEqual(got.Order.Grams, want.Order.Grams) {
+	if got.Order.Windows != want.Order.Windows || !maps.Equal(got.Order.Grams, want.Order.Grams) {
 		t.Errorf("order: %d windows %d grams, want %d %d", got.Order.Windows, len(got.Order.Grams), want.Order.Windows, len(want.Order.Grams))
 	}
-	if !mapsEqual(got.Containers, want.Containers) || !mapsEqual(got.Binaries, want.Binaries) || !mapsEqual(got.Startup, want.Startup) {
+	if !maps.Equal(got.Containers, want.Containers) || !maps.Equal(got.Binaries, want.Binaries) || !maps.Equal(got.Startup, want.Startup) {
 		t.Errorf("containers/binaries/startup differ: %v %v %v, want %v %v %v", got.Containers, got.Binaries, got.Startup,
 			want.Containers, want.Binaries, want.Startup)
 	}
@@ -211,18 +212,6 @@ func sameStatistics(t *testing.T, got, want *model.Baseline) {
 	if !got.FirstSeen.Equal(want.FirstSeen) || !got.LastSeen.Equal(want.LastSeen) {
 		t.Errorf("seen %v..%v, want %v..%v", got.FirstSeen, got.LastSeen, want.FirstSeen, want.LastSeen)
 	}
-}
-
-func mapsEqual[K comparable, V comparable](a, b map[K]V) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		if w, ok := b[k]; !ok || w != v {
-			return false
-		}
-	}
-	return true
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -74,13 +74,13 @@ func (c *Client) restore() error {
 		p := c.profileLocked(key)
 		p.epoch, p.seq, p.pending = sp.Epoch, sp.Seq, sp.Pending
 		if p.pending != nil {
-			fillEmpty(p.pending)
+			p.pending.FillEmpty()
 		}
 		for _, b := range sp.Sealed {
 			if b.Delta == nil {
 				return fmt.Errorf("fleet outbox, profile %q: batch %d without a delta", key, b.Seq)
 			}
-			fillEmpty(b.Delta)
+			b.Delta.FillEmpty()
 			p.sealed = append(p.sealed, &batch{seq: b.Seq, delta: b.Delta, fresh: itemsFromLists(b.Fresh)})
 		}
 		if raw, ok := saved[key+publishedSuffix]; ok {
