@@ -95,13 +95,21 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 			l.log.Warn("window not learned: the container tripped a hard rule", "profile", c.ProfileKey(), "container", c.ID)
 			continue
 		}
-		l.lib.update(c, func(b *model.Baseline) bool {
+		// The same learning goes to the local baseline and to the fleet's share.
+		learn := func(b *model.Baseline) (novel []string) {
 			if w.Startup {
 				b.AddStartup(w)
+				return nil
+			}
+			return b.AddWindow(w, l.cfg.SampleSize)
+		}
+		l.lib.update(c, func(b *model.Baseline) bool {
+			novel := learn(b)
+			if w.Startup {
 				res.Startup++
 				return true
 			}
-			if novel := b.AddWindow(w, l.cfg.SampleSize); len(novel) > 0 && b.Windows > 1 {
+			if len(novel) > 0 && b.Windows > 1 {
 				l.log.Info("new syscalls learned", "profile", c.ProfileKey(), "syscalls", novel)
 			}
 			res.Learned++
@@ -111,13 +119,7 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 			}
 			return true
 		})
-		l.lib.share(c, func(b *model.Baseline) {
-			if w.Startup {
-				b.AddStartup(w)
-			} else {
-				b.AddWindow(w, l.cfg.SampleSize)
-			}
-		})
+		l.lib.share(c, func(b *model.Baseline) { learn(b) })
 	}
 	return res, l.lib.Flush()
 }

@@ -33,6 +33,19 @@ func writeConfig(t *testing.T, body string) string {
 	return p
 }
 
+// loadTestConfig loads a config file with body, after setting env.
+func loadTestConfig(t *testing.T, body string, env map[string]string) (profiler.Config, error) {
+	t.Helper()
+	for k, v := range env {
+		t.Setenv(k, v)
+	}
+	v, err := newViper(writeConfig(t, body))
+	if err != nil {
+		return profiler.Config{}, err
+	}
+	return loadConfig(v)
+}
+
 func TestLoadConfigDefaults(t *testing.T) {
 	v, err := newViper("")
 	if err != nil {
@@ -150,13 +163,7 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			v, err := newViper(writeConfig(t, tt.yaml))
-			if err == nil {
-				_, err = loadConfig(v)
-			}
+			_, err := loadTestConfig(t, tt.yaml, tt.env)
 			if err == nil {
 				t.Fatal("config accepted")
 			}
@@ -221,14 +228,7 @@ func TestLoadConfigSyslog(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			v, err := newViper(writeConfig(t, tt.yaml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := loadConfig(v)
+			cfg, err := loadTestConfig(t, tt.yaml, tt.env)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -306,14 +306,7 @@ func TestLoadConfigFleet(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			v, err := newViper(writeConfig(t, tt.yaml))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := loadConfig(v)
+			cfg, err := loadTestConfig(t, tt.yaml, tt.env)
 			if err != nil {
 				t.Fatal(err)
 			}
