@@ -3,11 +3,13 @@ package profiler
 import (
 	"context"
 	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/control"
 )
 
 // fakeFleet stands in for profiler/fleet's client, whose etcd tests live there.
@@ -100,7 +102,11 @@ func TestFleetViewDecides(t *testing.T) {
 	if local := mustGet(t, lib, "app:1"); local.Windows != 3 || local.State != model.StateLearning {
 		t.Errorf("the local baseline changed: %d windows, %s", local.Windows, local.State)
 	}
-	if _, err := lib.Status(context.Background()); err != nil {
+	st, err := lib.Status(context.Background())
+	if err != nil {
 		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(st.Images, func(is control.ImageStatus) bool { return is.Image == "app:1" }) {
+		t.Errorf("status lists %+v, want app:1 (the node's own learning)", st.Images)
 	}
 }

@@ -30,7 +30,6 @@ var ErrTooLarge = errors.New("aggregate too large for etcd")
 // Aggregate is the fleet's merged baseline of one profile key with what the
 // poisoning guard needs: how many distinct nodes published each item.
 type Aggregate struct {
-	Format int `json:"format"`
 	// Epoch changes on reset and replacing import; batches learned under
 	// another epoch are never merged into this one.
 	Epoch uint64 `json:"epoch"`
@@ -114,10 +113,11 @@ func itemsOf(b *model.Baseline) items {
 // minus returns the items of it that seen lacks.
 func (it items) minus(seen items) items {
 	out := newItems()
+	seenKinds, outKinds := seen.kinds(), out.kinds()
 	for i, kind := range it.kinds() {
 		for k := range kind {
-			if !seen.kinds()[i][k] {
-				out.kinds()[i][k] = true
+			if !seenKinds[i][k] {
+				outKinds[i][k] = true
 			}
 		}
 	}
@@ -126,8 +126,9 @@ func (it items) minus(seen items) items {
 
 // add puts o's items into it.
 func (it items) add(o items) {
+	kinds := it.kinds()
 	for i, kind := range o.kinds() {
-		maps.Copy(it.kinds()[i], kind)
+		maps.Copy(kinds[i], kind)
 	}
 }
 
@@ -135,7 +136,7 @@ func (it items) add(o items) {
 func newAggregate(like *model.Baseline, epoch uint64) *Aggregate {
 	b := model.NewBaseline(like.Image, like.Tag, like.ImageID)
 	b.Workload = like.Workload
-	return &Aggregate{Format: aggregateFormat, Epoch: epoch, Baseline: b, Support: newSupport()}
+	return &Aggregate{Epoch: epoch, Baseline: b, Support: newSupport()}
 }
 
 // apply merges one node's batch: its windows, and +1 node for each item the
@@ -315,7 +316,7 @@ func decodeAggregate(raw []byte) (*Aggregate, error) {
 	if err := w.Baseline.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregate of %q: %w", w.Baseline.Key(), err)
 	}
-	a := &Aggregate{Format: w.Format, Epoch: w.Epoch, StateRev: w.StateRev, Nodes: w.Nodes, Baseline: w.Baseline, Support: newSupport()}
+	a := &Aggregate{Epoch: w.Epoch, StateRev: w.StateRev, Nodes: w.Nodes, Baseline: w.Baseline, Support: newSupport()}
 	kinds := itemsOf(w.Baseline).kinds()
 	if len(w.Support) != len(kinds) {
 		return nil, fmt.Errorf("aggregate of %q: %d support lists, want %d", w.Baseline.Key(), len(w.Support), len(kinds))

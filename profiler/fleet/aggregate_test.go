@@ -99,8 +99,8 @@ func TestDecodeAggregateRefuses(t *testing.T) {
 		raw  []byte
 		want string
 	}{
-		{"not gzip", []byte("{}"), "aggregate"},
-		{"truncated", enc[:len(enc)/2], "aggregate"},
+		{"not gzip", []byte(`{"format": 1, "epoch": 1}`), "gzip"},
+		{"truncated", enc[:len(enc)/2], "unexpected EOF"},
 		{"other format", gz(wireAggregate{Format: 99, Baseline: good.Baseline}), "format 99"},
 		{"no baseline", gz(wireAggregate{Format: aggregateFormat}), "no baseline"},
 		{"counts not aligned with items", gz(wireAggregate{Format: aggregateFormat, Baseline: good.Baseline,

@@ -548,11 +548,8 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 	defer c.mu.Unlock()
 	p.sealed = slices.DeleteFunc(p.sealed, func(b *batch) bool { return b.seq <= last })
 	p.stateGen++
-	c.adoptLocked(p, next, enc, resp.Header.Revision)
+	c.adoptLocked(p, next, enc, resp.Header.Revision) // sets the nodes metric
 	p.lastPublish, c.lastPub = time.Now(), time.Now()
-	if c.obs != nil {
-		c.obs.SetNodes(key, next.Nodes)
-	}
 	return nil
 }
 

@@ -2,12 +2,12 @@ package fleet
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/cagewatch/cagewatch/profiler/alerts"
 )
 
 // Config is the fleet section (fleet.*). Endpoints empty: single node.
@@ -73,7 +73,7 @@ func (c Config) Validate() error {
 		bad("fleet.etcd.cert_file", errors.New("empty, but fleet.etcd.key_file is set"))
 	}
 	if c.CAFile != "" {
-		if _, err := readCA(c.CAFile); err != nil {
+		if _, err := alerts.ReadCAFile(c.CAFile); err != nil {
 			bad("fleet.etcd.ca_file", err)
 		}
 	}
@@ -85,18 +85,6 @@ func (c Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-func readCA(file string) (*x509.CertPool, error) {
-	raw, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(raw) {
-		return nil, fmt.Errorf("%s: no PEM certificate", file)
-	}
-	return pool, nil
-}
-
 // tlsConfig is nil without any TLS file: plain gRPC, as etcd's http:// endpoints.
 func (c Config) tlsConfig() (*tls.Config, error) {
 	if c.CAFile == "" && c.CertFile == "" {
@@ -104,7 +92,7 @@ func (c Config) tlsConfig() (*tls.Config, error) {
 	}
 	t := &tls.Config{MinVersion: tls.VersionTLS12}
 	if c.CAFile != "" {
-		pool, err := readCA(c.CAFile)
+		pool, err := alerts.ReadCAFile(c.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("fleet.etcd.ca_file: %w", err)
 		}

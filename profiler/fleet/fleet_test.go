@@ -380,7 +380,7 @@ func TestFleetQuorumLost(t *testing.T) {
 			if n.Connected() {
 				t.Errorf("%s: connected without quorum", n.name)
 			}
-			// Scoring goes on: the view holds the node's own windows.
+			// Scoring goes on with the last fleet view read.
 			if v, ok := n.View(profileKey); !ok || v.Windows < 5 {
 				t.Errorf("%s: no view during the outage", n.name)
 			}
