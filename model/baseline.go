@@ -34,6 +34,12 @@ type Baseline struct {
 	// baseline is one workload's, and Image and Tag name the image it ran.
 	Workload string        `json:"workload,omitempty"`
 	State    BaselineState `json:"state"`
+	// StableAt is when the baseline became stable (the end of the window that
+	// made it so, or a promotion); zero while learning and in older files.
+	StableAt time.Time `json:"stable_at,omitzero"`
+	// Prior, when set, says the baseline started from another tag's (an image
+	// upgrade, upgrade.go).
+	Prior *Prior `json:"prior,omitempty"`
 
 	Windows   uint64    `json:"windows"` // learned windows
 	Seconds   float64   `json:"seconds"` // learned time
@@ -105,11 +111,14 @@ type LearnConfig struct {
 	StableWindows uint64  // nothing new and no drift over this many windows
 	MaxDrift      float64 // largest block-mean change, in standard errors, that counts as no drift
 	SampleSize    int     // windows kept for calibration
+	// PriorWindows: a new tag of an image starts from this many of its most
+	// recently stable tag's sampled windows (upgrade.go); 0: from nothing.
+	PriorWindows int
 }
 
 // DefaultLearnConfig is what the embedded config uses.
 func DefaultLearnConfig() LearnConfig {
-	return LearnConfig{MinWindows: 60, MinContainers: 1, StableWindows: 20, MaxDrift: 3, SampleSize: DefaultSampleSize}
+	return LearnConfig{MinWindows: 60, MinContainers: 1, StableWindows: 20, MaxDrift: 3, SampleSize: DefaultSampleSize, PriorWindows: 40}
 }
 
 // NewBaseline starts an empty baseline for an image.
@@ -327,6 +336,17 @@ func (b *Baseline) Merge(o *Baseline, sampleSize int) error {
 		b.Binaries[path] += n
 	}
 	b.Exceptions = b.Exceptions.merge(o.Exceptions)
+	// Each side that carries a prior counts its statistics: keep b's copy.
+	oSample := o.Sample
+	if b.Prior.counted() && o.Prior.counted() {
+		b.subtract(o.Prior.Baseline)
+		oSample = withoutSampled(o.Sample, o.Prior.Baseline.Sample)
+	} else if !b.Prior.counted() && o.Prior != nil {
+		b.Prior = o.Prior.clone()
+	}
+	if o.StableAt.After(b.StableAt) {
+		b.StableAt = o.StableAt
+	}
 	if !o.FirstSeen.IsZero() && (b.FirstSeen.IsZero() || o.FirstSeen.Before(b.FirstSeen)) {
 		b.FirstSeen = o.FirstSeen
 	}
@@ -339,9 +359,9 @@ func (b *Baseline) Merge(o *Baseline, sampleSize int) error {
 	if sampleSize <= 0 {
 		sampleSize = max(len(b.Sample), len(o.Sample), DefaultSampleSize)
 	}
-	b.Sample = bottomK(append(slices.Clone(b.Sample), o.Sample...), sampleSize)
+	b.Sample = bottomK(append(slices.Clone(b.Sample), oSample...), sampleSize)
 	if b.State != StateStable || o.State != StateStable {
-		b.State = StateLearning
+		b.State, b.StableAt = StateLearning, time.Time{}
 	}
 	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.shareSums(), LastNovelty: b.Windows}
 	return nil
@@ -366,6 +386,7 @@ func (b *Baseline) Clone() *Baseline {
 		s.Grams = cloneGrams(s.Grams)
 		c.Sample[i] = s
 	}
+	c.Prior = b.Prior.clone()
 	c.Convergence.CheckpointSums = maps.Clone(b.Convergence.CheckpointSums)
 	c.Convergence.PreviousSums = maps.Clone(b.Convergence.PreviousSums)
 	return &c

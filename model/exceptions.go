@@ -36,6 +36,23 @@ func (b *Baseline) Excepted(rule, binary, detail string) bool {
 	return b != nil && b.Exceptions[rule][binary][detail] > 0
 }
 
+// subtract undoes merge(o) for counts o is part of.
+func (x Exceptions) subtract(o Exceptions) {
+	for rule, byBinary := range o {
+		for binary, details := range byBinary {
+			if have := x[rule][binary]; have != nil {
+				subtractCounts(have, details)
+				if len(have) == 0 {
+					delete(x[rule], binary)
+				}
+			}
+		}
+		if len(x[rule]) == 0 {
+			delete(x, rule)
+		}
+	}
+}
+
 func (x Exceptions) merge(o Exceptions) Exceptions {
 	if len(o) == 0 {
 		return x

@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // Progress says how far a learning baseline is from stable.
@@ -58,11 +59,18 @@ func (b *Baseline) UpdateState(cfg LearnConfig) (becameStable bool) {
 		conv.Drift = b.blockDrift(conv.PreviousSums, conv.PreviousWindows, conv.CheckpointSums, conv.CheckpointWindows, sums)
 	}
 	quiet := b.Windows-min(conv.LastNovelty, b.Windows) >= stableWindows
+	if compared && b.judgingPrior() {
+		if !quiet || conv.Drift > cfg.MaxDrift {
+			b.rejectPrior()
+			return false
+		}
+		b.Prior.Outcome = PriorMatched
+	}
 	conv.PreviousWindows, conv.PreviousSums = conv.CheckpointWindows, conv.CheckpointSums
 	conv.CheckpointWindows, conv.CheckpointSums = b.Windows, sums
 	if compared && quiet && conv.Drift <= cfg.MaxDrift &&
 		b.Windows >= cfg.MinWindows && len(b.Containers) >= cfg.MinContainers {
-		b.State = StateStable
+		b.State, b.StableAt = StateStable, b.LastSeen
 		return true
 	}
 	return false
@@ -136,5 +144,10 @@ func (b *Baseline) shareSums() map[string]RateSums {
 	return out
 }
 
-// Promote marks the baseline stable by hand.
-func (b *Baseline) Promote() { b.State = StateStable }
+// Promote marks the baseline stable by hand at the given time.
+func (b *Baseline) Promote(at time.Time) {
+	if b.State != StateStable {
+		b.StableAt = at
+	}
+	b.State = StateStable
+}

@@ -332,7 +332,7 @@ func TestLearningPromote(t *testing.T) {
 	b := NewBaseline(testImage, testTag, "")
 	wl := newWorkload(15)
 	feed(t, b, wl, cfg, "c1", 5)
-	b.Promote()
+	b.Promote(b.LastSeen)
 	if b.State != StateStable {
 		t.Fatalf("State after Promote = %q, want %q", b.State, StateStable)
 	}

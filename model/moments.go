@@ -40,6 +40,22 @@ func (m Moments) Merge(o Moments) Moments {
 	}
 }
 
+// unmerge undoes Merge(o) (exactly, up to rounding); Max is kept, an upper
+// bound.
+func (m Moments) unmerge(o Moments) Moments {
+	if o.N == 0 {
+		return m
+	}
+	if m.N <= o.N {
+		return Moments{}
+	}
+	n := m.N - o.N
+	mean := (m.Mean*float64(m.N) - o.Mean*float64(o.N)) / float64(n)
+	d := o.Mean - mean
+	m2 := m.M2 - o.M2 - d*d*float64(n)*float64(o.N)/float64(m.N)
+	return Moments{N: n, Mean: mean, M2: math.Max(m2, 0), Max: m.Max}
+}
+
 // Over returns mean and sample variance over total windows, counting the windows
 // in which the value was absent as zeros: Chan's merge with a block of zeros.
 func (m Moments) Over(total uint64) (mean, variance float64) {

@@ -471,7 +471,7 @@ func driftBaselines() (stable, learning *Baseline) {
 	stable.AddExec("/usr/sbin/nginx")
 	stable.AddExec("/docker-entrypoint.sh")
 	learning = stable.Clone()
-	stable.Promote()
+	stable.Promote(stable.LastSeen)
 	return stable, learning
 }
 

@@ -69,7 +69,7 @@ func learnScoreBaseline(wl *scoreWorkload, n int) *Baseline {
 	for range n {
 		b.AddWindow(wl.next(1), 0)
 	}
-	b.Promote()
+	b.Promote(b.LastSeen)
 	return b
 }
 
@@ -448,7 +448,7 @@ func TestCalibrateHonoursBudget(t *testing.T) {
 			for range learnWindows {
 				b.AddWindow(next(), 0)
 			}
-			b.Promote()
+			b.Promote(b.LastSeen)
 			cal := b.Calibration()
 			scores := make([]float64, freshWindows)
 			for i := range scores {

@@ -24,6 +24,9 @@ func (b *Baseline) Validate() error {
 			return bad("workload without image, tag or image_id")
 		}
 	}
+	if err := b.Prior.validate(key, b.Windows); err != nil {
+		return bad("%v", err)
+	}
 	if b.State != StateLearning && b.State != StateStable {
 		return bad("state %q is not %q or %q", b.State, StateLearning, StateStable)
 	}

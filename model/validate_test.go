@@ -37,7 +37,7 @@ func TestValidateLearned(t *testing.T) {
 		t.Errorf("empty baseline does not validate: %v", err)
 	}
 	b := learnedBaseline(t)
-	b.Promote()
+	b.Promote(b.LastSeen)
 	if err := b.Validate(); err != nil {
 		t.Errorf("promoted baseline does not validate: %v", err)
 	}

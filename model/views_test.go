@@ -115,7 +115,7 @@ func learnSeqBaseline(wl *seqWorkload, n int) *Baseline {
 	for range n {
 		b.AddWindow(wl.next(1), 0)
 	}
-	b.Promote()
+	b.Promote(b.LastSeen)
 	return b
 }
 
@@ -358,8 +358,8 @@ func TestMergeViewsEqualLearningTogether(t *testing.T) {
 			checkSameViews(t, a, all)
 			checkSameSample(t, a.Sample, all.Sample)
 
-			all.Promote()
-			a.Promote()
+			all.Promote(all.LastSeen)
+			a.Promote(a.LastSeen)
 			calAll, calA := all.Calibration(), a.Calibration()
 			held, heldAll := a.HeldOutScores(), all.HeldOutScores()
 			if len(held) != len(heldAll) {
@@ -733,7 +733,7 @@ func TestImpliedSyscallsAreNotNovel(t *testing.T) {
 			}
 			b.AddWindow(w, 0)
 		}
-		b.Promote()
+		b.Promote(b.LastSeen)
 		return b
 	}
 	for _, tt := range []struct {
