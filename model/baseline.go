@@ -185,7 +185,7 @@ func (b *Baseline) AddWindow(w Window, sampleSize int) (novel []string) {
 			continue
 		}
 		m, seen := b.Syscalls[name]
-		if !seen && b.Startup[name] == 0 {
+		if !seen && !b.Knows(name) {
 			novel = append(novel, name)
 		}
 		m.Add(Rate(c, secs))

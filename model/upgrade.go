@@ -3,6 +3,7 @@ package model
 import (
 	"cmp"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -18,6 +19,9 @@ type Prior struct {
 	// Outcome of comparing the new tag's first block of windows with the
 	// prior: "" until then, PriorMatched, or PriorRejected.
 	Outcome string `json:"outcome,omitempty"`
+	// Syscalls are every syscall the old tag was known to make, sorted: its
+	// sampled windows miss the rare ones, which are not new in the new tag.
+	Syscalls []string `json:"syscalls,omitempty"`
 	// Baseline is the prior's own statistics, so that a rejected prior can be
 	// taken out again and a merge of two baselines that both carry it counts
 	// it once.
@@ -42,6 +46,7 @@ func (p *Prior) clone() *Prior {
 		return nil
 	}
 	c := *p
+	c.Syscalls = slices.Clone(p.Syscalls)
 	if p.Baseline != nil {
 		c.Baseline = p.Baseline.Clone()
 	}
@@ -125,7 +130,12 @@ func NewPriorBaseline(fresh *Baseline, old *Baseline, cfg LearnConfig, at time.T
 	// The prior is one block: the next checkpoint compares the new tag's own
 	// first block with it, and only what the new tag does is new.
 	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.shareSums(), LastNovelty: b.Windows}
-	b.Prior = &Prior{From: old.Key(), Windows: b.Windows, At: at, Baseline: p}
+	known := slices.Collect(maps.Keys(old.Syscalls))
+	for name := range old.Startup {
+		known = append(known, name)
+	}
+	slices.Sort(known)
+	b.Prior = &Prior{From: old.Key(), Windows: b.Windows, At: at, Syscalls: slices.Compact(known), Baseline: p}
 	return b
 }
 
@@ -141,6 +151,8 @@ func (p *Prior) validate(key string, windows uint64) error {
 		return fmt.Errorf("prior from %q: its statistics are missing or are not of its %d windows", p.From, p.Windows)
 	case p.counted() && p.Windows > windows:
 		return fmt.Errorf("prior from %q of %d windows: more than the baseline's %d", p.From, p.Windows, windows)
+	case !slices.IsSorted(p.Syscalls) || slices.Contains(p.Syscalls, ""):
+		return fmt.Errorf("prior from %q: its syscalls are not sorted names", p.From)
 	case p.Baseline.Prior != nil:
 		return fmt.Errorf("prior from %q carries a prior of its own", p.From)
 	}
@@ -148,6 +160,23 @@ func (p *Prior) validate(key string, windows uint64) error {
 		return fmt.Errorf("prior from %q: %w", p.From, err)
 	}
 	return nil
+}
+
+// Knows reports whether the baseline knows a syscall: learned, made at
+// start-up, or made by the old tag of a prior it kept.
+func (b *Baseline) Knows(name string) bool {
+	if _, ok := b.Syscalls[name]; ok || b.Startup[name] > 0 {
+		return true
+	}
+	return b.knownByPrior(name)
+}
+
+func (b *Baseline) knownByPrior(name string) bool {
+	if !b.Prior.counted() {
+		return false
+	}
+	_, found := slices.BinarySearch(b.Prior.Syscalls, name)
+	return found
 }
 
 // judgingPrior reports whether the checkpoint being passed compares the new

@@ -365,7 +365,7 @@ func (b *Baseline) compositionScore(counts map[string]uint64, total uint64, with
 			continue
 		}
 		x := float64(c) / float64(total)
-		if !impliedByLearned(b, name) {
+		if !impliedByLearned(b, name) && !b.knownByPrior(name) {
 			r.novel = append(r.novel, name)
 		}
 		scores = append(scores, novelPenalty)

@@ -5,9 +5,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/cagewatch/cagewatch/model"
 	"github.com/cagewatch/cagewatch/profiler/control"
@@ -29,6 +31,7 @@ type Library struct {
 	dirty map[string]bool
 	// fleet, when set, has the fleet's view of profiles (#17, fleetlib.go).
 	fleet Fleet
+	log   *slog.Logger // nil: decisions are not logged (offline commands)
 }
 
 // NewLibrary loads every baseline from st.
@@ -111,7 +114,7 @@ func (l *Library) Promote(_ context.Context, key string) error {
 		return fmt.Errorf("%w: %q", store.ErrNotFound, key)
 	}
 	promoted := b.Clone()
-	promoted.Promote()
+	promoted.Promote(time.Now())
 	if err := l.store.PutBaselines(promoted); err != nil {
 		return err
 	}
@@ -147,6 +150,9 @@ func (l *Library) Status(context.Context) (control.Status, error) {
 		if b.Workload != "" {
 			is.ImageRef = model.Container{Image: b.Image, ImageTag: b.Tag, ImageID: b.ImageID}.ImageRef()
 		}
+		if p := b.Prior; p != nil {
+			is.CarriedFrom = &control.CarriedFrom{Profile: p.From, Windows: p.Windows, Outcome: p.Outcome, At: p.At}
+		}
 		st.Images = append(st.Images, is)
 	}
 	slices.SortFunc(st.Images, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })
@@ -170,7 +176,7 @@ func (l *Library) update(c model.Container, fn func(b *model.Baseline) bool) {
 	defer l.mu.Unlock()
 	b, ok := l.cache[key]
 	if !ok {
-		b = model.NewProfileBaseline(c)
+		b = l.start(c)
 	}
 	if fn(b) {
 		l.cache[key] = b

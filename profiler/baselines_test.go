@@ -478,7 +478,7 @@ func TestLibraryImport(t *testing.T) {
 	t.Run("merge of a stable and a learning baseline is learning", func(t *testing.T) {
 		st, _ := openStore(t)
 		stable := existing()
-		stable.Promote()
+		stable.Promote(stable.LastSeen)
 		if err := st.PutBaselines(stable); err != nil {
 			t.Fatal(err)
 		}
@@ -690,7 +690,7 @@ func TestLibraryReset(t *testing.T) {
 			return map[string]uint64{"read": 5, "ptrace": 1}
 		})
 		old.AddExec("/usr/bin/old")
-		old.Promote()
+		old.Promote(old.LastSeen)
 		if err := st.PutBaselines(old); err != nil {
 			t.Fatal(err)
 		}
@@ -740,7 +740,7 @@ func TestLibraryReset(t *testing.T) {
 func TestLibraryStatus(t *testing.T) {
 	cfg := testLearnConfig()
 	stable := learned("e2e/b", "1", "b1", 12, 0, steady)
-	stable.Promote()
+	stable.Promote(stable.LastSeen)
 	stored := []*model.Baseline{
 		learned("e2e/c", "1", "c1", 7, 0, steady),
 		stable,

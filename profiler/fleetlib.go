@@ -21,6 +21,10 @@ type Fleet interface {
 	View(key string) (*model.Baseline, bool)
 	// Update applies a learning change to the node's unpublished delta.
 	Update(c model.Container, fn func(b *model.Baseline))
+	// OfferPrior offers a new tag's baseline started from its previous tag's
+	// (model.NewPriorBaseline): the fleet starts the tag from it if no node
+	// did yet, once. trusted: taken from the fleet's view, not this node's.
+	OfferPrior(b *model.Baseline, trusted bool)
 }
 
 // SetFleet makes the fleet's view decide (state, calibration, scoring,

@@ -17,10 +17,19 @@ type fakeFleet struct {
 	mu      sync.Mutex
 	views   map[string]*model.Baseline
 	pending map[string]*model.Baseline
+	priors  map[string]*model.Baseline
+	trusted map[string]bool
 }
 
 func newFakeFleet() *fakeFleet {
-	return &fakeFleet{views: map[string]*model.Baseline{}, pending: map[string]*model.Baseline{}}
+	return &fakeFleet{views: map[string]*model.Baseline{}, pending: map[string]*model.Baseline{},
+		priors: map[string]*model.Baseline{}, trusted: map[string]bool{}}
+}
+
+func (f *fakeFleet) OfferPrior(b *model.Baseline, trusted bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.priors[b.Key()], f.trusted[b.Key()] = b.Clone(), trusted
 }
 
 func (f *fakeFleet) View(key string) (*model.Baseline, bool) {
@@ -83,7 +92,7 @@ func TestFleetViewDecides(t *testing.T) {
 		t.Fatalf("learned %d of 3 windows with no fleet view", res.Learned)
 	}
 	fleetBaseline := learned("app", "1", "elsewhere", 50, 0, steady)
-	fleetBaseline.Promote()
+	fleetBaseline.Promote(fleetBaseline.LastSeen)
 	f.mu.Lock()
 	f.views["app:1"] = fleetBaseline
 	f.mu.Unlock()

@@ -121,5 +121,8 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 		})
 		l.lib.share(c, func(b *model.Baseline) { learn(b) })
 	}
+	for _, key := range res.BecameStable {
+		l.lib.LogUpgradeDiff(key)
+	}
 	return res, l.lib.Flush()
 }

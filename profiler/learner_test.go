@@ -332,7 +332,7 @@ func TestLearnerModes(t *testing.T) {
 			if tt.existing != none {
 				b := learned("e2e/app", "1", "app1", 6, 0, steady)
 				if tt.existing == stable {
-					b.Promote()
+					b.Promote(b.LastSeen)
 				}
 				before = b.Windows
 				if err := st.PutBaselines(b); err != nil {

@@ -166,7 +166,7 @@ type pipelineEnv struct {
 func pipelineBaselines() []*model.Baseline {
 	app := learned("e2e/app", "1", "app1", 60, 0, steady)
 	app.AddExec("/usr/bin/app")
-	app.Promote()
+	app.Promote(app.LastSeen)
 	fresh := learned("e2e/fresh", "1", "fresh1", 60, 0, steady)
 	return []*model.Baseline{app, fresh}
 }
@@ -787,7 +787,7 @@ func TestPipelineThresholdCache(t *testing.T) {
 	cfg := Config{Budget: 1, Window: time.Second}
 	stable := func(n, seed int) *model.Baseline {
 		b := learned("e2e/app", "1", "app1", n, 0, noisyCounts(seed))
-		b.Promote()
+		b.Promote(b.LastSeen)
 		return b
 	}
 	put := func(t *testing.T, b *model.Baseline) {

@@ -268,7 +268,7 @@ func TestDefaultRulesMatch(t *testing.T) {
 	stable.AddExec("/usr/local/bin/shop")
 	stable.AddExec("/bin/sh")
 	learning := stable.Clone()
-	stable.Promote()
+	stable.Promote(stable.LastSeen)
 	writesNginxConf := stable.Clone()
 	writesNginxConf.AddException("fs_write_drift", "/bin/sed", "/etc/nginx/")
 	readsToken := stable.Clone()

@@ -53,6 +53,7 @@ func Run(ctx context.Context, cfg Config, opts RunOptions) error {
 	if err != nil {
 		return err
 	}
+	lib.SetLogger(log)
 	images, err := NewImageRecords(st, lib, log)
 	if err != nil {
 		return err
@@ -127,6 +128,7 @@ func startFleet(cfg Config, st *store.Bolt, lib *Library, p *Pipeline, log *slog
 		fc.Seed(b)
 	}
 	lib.SetFleet(fc)
+	fc.OnStable(lib.LogUpgradeDiff)
 	log.Info("fleet baselines through etcd", "endpoints", cfg.Fleet.Endpoints, "prefix", cfg.Fleet.Prefix,
 		"node", cfg.Fleet.Node, "publish_interval", cfg.Fleet.PublishInterval)
 	return fc, nil

@@ -23,7 +23,7 @@ var exportTime = time.Date(2025, 3, 2, 8, 30, 0, 0, time.FixedZone("CET", 3600))
 func exportBaselines(t testing.TB) []*model.Baseline {
 	t.Helper()
 	stable := testBaseline(t, "docker.io/library/nginx", "1.27", 12)
-	stable.Promote()
+	stable.Promote(stable.LastSeen)
 	stable.AddException("kernel_attack_surface", "/usr/sbin/mariadbd", "io_uring_setup")
 	stable.AddException("fs_write_drift", "/bin/sed", "/etc/nginx/")
 	byID := testBaseline(t, "", "", 3)

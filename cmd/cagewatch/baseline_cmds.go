@@ -306,6 +306,9 @@ func newStatusCommand(g *globalOptions) *cobra.Command {
 				} else {
 					fmt.Fprintf(g.stdout, " — %d windows from %d containers", im.Progress.Windows, im.Progress.Containers)
 				}
+				if cf := im.CarriedFrom; cf != nil {
+					fmt.Fprintf(g.stdout, "; carried from %s (%d windows, %s)", cf.Profile, cf.Windows, cmp.Or(cf.Outcome, "judged after its first block"))
+				}
 				if im.Vulns != nil {
 					fmt.Fprintf(g.stdout, "; vulnerabilities in use %s of %s", severityCounts(im.VulnsInUse), severityCounts(im.Vulns))
 				}

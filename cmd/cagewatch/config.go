@@ -55,6 +55,7 @@ const (
 	keyStableWindows = "learning.stable_windows"
 	keyMaxDrift      = "learning.max_drift"
 	keySampleSize    = "learning.sample_size"
+	keyPriorWindows  = "learning.prior_windows"
 	keyLearningKey   = "learning.key"
 
 	keyBudget          = "scoring.false_positive_budget"
@@ -92,7 +93,7 @@ var knownKeys = []string{
 	keyMode, keyWindow, keyStore, keyMetricsListen, keyAlertsFile, keyRules,
 	keyCgroupRoot, keyDockerSocket, keyPodmanSocket, keyContainerdSocket, keyCRIOSocket, keyStatic,
 	keyWatchPrefixes, keyWatchNames, keyWatchPorts, keyKernelBTF, keyHistogramSlots,
-	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize, keyLearningKey,
+	keyIgnoreFirst, keyMinWindows, keyMinContainers, keyStableWindows, keyMaxDrift, keySampleSize, keyPriorWindows, keyLearningKey,
 	keyBudget, keyDedup, keyContainerLimit, keyWebhookURL, keyWebhookQueue, keyWebhookAttempts, keyWebhookBackoff,
 	keySyslogAddress, keySyslogFacility, keySyslogQueue, keySyslogHostname,
 	keySyslogCAFile, keySyslogCertFile, keySyslogKeyFile, keySyslogServerName,
@@ -326,6 +327,10 @@ func loadLearning(v *viper.Viper, bad func(string, error)) profiler.LearnerConfi
 	lc.MinContainers = positive(keyMinContainers, 1)
 	lc.StableWindows = uint64(max(positive(keyStableWindows, 2), 0)) // a block of one has no variance
 	lc.SampleSize = positive(keySampleSize, 1)
+	lc.PriorWindows = positive(keyPriorWindows, 0)
+	if lc.PriorWindows > lc.SampleSize {
+		bad(keyPriorWindows, fmt.Errorf("%d is more than %s (%d): a prior is taken from the sampled windows", lc.PriorWindows, keySampleSize, lc.SampleSize))
+	}
 	drift, err := cast.ToFloat64E(v.Get(keyMaxDrift))
 	if err != nil || drift <= 0 || math.IsNaN(drift) || math.IsInf(drift, 0) {
 		bad(keyMaxDrift, fmt.Errorf("%v is not a positive number", v.Get(keyMaxDrift)))

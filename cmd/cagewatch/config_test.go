@@ -64,6 +64,9 @@ func TestLoadConfigDefaults(t *testing.T) {
 	if cfg.Learning.KeyBy != model.KeyByImage {
 		t.Errorf("learning.key %q, want image by default", cfg.Learning.KeyBy)
 	}
+	if cfg.Learning.PriorWindows != 40 {
+		t.Errorf("learning.prior_windows %d, want 40 by default", cfg.Learning.PriorWindows)
+	}
 }
 
 func TestLoadConfigLayers(t *testing.T) {
@@ -123,6 +126,9 @@ func TestLoadConfigErrorsNameTheKey(t *testing.T) {
 		{name: "relative watch prefix", yaml: "sensor:\n  watch_prefixes: [etc/shadow]\n", want: []string{"sensor.watch_prefixes[0]"}},
 		{name: "watch name with slash", yaml: "sensor:\n  watch_names: [a/b]\n", want: []string{"sensor.watch_names[0]"}},
 		{name: "unknown profile key", yaml: "learning:\n  key: pod\n", want: []string{"learning.key", `"pod"`, "workload"}},
+		{name: "negative prior", yaml: "learning:\n  prior_windows: -1\n", want: []string{"learning.prior_windows", "-1"}},
+		{name: "prior beyond the sample", yaml: "learning:\n  prior_windows: 300\n",
+			want: []string{"learning.prior_windows", "300", "learning.sample_size (256)"}},
 		{name: "negative alert cap", yaml: "alerts:\n  container_limit: -1\n", want: []string{"alerts.container_limit", "-1"}},
 		{name: "syslog bad scheme", yaml: "alerts:\n  syslog: {address: \"http://127.0.0.1:514\"}\n",
 			want: []string{"alerts.syslog.address", "http://127.0.0.1:514", "udp, tcp, tls or unix"}},

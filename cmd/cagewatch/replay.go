@@ -120,7 +120,7 @@ func learnFromFile(path string, stderr io.Writer) (map[string]*model.Baseline, e
 		b.AddWindow(r.Window(), model.DefaultSampleSize)
 	})
 	for _, b := range out {
-		b.Promote()
+		b.Promote(b.LastSeen)
 	}
 	if err == nil && len(out) == 0 {
 		err = fmt.Errorf("%s: no windows to learn from", path)

@@ -113,7 +113,7 @@ func learnedWeb(t0 time.Time) *model.Baseline {
 			Duration: time.Second, Counts: map[string]uint64{"read": 60 + x, "write": 30 + (x*3)%41, "futex": 5 + (x*5)%13}},
 			model.DefaultSampleSize)
 	}
-	b.Promote()
+	b.Promote(b.LastSeen)
 	return b
 }
 

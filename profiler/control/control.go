@@ -86,6 +86,16 @@ type ImageStatus struct {
 	Vulns map[string]int `json:"vulnerabilities,omitempty"`
 	// Fleet is the profile's fleet baseline (#17), when the agent has one.
 	Fleet *ImageFleet `json:"fleet,omitempty"`
+	// CarriedFrom: the baseline started from another tag's (an image upgrade).
+	CarriedFrom *CarriedFrom `json:"carried_from,omitempty"`
+}
+
+// CarriedFrom is where a new tag's baseline started from.
+type CarriedFrom struct {
+	Profile string    `json:"profile"`
+	Windows uint64    `json:"windows"`
+	Outcome string    `json:"outcome"` // "" (judged after the tag's first block), matched or rejected
+	At      time.Time `json:"at"`
 }
 
 // SocketPath is where the agent listens for a given store file.

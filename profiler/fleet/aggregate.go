@@ -39,6 +39,9 @@ type Aggregate struct {
 	Nodes    int             `json:"nodes"`
 	Baseline *model.Baseline `json:"baseline"`
 	Support  Support         `json:"support"`
+	// PriorSupport is what a new tag's prior added to each of its items'
+	// support (startFrom), taken back if the tag rejects the prior.
+	PriorSupport uint32 `json:"prior_support,omitempty"`
 }
 
 // Support counts, per item, the distinct nodes that published it (an import
@@ -146,8 +149,7 @@ func (a *Aggregate) apply(delta *model.Baseline, fresh items, firstFromNode bool
 	b := a.Baseline
 	novel := false
 	for k := range delta.Syscalls {
-		_, seen := b.Syscalls[k]
-		novel = novel || !seen
+		novel = novel || !b.Knows(k)
 	}
 	for k := range delta.Binaries {
 		_, seen := b.Binaries[k]
@@ -172,8 +174,31 @@ func (a *Aggregate) apply(delta *model.Baseline, fresh items, firstFromNode bool
 	if firstFromNode {
 		a.Nodes++
 	}
+	priorCounted := b.Prior != nil && b.Prior.Outcome != model.PriorRejected
 	b.UpdateState(cfg)
+	if priorCounted && b.Prior.Outcome == model.PriorRejected {
+		a.addSupport(itemsOf(b.Prior.Baseline), -int64(a.PriorSupport))
+		a.PriorSupport = 0
+	}
 	return nil
+}
+
+// startFrom starts a new aggregate from a new tag's prior (its statistics,
+// once), each of its items supported by k nodes.
+func (a *Aggregate) startFrom(prior *model.Baseline, k uint32) {
+	a.Baseline = prior.Clone()
+	a.PriorSupport = k
+	a.addSupport(itemsOf(prior.Prior.Baseline), int64(k))
+}
+
+// addSupport adds n (negative: takes it back, down to 0) to every item's support.
+func (a *Aggregate) addSupport(it items, n int64) {
+	for i, kind := range it.kinds() {
+		sup := a.Support.kinds()[i]
+		for key := range kind {
+			sup[key] = uint32(max(int64(sup[key])+n, 0))
+		}
+	}
 }
 
 // importBaseline folds an operator's baseline in: trusted, so each of its
@@ -262,12 +287,14 @@ type wireAggregate struct {
 	Nodes    int             `json:"nodes"`
 	Baseline *model.Baseline `json:"baseline"`
 	Support  [][]uint32      `json:"support"` // syscalls, startup, grams, binaries, exceptions
+	// PriorSupport: see Aggregate.
+	PriorSupport uint32 `json:"prior_support,omitempty"`
 }
 
 // encode is gzip'd JSON: the order view and the sample are most of an
 // aggregate and compress about sevenfold.
 func (a *Aggregate) encode() ([]byte, error) {
-	w := wireAggregate{Format: aggregateFormat, Epoch: a.Epoch, StateRev: a.StateRev, Nodes: a.Nodes, Baseline: a.Baseline}
+	w := wireAggregate{Format: aggregateFormat, Epoch: a.Epoch, StateRev: a.StateRev, Nodes: a.Nodes, Baseline: a.Baseline, PriorSupport: a.PriorSupport}
 	sup := a.Support.kinds()
 	for i, kind := range itemsOf(a.Baseline).kinds() {
 		keys := slices.Sorted(maps.Keys(kind))
@@ -316,7 +343,7 @@ func decodeAggregate(raw []byte) (*Aggregate, error) {
 	if err := w.Baseline.Validate(); err != nil {
 		return nil, fmt.Errorf("aggregate of %q: %w", w.Baseline.Key(), err)
 	}
-	a := &Aggregate{Epoch: w.Epoch, StateRev: w.StateRev, Nodes: w.Nodes, Baseline: w.Baseline, Support: newSupport()}
+	a := &Aggregate{Epoch: w.Epoch, StateRev: w.StateRev, Nodes: w.Nodes, Baseline: w.Baseline, Support: newSupport(), PriorSupport: w.PriorSupport}
 	kinds := itemsOf(w.Baseline).kinds()
 	if len(w.Support) != len(kinds) {
 		return nil, fmt.Errorf("aggregate of %q: %d support lists, want %d", w.Baseline.Key(), len(w.Support), len(kinds))

@@ -46,6 +46,10 @@ type Client struct {
 	watching  map[string]context.CancelFunc
 	refresh   chan string
 
+	// onStable, when set, is called (on its own goroutine) when an aggregate
+	// read shows the profile's fleet baseline became stable.
+	onStable func(key string)
+
 	// afterCommit, in tests, turns a committed publish into an error, as if
 	// its response had been lost.
 	afterCommit func() error
@@ -76,6 +80,11 @@ type profile struct {
 	next        time.Time
 	lastPublish time.Time
 	took        time.Duration // the last publish, conflicts included
+	// prior: a new tag's baseline started from its previous tag's, offered
+	// until the profile has an aggregate; the publish that creates the
+	// aggregate starts it from the prior (priorTrusted: read from the fleet).
+	prior        *model.Baseline
+	priorTrusted bool
 	// Changes to what the outbox keeps, and the last saved ones.
 	stateGen, savedState uint64
 	pubGen, savedPub     uint64
@@ -166,6 +175,14 @@ func (c *Client) Close() error {
 	return errors.Join(c.SaveOutbox(), c.etcd.Close())
 }
 
+// OnStable calls fn with a profile's key when the fleet baseline of it is
+// seen becoming stable (the agent logs a new tag's changes then).
+func (c *Client) OnStable(fn func(key string)) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.onStable = fn
+}
+
 // Node is this node's name in the fleet.
 func (c *Client) Node() string { return c.cfg.Node }
 
@@ -174,6 +191,9 @@ func (c *Client) aggKey(key string) string {
 }
 func (c *Client) stateKey(key string) string {
 	return c.cfg.Prefix + "/images/" + url.PathEscape(key) + "/state"
+}
+func (c *Client) priorKey(key string) string {
+	return c.cfg.Prefix + "/images/" + url.PathEscape(key) + "/prior"
 }
 func (c *Client) publishedKey() string { return c.cfg.Prefix + "/nodes/" + c.cfg.Node + "/published" }
 func (c *Client) aliveKey() string     { return c.cfg.Prefix + "/nodes/" + c.cfg.Node + "/alive" }
@@ -211,6 +231,34 @@ func (c *Client) Seed(b *model.Baseline) {
 	seed.State, seed.Convergence = model.StateLearning, model.Convergence{}
 	p.pending = seed
 	p.stateGen++
+}
+
+// OfferPrior offers a new tag's baseline started from its previous tag's
+// (model.NewPriorBaseline). The publish that creates the tag's aggregate
+// starts it from the prior, so the prior enters the fleet once, whichever
+// nodes offered it; once the aggregate exists, offers are ignored.
+// trusted: the prior was read from the fleet's view of the old tag, so its
+// items count as known fleet-wide; otherwise as one node's.
+func (c *Client) OfferPrior(b *model.Baseline, trusted bool) {
+	if b == nil || b.Prior == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.profileLocked(b.Key())
+	if p.raw == nil && p.prior == nil {
+		p.prior, p.priorTrusted = b.Clone(), trusted
+	}
+}
+
+// PriorRecord is the fleet-level record of a tag started from another's
+// (P/images/<key>/prior), written once, with the aggregate it started.
+type PriorRecord struct {
+	From    string    `json:"from"`
+	Windows uint64    `json:"windows"`
+	Trusted bool      `json:"trusted"` // from the fleet's view of the old tag
+	Node    string    `json:"node"`
+	At      time.Time `json:"at"`
 }
 
 // AddWindow learns one window into the pending delta.
@@ -365,7 +413,18 @@ func (c *Client) adoptLocked(p *profile, agg *Aggregate, raw []byte, rev int64) 
 		p.stateGen++
 		p.pubGen++
 	}
-	p.epoch, p.raw, p.aggRev, p.view = agg.Epoch, raw, rev, nil
+	if p.raw != nil && p.sum.State != model.StateStable && agg.Baseline.State == model.StateStable {
+		from := ""
+		if agg.Baseline.Prior != nil {
+			from = agg.Baseline.Prior.From
+		}
+		c.log.Info("fleet baseline stable", "profile", p.key, "windows", agg.Baseline.Windows, "nodes", agg.Nodes,
+			"containers", len(agg.Baseline.Containers), "prior_from", from)
+		if c.onStable != nil {
+			go c.onStable(p.key) // it reads the view, which takes c.mu
+		}
+	}
+	p.epoch, p.raw, p.aggRev, p.view, p.prior = agg.Epoch, raw, rev, nil, nil
 	p.gen++
 	p.sum = summary{Nodes: agg.Nodes, Windows: agg.Baseline.Windows, State: agg.Baseline.State}
 	if c.obs != nil {
@@ -494,12 +553,28 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 	}
 	sealed := slices.Clone(p.sealed)
 	epoch := p.epoch
+	prior, priorTrusted := p.prior, p.priorTrusted
 	c.mu.Unlock()
 
-	// The new aggregate: the one read (or an empty one) with the batches merged.
+	// The new aggregate: the one read (or an empty one, or a new tag's prior)
+	// with the batches merged.
 	next := agg // decoded for this attempt alone
+	var priorOp []clientv3.Op
 	if next == nil {
 		next = newAggregate(sealed[0].delta, epoch)
+		if prior != nil {
+			support := uint32(1)
+			if priorTrusted {
+				support = max(c.cfg.Guard.K, 1)
+			}
+			next.startFrom(prior, support)
+			rec, err := json.Marshal(PriorRecord{From: prior.Prior.From, Windows: prior.Prior.Windows, Trusted: priorTrusted,
+				Node: c.cfg.Node, At: time.Now().UTC()})
+			if err != nil {
+				return err
+			}
+			priorOp = append(priorOp, clientv3.OpPut(c.priorKey(key), string(rec)))
+		}
 	}
 	first := !had || wm.Epoch != epoch
 	var windows uint64
@@ -531,8 +606,8 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 	p.attemptRev = aggRev
 	c.mu.Unlock()
 	commitStart := time.Now()
-	resp, err := c.etcd.Txn(cctx).If(cmps...).
-		Then(clientv3.OpPut(c.aggKey(key), string(enc)), clientv3.OpPut(c.publishedKey(), string(wmRaw))).Commit()
+	ops := append([]clientv3.Op{clientv3.OpPut(c.aggKey(key), string(enc)), clientv3.OpPut(c.publishedKey(), string(wmRaw))}, priorOp...)
+	resp, err := c.etcd.Txn(cctx).If(cmps...).Then(ops...).Commit()
 	m.inEtcd += time.Since(commitStart)
 	if err == nil && c.afterCommit != nil && resp.Succeeded {
 		err = c.afterCommit()
@@ -598,7 +673,7 @@ func (c *Client) Promote(ctx context.Context, key string) error {
 		if a == nil {
 			return nil, fmt.Errorf("%w: %q", ErrUnknownProfile, key)
 		}
-		a.Baseline.Promote()
+		a.Baseline.Promote(time.Now())
 		return a, nil
 	})
 }
