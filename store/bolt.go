@@ -4,6 +4,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -35,8 +36,10 @@ type Store interface {
 // exceptions; older values have none, and an older build must not open the
 // store and drop them on its next write. Schema 4: images are keyed by their
 // familiar (Docker) names, so a CRI runtime's "docker.io/library/nginx" and
-// Docker's "nginx" are one baseline.
-const SchemaVersion = 4
+// Docker's "nginx" are one baseline. Schema 5: keys keep repository and tag
+// apart (keys.go), so a new tag finds its repository's others without
+// parsing references.
+const SchemaVersion = 5
 
 var (
 	bucketMeta      = []byte("meta")
@@ -54,6 +57,41 @@ var migrations = map[int]func(tx *bolt.Tx) error{
 	1: upgradeBaselineViews,
 	2: func(*bolt.Tx) error { return nil }, // no exceptions learned yet: nothing to rewrite
 	3: familiarImageKeys,
+	4: splitRepositoryAndTag,
+}
+
+// splitRepositoryAndTag re-keys every baseline from its profile key to
+// storeKey, taken from the decoded baseline's own fields. A value that does
+// not decode moves under the key its old name splits to, so reads still
+// report it by name and DeleteBaseline still finds it.
+func splitRepositoryAndTag(tx *bolt.Tx) error {
+	bucket := tx.Bucket(bucketBaselines)
+	moved := map[string][]byte{}
+	var old [][]byte
+	err := bucket.ForEach(func(k, v []byte) error {
+		old = append(old, bytes.Clone(k))
+		var b model.Baseline
+		to := storeKeys(string(k))[0]
+		if json.Unmarshal(v, &b) == nil && b.Key() == string(k) {
+			to = storeKey(&b)
+		}
+		moved[string(to)] = bytes.Clone(v)
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, k := range old {
+		if err := bucket.Delete(k); err != nil {
+			return fmt.Errorf("removing baseline %q: %w", k, err)
+		}
+	}
+	for k, v := range moved {
+		if err := bucket.Put([]byte(k), v); err != nil {
+			return fmt.Errorf("writing baseline %q: %w", profileOf([]byte(k)), err)
+		}
+	}
+	return nil
 }
 
 // mergeKeepingStable merges o into b; one image's baselines under two names
@@ -228,7 +266,7 @@ func (s *Bolt) Baselines() ([]*model.Baseline, error) {
 	var out []*model.Baseline
 	err := s.db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket(bucketBaselines).ForEach(func(k, v []byte) error {
-			b, err := decodeBaseline(k, v)
+			b, err := decodeBaseline(profileOf(k), v)
 			if err != nil {
 				return err
 			}
@@ -244,12 +282,12 @@ func (s *Bolt) Baselines() ([]*model.Baseline, error) {
 func (s *Bolt) Baseline(key string) (*model.Baseline, error) {
 	var b *model.Baseline
 	err := s.db.View(func(tx *bolt.Tx) error {
-		v := tx.Bucket(bucketBaselines).Get([]byte(key))
+		_, v := find(tx.Bucket(bucketBaselines), key)
 		if v == nil {
 			return fmt.Errorf("%w: %q", ErrNotFound, key)
 		}
 		var err error
-		b, err = decodeBaseline([]byte(key), v) // decodes a copy: v is only valid in the tx
+		b, err = decodeBaseline(key, v) // decodes a copy: v is only valid in the tx
 		return err
 	})
 	return b, err
@@ -271,7 +309,7 @@ func (s *Bolt) PutBaselines(bs ...*model.Baseline) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		bucket := tx.Bucket(bucketBaselines)
 		for i, b := range bs {
-			if err := bucket.Put([]byte(b.Key()), encoded[i]); err != nil {
+			if err := bucket.Put(storeKey(b), encoded[i]); err != nil {
 				return fmt.Errorf("writing baseline %q: %w", b.Key(), err)
 			}
 		}
@@ -283,14 +321,25 @@ func (s *Bolt) PutBaselines(bs ...*model.Baseline) error {
 func (s *Bolt) DeleteBaseline(key string) error {
 	return s.db.Update(func(tx *bolt.Tx) error {
 		bucket := tx.Bucket(bucketBaselines)
-		if bucket.Get([]byte(key)) == nil {
+		k, _ := find(bucket, key)
+		if k == nil {
 			return fmt.Errorf("%w: %q", ErrNotFound, key)
 		}
-		return bucket.Delete([]byte(key))
+		return bucket.Delete(k)
 	})
 }
 
-func decodeBaseline(key, raw []byte) (*model.Baseline, error) {
+// find looks a profile key up: the stored key and value, or nils.
+func find(bucket *bolt.Bucket, profile string) (key, value []byte) {
+	for _, k := range storeKeys(profile) {
+		if v := bucket.Get(k); v != nil {
+			return k, v
+		}
+	}
+	return nil, nil
+}
+
+func decodeBaseline(key string, raw []byte) (*model.Baseline, error) {
 	var b model.Baseline
 	if err := json.Unmarshal(raw, &b); err != nil {
 		return nil, fmt.Errorf("%w %q: %v", ErrCorruptValue, key, err)

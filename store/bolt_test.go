@@ -490,7 +490,7 @@ func TestCorruptValue(t *testing.T) {
 			}
 			s.Close()
 			const key = "broken:1"
-			writeRaw(t, path, "baselines", key, tc.value)
+			writeRaw(t, path, "baselines", string(storeKeys(key)[0]), tc.value)
 			s = openTest(t, path)
 
 			_, err = s.Baseline(key)
@@ -538,6 +538,9 @@ func readRaw(t *testing.T, path, bucket string) map[string]string {
 	out := map[string]string{}
 	err = db.View(func(tx *bolt.Tx) error {
 		return tx.Bucket([]byte(bucket)).ForEach(func(k, v []byte) error {
+			if bucket == "baselines" { // by profile key, whatever the schema's key layout
+				k = []byte(profileOf(k))
+			}
 			out[string(k)] = string(v)
 			return nil
 		})
@@ -725,5 +728,70 @@ func TestFleetOutbox(t *testing.T) {
 	got, err := st.FleetOutbox()
 	if err != nil || len(got) != 1 || string(got["b:1"]) != "three" {
 		t.Errorf("outbox after reopening: %q %v", got, err)
+	}
+}
+
+// TestMigrateSchema4SplitsRepositoryAndTag: schema 5 keys a baseline by its
+// repository and tag apart, taken from the baseline's fields; workloads and
+// id-only images under their own prefixes. Reads by profile key find each.
+func TestMigrateSchema4SplitsRepositoryAndTag(t *testing.T) {
+	withPort := testBaseline(t, "registry:5000/team/app", "2", 3)
+	untagged := testBaseline(t, "registry:5000/team/app", "", 2)
+	byID := testBaseline(t, "", "", 2)
+	byID.ImageID = "sha256:" + strings.Repeat("cd", 32)
+	k8s := testBaseline(t, "nginx", "1.27", 2)
+	k8s.Workload = "k8s:prod/web/nginx"
+	entry := testBaseline(t, "nginx", "1.27", 2)
+	entry.Workload = "nginx:1.27#/usr/sbin/nginx"
+	plain := testBaseline(t, "nginx", "1.27", 4)
+	path := filepath.Join(t.TempDir(), "s.db")
+	all := []*model.Baseline{withPort, untagged, byID, k8s, entry, plain}
+	for _, b := range all {
+		raw, _ := json.Marshal(b)
+		writeRaw(t, path, "baselines", b.Key(), string(raw))
+	}
+	writeRaw(t, path, "baselines", "broken:1", "not json")
+	writeRaw(t, path, "meta", "schema_version", "4")
+
+	s := openTest(t, path)
+	for _, b := range all {
+		got, err := s.Baseline(b.Key())
+		if err != nil || got.Windows != b.Windows || got.Workload != b.Workload {
+			t.Errorf("Baseline(%q) after migration: %v, %v", b.Key(), got, err)
+		}
+	}
+	if _, err := s.Baseline("broken:1"); !errors.Is(err, ErrCorruptValue) || !strings.Contains(err.Error(), `"broken:1"`) {
+		t.Errorf("a value that does not decode: %v, want ErrCorruptValue naming broken:1", err)
+	}
+	if err := s.DeleteBaseline("broken:1"); err != nil {
+		t.Errorf("deleting the broken value: %v", err)
+	}
+	listed, err := s.Baselines()
+	if err != nil || len(listed) != len(all) {
+		t.Fatalf("Baselines after migration: %d, %v; want %d", len(listed), err, len(all))
+	}
+	s.Close()
+
+	var keys []string
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte("baselines")).ForEach(func(k, _ []byte) error {
+			keys = append(keys, string(k))
+			return nil
+		})
+	})
+	db.Close()
+	want := []string{"\x00id\x00" + byID.ImageID, "\x00workload\x00k8s:prod/web/nginx", "\x00workload\x00nginx:1.27#/usr/sbin/nginx",
+		"nginx\x001.27", "registry:5000/team/app\x00", "registry:5000/team/app\x002"}
+	if !slices.Equal(keys, want) {
+		t.Errorf("stored keys %q,\nwant %q", keys, want)
+	}
+	before := readRaw(t, path, "baselines")
+	openTest(t, path).Close()
+	if after := readRaw(t, path, "baselines"); !maps.Equal(after, before) {
+		t.Error("a second Open rewrote baselines")
 	}
 }

@@ -14,10 +14,11 @@ import (
 // The export format: see docs/baseline-format.md. Version 2 added the
 // composition, order and volume views and the sample's grams; version 3 the
 // learned exceptions of learnable rules; version 4 the images' inventories
-// (packages and executed binaries, #18).
+// (packages and executed binaries, #18); version 5 when a baseline became
+// stable and a new tag's prior (#17).
 const (
 	FormatName    = "cagewatch-baseline"
-	FormatVersion = 4
+	FormatVersion = 5
 	// oldestFormatVersion is the oldest version Import still reads and upgrades.
 	oldestFormatVersion = 1
 )

@@ -221,8 +221,8 @@ func TestImportVersion1(t *testing.T) {
 
 	t.Run("exported again in the current version, which imports unchanged", func(t *testing.T) {
 		again := export(t, bs)
-		if !bytes.Contains(again, []byte(`"version": 4`)) {
-			t.Fatalf("re-export is not version 4:\n%s", again)
+		if !bytes.Contains(again, []byte(`"version": 5`)) {
+			t.Fatalf("re-export is not version 5:\n%s", again)
 		}
 		got, err := Import(bytes.NewReader(again))
 		if err != nil {
@@ -315,14 +315,14 @@ func badImports(t testing.TB) []badImport {
 	dup := string(export(t, []*model.Baseline{bs[1], bs[1]}))
 	withNull := replace(t, valid, "\n    },\n    {", "\n    },\n    null,\n    {")
 	return []badImport{
-		{"unknown version", replace(t, valid, `"version": 4`, `"version": 5`), []string{"version 5", "versions 1 to 4"}},
-		{"version 0", replace(t, valid, `"version": 4`, `"version": 0`), []string{"version 0"}},
-		{"no version", replace(t, valid, `"version": 4,`, ``), []string{"version 0"}},
+		{"unknown version", replace(t, valid, `"version": 5`, `"version": 6`), []string{"version 6", "versions 1 to 5"}},
+		{"version 0", replace(t, valid, `"version": 5`, `"version": 0`), []string{"version 0"}},
+		{"no version", replace(t, valid, `"version": 5,`, ``), []string{"version 0"}},
 		{"wrong format name", replace(t, valid, `"cagewatch-baseline"`, `"falco-rules"`), []string{"format", `"falco-rules"`}},
 		{"no format", replace(t, valid, `"format": "cagewatch-baseline",`, ``), []string{"format", `""`}},
 		{"not an export at all", `{"defaultAction":"SCMP_ACT_ERRNO","syscalls":[]}`, []string{"format"}},
-		{"version is a string", replace(t, valid, `"version": 4`, `"version": "4"`), []string{`"version"`, "string"}},
-		{"version is fractional", replace(t, valid, `"version": 4`, `"version": 1.5`), []string{`"version"`, "1.5"}},
+		{"version is a string", replace(t, valid, `"version": 5`, `"version": "5"`), []string{`"version"`, "string"}},
+		{"version is fractional", replace(t, valid, `"version": 5`, `"version": 1.5`), []string{`"version"`, "1.5"}},
 		{"windows is a string", replace(t, one, `"windows": 12`, `"windows": "12"`), []string{`"baselines.windows"`, "string"}},
 		{"mean is a string", replace(t, miniExport, `"mean":5,`, `"mean":"5",`), []string{`"baselines.syscalls.mean"`, "string"}},
 		{"syscalls is a list", replace(t, one, `"syscalls": {`, `"syscalls": [], "y": {`), []string{`"baselines.syscalls"`, "array"}},
@@ -352,7 +352,7 @@ func badImports(t testing.TB) []badImport {
 		{"trailing garbage", valid + "garbage", []string{"after top-level value"}},
 		{"trailing brace", valid + "}", []string{"after top-level value"}},
 		{"two documents", valid + valid, []string{"after top-level value"}},
-		{"unknown top-level field", replace(t, valid, `"version": 4,`, `"version": 4, "comment": "hi",`), []string{`unknown field "comment"`}},
+		{"unknown top-level field", replace(t, valid, `"version": 5,`, `"version": 5, "comment": "hi",`), []string{`unknown field "comment"`}},
 		{"unknown baseline field", replace(t, one, `"windows": 12`, `"windows": 12, "windowz": 12`), []string{`unknown field "windowz"`}},
 		{"exception without hits", replace(t, one, `"io_uring_setup": 1`, `"io_uring_setup": 0`), []string{"baselines[0]", "exceptions", "io_uring_setup"}},
 		{"exception with an empty detail", replace(t, one, `"io_uring_setup": 1`, `"": 1`), []string{"baselines[0]", "exceptions"}},

@@ -134,7 +134,7 @@ func TestBaselineImportRejectsBadFilesAndWritesNothing(t *testing.T) {
 		name, body, want string
 	}{
 		{"truncated", valid[:len(valid)/2], "truncated"},
-		{"unknown version", strings.Replace(valid, `"version": 4`, `"version": 7`, 1), "version 7"},
+		{"unknown version", strings.Replace(valid, `"version": 5`, `"version": 7`, 1), "version 7"},
 		{"wrong type", strings.Replace(valid, `"windows": 10`, `"windows": "ten"`, 1), "windows"},
 		{"negative count", strings.Replace(valid, `"windows": 10`, `"windows": -10`, 1), "windows"},
 		{"overflowing number", strings.Replace(valid, `"seconds": 10`, `"seconds": 1e999`, 1), "seconds"},
