@@ -126,17 +126,33 @@ func NewPriorBaseline(fresh *Baseline, old *Baseline, cfg LearnConfig, at time.T
 	p.FirstSeen, p.LastSeen, p.Updated = time.Time{}, time.Time{}, time.Time{}
 	p.Convergence = Convergence{}
 
-	b := p.Clone()
-	// The prior is one block: the next checkpoint compares the new tag's own
-	// first block with it, and only what the new tag does is new.
-	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.shareSums(), LastNovelty: b.Windows}
 	known := slices.Collect(maps.Keys(old.Syscalls))
 	for name := range old.Startup {
 		known = append(known, name)
 	}
 	slices.Sort(known)
-	b.Prior = &Prior{From: old.Key(), Windows: b.Windows, At: at, Syscalls: slices.Compact(known), Baseline: p}
+	return startFrom(&Prior{From: old.Key(), Windows: p.Windows, At: at, Syscalls: slices.Compact(known), Baseline: p})
+}
+
+// startFrom is a new tag's baseline before any window of its own: the prior
+// as one block, so the next checkpoint compares the tag's own first block
+// with it, and only what the tag does is new.
+func startFrom(prior *Prior) *Baseline {
+	b := prior.Baseline.Clone()
+	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.shareSums(), LastNovelty: b.Windows}
+	b.Prior = prior.clone()
+	b.Prior.Outcome = ""
 	return b
+}
+
+// PriorStart is the baseline b's tag started from (NewPriorBaseline), without
+// anything learned since; nil when b has no prior or rejected it. A fleet
+// starts a tag's aggregate from it.
+func (b *Baseline) PriorStart() *Baseline {
+	if !b.Prior.counted() || b.Prior.Baseline == nil {
+		return nil
+	}
+	return startFrom(b.Prior)
 }
 
 func (p *Prior) validate(key string, windows uint64) error {

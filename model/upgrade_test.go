@@ -193,7 +193,14 @@ func TestPriorThenMergedWindowsEqualLearningAfterThePrior(t *testing.T) {
 	for _, w := range ws {
 		one.AddWindow(w, cfg.SampleSize)
 	}
-	fleet := NewPriorBaseline(fresh, old, cfg, testT0)
+	// What the tag started from, recovered after it learned (a restarted
+	// node offering its prior to the fleet).
+	fleet := one.PriorStart()
+	checkSameStatistics(t, fleet, NewPriorBaseline(fresh, old, cfg, testT0))
+	if fleet.Convergence.CheckpointWindows != fleet.Windows || fleet.Prior.Outcome != "" {
+		t.Fatalf("PriorStart: checkpoint %d of %d windows, outcome %q; want the prior as one unjudged block",
+			fleet.Convergence.CheckpointWindows, fleet.Windows, fleet.Prior.Outcome)
+	}
 	for _, part := range [][]Window{ws[:10], ws[10:25], ws[25:]} {
 		delta := NewBaseline(testImage, "2", "")
 		for _, w := range part {

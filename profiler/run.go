@@ -126,6 +126,10 @@ func startFleet(cfg Config, st *store.Bolt, lib *Library, p *Pipeline, log *slog
 	}
 	for _, b := range local {
 		fc.Seed(b)
+		// A tag started from a prior before a restart: the fleet still takes
+		// it if no node created the tag's aggregate yet. Trusted only when
+		// read from the fleet; after a restart that is not known, so not.
+		fc.OfferPrior(b, false)
 	}
 	lib.SetFleet(fc)
 	fc.OnStable(lib.LogUpgradeDiff)

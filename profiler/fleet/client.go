@@ -233,21 +233,22 @@ func (c *Client) Seed(b *model.Baseline) {
 	p.stateGen++
 }
 
-// OfferPrior offers a new tag's baseline started from its previous tag's
-// (model.NewPriorBaseline). The publish that creates the tag's aggregate
+// OfferPrior offers the prior of a new tag's baseline started from its
+// previous tag's (model.NewPriorBaseline; b may have learned since). The publish that creates the tag's aggregate
 // starts it from the prior, so the prior enters the fleet once, whichever
 // nodes offered it; once the aggregate exists, offers are ignored.
 // trusted: the prior was read from the fleet's view of the old tag, so its
 // items count as known fleet-wide; otherwise as one node's.
 func (c *Client) OfferPrior(b *model.Baseline, trusted bool) {
-	if b == nil || b.Prior == nil {
+	start := b.PriorStart() // what b learned since is its own, published as windows
+	if start == nil {
 		return
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	p := c.profileLocked(b.Key())
 	if p.raw == nil && p.prior == nil {
-		p.prior, p.priorTrusted = b.Clone(), trusted
+		p.prior, p.priorTrusted = start, trusted
 	}
 }
 
