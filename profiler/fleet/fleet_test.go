@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -159,61 +157,6 @@ func single(ws []model.Window) *model.Baseline {
 	return b
 }
 
-func near(a, b float64) bool {
-	return a == b || math.Abs(a-b) <= 1e-9*math.Max(math.Abs(a), math.Abs(b))
-}
-
-func sameMoments(t *testing.T, what string, got, want model.Moments) {
-	t.Helper()
-	if got.N != want.N || !near(got.Mean, want.Mean) || !near(got.M2, want.M2) || got.Max != want.Max {
-		t.Errorf("%s: got %+v, want %+v", what, got, want)
-	}
-}
-
-// sameStatistics compares everything a baseline learns (not its convergence
-// checkpoints, which a fleet takes per publish rather than per window).
-func sameStatistics(t *testing.T, got, want *model.Baseline) {
-	t.Helper()
-	if got.Windows != want.Windows || !near(got.Seconds, want.Seconds) {
-		t.Fatalf("windows %d (%.0f s), want %d (%.0f s)", got.Windows, got.Seconds, want.Windows, want.Seconds)
-	}
-	if len(got.Syscalls) != len(want.Syscalls) {
-		t.Errorf("%d syscalls, want %d", len(got.Syscalls), len(want.Syscalls))
-	}
-	for name, m := range want.Syscalls {
-		sameMoments(t, "syscall "+name, got.Syscalls[name], m)
-	}
-	sameMoments(t, "total", got.Total, want.Total)
-	sameMoments(t, "volume", got.Volume, want.Volume)
-	if got.Composition.Windows != want.Composition.Windows || len(got.Composition.Shares) != len(want.Composition.Shares) {
-		t.Errorf("composition: %d windows %d shares, want %d %d", got.Composition.Windows, len(got.Composition.Shares),
-			want.Composition.Windows, len(want.Composition.Shares))
-	}
-	for name, m := range want.Composition.Shares {
-		sameMoments(t, "share "+name, got.Composition.Shares[name], m)
-	}
-	if got.Order.Windows != want.Order.Windows || !maps.Equal(got.Order.Grams, want.Order.Grams) {
-		t.Errorf("order: %d windows %d grams, want %d %d", got.Order.Windows, len(got.Order.Grams), want.Order.Windows, len(want.Order.Grams))
-	}
-	if !maps.Equal(got.Containers, want.Containers) || !maps.Equal(got.Binaries, want.Binaries) || !maps.Equal(got.Startup, want.Startup) {
-		t.Errorf("containers/binaries/startup differ: %v %v %v, want %v %v %v", got.Containers, got.Binaries, got.Startup,
-			want.Containers, want.Binaries, want.Startup)
-	}
-	prio := func(b *model.Baseline) []uint64 {
-		var p []uint64
-		for _, s := range b.Sample {
-			p = append(p, s.Priority)
-		}
-		return p
-	}
-	if !slices.Equal(prio(got), prio(want)) {
-		t.Errorf("calibration sample differs: %d windows, want %d", len(got.Sample), len(want.Sample))
-	}
-	if !got.FirstSeen.Equal(want.FirstSeen) || !got.LastSeen.Equal(want.LastSeen) {
-		t.Errorf("seen %v..%v, want %v..%v", got.FirstSeen, got.LastSeen, want.FirstSeen, want.LastSeen)
-	}
-}
-
 func ctxT(t *testing.T, d time.Duration) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	t.Cleanup(cancel)
@@ -260,14 +203,14 @@ func TestFleetExact(t *testing.T) {
 	}
 	wg.Wait()
 	a := fleetBaseline(t, nodes[0])
-	sameStatistics(t, a.Baseline, single(all))
+	fleettest.SameStatistics(t, a.Baseline, single(all))
 	if a.Nodes != 3 {
 		t.Errorf("nodes %d, want 3", a.Nodes)
 	}
 	// Every node converges on the same aggregate.
 	for _, n := range nodes[1:] {
 		b := fleetBaseline(t, n)
-		sameStatistics(t, b.Baseline, a.Baseline)
+		fleettest.SameStatistics(t, b.Baseline, a.Baseline)
 	}
 	st := nodes[1].Status()
 	if len(st.Profiles) != 1 || st.Profiles[0].Windows != 120 || st.Profiles[0].Nodes != 3 || !st.Connected {
@@ -305,7 +248,7 @@ func TestFleetRetryAfterLostResponse(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := fleetBaseline(t, n)
-	sameStatistics(t, a.Baseline, single(ws))
+	fleettest.SameStatistics(t, a.Baseline, single(ws))
 	if a.Nodes != 1 {
 		t.Errorf("nodes %d, want 1", a.Nodes)
 	}
@@ -342,7 +285,7 @@ func TestFleetMemberKilled(t *testing.T) {
 	for range 4 {
 		round()
 	}
-	sameStatistics(t, fleetBaseline(t, nodes[2]).Baseline, single(all))
+	fleettest.SameStatistics(t, fleetBaseline(t, nodes[2]).Baseline, single(all))
 	for _, n := range nodes {
 		if n.logs.count("etcd unavailable") != 0 {
 			t.Errorf("%s logged an outage: one member of three is not one", n.name)
@@ -410,7 +353,7 @@ func TestFleetQuorumLost(t *testing.T) {
 	}
 	want := single(all)
 	for _, n := range nodes {
-		sameStatistics(t, fleetBaseline(t, n).Baseline, want)
+		fleettest.SameStatistics(t, fleetBaseline(t, n).Baseline, want)
 		if got := n.logs.count("reachable again"); got != 1 {
 			t.Errorf("%s logged the recovery %d times, want once", n.name, got)
 		}
@@ -458,7 +401,7 @@ func TestFleetUnreachableAtStart(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
-	sameStatistics(t, fleetBaseline(t, n).Baseline, single(ws))
+	fleettest.SameStatistics(t, fleetBaseline(t, n).Baseline, single(ws))
 }
 
 // TestFleetPoisoningGuard: with four nodes contributing, one node's novel
@@ -691,7 +634,7 @@ func TestFleetRestartKeepsUnpublished(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := fleetBaseline(t, last)
-	sameStatistics(t, a.Baseline, single(ws))
+	fleettest.SameStatistics(t, a.Baseline, single(ws))
 	if a.Nodes != 1 {
 		t.Errorf("nodes %d, want 1", a.Nodes)
 	}
@@ -724,7 +667,7 @@ func TestFleetSeed(t *testing.T) {
 		ws = append(ws, wl.window("node-a", "c0"))
 	}
 	local := single(ws)
-	local.Promote()
+	local.Promote(local.LastSeen)
 	first := newClient()
 	first.Seed(local)
 	if err := first.Publish(ctxT(t, 10*time.Second)); err != nil {
@@ -745,7 +688,7 @@ func TestFleetSeed(t *testing.T) {
 		t.Fatal(err)
 	}
 	a, _ := again.Aggregate(profileKey)
-	sameStatistics(t, a.Baseline, single(append(ws, w)))
+	fleettest.SameStatistics(t, a.Baseline, single(append(ws, w)))
 	if a.Baseline.State != model.StateLearning {
 		t.Errorf("a seed's promotion became the fleet's: %s", a.Baseline.State)
 	}
