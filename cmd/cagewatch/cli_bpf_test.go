@@ -107,6 +107,14 @@ func requireRoot(t *testing.T) {
 // cgroup's path relative to the cgroup2 mount.
 func busyCgroup(t *testing.T, parent, name string) string {
 	t.Helper()
+	path, _ := startBusyCgroup(t, parent, name)
+	return path
+}
+
+// startBusyCgroup is busyCgroup with a stop that ends the loop before the test
+// does (the cgroup stays until then).
+func startBusyCgroup(t *testing.T, parent, name string) (path string, stop func()) {
+	t.Helper()
 	dir := filepath.Join(cgroup2Root, parent, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -117,14 +125,23 @@ func busyCgroup(t *testing.T, parent, name string) string {
 	}
 	defer unix.Close(fd)
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), "CAGEWATCH_CLI_HELPER=getppid-loop")
+	// One P and no preemption signals: a loop descheduled on a loaded machine
+	// would otherwise make tgkill, rt_sigreturn, getpid and sched_yield now
+	// and then, new syscalls that keep a baseline from converging.
+	cmd.Env = append(os.Environ(), "CAGEWATCH_CLI_HELPER=getppid-loop", "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		})
+	}
 	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
+		stop()
 		for _, d := range []string{dir, filepath.Join(cgroup2Root, parent)} {
 			for range 50 {
 				if err := os.Remove(d); err == nil || os.IsNotExist(err) {
@@ -134,7 +151,7 @@ func busyCgroup(t *testing.T, parent, name string) string {
 			}
 		}
 	})
-	return "/" + parent + "/" + name
+	return "/" + parent + "/" + name, stop
 }
 
 func TestBPFTopOnceJSONStaticContainer(t *testing.T) {
