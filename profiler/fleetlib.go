@@ -124,10 +124,15 @@ func (c FleetControl) Status(ctx context.Context) (control.Status, error) {
 		f := &control.ImageFleet{Nodes: p.Nodes, Windows: p.Windows, State: p.State, PendingWindows: p.PendingWindows, LastPublish: p.LastPublish}
 		i := slices.IndexFunc(st.Images, func(is control.ImageStatus) bool { return is.Image == p.Key })
 		if i < 0 { // learned elsewhere only: not in the local store yet
-			st.Images = append(st.Images, control.ImageStatus{Image: p.Key, State: p.State, Fleet: f})
-			continue
+			st.Images = append(st.Images, control.ImageStatus{Image: p.Key, State: p.State})
+			i = len(st.Images) - 1
 		}
 		st.Images[i].Fleet = f
+		// The fleet's prior is the one that counts (a node that never ran
+		// the old tag has none of its own).
+		if pr := p.Prior; pr != nil {
+			st.Images[i].CarriedFrom = &control.CarriedFrom{Profile: pr.From, Windows: pr.Windows, Outcome: pr.Outcome, At: pr.At}
+		}
 	}
 	slices.SortFunc(st.Images, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })
 	return st, nil

@@ -17,6 +17,7 @@ import (
 func TestFleetControlThroughEtcd(t *testing.T) {
 	c := fleettest.Start(t, 1)
 	cfg := learnerConfig(0)
+	cfg.PriorWindows = 8
 	l, lib, _, path := newLearner(t, ModeAuto, cfg, nil)
 	fc, err := fleet.New(fleet.Config{Endpoints: c.Endpoints(), Node: "node-a", PublishInterval: time.Second, RequestTimeout: time.Second},
 		cfg.LearnConfig, nil, discard())
@@ -66,6 +67,28 @@ func TestFleetControlThroughEtcd(t *testing.T) {
 	if s, _ := lib.State("app:1"); s != model.StateStable {
 		t.Errorf("state %q after promote, want the fleet's stable", s)
 	}
+	// node-b never ran app:1: its first publish of app:2 starts the fleet's
+	// app:2 from app:1's fleet baseline, and its status says so.
+	l2, lib2, _, _ := newLearner(t, ModeAuto, cfg, nil)
+	fc2, err := fleet.New(fleet.Config{Endpoints: c.Endpoints(), Node: "node-b", PublishInterval: time.Second, RequestTimeout: time.Second},
+		cfg.LearnConfig, nil, discard())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fc2.Close() //nolint:errcheck // test cleanup
+	lib2.SetFleet(fc2)
+	learnEach(t, l2, windows(appContainer("c2", "app", "2"), 7, 0, 3))
+	if err := fc2.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st2, err := FleetControl{Control: Control{Library: lib2}, Fleet: fc2}.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st2.Images) != 1 || st2.Images[0].CarriedFrom == nil || st2.Images[0].CarriedFrom.Profile != "app:1" {
+		t.Errorf("node-b's status of app:2: %+v, want carried from app:1", st2.Images)
+	}
+
 	if err := cl.Reset(ctx, "app:1"); err != nil {
 		t.Fatal(err)
 	}

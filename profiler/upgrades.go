@@ -73,6 +73,11 @@ func (l *Library) LogUpgradeDiff(key string) {
 	if fb, ok := l.fleetView(now.Prior.From); ok {
 		was = fb
 	}
+	against := "previous tag"
+	if was == nil && now.Prior.Baseline != nil {
+		// Not on this node (a fleet prior): the windows carried over stand for it.
+		was, against = now.Prior.Baseline, "previous tag's carried windows"
+	}
 	if was == nil {
 		l.log.Info("new tag stable; its previous tag's baseline is gone, nothing to compare", "profile", key, "from", now.Prior.From)
 		return
@@ -87,7 +92,7 @@ func (l *Library) LogUpgradeDiff(key string) {
 		rates = append(rates, r.Syscall)
 	}
 	l.log.Info("new tag stable; changes from its previous tag", "profile", key, "from", now.Prior.From,
-		"prior", now.Prior.Outcome, "syscalls_added", d.SyscallsAdded, "syscalls_removed", d.SyscallsRemoved,
+		"compared_with", against, "prior", now.Prior.Outcome, "syscalls_added", d.SyscallsAdded, "syscalls_removed", d.SyscallsRemoved,
 		"binaries_added", d.BinariesAdded, "binaries_removed", d.BinariesRemoved,
 		"pairs_added", pairs, "pairs_added_total", d.PairsAddedTotal, "largest_rate_changes", rates)
 }

@@ -95,6 +95,7 @@ type summary struct {
 	Nodes   int
 	Windows uint64
 	State   model.BaselineState
+	Prior   *model.Prior // without its statistics: status shows where a tag started from
 }
 
 // batch is an immutable delta with its number: "was batch n applied?" is
@@ -195,6 +196,9 @@ func (c *Client) stateKey(key string) string {
 func (c *Client) priorKey(key string) string {
 	return c.cfg.Prefix + "/images/" + url.PathEscape(key) + "/prior"
 }
+func (c *Client) familyKey(family string) string {
+	return c.cfg.Prefix + "/families/" + url.PathEscape(family) + "/stable"
+}
 func (c *Client) publishedKey() string { return c.cfg.Prefix + "/nodes/" + c.cfg.Node + "/published" }
 func (c *Client) aliveKey() string     { return c.cfg.Prefix + "/nodes/" + c.cfg.Node + "/alive" }
 
@@ -260,6 +264,80 @@ type PriorRecord struct {
 	Trusted bool      `json:"trusted"` // from the fleet's view of the old tag
 	Node    string    `json:"node"`
 	At      time.Time `json:"at"`
+}
+
+// FamilyRecord names the most recently stable tag of an upgrade family
+// (model.Baseline.UpgradeFamily) fleet-wide (P/families/<family>/stable): a
+// node that never ran the old tag starts a new tag from it all the same.
+type FamilyRecord struct {
+	Profile string    `json:"profile"`
+	At      time.Time `json:"at"`
+	Node    string    `json:"node"`
+}
+
+// familyOps names key its family's newest stable tag when a transaction
+// takes its aggregate to stable (wasStable: it was stable before).
+func (c *Client) familyOps(key string, wasStable bool, next *Aggregate) ([]clientv3.Op, error) {
+	family := next.Baseline.UpgradeFamily()
+	if wasStable || next.Baseline.State != model.StateStable || family == "" {
+		return nil, nil
+	}
+	rec, err := json.Marshal(FamilyRecord{Profile: key, At: time.Now().UTC(), Node: c.cfg.Node})
+	if err != nil {
+		return nil, err
+	}
+	return []clientv3.Op{clientv3.OpPut(c.familyKey(family), string(rec))}, nil
+}
+
+// familyPrior is the prior a new tag's aggregate starts from when no node
+// offered one: its family's newest stable tag in the fleet, guarded as every
+// node would see it (so its items count as known fleet-wide). Nil when the
+// family has none, or it is this tag; a record that no longer decodes is
+// logged and skipped, never a reason not to publish.
+func (c *Client) familyPrior(ctx context.Context, key string, fresh *model.Baseline) (*model.Baseline, error) {
+	family := fresh.UpgradeFamily()
+	if c.learn.PriorWindows == 0 || family == "" {
+		return nil, nil
+	}
+	cctx, cancel := c.ctx(ctx)
+	defer cancel()
+	resp, err := c.etcd.Get(cctx, c.familyKey(family))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s from %v: %w", c.familyKey(family), c.cfg.Endpoints, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil
+	}
+	var rec FamilyRecord
+	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil {
+		c.log.Warn("fleet: unreadable family record; the new tag learns from nothing", "key", c.familyKey(family), "err", err.Error())
+		return nil, nil
+	}
+	if rec.Profile == key {
+		return nil, nil
+	}
+	if resp, err = c.etcd.Get(cctx, c.aggKey(rec.Profile)); err != nil {
+		return nil, fmt.Errorf("reading %s from %v: %w", c.aggKey(rec.Profile), c.cfg.Endpoints, err)
+	}
+	if len(resp.Kvs) == 0 {
+		return nil, nil // reset since
+	}
+	agg, err := decodeAggregate(resp.Kvs[0].Value)
+	if err != nil {
+		c.log.Warn("fleet: the previous tag's aggregate does not decode; the new tag learns from nothing",
+			"profile", key, "from", rec.Profile, "err", err.Error())
+		return nil, nil
+	}
+	old := model.PriorSource(fresh, []*model.Baseline{agg.guard(c.cfg.Guard, newItems())})
+	if old == nil {
+		return nil, nil // not stable any more (reset, replaced)
+	}
+	b := model.NewPriorBaseline(fresh, old, c.learn, time.Now().UTC())
+	if b == nil {
+		return nil, nil
+	}
+	c.log.Info("new tag starts from its previous tag's fleet baseline", "profile", key, "from", rec.Profile, "windows", b.Prior.Windows)
+	return b.PriorStart(), nil
 }
 
 // AddWindow learns one window into the pending delta.
@@ -428,6 +506,9 @@ func (c *Client) adoptLocked(p *profile, agg *Aggregate, raw []byte, rev int64) 
 	p.epoch, p.raw, p.aggRev, p.view, p.prior = agg.Epoch, raw, rev, nil, nil
 	p.gen++
 	p.sum = summary{Nodes: agg.Nodes, Windows: agg.Baseline.Windows, State: agg.Baseline.State}
+	if pr := agg.Baseline.Prior; pr != nil {
+		p.sum.Prior = &model.Prior{From: pr.From, Windows: pr.Windows, At: pr.At, Outcome: pr.Outcome}
+	}
 	if c.obs != nil {
 		c.obs.SetNodes(p.key, agg.Nodes)
 	}
@@ -560,9 +641,17 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 	// The new aggregate: the one read (or an empty one, or a new tag's prior)
 	// with the batches merged.
 	next := agg // decoded for this attempt alone
+	wasStable := agg != nil && agg.Baseline.State == model.StateStable
 	var priorOp []clientv3.Op
 	if next == nil {
 		next = newAggregate(sealed[0].delta, epoch)
+		if prior == nil {
+			if prior, err = c.familyPrior(ctx, key, sealed[0].delta); err != nil {
+				c.noteErr(err)
+				return err
+			}
+			priorTrusted = true
+		}
 		if prior != nil {
 			support := uint32(1)
 			if priorTrusted {
@@ -590,6 +679,10 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 		return err
 	}
 	m.size = len(enc)
+	familyOp, err := c.familyOps(key, wasStable, next)
+	if err != nil {
+		return err
+	}
 	last := sealed[len(sealed)-1].seq
 	if first {
 		wm = Watermark{Epoch: epoch}
@@ -608,6 +701,7 @@ func (c *Client) publishOnce(ctx context.Context, key string, m *publishMeasure)
 	c.mu.Unlock()
 	commitStart := time.Now()
 	ops := append([]clientv3.Op{clientv3.OpPut(c.aggKey(key), string(enc)), clientv3.OpPut(c.publishedKey(), string(wmRaw))}, priorOp...)
+	ops = append(ops, familyOp...)
 	resp, err := c.etcd.Txn(cctx).If(cmps...).Then(ops...).Commit()
 	m.inEtcd += time.Since(commitStart)
 	if err == nil && c.afterCommit != nil && resp.Succeeded {
@@ -731,6 +825,7 @@ func (c *Client) admin(ctx context.Context, key, action string, fn func(*Aggrega
 			return err
 		}
 		aggRev := r.aggRev
+		wasStable := r.agg != nil && r.agg.Baseline.State == model.StateStable
 		next, err := fn(r.agg)
 		if err != nil {
 			return err
@@ -740,13 +835,17 @@ func (c *Client) admin(ctx context.Context, key, action string, fn func(*Aggrega
 		if err != nil {
 			return err
 		}
+		ops, err := c.familyOps(key, wasStable, next)
+		if err != nil {
+			return err
+		}
 		st, err := json.Marshal(State{Rev: next.StateRev, Epoch: next.Epoch, Action: action, Node: c.cfg.Node, At: time.Now().UTC()})
 		if err != nil {
 			return err
 		}
 		cctx, cancel := c.ctx(ctx)
-		resp, err := c.etcd.Txn(cctx).If(casOn(c.aggKey(key), aggRev)).
-			Then(clientv3.OpPut(c.aggKey(key), string(enc)), clientv3.OpPut(c.stateKey(key), string(st))).Commit()
+		ops = append(ops, clientv3.OpPut(c.aggKey(key), string(enc)), clientv3.OpPut(c.stateKey(key), string(st)))
+		resp, err := c.etcd.Txn(cctx).If(casOn(c.aggKey(key), aggRev)).Then(ops...).Commit()
 		cancel()
 		c.noteErr(err)
 		if err != nil {
@@ -952,6 +1051,9 @@ type ProfileStatus struct {
 	Epoch          uint64              `json:"epoch"`
 	PendingWindows uint64              `json:"pending_windows"` // learned here, not yet in the aggregate
 	LastPublish    time.Time           `json:"last_publish,omitzero"`
+	// Prior: the fleet baseline started from another tag's (From, Windows,
+	// At, Outcome; no statistics).
+	Prior *model.Prior `json:"-"`
 }
 
 // Status is what `cagewatch fleet status` shows.
@@ -972,7 +1074,7 @@ func (c *Client) Status() Status {
 		p := c.profiles[key]
 		ps := ProfileStatus{Key: key, Epoch: p.epoch, LastPublish: p.lastPublish}
 		if p.raw != nil {
-			ps.Nodes, ps.Windows, ps.State = p.sum.Nodes, p.sum.Windows, p.sum.State
+			ps.Nodes, ps.Windows, ps.State, ps.Prior = p.sum.Nodes, p.sum.Windows, p.sum.State, p.sum.Prior
 		}
 		for _, b := range p.sealed {
 			ps.PendingWindows += b.delta.Windows

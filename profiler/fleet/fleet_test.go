@@ -126,9 +126,14 @@ type node struct {
 
 func newNode(t testing.TB, endpoints []string, name string, seed uint64) *node {
 	t.Helper()
+	return newNodeLearning(t, endpoints, name, seed, learnCfg)
+}
+
+func newNodeLearning(t testing.TB, endpoints []string, name string, seed uint64, learn model.LearnConfig) *node {
+	t.Helper()
 	logs := &logCounter{}
 	c, err := New(Config{Endpoints: endpoints, Node: name, PublishInterval: 200 * time.Millisecond,
-		RequestTimeout: 10 * time.Second, Spacing: time.Millisecond}, learnCfg, nil, slog.New(logs)) // patient: CI machines are loaded
+		RequestTimeout: 10 * time.Second, Spacing: time.Millisecond}, learn, nil, slog.New(logs)) // patient: CI machines are loaded
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -511,6 +516,11 @@ func TestFleetAdminPropagates(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor("promote", func(g *Aggregate) bool { return g.Baseline.State == model.StateStable })
+	// A promote names the tag its family's newest stable one, for new tags.
+	if resp, err := a.etcd.Get(ctxT(t, 10*time.Second), a.familyKey("app")); err != nil || len(resp.Kvs) != 1 ||
+		!strings.Contains(string(resp.Kvs[0].Value), `"profile":"app:1"`) {
+		t.Errorf("after promote, family record %v (%v), want app:1", resp, err)
+	}
 	if err := a.Reset(ctxT(t, 10*time.Second), profileKey); err != nil {
 		t.Fatal(err)
 	}

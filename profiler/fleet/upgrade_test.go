@@ -2,6 +2,8 @@ package fleet
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -100,5 +102,75 @@ func TestFleetPriorEntersOnce(t *testing.T) {
 	var rec PriorRecord
 	if err := json.Unmarshal(resp.Kvs[0].Value, &rec); err != nil || rec.From != "app:1" || rec.Windows != 20 || !rec.Trusted {
 		t.Errorf("prior record %+v (%v), want 20 trusted windows from app:1", rec, err)
+	}
+}
+
+// TestFleetPriorFromAnotherNode: node-a learns app:1 until the fleet's
+// baseline is stable; node-b never ran app:1, yet its first publish of app:2
+// starts the fleet's app:2 from app:1's fleet baseline (the family record),
+// trusted, and status says where it came from.
+func TestFleetPriorFromAnotherNode(t *testing.T) {
+	c := fleettest.Start(t, 3)
+	priorCfg := learnCfg
+	priorCfg.PriorWindows = 20
+	a := newNodeLearning(t, c.Endpoints(), "node-a", 101, priorCfg)
+	b := newNodeLearning(t, c.Endpoints(), "node-b", 102, priorCfg)
+	ctx := ctxT(t, time.Minute)
+
+	for batch := 0; ; batch++ {
+		a.learn(20)
+		if err := a.Publish(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if agg, _ := a.Aggregate("app:1"); agg.Baseline.State == model.StateStable {
+			break
+		}
+		if batch == 10 {
+			t.Fatal("app:1 not stable in the fleet after 220 windows")
+		}
+	}
+	resp, err := a.etcd.Get(ctx, a.familyKey("app"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fam FamilyRecord
+	if len(resp.Kvs) != 1 || json.Unmarshal(resp.Kvs[0].Value, &fam) != nil || fam.Profile != "app:1" || fam.Node != "node-a" {
+		t.Fatalf("family record %q, want app:1 named by node-a", resp.Kvs)
+	}
+
+	var ws []model.Window
+	for i := range 3 {
+		w := b.wl.window(b.name, fmt.Sprintf("c%d", i))
+		w.Container.ImageTag = "2"
+		b.AddWindow(w)
+		ws = append(ws, w)
+	}
+	if err := b.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	agg, ok := b.Aggregate("app:2")
+	if !ok {
+		t.Fatal("no aggregate of app:2")
+	}
+	if p := agg.Baseline.Prior; p == nil || p.From != "app:1" || p.Windows != 20 {
+		t.Fatalf("app:2's prior = %+v, want 20 windows from app:1", p)
+	}
+	if agg.PriorSupport != DefaultGuard.K {
+		t.Errorf("prior support %d, want %d (read from the fleet's view: trusted)", agg.PriorSupport, DefaultGuard.K)
+	}
+	old, _ := a.Aggregate("app:1")
+	want := model.NewPriorBaseline(model.NewBaseline("app", "2", ""), old.guard(b.cfg.Guard, newItems()), priorCfg, time.Now()).PriorStart()
+	for _, w := range ws {
+		want.AddWindow(w, learnCfg.SampleSize)
+	}
+	fleettest.SameStatistics(t, agg.Baseline, want)
+
+	st := b.Status()
+	i := slices.IndexFunc(st.Profiles, func(p ProfileStatus) bool { return p.Key == "app:2" })
+	if i < 0 || st.Profiles[i].Prior == nil || st.Profiles[i].Prior.From != "app:1" {
+		t.Errorf("status of app:2 = %+v, want its prior from app:1", st.Profiles)
+	}
+	if b.logs.count("new tag starts from its previous tag's fleet baseline") != 1 {
+		t.Error("node-b did not log where app:2 started from")
 	}
 }
