@@ -92,7 +92,7 @@ func (l *Library) LogUpgradeDiff(key string) {
 		rates = append(rates, r.Syscall)
 	}
 	l.log.Info("new tag stable; changes from its previous tag", "profile", key, "from", now.Prior.From,
-		"compared_with", against, "prior", now.Prior.Outcome, "syscalls_added", d.SyscallsAdded, "syscalls_removed", d.SyscallsRemoved,
+		"prior", now.Prior.Outcome, "syscalls_added", d.SyscallsAdded, "syscalls_removed", d.SyscallsRemoved,
 		"binaries_added", d.BinariesAdded, "binaries_removed", d.BinariesRemoved,
-		"pairs_added", pairs, "pairs_added_total", d.PairsAddedTotal, "largest_rate_changes", rates)
+		"pairs_added", pairs, "pairs_added_total", d.PairsAddedTotal, "largest_rate_changes", rates, "compared_with", against)
 }
