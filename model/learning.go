@@ -60,11 +60,17 @@ func (b *Baseline) UpdateState(cfg LearnConfig) (becameStable bool) {
 	}
 	quiet := b.Windows-min(conv.LastNovelty, b.Windows) >= stableWindows
 	if compared && b.judgingPrior() {
-		if !quiet || conv.Drift > cfg.MaxDrift {
-			b.rejectPrior()
+		own := b.Windows - b.Prior.Windows
+		switch {
+		case !quiet:
+			b.rejectPrior(fmt.Sprintf("a syscall or binary the previous tag never showed, in the first %d windows", own))
+			return false
+		case conv.Drift > cfg.MaxDrift:
+			b.rejectPrior(fmt.Sprintf("the first %d windows' syscall mix drifted %.2f from the previous tag's (max %.2f)", own, conv.Drift, cfg.MaxDrift))
 			return false
 		}
 		b.Prior.Outcome = PriorMatched
+		b.Prior.Why = fmt.Sprintf("nothing new in the first %d windows, drift %.2f (max %.2f)", own, conv.Drift, cfg.MaxDrift)
 	}
 	conv.PreviousWindows, conv.PreviousSums = conv.CheckpointWindows, conv.CheckpointSums
 	conv.CheckpointWindows, conv.CheckpointSums = b.Windows, sums

@@ -19,6 +19,8 @@ type Prior struct {
 	// Outcome of comparing the new tag's first block of windows with the
 	// prior: "" until then, PriorMatched, or PriorRejected.
 	Outcome string `json:"outcome,omitempty"`
+	// Why is what decided the outcome, for the log and status.
+	Why string `json:"why,omitempty"`
 	// Syscalls are every syscall the old tag was known to make, sorted: its
 	// sampled windows miss the rare ones, which are not new in the new tag.
 	Syscalls []string `json:"syscalls,omitempty"`
@@ -141,7 +143,7 @@ func startFrom(prior *Prior) *Baseline {
 	b := prior.Baseline.Clone()
 	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.shareSums(), LastNovelty: b.Windows}
 	b.Prior = prior.clone()
-	b.Prior.Outcome = ""
+	b.Prior.Outcome, b.Prior.Why = "", ""
 	return b
 }
 
@@ -207,13 +209,13 @@ func (b *Baseline) judgingPrior() bool {
 // syscall's Max (an upper bound) and a calibration sample of the own windows
 // below the prior's place in it (still a uniform sample, merging exactly).
 // Convergence restarts as if the own windows were the first block.
-func (b *Baseline) rejectPrior() {
+func (b *Baseline) rejectPrior(why string) {
 	p := b.Prior.Baseline
 	b.subtract(p)
 	b.Sample = withoutSampled(b.Sample, p.Sample)
 	novelty := b.Convergence.LastNovelty - min(b.Convergence.LastNovelty, b.Prior.Windows)
 	b.Convergence = Convergence{CheckpointWindows: b.Windows, CheckpointSums: b.shareSums(), LastNovelty: novelty}
-	b.Prior.Outcome = PriorRejected
+	b.Prior.Outcome, b.Prior.Why = PriorRejected, why
 }
 
 // subtract undoes Merge(p) for statistics p is part of, but for the sample.

@@ -151,7 +151,7 @@ func (l *Library) Status(context.Context) (control.Status, error) {
 			is.ImageRef = model.Container{Image: b.Image, ImageTag: b.Tag, ImageID: b.ImageID}.ImageRef()
 		}
 		if p := b.Prior; p != nil {
-			is.CarriedFrom = &control.CarriedFrom{Profile: p.From, Windows: p.Windows, Outcome: p.Outcome, At: p.At}
+			is.CarriedFrom = &control.CarriedFrom{Profile: p.From, Windows: p.Windows, Outcome: p.Outcome, Why: p.Why, At: p.At}
 		}
 		st.Images = append(st.Images, is)
 	}

@@ -131,7 +131,7 @@ func (c FleetControl) Status(ctx context.Context) (control.Status, error) {
 		// The fleet's prior is the one that counts (a node that never ran
 		// the old tag has none of its own).
 		if pr := p.Prior; pr != nil {
-			st.Images[i].CarriedFrom = &control.CarriedFrom{Profile: pr.From, Windows: pr.Windows, Outcome: pr.Outcome, At: pr.At}
+			st.Images[i].CarriedFrom = &control.CarriedFrom{Profile: pr.From, Windows: pr.Windows, Outcome: pr.Outcome, Why: pr.Why, At: pr.At}
 		}
 	}
 	slices.SortFunc(st.Images, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })

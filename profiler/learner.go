@@ -113,7 +113,12 @@ func (l *Learner) LearnWindows(ws []model.Window) (LearnResult, error) {
 				l.log.Info("new syscalls learned", "profile", c.ProfileKey(), "syscalls", novel)
 			}
 			res.Learned++
-			if b.UpdateState(l.cfg.LearnConfig) {
+			judging := b.Prior != nil && b.Prior.Outcome == ""
+			stable := b.UpdateState(l.cfg.LearnConfig)
+			if judging && b.Prior.Outcome != "" {
+				l.log.Info("new tag's prior judged", "profile", b.Key(), "from", b.Prior.From, "outcome", b.Prior.Outcome, "why", b.Prior.Why)
+			}
+			if stable {
 				res.BecameStable = append(res.BecameStable, b.Key())
 				l.log.Info("baseline stable", "profile", b.Key(), "windows", b.Windows, "containers", len(b.Containers))
 			}

@@ -25,10 +25,19 @@ const cgroup2Root = "/sys/fs/cgroup/unified"
 
 // TestMain doubles the test binary as a busy helper process for the CLI tests.
 func TestMain(m *testing.M) {
-	if os.Getenv("CAGEWATCH_CLI_HELPER") == "getppid-loop" {
+	switch os.Getenv("CAGEWATCH_CLI_HELPER") {
+	case "getppid-loop":
 		for {
 			for range 1000 {
 				unix.Getppid()
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	case "getppid-getuid-loop": // the same loop with another syscall in its mix
+		for {
+			for range 500 {
+				unix.Getppid()
+				unix.Getuid()
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -115,6 +124,13 @@ func busyCgroup(t *testing.T, parent, name string) string {
 // does (the cgroup stays until then).
 func startBusyCgroup(t *testing.T, parent, name string) (path string, stop func()) {
 	t.Helper()
+	return startHelperCgroup(t, parent, name, "getppid-loop")
+}
+
+// startHelperCgroup runs the test binary as the named helper loop (TestMain)
+// in a new cgroup parent/name.
+func startHelperCgroup(t *testing.T, parent, name, helper string) (path string, stop func()) {
+	t.Helper()
 	dir := filepath.Join(cgroup2Root, parent, name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
@@ -128,7 +144,7 @@ func startBusyCgroup(t *testing.T, parent, name string) (path string, stop func(
 	// One P and no preemption signals: a loop descheduled on a loaded machine
 	// would otherwise make tgkill, rt_sigreturn, getpid and sched_yield now
 	// and then, new syscalls that keep a baseline from converging.
-	cmd.Env = append(os.Environ(), "CAGEWATCH_CLI_HELPER=getppid-loop", "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1")
+	cmd.Env = append(os.Environ(), "CAGEWATCH_CLI_HELPER="+helper, "GOMAXPROCS=1", "GODEBUG=asyncpreemptoff=1")
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: fd}
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -94,7 +93,7 @@ func TestBPFFleetThreeAgents(t *testing.T) {
 			a.checkRunning(t)
 		}
 		if soloStable == 0 {
-			soloStable = stableWindows(solo.proc.log.String())
+			soloStable = stableAt(solo.proc.log.String(), fleetImage)
 		}
 		agg := aggregate()
 		return soloStable > 0 && agg != nil && agg.Baseline.State == model.StateStable
@@ -317,19 +316,6 @@ func learnRecorded(t *testing.T, agents []*fleetAgent) (*model.Baseline, map[str
 		t.Fatal("no window of the image recorded")
 	}
 	return b, perNode
-}
-
-var stableLine = regexp.MustCompile(`msg="baseline stable" profile=` + regexp.QuoteMeta(fleetImage) + ` windows=(\d+)`)
-
-// stableWindows is the windows at which the agent's log says its local
-// baseline went stable; 0: not yet.
-func stableWindows(log string) int {
-	m := stableLine.FindStringSubmatch(log)
-	if m == nil {
-		return 0
-	}
-	n, _ := strconv.Atoi(m[1])
-	return n
 }
 
 // watermark is one node's publish as etcd saw it.

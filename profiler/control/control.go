@@ -95,6 +95,7 @@ type CarriedFrom struct {
 	Profile string    `json:"profile"`
 	Windows uint64    `json:"windows"`
 	Outcome string    `json:"outcome"` // "" (judged after the tag's first block), matched or rejected
+	Why     string    `json:"why,omitempty"`
 	At      time.Time `json:"at"`
 }
 

@@ -505,9 +505,13 @@ func (c *Client) adoptLocked(p *profile, agg *Aggregate, raw []byte, rev int64) 
 	}
 	p.epoch, p.raw, p.aggRev, p.view, p.prior = agg.Epoch, raw, rev, nil, nil
 	p.gen++
+	was := p.sum.Prior
 	p.sum = summary{Nodes: agg.Nodes, Windows: agg.Baseline.Windows, State: agg.Baseline.State}
 	if pr := agg.Baseline.Prior; pr != nil {
-		p.sum.Prior = &model.Prior{From: pr.From, Windows: pr.Windows, At: pr.At, Outcome: pr.Outcome}
+		if was != nil && was.Outcome == "" && pr.Outcome != "" {
+			c.log.Info("fleet: new tag's prior judged", "profile", p.key, "from", pr.From, "outcome", pr.Outcome, "why", pr.Why)
+		}
+		p.sum.Prior = &model.Prior{From: pr.From, Windows: pr.Windows, At: pr.At, Outcome: pr.Outcome, Why: pr.Why}
 	}
 	if c.obs != nil {
 		c.obs.SetNodes(p.key, agg.Nodes)
