@@ -141,38 +141,67 @@ func (t *gramTables) surprisal(gram string, h *heldOut) float64 {
 
 // orderStats are the order view's two measures of a window: the median
 // surprisal of its syscalls given their predecessors, and the share of its
-// consecutive pairs never seen while learning.
+// consecutive pairs never seen while learning. Both weigh a distinct gram (or
+// pair) by the square root of its count in the window, not by the count: a
+// loop that repeats one gram a thousand times weighs about as much as thirty
+// grams made once each. On ADFA-LD dev (learned on train) this lifted
+// detection at 1% FPR from 0.193 to 0.261 with the same AUC, and on each of
+// ten random halves of train (README, Model): whole programs absent from
+// learning mostly run tight loops of a few unseen grams, while an intrusion
+// makes many different ones.
 type orderStats struct {
 	median float64
 	unseen float64
-	pairs  float64 // syscalls with a predecessor
+	pairs  float64 // weight of the distinct consecutive pairs (square roots of their counts)
 }
 
 type weighted struct{ value, weight float64 }
 
+// repeatWeight is the weight of a distinct gram or pair made c times.
+func repeatWeight(c uint64) float64 { return math.Sqrt(float64(c)) }
+
 func (t *gramTables) score(window map[string]uint64, h *heldOut) orderStats {
 	var st orderStats
 	vals := make([]weighted, 0, len(window))
-	var total, unseen float64
+	pairs := make(map[string]uint64, len(window))
 	for g, c := range window {
 		if c == 0 {
 			continue
 		}
-		w := float64(c)
-		vals = append(vals, weighted{t.surprisal(g, h), w})
-		total += w
+		vals = append(vals, weighted{t.surprisal(g, h), repeatWeight(c)})
 		if pair, ok := lastPair(g); ok {
-			st.pairs += w
-			if t.count(pair, h) == 0 {
-				unseen += w
-			}
+			pairs[pair] += c
 		}
 	}
-	if total == 0 {
+	if len(vals) == 0 {
 		return st
 	}
-	// Sorted by value, then weight: map order must not change the result.
+	// Sorted, and summed in sorted order: map order must not change the
+	// result, not even its last bits.
 	slices.SortFunc(vals, func(a, b weighted) int { return cmp.Or(cmp.Compare(a.value, b.value), cmp.Compare(a.weight, b.weight)) })
+	var total float64
+	for _, v := range vals {
+		total += v.weight
+	}
+	seen := make([]float64, 0, len(pairs))
+	var novel []float64
+	for pair, c := range pairs {
+		if t.count(pair, h) == 0 {
+			novel = append(novel, repeatWeight(c))
+		} else {
+			seen = append(seen, repeatWeight(c))
+		}
+	}
+	slices.Sort(seen)
+	slices.Sort(novel)
+	var unseen float64
+	for _, w := range novel {
+		unseen += w
+	}
+	st.pairs = unseen
+	for _, w := range seen {
+		st.pairs += w
+	}
 	half, acc := total/2, 0.0
 	for _, v := range vals {
 		acc += v.weight

@@ -683,7 +683,7 @@ func TestZeroGramsAreNoOrder(t *testing.T) {
 	}
 }
 
-// Composition is weighed beside order, which decides; alone (no order data)
+// Composition and order: the larger of order and weighted composition; alone (no order data)
 // it stands unweighted.
 func TestCombine(t *testing.T) {
 	tests := []struct {
@@ -693,8 +693,9 @@ func TestCombine(t *testing.T) {
 		want              float64
 		driver            string
 	}{
-		{"order and composition weighed together", 4, 3, true, true, 3 + compositionWeight*4, ViewOrder},
+		{"order stands for both when it is stronger", 4, 3, true, true, 3, ViewOrder},
 		{"a large composition shift with known order is weighed, not alone", 30, 0, true, true, compositionWeight * 30, ViewComposition},
+		{"composition does not add to order", 20, 5, true, true, compositionWeight * 20, ViewComposition},
 		{"no order: composition alone", 5, 0, true, false, 5, ViewComposition},
 		{"no composition: order alone", 0, 6, false, true, 6, ViewOrder},
 		{"neither", 0, 0, false, false, 0, ""},
@@ -766,5 +767,28 @@ func TestImpliedSyscallsAreNotNovel(t *testing.T) {
 				t.Errorf("an unseen %s scores %.3f, the window without it %.3f: it must still weigh", tt.unseen, s.Value, plain.Value)
 			}
 		})
+	}
+}
+
+// A gram repeated in a loop weighs the square root of its count: one new
+// pair beside a known pair made a thousand times is a visible share, and
+// the median surprisal is not the loop's alone.
+func TestRepeatsAreDamped(t *testing.T) {
+	lm := newGramTables(map[string]uint64{"read,write": 500, "write,read": 500})
+	st := lm.score(map[string]uint64{"read,write": 1000, "write,openat": 1}, nil)
+	if want := 1 / (1 + math.Sqrt(1000)); math.Abs(st.unseen-want) > 1e-12 {
+		t.Errorf("unseen share %.6f, want %.6f (the loop weighs √1000, the new pair 1)", st.unseen, want)
+	}
+	if want := 1 + math.Sqrt(1000); math.Abs(st.pairs-want) > 1e-12 {
+		t.Errorf("pair weight %.6f, want %.6f", st.pairs, want)
+	}
+	// Thirty distinct new grams made once each outweigh a loop of 400.
+	window := map[string]uint64{"read,write": 400}
+	for i := range 30 {
+		window[fmt.Sprintf("write,sys%d", i)] = 1
+	}
+	if st := lm.score(window, nil); st.median <= lm.surprisal("read,write", nil) {
+		t.Errorf("median surprisal %.3f is the loop's (%.3f): 30 new grams count less than a loop of 400",
+			st.median, lm.surprisal("read,write", nil))
 	}
 }
