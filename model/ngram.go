@@ -157,6 +157,16 @@ type orderStats struct {
 
 type weighted struct{ value, weight float64 }
 
+// addSorted adds xs to sum in increasing order (sorting xs), so that a
+// map's iteration order cannot change the last bits of the result.
+func addSorted(sum float64, xs []float64) float64 {
+	slices.Sort(xs)
+	for _, x := range xs {
+		sum += x
+	}
+	return sum
+}
+
 // repeatWeight is the weight of a distinct gram or pair made c times.
 func repeatWeight(c uint64) float64 { return math.Sqrt(float64(c)) }
 
@@ -192,16 +202,8 @@ func (t *gramTables) score(window map[string]uint64, h *heldOut) orderStats {
 			seen = append(seen, repeatWeight(c))
 		}
 	}
-	slices.Sort(seen)
-	slices.Sort(novel)
-	var unseen float64
-	for _, w := range novel {
-		unseen += w
-	}
-	st.pairs = unseen
-	for _, w := range seen {
-		st.pairs += w
-	}
+	unseen := addSorted(0, novel)
+	st.pairs = addSorted(unseen, seen)
 	half, acc := total/2, 0.0
 	for _, v := range vals {
 		acc += v.weight

@@ -150,9 +150,7 @@ func (l *Library) Status(context.Context) (control.Status, error) {
 		if b.Workload != "" {
 			is.ImageRef = model.Container{Image: b.Image, ImageTag: b.Tag, ImageID: b.ImageID}.ImageRef()
 		}
-		if p := b.Prior; p != nil {
-			is.CarriedFrom = &control.CarriedFrom{Profile: p.From, Windows: p.Windows, Outcome: p.Outcome, Why: p.Why, At: p.At}
-		}
+		is.CarriedFrom = carriedFrom(b.Prior)
 		st.Images = append(st.Images, is)
 	}
 	slices.SortFunc(st.Images, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })

@@ -130,8 +130,8 @@ func (c FleetControl) Status(ctx context.Context) (control.Status, error) {
 		st.Images[i].Fleet = f
 		// The fleet's prior is the one that counts (a node that never ran
 		// the old tag has none of its own).
-		if pr := p.Prior; pr != nil {
-			st.Images[i].CarriedFrom = &control.CarriedFrom{Profile: pr.From, Windows: pr.Windows, Outcome: pr.Outcome, Why: pr.Why, At: pr.At}
+		if p.Prior != nil {
+			st.Images[i].CarriedFrom = carriedFrom(p.Prior)
 		}
 	}
 	slices.SortFunc(st.Images, func(a, b control.ImageStatus) int { return strings.Compare(a.Image, b.Image) })

@@ -5,7 +5,16 @@ import (
 	"time"
 
 	"github.com/cagewatch/cagewatch/model"
+	"github.com/cagewatch/cagewatch/profiler/control"
 )
+
+// carriedFrom is status's account of a prior: where the tag started from.
+func carriedFrom(p *model.Prior) *control.CarriedFrom {
+	if p == nil {
+		return nil
+	}
+	return &control.CarriedFrom{Profile: p.From, Windows: p.Windows, Outcome: p.Outcome, Why: p.Why, At: p.At}
+}
 
 // SetLogger gives the library a logger for what it decides on its own (a new
 // tag starting from its previous tag's baseline).
