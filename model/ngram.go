@@ -139,9 +139,10 @@ func (t *gramTables) surprisal(gram string, h *heldOut) float64 {
 	return -math.Log(p)
 }
 
-// orderStats are the order view's two measures of a window: the median
-// surprisal of its syscalls given their predecessors, and the share of its
-// consecutive pairs never seen while learning. Both weigh a distinct gram (or
+// orderStats are the order view's measures of a window: the median surprisal
+// of its syscalls given their predecessors, the share of its consecutive pairs
+// never seen while learning, and its distinct never-seen trigrams. The first
+// two weigh a distinct gram (or
 // pair) by the square root of its count in the window, not by the count: a
 // loop that repeats one gram a thousand times weighs about as much as thirty
 // grams made once each. On ADFA-LD dev (learned on train) this lifted
@@ -153,6 +154,10 @@ type orderStats struct {
 	median float64
 	unseen float64
 	pairs  float64 // weight of the distinct consecutive pairs (square roots of their counts)
+	// novelTrigrams counts each distinct never-seen trigram once, per syscall
+	// of the window, for the same reason: it grows with how many different new
+	// sequences a window makes, not with how often it repeats one.
+	novelTrigrams float64
 }
 
 type weighted struct{ value, weight float64 }
@@ -174,18 +179,25 @@ func (t *gramTables) score(window map[string]uint64, h *heldOut) orderStats {
 	var st orderStats
 	vals := make([]weighted, 0, len(window))
 	pairs := make(map[string]uint64, len(window))
+	novelTrigrams := map[string]bool{}
+	var calls uint64
 	for g, c := range window {
 		if c == 0 {
 			continue
 		}
+		calls += c
 		vals = append(vals, weighted{t.surprisal(g, h), repeatWeight(c)})
 		if pair, ok := lastPair(g); ok {
 			pairs[pair] += c
+		}
+		if tri, ok := lastTrigram(g); ok && t.count(tri, h) == 0 {
+			novelTrigrams[tri] = true
 		}
 	}
 	if len(vals) == 0 {
 		return st
 	}
+	st.novelTrigrams = float64(len(novelTrigrams)) / float64(calls)
 	// Sorted, and summed in sorted order: map order must not change the
 	// result, not even its last bits.
 	slices.SortFunc(vals, func(a, b weighted) int { return cmp.Or(cmp.Compare(a.value, b.value), cmp.Compare(a.weight, b.weight)) })
@@ -228,6 +240,18 @@ func lastPair(gram string) (string, bool) {
 		return gram[k+1:], true
 	}
 	return gram, true
+}
+
+// lastTrigram is the gram's last three syscalls, if it has two predecessors.
+func lastTrigram(gram string) (string, bool) {
+	j := len(gram)
+	for range 3 {
+		if j < 0 {
+			return "", false
+		}
+		j = strings.LastIndex(gram[:j], gramSep)
+	}
+	return gram[j+1:], true
 }
 
 // PairCounts sums grams into consecutive-pair counts ("prev,next").

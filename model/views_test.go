@@ -792,3 +792,35 @@ func TestRepeatsAreDamped(t *testing.T) {
 			st.median, lm.surprisal("read,write", nil))
 	}
 }
+
+func TestNovelTrigramsCountDistinct(t *testing.T) {
+	lm := newGramTables(map[string]uint64{"read,write,read": 500, "write,read,write": 500})
+	for _, tt := range []struct {
+		gram, want string
+		ok         bool
+	}{
+		{"a,b,c,d", "b,c,d", true}, {"a,b,c", "a,b,c", true}, {"a,b", "", false}, {"a", "", false},
+	} {
+		if got, ok := lastTrigram(tt.gram); got != tt.want || ok != tt.ok {
+			t.Errorf("lastTrigram(%q) = %q, %v; want %q, %v", tt.gram, got, ok, tt.want, tt.ok)
+		}
+	}
+	// One new trigram repeated 100 times is one; ten new ones made ten times
+	// each are ten, in a window of the same 1,100 calls.
+	loop := map[string]uint64{"read,write,read": 1000, "x,read,write,openat": 100}
+	varied := map[string]uint64{"read,write,read": 1000}
+	for i := range 10 {
+		varied[fmt.Sprintf("x,read,write,sys%d", i)] = 10
+	}
+	if got, want := lm.score(loop, nil).novelTrigrams, 1.0/1100; math.Abs(got-want) > 1e-15 {
+		t.Errorf("a repeated new trigram: %.6f per call, want %.6f", got, want)
+	}
+	if got, want := lm.score(varied, nil).novelTrigrams, 10.0/1100; math.Abs(got-want) > 1e-15 {
+		t.Errorf("ten new trigrams: %.6f per call, want %.6f", got, want)
+	}
+	// Held out, a window's own trigrams are new to the rest.
+	own := map[string]uint64{"write,read,write": 500}
+	if got := lm.score(own, lm.without(newGramTables(own))).novelTrigrams; got != 1.0/500 {
+		t.Errorf("held out, the only window with write,read,write: %.6f per call, want %.6f", got, 1.0/500)
+	}
+}
