@@ -36,9 +36,13 @@ type agentProc struct {
 	minProg uint32 // programs loaded before it, to find its own
 }
 
-// startAgent runs the agent with a config of its own and waits until its sensor is
-// attached and its metrics answer.
-func startAgent(o options, window time.Duration) (*agentProc, error) {
+// agentReadyWithin is how long an agent on a quiet machine may take to load
+// its sensor and answer on its metrics port.
+const agentReadyWithin = 30 * time.Second
+
+// startAgent runs the agent with a config of its own and waits, at most
+// readyWithin, until its sensor is attached and its metrics answer.
+func startAgent(o options, window, readyWithin time.Duration) (*agentProc, error) {
 	dir, err := os.MkdirTemp("", "cagewatch-bench-agent-")
 	if err != nil {
 		return nil, err
@@ -73,7 +77,7 @@ containers:
 	if err := a.cmd.Start(); err != nil {
 		return nil, fmt.Errorf("starting agent: %w", err)
 	}
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(readyWithin)
 	for time.Now().Before(deadline) {
 		st, err := sensorbench.LoadedProgramStats(sensorbench.SensorProgramName, false, a.minProg)
 		if err == nil && !st.Missing {
@@ -87,7 +91,7 @@ containers:
 		time.Sleep(50 * time.Millisecond)
 	}
 	_ = a.stop()
-	return nil, fmt.Errorf("agent not ready within 30s:\n%s", a.logs.String())
+	return nil, fmt.Errorf("agent not ready within %s:\n%s", readyWithin, a.logs.String())
 }
 
 func (a *agentProc) stop() error {
@@ -186,10 +190,23 @@ func (a *agentProc) cpuTime() (time.Duration, error) {
 }
 
 // memory returns the agent's resident set and its peak, in bytes.
-func (a *agentProc) memory() (rss, peak uint64, err error) {
+// agentMemory is the agent's resident memory. VmRSS counts the pages of the
+// BPF maps it has mapped (the histogram slots in use, the ring buffer): kernel
+// memory the maps hold whether mapped or not, sized by sensor.histogram_slots
+// and reported in the kernel memory row. So they are counted apart.
+type agentMemory struct {
+	rss, peak uint64 // VmRSS and VmHWM
+	bpfMaps   uint64 // resident pages of BPF map mappings
+}
+
+// own is the memory the agent's process adds: VmRSS without the mapped maps.
+func (m agentMemory) own() uint64 { return m.rss - min(m.bpfMaps, m.rss) }
+
+func (a *agentProc) memory() (agentMemory, error) {
+	var m agentMemory
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
 	if err != nil {
-		return 0, 0, err
+		return m, err
 	}
 	for _, line := range strings.Split(string(b), "\n") {
 		f := strings.Fields(line)
@@ -199,12 +216,35 @@ func (a *agentProc) memory() (rss, peak uint64, err error) {
 		kb, _ := strconv.ParseUint(f[1], 10, 64)
 		switch f[0] {
 		case "VmRSS:":
-			rss = kb << 10
+			m.rss = kb << 10
 		case "VmHWM:":
-			peak = kb << 10
+			m.peak = kb << 10
 		}
 	}
-	return rss, peak, nil
+	smaps, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps", a.cmd.Process.Pid))
+	if err != nil {
+		return m, err
+	}
+	m.bpfMaps = bpfMapResident(string(smaps))
+	return m, nil
+}
+
+// bpfMapResident sums the Rss of the mappings /proc/PID/smaps names
+// anon_inode:bpf-map.
+func bpfMapResident(smaps string) uint64 {
+	var total uint64
+	inMap := false
+	for _, line := range strings.Split(smaps, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 5 && strings.Contains(f[0], "-") && !strings.HasSuffix(f[0], ":"):
+			inMap = len(f) >= 6 && f[5] == "anon_inode:bpf-map"
+		case inMap && len(f) >= 2 && f[0] == "Rss:":
+			kb, _ := strconv.ParseUint(f[1], 10, 64)
+			total += kb << 10
+		}
+	}
+	return total
 }
 
 func freePort() (int, error) {

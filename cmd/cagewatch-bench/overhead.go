@@ -75,7 +75,7 @@ func measureOverhead(o options, r *report) error {
 		{sensorbench.ProbeCgrpStorage, probe(sensorbench.ProbeCgrpStorage)},
 		{sensorbench.ProbeCountsOnly, probe(sensorbench.ProbeCountsOnly)},
 		{"agent", func() (func() (sensorbench.RunStats, error), func() error, error) {
-			a, err := startAgent(o, 10*time.Second)
+			a, err := startAgent(o, 10*time.Second, agentReadyWithin)
 			if err != nil {
 				return nil, nil, err
 			}
