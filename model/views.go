@@ -407,7 +407,10 @@ func (b *Baseline) compositionScore(counts map[string]uint64, total uint64, with
 // already makes: a thread it creates exits one day (mariadb's pool retired
 // threads after the learning minutes), a signal handler it installs returns, a
 // server that accepts connections asks a client's address when it logs or
-// lists it (real redis, minutes after its image went stable). Unseen, they
+// lists it (real redis, minutes after its image went stable), and positional
+// I/O takes its vectored form when it has several buffers at once (real
+// postgres wrote its WAL with pwritev only after learning): no new capability.
+// Unseen, they
 // still weigh in the composition, but do not make a window syscall_novel on
 // their own.
 var impliedBy = map[string][]string{
@@ -415,6 +418,10 @@ var impliedBy = map[string][]string{
 	"rt_sigreturn": {"rt_sigaction"},
 	"getpeername":  {"accept", "accept4"},
 	"getsockname":  {"accept", "accept4", "bind", "connect"},
+	"pwritev":      {"pwrite64"},
+	"pwritev2":     {"pwrite64", "pwritev"},
+	"preadv":       {"pread64"},
+	"preadv2":      {"pread64", "preadv"},
 }
 
 func impliedByLearned(b *Baseline, name string) bool {

@@ -748,6 +748,8 @@ func TestImpliedSyscallsAreNotNovel(t *testing.T) {
 		{name: "no thread ever created", unseen: "exit", wantNovel: []string{"exit"}},
 		{name: "connections accepted while learning", parent: "accept4", unseen: "getpeername", wantNovel: nil},
 		{name: "no connection ever accepted", parent: "connect", absent: "accept4", unseen: "getpeername", wantNovel: []string{"getpeername"}},
+		{name: "positional writes while learning", parent: "pwrite64", unseen: "pwritev", wantNovel: nil},
+		{name: "no positional write ever made", parent: "write", unseen: "pwritev", wantNovel: []string{"pwritev"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			b := learn(tt.parent, tt.absent)
