@@ -142,14 +142,13 @@ func (t *gramTables) surprisal(gram string, h *heldOut) float64 {
 // orderStats are the order view's measures of a window: the median surprisal
 // of its syscalls given their predecessors, the share of its consecutive pairs
 // never seen while learning, and its distinct never-seen trigrams. The first
-// two weigh a distinct gram (or
-// pair) by the square root of its count in the window, not by the count: a
-// loop that repeats one gram a thousand times weighs about as much as thirty
-// grams made once each. On ADFA-LD dev (learned on train) this lifted
-// detection at 1% FPR from 0.193 to 0.261 with the same AUC, and on each of
-// ten random halves of train (README, Model): whole programs absent from
-// learning mostly run tight loops of a few unseen grams, while an intrusion
-// makes many different ones.
+// two weigh a distinct gram (or pair) by the square root of its count in the
+// window, not by the count: a loop that repeats one gram a thousand times
+// weighs about as much as thirty grams made once each. On ADFA-LD dev
+// (learned on train) this lifted detection at 1% FPR from 0.193 to 0.261 with
+// the same AUC, and on each of ten random halves of train (README, Model):
+// whole programs absent from learning mostly run tight loops of a few unseen
+// grams, while an intrusion makes many different ones.
 type orderStats struct {
 	median float64
 	unseen float64

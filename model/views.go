@@ -410,9 +410,8 @@ func (b *Baseline) compositionScore(counts map[string]uint64, total uint64, with
 // lists it (real redis, minutes after its image went stable), and positional
 // I/O takes its vectored form when it has several buffers at once (real
 // postgres wrote its WAL with pwritev only after learning): no new capability.
-// Unseen, they
-// still weigh in the composition, but do not make a window syscall_novel on
-// their own.
+// Unseen, they still weigh in the composition, but do not make a window
+// syscall_novel on their own.
 var impliedBy = map[string][]string{
 	"exit":         {"clone", "clone3"},
 	"rt_sigreturn": {"rt_sigaction"},

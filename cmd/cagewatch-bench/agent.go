@@ -189,7 +189,6 @@ func (a *agentProc) cpuTime() (time.Duration, error) {
 	return time.Duration(utime+stime) * time.Second / ticksPerSecond, nil
 }
 
-// memory returns the agent's resident set and its peak, in bytes.
 // agentMemory is the agent's resident memory. VmRSS counts the pages of the
 // BPF maps it has mapped (the histogram slots in use, the ring buffer): kernel
 // memory the maps hold whether mapped or not, sized by sensor.histogram_slots
@@ -202,6 +201,7 @@ type agentMemory struct {
 // own is the memory the agent's process adds: VmRSS without the mapped maps.
 func (m agentMemory) own() uint64 { return m.rss - min(m.bpfMaps, m.rss) }
 
+// memory reads the agent's VmRSS, VmHWM and mapped BPF map pages, in bytes.
 func (a *agentProc) memory() (agentMemory, error) {
 	var m agentMemory
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", a.cmd.Process.Pid))
